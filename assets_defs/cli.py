@@ -1,0 +1,158 @@
+"""`linkage-pipeline`: generate the demo corpus, materialize the whole graph, print the evaluation tables.
+
+The commands run the same Dagster definitions the UI shows, against the Dagster instance in $DAGSTER_HOME,
+so every materialization they make appears in `dagster dev` afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DEMO_DIR = REPO_ROOT / "data" / "demo"
+DEFAULT_DAGSTER_HOME = REPO_ROOT / ".dagster_home"
+
+
+def _configure_env(data_dir: Path) -> None:
+    os.environ["LP_DATA_DIR"] = str(data_dir.resolve())
+    os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DAGSTER_HOME))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    dagster_yaml = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
+    if not dagster_yaml.exists():
+        # Limit concurrent DuckDB writers across parallel runs (DESIGN section 3).
+        dagster_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
+
+
+def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool) -> None:
+    """Writes the synthetic demo corpus unless one with the same settings is already there."""
+    from linkage_pipeline.documents.synthetic import generate_corpus
+
+    marker = out_dir / ".corpus-settings"
+    settings = f"seed={seed} n_firms={n_firms}"
+    if not force and marker.exists() and marker.read_text() == settings and (out_dir / "sources.yaml").exists():
+        print(f"demo corpus already at {out_dir} ({settings})")
+        return
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    t0 = time.perf_counter()
+    kwargs = {"seed": seed} | ({"n_firms": n_firms} if n_firms else {})
+    summary = generate_corpus(out_dir, **kwargs)
+    marker.write_text(settings)
+    print(f"generated demo corpus at {out_dir} in {time.perf_counter() - t0:.1f}s: {summary}")
+
+
+def materialize_all(data_dir: Path) -> None:
+    """Materializes every asset: each source's partition, then the cross-source assets."""
+    import dagster as dg
+
+    from assets_defs.definitions import defs
+    from assets_defs.jobs import linkage_job, source_job
+    from assets_defs.partitions import SOURCE_PARTITIONS_NAME
+    from linkage_pipeline.documents.sources import load_sources
+
+    _configure_env(data_dir)
+    registry = load_sources(data_dir)
+    for r in registry.rejected:
+        print(f"rejected: {r.file}: {r.reason}", file=sys.stderr)
+    instance = dg.DagsterInstance.get()
+    names = [s.name for s in registry.sources]
+    known = set(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
+    new = [n for n in names if n not in known]
+    if new:
+        instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, new)
+    # The sources table first, so per-source assets see the current sources.yaml.
+    defs.get_job_def(linkage_job.name).execute_in_process(
+        instance=instance, op_selection=None, asset_selection=[dg.AssetKey("document_sources")]
+    )
+    for name in names:
+        t0 = time.perf_counter()
+        result = defs.get_job_def(source_job.name).execute_in_process(instance=instance, partition_key=name)
+        print(f"source {name}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
+    t0 = time.perf_counter()
+    result = defs.get_job_def(linkage_job.name).execute_in_process(instance=instance)
+    print(f"linkage, evaluation, SQL models, network: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
+
+
+def print_report(data_dir: Path) -> None:
+    """Prints the evaluation tables from the DuckDB file."""
+    from assets_defs.definitions import default_resources
+
+    _configure_env(data_dir)
+    store = default_resources()["linkage_store"].store()
+    import pandas as pd
+
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 20)
+    for table in ("layout_evaluation", "ocr_evaluation", "linkage_evaluation", "rejected_inputs"):
+        if not store.table_exists(table):
+            print(f"\n== {table}: not materialized")
+            continue
+        frame = store.read_table(table)
+        print(f"\n== {table} ({len(frame)} rows)")
+        print(frame.to_markdown(index=False, floatfmt=".3f") if not frame.empty else "(empty)")
+    print(f"\nDuckDB file: {store.database}")
+
+
+def run_ui(data_dir: Path, port: int) -> None:
+    """Starts `dagster dev` on 127.0.0.1 with this data directory; Ctrl-C (or SIGTERM) stops it."""
+    _configure_env(data_dir)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
+    if dagster is None:
+        raise SystemExit("dagster is not installed in this environment; run .ci/setup first")
+    cmd = [dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO_ROOT / "workspace.yaml")]
+    print("starting:", " ".join(cmd), flush=True)
+    os.chdir(REPO_ROOT)
+    os.execv(dagster, cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="linkage-pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="generate the demo corpus, materialize everything, print the evaluation")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DEMO_DIR)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-firms", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="regenerate the corpus even if present")
+    p = sub.add_parser("generate", help="write a synthetic corpus")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-firms", type=int, default=None)
+    p = sub.add_parser("run", help="materialize every asset for a data directory (your own scans)")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
+    p = sub.add_parser("report", help="print the evaluation tables")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
+    p = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
+    p.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.command == "generate":
+        generate_demo(args.out, seed=args.seed, n_firms=args.n_firms, force=True)
+    elif args.command == "demo":
+        t0 = time.perf_counter()
+        generate_demo(args.data_dir, seed=args.seed, n_firms=args.n_firms, force=args.force)
+        materialize_all(args.data_dir)
+        print_report(args.data_dir)
+        print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s")
+        print(f"open the UI:  .venv/bin/linkage-pipeline ui --data-dir {args.data_dir}   (then http://127.0.0.1:3000)")
+    elif args.command == "run":
+        materialize_all(args.data_dir)
+        print_report(args.data_dir)
+    elif args.command == "report":
+        print_report(args.data_dir)
+    elif args.command == "ui":
+        run_ui(args.data_dir, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

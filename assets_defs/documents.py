@@ -1,0 +1,130 @@
+"""Per-source assets: pages -> layout regions -> crops -> OCR texts, plus the labels used for evaluation."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from assets_defs._common import preview, write_rejections
+from assets_defs.partitions import document_sources_partitions
+from linkage_pipeline import schema, stages
+from linkage_pipeline.documents.pages import read_labels, scan_pages
+from resources import EnginesResource, LinkageStore
+
+LABELS = {
+    "source": "VARCHAR",
+    "label_index": "INTEGER",
+    "page": "VARCHAR",
+    "x0": "INTEGER",
+    "y0": "INTEGER",
+    "x1": "INTEGER",
+    "y1": "INTEGER",
+    "text": "VARCHAR",
+    "entity_id": "VARCHAR",
+    "role": "VARCHAR",
+}
+SOURCES = {
+    "name": "VARCHAR",
+    "role": "VARCHAR",
+    "direction": "VARCHAR",
+    "language": "VARCHAR",
+    "layout": "VARCHAR",
+    "ocr": "VARCHAR[]",
+    "primary_ocr": "VARCHAR",
+    "path": "VARCHAR",
+}
+LINKAGES = {"query": "VARCHAR", "target": "VARCHAR"}
+
+
+@dg.asset(group_name="documents", kinds={"duckdb"}, pool="duckdb")
+def document_sources(linkage_store: LinkageStore) -> dg.MaterializeResult:
+    """One row per document source declared in sources.yaml (and its linkages); refreshed when sources.yaml changes."""
+    store, registry = linkage_store.store(), linkage_store.registry()
+    frame = pd.DataFrame([s.to_record() for s in registry.sources], columns=list(SOURCES))
+    store.replace_table("document_sources", frame, SOURCES)
+    store.replace_table("source_linkages", pd.DataFrame([vars(l) for l in registry.linkages], columns=list(LINKAGES)), LINKAGES)
+    n_rejected = write_rejections(store, "sources", "sources_yaml", registry.rejected)
+    return dg.MaterializeResult(
+        metadata={"sources": len(frame), "linkages": len(registry.linkages), "rejected": n_rejected, "preview": preview(frame)}
+    )
+
+
+@dg.asset(group_name="documents", partitions_def=document_sources_partitions, deps=[document_sources], kinds={"parquet"})
+def page_images(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
+    """One row per page image of a source (PDF and multi-frame TIFF pages rendered to PNG); refreshed per source."""
+    store, source = linkage_store.store(), linkage_store.source(context.partition_key)
+    t0 = time.perf_counter()
+    pages, rejected = scan_pages(source, store.artifact_dir / "rendered" / source.name)
+    n = store.write_partition("page_images", source.name, pages, schema.PAGE_IMAGES)
+    n_rejected = write_rejections(store, "page_images", source.name, rejected)
+    for r in rejected:
+        context.log.warning(f"rejected {r.source}/{r.file}: {r.reason}")
+    seconds = time.perf_counter() - t0
+    return dg.MaterializeResult(
+        metadata={"pages": n, "rejected": n_rejected, "seconds": seconds, "pages_per_s": n / max(seconds, 1e-9), "preview": preview(pages)}
+    )
+
+
+@dg.asset(group_name="evaluation", partitions_def=document_sources_partitions, deps=[page_images], kinds={"parquet"})
+def region_labels(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
+    """One row per labelled region in a source's labels.csv (ground truth for evaluation); refreshed per source."""
+    store, source = linkage_store.store(), linkage_store.source(context.partition_key)
+    labels, rejected = read_labels(source)
+    frame = pd.DataFrame(columns=list(LABELS)) if labels is None else labels.assign(source=source.name, label_index=range(len(labels)))
+    n = store.write_partition("region_labels", source.name, frame, LABELS)
+    n_rejected = write_rejections(store, "region_labels", source.name, rejected)
+    return dg.MaterializeResult(metadata={"labels": n, "has_labels": labels is not None, "rejected": n_rejected})
+
+
+@dg.asset(group_name="layout", partitions_def=document_sources_partitions, deps=[page_images], kinds={"parquet"})
+def layout_regions(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
+    """One row per detected name region (title, heading or entry) on a page; refreshed per source."""
+    store, source = linkage_store.store(), linkage_store.source(context.partition_key)
+    pages = store.read_partition("page_images", source.name, schema.PAGE_IMAGES)
+    t0 = time.perf_counter()
+    regions, rejected = stages.detect_page_regions(pages, source)
+    seconds = time.perf_counter() - t0
+    n = store.write_partition("layout_regions", source.name, regions, schema.LAYOUT_REGIONS)
+    n_rejected = write_rejections(store, "layout_regions", source.name, rejected)
+    return dg.MaterializeResult(
+        metadata={
+            "regions": n,
+            "by_kind": dg.MetadataValue.json(regions["kind"].value_counts().to_dict()),
+            "rejected": n_rejected,
+            "seconds": seconds,
+            "pages_per_s": len(pages) / max(seconds, 1e-9),
+            "preview": preview(regions),
+        }
+    )
+
+
+@dg.asset(group_name="crops", partitions_def=document_sources_partitions, deps=[layout_regions], kinds={"parquet"})
+def region_crops(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
+    """One row per region crop: a tight PNG for OCR and its square padding for the encoders; refreshed per source."""
+    store, source = linkage_store.store(), linkage_store.source(context.partition_key)
+    pages = store.read_partition("page_images", source.name, schema.PAGE_IMAGES)
+    regions = store.read_partition("layout_regions", source.name, schema.LAYOUT_REGIONS)
+    t0 = time.perf_counter()
+    crops, rejected = stages.extract_crops(pages, regions, source, store.artifact_dir / "crops")
+    seconds = time.perf_counter() - t0
+    n = store.write_partition("region_crops", source.name, crops, schema.REGION_CROPS)
+    n_rejected = write_rejections(store, "region_crops", source.name, rejected)
+    return dg.MaterializeResult(
+        metadata={"crops": n, "rejected": n_rejected, "seconds": seconds, "crops_per_s": n / max(seconds, 1e-9)}
+    )
+
+
+@dg.asset(group_name="ocr", partitions_def=document_sources_partitions, deps=[region_crops], kinds={"parquet"})
+def ocr_texts(context: dg.AssetExecutionContext, linkage_store: LinkageStore, engines: EnginesResource) -> dg.MaterializeResult:
+    """One row per crop and OCR engine with the text read and its confidence; refreshed per source."""
+    store, source = linkage_store.store(), linkage_store.source(context.partition_key)
+    crops = store.read_partition("region_crops", source.name, schema.REGION_CROPS)
+    texts, timings = stages.read_crops(crops, source, {name: engines.ocr_engine(name) for name in source.ocr})
+    n = store.write_partition("ocr_texts", source.name, texts, schema.OCR_TEXTS)
+    per_engine = {e: {"seconds": round(s, 2), "crops_per_s": round(len(crops) / max(s, 1e-9), 1)} for e, s in timings.items()}
+    empty_share = float((texts["text"].fillna("") == "").mean()) if n else 0.0
+    return dg.MaterializeResult(
+        metadata={"rows": n, "engines": dg.MetadataValue.json(per_engine), "empty_share": empty_share, "preview": preview(texts)}
+    )

@@ -1,0 +1,40 @@
+"""The supply-chain network built from the linked list entries."""
+
+from __future__ import annotations
+
+import base64
+
+import dagster as dg
+
+from assets_defs._common import preview
+from linkage_pipeline import stages
+from resources import LinkageStore
+
+
+class NetworkConfig(dg.Config):
+    """Anchor firms (node ids or labels) to which shortest-path distances are reported."""
+
+    anchors: list[str] = []
+    max_plot_nodes: int = 150
+
+
+@dg.asset(group_name="network", deps=["mart_supply_chain_edges"], kinds={"duckdb", "networkx"}, pool="duckdb")
+def supply_chain_network(config: NetworkConfig, linkage_store: LinkageStore) -> dg.MaterializeResult:
+    """One row per firm in the supply-chain network with its centrality and distance to anchors; refreshed on demand."""
+    store = linkage_store.store()
+    out_dir = store.artifact_dir / "network"
+    result = stages.build_network(
+        store.read_table("mart_supply_chain_edges"), out_dir, anchors=config.anchors, max_plot_nodes=config.max_plot_nodes
+    )
+    store.replace_table("firm_centrality", result.centrality)
+    store.replace_table("firm_anchor_distances", result.anchor_distances)
+    png = base64.b64encode(result.plot_path.read_bytes()).decode()
+    return dg.MaterializeResult(
+        metadata={
+            "nodes": result.n_nodes,
+            "edges": result.n_edges,
+            "graphml": dg.MetadataValue.path(str(result.graphml_path)),
+            "plot": dg.MetadataValue.md(f"![supply-chain network](data:image/png;base64,{png})"),
+            "top_firms": preview(result.centrality.sort_values("degree_centrality", ascending=False), n=15),
+        }
+    )

@@ -1,0 +1,275 @@
+"""Frame-level stage functions: one call per asset, tables in, tables out.
+
+Each function turns the rows of one stage's input table into the rows of its output table (column contracts
+in ``schema.py``), recording what it could not process as :class:`Rejection` rows instead of failing the
+whole source.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from linkage_pipeline import schema
+from linkage_pipeline.crops import content_id, crop_region, encode_png, pad_to_square
+from linkage_pipeline.documents.pages import load_page_image
+from linkage_pipeline.documents.sources import Rejection, SourceConfig
+from linkage_pipeline.evaluation import match_regions_to_labels
+from linkage_pipeline.layout import detect_layout, layout_to_records
+from linkage_pipeline.ocr import OcrEngine
+from linkage_pipeline.paths import atomic_write_bytes, safe_child
+from linkage_pipeline.strings import topk_string_matches
+
+logger = logging.getLogger(__name__)
+
+
+def _empty(contract: Mapping[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in contract})
+
+
+def detect_page_regions(pages: pd.DataFrame, source: SourceConfig) -> tuple[pd.DataFrame, list[Rejection]]:
+    """Detects name regions on every page of one source.
+
+    Args:
+        pages: rows of ``page_images`` for the source.
+        source: the source's configuration (direction, layout detector, language).
+
+    Returns:
+        ``layout_regions`` rows (reading order per page) and rejections for pages that failed or had no text.
+    """
+    rows: list[dict] = []
+    rejected: list[Rejection] = []
+    for page in pages.itertuples(index=False):
+        try:
+            image = np.asarray(load_page_image(Path(page.image_path)).convert("L"))
+            layout = detect_layout(image, direction=source.direction, detector=source.layout, lang=source.language)
+        except Exception as exc:  # one bad page must not lose the others
+            logger.warning("layout failed on %s/%s: %s", source.name, page.file, exc)
+            rejected.append(Rejection(source.name, page.file, "layout_regions", f"layout detection failed: {exc}"))
+            continue
+        records = layout_to_records(layout)
+        if not records:
+            rejected.append(Rejection(source.name, page.file, "layout_regions", "layout found no text regions on a page with ink"))
+        for rec in records:
+            box = (int(rec["x0"]), int(rec["y0"]), int(rec["x1"]), int(rec["y1"]))
+            rows.append(
+                {
+                    "region_id": content_id(f"{page.page_id}:{box}:{rec['kind']}".encode()),
+                    "source": source.name,
+                    "page_id": page.page_id,
+                    "x0": box[0],
+                    "y0": box[1],
+                    "x1": box[2],
+                    "y1": box[3],
+                    "kind": rec["kind"],
+                    "reading_order": int(rec["reading_order"]),
+                    "score": float(rec.get("score") or 0.0),
+                    "detector": source.layout,
+                    "direction": source.direction,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=list(schema.LAYOUT_REGIONS)) if rows else _empty(schema.LAYOUT_REGIONS)
+    return frame, rejected
+
+
+def extract_crops(
+    pages: pd.DataFrame, regions: pd.DataFrame, source: SourceConfig, crop_dir: Path
+) -> tuple[pd.DataFrame, list[Rejection]]:
+    """Cuts every region out of its page: a tight crop (for OCR) and its square padding (for the encoders).
+
+    Files are written as ``<crop_dir>/<source>/<crop_id>.png`` and ``<crop_id>.square.png``; a file that already
+    exists with the same content id is kept.
+    """
+    out_dir = safe_child(Path(crop_dir), source.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    rejected: list[Rejection] = []
+    page_by_id = {p.page_id: p for p in pages.itertuples(index=False)}
+    for page_id, group in regions.groupby("page_id", sort=True):
+        page = page_by_id.get(page_id)
+        if page is None:
+            continue
+        try:
+            image = load_page_image(Path(page.image_path)).convert("RGB")
+        except Exception as exc:
+            rejected.append(Rejection(source.name, page.file, "region_crops", f"page could not be read: {exc}"))
+            continue
+        for reg in group.sort_values("reading_order").itertuples(index=False):
+            try:
+                tight = crop_region(image, (reg.x0, reg.y0, reg.x1, reg.y1))
+            except ValueError as exc:
+                rejected.append(Rejection(source.name, page.file, "region_crops", f"region {reg.region_id}: {exc}"))
+                continue
+            data = encode_png(tight)
+            crop_id = content_id(reg.region_id.encode() + data)
+            crop_path = out_dir / f"{crop_id}.png"
+            square_path = out_dir / f"{crop_id}.square.png"
+            if not crop_path.exists():
+                atomic_write_bytes(crop_path, data)
+            if not square_path.exists():
+                atomic_write_bytes(square_path, encode_png(pad_to_square(tight)))
+            rows.append(
+                {
+                    "crop_id": crop_id,
+                    "region_id": reg.region_id,
+                    "source": source.name,
+                    "page_id": page_id,
+                    "crop_path": str(crop_path),
+                    "square_path": str(square_path),
+                    "width": tight.width,
+                    "height": tight.height,
+                    "direction": reg.direction,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=list(schema.REGION_CROPS)) if rows else _empty(schema.REGION_CROPS)
+    return frame, rejected
+
+
+def read_crops(
+    crops: pd.DataFrame, source: SourceConfig, engines: Mapping[str, OcrEngine]
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """OCRs every crop of one source with each configured engine.
+
+    Returns:
+        ``ocr_texts`` rows (one per crop and engine) and seconds spent per engine.
+    """
+    from PIL import Image
+
+    images = []
+    for path in crops["crop_path"]:
+        with Image.open(path) as im:
+            images.append(im.convert("RGB"))
+    frames = []
+    timings: dict[str, float] = {}
+    for name in source.ocr:
+        engine = engines[name]
+        t0 = time.perf_counter()
+        results = engine.read(images, direction=source.direction) if images else []
+        timings[name] = time.perf_counter() - t0
+        frames.append(
+            pd.DataFrame(
+                {
+                    "crop_id": crops["crop_id"].to_numpy(),
+                    "source": source.name,
+                    "engine": name,
+                    "text": [r.text for r in results],
+                    "confidence": [float(r.confidence) for r in results],
+                }
+            )
+        )
+    frame = pd.concat(frames, ignore_index=True) if frames else _empty(schema.OCR_TEXTS)
+    return frame, timings
+
+
+LABELLED_REGIONS = {
+    "region_id": "VARCHAR",
+    "source": "VARCHAR",
+    "page": "VARCHAR",
+    "label_index": "INTEGER",
+    "iou": "DOUBLE",
+    "text": "VARCHAR",
+    "entity_id": "VARCHAR",
+    "role": "VARCHAR",
+}
+
+
+def label_regions(
+    regions: pd.DataFrame, pages: pd.DataFrame, labels: pd.DataFrame, *, iou_threshold: float = 0.5
+) -> pd.DataFrame:
+    """Matches detected regions to labelled boxes (one-to-one by IoU) so any labelled corpus can be scored."""
+    if regions.empty or labels is None or labels.empty:
+        return _empty(LABELLED_REGIONS)
+    with_page = regions.merge(pages[["page_id", "file"]], on="page_id", how="left").rename(columns={"file": "page"})
+    matches = match_regions_to_labels(with_page, labels, iou_threshold=iou_threshold)
+    out = matches.merge(with_page[["region_id", "source", "page"]], on="region_id", how="left")
+    out["entity_id"] = out["entity_id"].fillna("").astype(str)
+    return out[list(LABELLED_REGIONS)].sort_values("region_id").reset_index(drop=True)
+
+
+STRING_LINKS = {
+    "query_crop_id": "VARCHAR",
+    "target_crop_id": "VARCHAR",
+    "query_source": "VARCHAR",
+    "target_source": "VARCHAR",
+    "method": "VARCHAR",
+    "ocr": "VARCHAR",
+    "rank": "INTEGER",
+    "score": "DOUBLE",
+}
+
+
+def string_links(
+    queries: pd.DataFrame,
+    targets: pd.DataFrame,
+    *,
+    methods: Sequence[str],
+    condition: str,
+    k: int = 5,
+    workers: int = -1,
+) -> pd.DataFrame:
+    """Top-k target crops for every query crop by each string method.
+
+    Args:
+        queries: rows with query_crop_id/crop_id, source and text.
+        targets: rows with crop_id, source and text.
+        methods: string methods (``strings.STRING_METHODS``).
+        condition: the text condition recorded in the ``ocr`` column (engine name or ``ground_truth``).
+    """
+    frames = []
+    q_ids = queries["crop_id"].to_numpy()
+    t_ids = targets["crop_id"].to_numpy()
+    q_src = queries["source"].iloc[0] if len(queries) else ""
+    t_src = targets["source"].iloc[0] if len(targets) else ""
+    for method in methods:
+        idx, scores = topk_string_matches(
+            queries["text"].fillna("").tolist(), targets["text"].fillna("").tolist(), method=method, k=k, workers=workers
+        )
+        n_q, kk = idx.shape
+        if kk == 0:
+            continue
+        frames.append(
+            pd.DataFrame(
+                {
+                    "query_crop_id": np.repeat(q_ids, kk),
+                    "target_crop_id": t_ids[idx.reshape(-1)],
+                    "query_source": q_src,
+                    "target_source": t_src,
+                    "method": method,
+                    "ocr": condition,
+                    "rank": np.tile(np.arange(1, kk + 1), n_q),
+                    "score": scores.reshape(-1).astype(float),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else _empty(STRING_LINKS)
+
+
+def link_sources_by_strings(
+    crop_texts: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    *,
+    methods: Sequence[str],
+    k: int = 5,
+    workers: int = -1,
+) -> pd.DataFrame:
+    """String links for every (query source, target source) linkage and every text condition both sides have.
+
+    Args:
+        crop_texts: rows of ``stg_crop_texts`` (crop_id, source, condition, text).
+        linkages: (query source, target source) pairs.
+    """
+    frames = []
+    for query_source, target_source in linkages:
+        q_all = crop_texts[crop_texts["source"] == query_source]
+        t_all = crop_texts[crop_texts["source"] == target_source]
+        for condition in sorted(set(q_all["condition"]) & set(t_all["condition"])):
+            q = q_all[q_all["condition"] == condition].sort_values("crop_id")
+            t = t_all[t_all["condition"] == condition].sort_values("crop_id")
+            frames.append(string_links(q, t, methods=methods, condition=condition, k=k, workers=workers))
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else _empty(STRING_LINKS)

@@ -1,0 +1,275 @@
+"""DuckDB and Parquet storage: the only Python in the project that writes SQL.
+
+Per-source stage outputs are one Parquet file per (table, source), written to a temporary name and renamed,
+and exposed in DuckDB as a view over all partition files of the table. Cross-source tables are DuckDB tables
+replaced inside a transaction. A connection is held only for the few milliseconds a statement needs, so that
+parallel backfill processes can share the one DuckDB file (DuckDB allows one writer process at a time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import graphlib
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+_PARTITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SCHEMA_FILE = "_schema.parquet"
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "FLOAT": pa.float32(),
+    "BOOLEAN": pa.bool_(),
+    "VARCHAR[]": pa.list_(pa.string()),
+    "FLOAT[]": pa.list_(pa.float32()),
+}
+
+
+class SqlModelError(RuntimeError):
+    """A SQL model failed; the message carries the file name and the SQL text."""
+
+
+def _check_name(name: str, what: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ValueError(f"{what} {name!r} is not a valid table name; expected letters, digits and '_'")
+    return name
+
+
+def check_partition(partition: str) -> str:
+    """Returns ``partition`` if it is safe as a file name, else raises ValueError."""
+    if not isinstance(partition, str) or not _PARTITION_RE.match(partition) or ".." in partition:
+        raise ValueError(
+            f"partition {partition!r} is not a safe source name; expected 1-128 characters of letters, digits, "
+            "'_', '.', '-' starting with a letter or digit"
+        )
+    return partition
+
+
+def arrow_schema(schema: Mapping[str, str]) -> pa.Schema:
+    """Arrow schema of a column contract (``{column: duckdb type}``, see ``schema.py``)."""
+    try:
+        return pa.schema([(col, _ARROW_TYPES[typ]) for col, typ in schema.items()])
+    except KeyError as exc:
+        raise ValueError(f"unsupported column type {exc.args[0]!r}; expected one of {sorted(_ARROW_TYPES)}") from None
+
+
+def conform(df: pd.DataFrame, schema: Mapping[str, str], *, table: str = "table") -> pa.Table:
+    """Casts a frame to a column contract: exactly those columns, in that order, with those types.
+
+    Raises:
+        ValueError: when a column of the contract is missing, naming the table and the missing columns.
+    """
+    missing = [c for c in schema if c not in df.columns]
+    if missing:
+        raise ValueError(f"{table}: missing columns {missing}; expected {list(schema)}")
+    target = arrow_schema(schema)
+    frame = df.loc[:, list(schema)].reset_index(drop=True)
+    return pa.Table.from_pandas(frame, schema=target, preserve_index=False, safe=False)
+
+
+def _atomic_write_parquet(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where the pipeline's tables live.
+
+    Attributes:
+        database: the DuckDB file users open.
+        artifact_dir: folder for Parquet partitions, crop images, indexes and models.
+    """
+
+    database: Path
+    artifact_dir: Path
+    lock_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "database", Path(self.database))
+        object.__setattr__(self, "artifact_dir", Path(self.artifact_dir))
+
+    # -- connections -------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Opens a short-lived connection, retrying while another process holds the write lock."""
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(self.database), read_only=read_only and self.database.exists())
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # -- per-source partitions -----------------------------------------------------------------------------
+    def table_dir(self, table: str) -> Path:
+        return self.artifact_dir / "tables" / _check_name(table, "table")
+
+    def partition_path(self, table: str, partition: str) -> Path:
+        return self.table_dir(table) / f"{check_partition(partition)}.parquet"
+
+    def write_partition(self, table: str, partition: str, df: pd.DataFrame, schema: Mapping[str, str]) -> int:
+        """Replaces one source's rows of a per-source table atomically; returns the row count."""
+        data = conform(df, schema, table=table)
+        self._ensure_view(table, schema)
+        _atomic_write_parquet(data, self.partition_path(table, partition))
+        logger.info("wrote %d rows to %s[%s]", data.num_rows, table, partition)
+        return data.num_rows
+
+    def delete_partition(self, table: str, partition: str) -> bool:
+        path = self.partition_path(table, partition)
+        if path.exists():
+            path.unlink()
+            return True
+        return False
+
+    def read_partition(self, table: str, partition: str, schema: Mapping[str, str]) -> pd.DataFrame:
+        """One source's rows of a per-source table, read from its Parquet file (no DuckDB lock needed)."""
+        path = self.partition_path(table, partition)
+        if not path.exists():
+            return arrow_schema(schema).empty_table().to_pandas()
+        return pq.read_table(path, schema=arrow_schema(schema)).to_pandas()
+
+    def partitions(self, table: str) -> list[str]:
+        d = self.table_dir(table)
+        return sorted(p.stem for p in d.glob("*.parquet") if p.name != _SCHEMA_FILE) if d.exists() else []
+
+    def _ensure_view(self, table: str, schema: Mapping[str, str]) -> None:
+        """Creates the view over the table's partition files once; a schema file keeps it valid when empty."""
+        d = self.table_dir(table)
+        schema_file = d / _SCHEMA_FILE
+        target = arrow_schema(schema)
+        if schema_file.exists() and pq.read_schema(schema_file).equals(target):
+            return
+        _atomic_write_parquet(target.empty_table(), schema_file)
+        glob = str(d / "*.parquet").replace("'", "''")
+        with self.connect() as con:
+            con.execute(f"create or replace view {table} as select * from read_parquet('{glob}', union_by_name=true)")
+
+    # -- cross-source tables ------------------------------------------------------------------------------
+    def replace_table(self, table: str, df: pd.DataFrame, schema: Mapping[str, str] | None = None) -> int:
+        """Replaces a DuckDB table with ``df`` inside one transaction; returns the row count."""
+        _check_name(table, "table")
+        data = conform(df, schema, table=table) if schema is not None else pa.Table.from_pandas(df, preserve_index=False)
+        with self.connect() as con:
+            con.execute("begin transaction")
+            try:
+                con.register("_incoming", data)
+                con.execute(f"create or replace table {table} as select * from _incoming")
+                con.unregister("_incoming")
+                con.execute("commit")
+            except Exception:
+                con.execute("rollback")
+                raise
+        logger.info("replaced table %s with %d rows", table, data.num_rows)
+        return data.num_rows
+
+    def query(self, sql: str, params: Sequence[object] | Mapping[str, object] | None = None) -> pd.DataFrame:
+        """Runs a read query with bound parameters and returns a frame."""
+        with self.connect() as con:
+            return con.execute(sql, params).df() if params is not None else con.execute(sql).df()
+
+    def read_table(self, table: str, *, where_source: str | None = None) -> pd.DataFrame:
+        """All rows of a table or view, optionally of one source (bound as a parameter)."""
+        _check_name(table, "table")
+        if where_source is None:
+            return self.query(f"select * from {table}")
+        return self.query(f"select * from {table} where source = ?", [where_source])
+
+    def table_exists(self, table: str) -> bool:
+        _check_name(table, "table")
+        with self.connect() as con:
+            row = con.execute(
+                "select count(*) from information_schema.tables where table_name = ?", [table]
+            ).fetchone()
+        return bool(row and row[0])
+
+    # -- SQL models ---------------------------------------------------------------------------------------
+    def run_sql_model(self, model: SqlModel) -> int:
+        """Materialises one SQL model as a table inside a transaction; returns its row count."""
+        with self.connect() as con:
+            con.execute("begin transaction")
+            try:
+                con.execute(f"create or replace table {model.name} as {model.sql}")
+                (n,) = con.execute(f"select count(*) from {model.name}").fetchone()
+                con.execute("commit")
+            except duckdb.Error as exc:
+                con.execute("rollback")
+                raise SqlModelError(f"SQL model {model.path} failed: {exc}\n--- SQL ---\n{model.sql}") from exc
+        return int(n)
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    """One ``select`` in ``dbt_like_sql/``: file stem = table name, deps from its ``-- depends_on:`` header."""
+
+    name: str
+    path: Path
+    sql: str
+    depends_on: tuple[str, ...]
+    layer: str
+
+
+_DEPENDS_RE = re.compile(r"^\s*--\s*depends_on:\s*(.*)$", re.MULTILINE)
+
+
+def load_sql_models(sql_dir: Path) -> list[SqlModel]:
+    """Reads the SQL models under ``sql_dir`` in dependency order.
+
+    Raises:
+        ValueError: for a file without a ``-- depends_on:`` header, a bad name, or a dependency cycle.
+    """
+    sql_dir = Path(sql_dir)
+    models: dict[str, SqlModel] = {}
+    for path in sorted(sql_dir.rglob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        m = _DEPENDS_RE.search(text)
+        if m is None:
+            raise ValueError(f"{path}: missing '-- depends_on:' header; expected e.g. '-- depends_on: stg_regions'")
+        deps = tuple(d.strip() for d in m.group(1).split(",") if d.strip())
+        name = _check_name(path.stem, f"SQL model file {path.name}:")
+        if name in models:
+            raise ValueError(f"{path}: duplicate SQL model name {name!r} (also {models[name].path})")
+        body = _DEPENDS_RE.sub("", text).strip().rstrip(";")
+        models[name] = SqlModel(name, path, body, deps, path.parent.name)
+    sorter = graphlib.TopologicalSorter({n: [d for d in m.depends_on if d in models] for n, m in models.items()})
+    try:
+        order = list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise ValueError(f"SQL models in {sql_dir} form a dependency cycle: {exc.args[1]}") from None
+    return [models[n] for n in order]

@@ -1,0 +1,89 @@
+"""Store: atomic per-source Parquet partitions behind DuckDB views, transactional tables, SQL models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from linkage_pipeline.store import SqlModelError, Store, check_partition, load_sql_models
+
+SCHEMA = {"id": "VARCHAR", "source": "VARCHAR", "value": "DOUBLE", "n": "INTEGER"}
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "db.duckdb", tmp_path / "artifacts")
+
+
+def test_partitions_are_views_and_replace_only_their_source(store: Store) -> None:
+    a = pd.DataFrame({"id": ["x", "y"], "source": "a", "value": [1.0, 2.0], "n": [1, 2], "extra": [0, 0]})
+    b = pd.DataFrame({"id": ["z"], "source": "b", "value": [3.5], "n": [7]})
+    assert store.write_partition("things", "a", a, SCHEMA) == 2
+    assert store.write_partition("things", "b", b, SCHEMA) == 1
+    got = store.query("select id, source, value, n from things order by id")
+    assert got["id"].tolist() == ["x", "y", "z"]
+    assert list(store.read_table("things").columns) == list(SCHEMA)  # extra column dropped, order kept
+    store.write_partition("things", "a", a.iloc[:1], SCHEMA)
+    assert store.query("select count(*) as c from things where source = ?", ["a"])["c"].item() == 1
+    assert store.partitions("things") == ["a", "b"]
+
+
+def test_empty_view_is_queryable_with_its_columns(store: Store) -> None:
+    store.write_partition("things", "a", pd.DataFrame(columns=list(SCHEMA)), SCHEMA)
+    got = store.read_table("things")
+    assert got.empty and list(got.columns) == list(SCHEMA)
+
+
+def test_missing_column_names_table_and_column(store: Store) -> None:
+    with pytest.raises(ValueError, match=r"things: missing columns \['n'\]"):
+        store.write_partition("things", "a", pd.DataFrame({"id": ["x"], "source": "a", "value": [1.0]}), SCHEMA)
+
+
+@pytest.mark.parametrize("bad", ["../evil", "/abs", "a/b", ".hidden", "", "a..b"])
+def test_unsafe_partition_names_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a safe source name"):
+        check_partition(bad)
+
+
+def test_replace_table_is_all_or_nothing(store: Store) -> None:
+    store.replace_table("t", pd.DataFrame({"a": [1, 2, 3]}))
+    with pytest.raises(ValueError):
+        store.replace_table("t", pd.DataFrame({"b": [1]}), {"a": "INTEGER"})
+    assert store.read_table("t")["a"].tolist() == [1, 2, 3]
+
+
+def test_sql_models_run_in_dependency_order_and_errors_carry_sql(store: Store, tmp_path: Path) -> None:
+    sql = tmp_path / "sql"
+    (sql / "staging").mkdir(parents=True)
+    (sql / "marts").mkdir()
+    (sql / "marts" / "mart_b.sql").write_text("-- depends_on: stg_a\nselect x * 2 as y from stg_a\n")
+    (sql / "staging" / "stg_a.sql").write_text("-- depends_on: seed\nselect x from seed where x > 1\n")
+    store.replace_table("seed", pd.DataFrame({"x": [1, 2, 3]}))
+    models = load_sql_models(sql)
+    assert [m.name for m in models] == ["stg_a", "mart_b"]
+    for m in models:
+        store.run_sql_model(m)
+    assert sorted(store.read_table("mart_b")["y"]) == [4, 6]
+    (sql / "marts" / "mart_b.sql").write_text("-- depends_on: stg_a\nselect nope from stg_a\n")
+    with pytest.raises(SqlModelError, match=r"mart_b\.sql failed(.|\n)*select nope from stg_a"):
+        store.run_sql_model(load_sql_models(sql)[1])
+    assert sorted(store.read_table("mart_b")["y"]) == [4, 6]  # the failed model left the old table
+
+
+def test_sql_model_cycle_and_missing_header(tmp_path: Path) -> None:
+    (tmp_path / "a.sql").write_text("-- depends_on: b\nselect 1")
+    (tmp_path / "b.sql").write_text("-- depends_on: a\nselect 1")
+    with pytest.raises(ValueError, match="cycle"):
+        load_sql_models(tmp_path)
+    (tmp_path / "b.sql").write_text("select 1")
+    with pytest.raises(ValueError, match="missing '-- depends_on:' header"):
+        load_sql_models(tmp_path)
+
+
+def test_project_sql_models_load_in_order() -> None:
+    models = load_sql_models(Path(__file__).resolve().parents[2] / "dbt_like_sql")
+    names = [m.name for m in models]
+    assert names.index("stg_regions") < names.index("stg_crop_texts")
+    assert names.index("int_list_entries") < names.index("mart_supply_chain_edges")
