@@ -34,7 +34,10 @@ def layout_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per labelled source: precision and recall of detected regions at IoU >= 0.5; refreshed on demand."""
     store = linkage_store.store()
     table = stages.layout_evaluation_table(
-        store.read_table("layout_regions"), store.read_table("region_labels"), store.read_table("labelled_regions")
+        store.read_table("layout_regions"),
+        store.read_table("page_images"),
+        store.read_table("region_labels"),
+        store.read_table("labelled_regions"),
     )
     store.replace_table("layout_evaluation", table)
     return dg.MaterializeResult(metadata={"rows": len(table), "table": preview(table)})

@@ -10,20 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from linkage_pipeline import schema
+from linkage_pipeline import evaluation, network, schema
 from linkage_pipeline.crops import content_id, crop_region, encode_png, pad_to_square
 from linkage_pipeline.documents.pages import load_page_image
 from linkage_pipeline.documents.sources import Rejection, SourceConfig
-from linkage_pipeline.evaluation import match_regions_to_labels
 from linkage_pipeline.layout import detect_layout, layout_to_records
 from linkage_pipeline.ocr import OcrEngine
 from linkage_pipeline.paths import atomic_write_bytes, safe_child
-from linkage_pipeline.strings import topk_string_matches
+from linkage_pipeline.strings import normalize, topk_string_matches
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def detect_page_regions(pages: pd.DataFrame, source: SourceConfig) -> tuple[pd.D
             box = (int(rec["x0"]), int(rec["y0"]), int(rec["x1"]), int(rec["y1"]))
             rows.append(
                 {
-                    "region_id": content_id(f"{page.page_id}:{box}:{rec['kind']}".encode()),
+                    "region_id": content_id(f"{source.name}:{page.page_id}:{box}:{rec['kind']}".encode()),
                     "source": source.name,
                     "page_id": page.page_id,
                     "x0": box[0],
@@ -185,7 +185,7 @@ def label_regions(
     if regions.empty or labels is None or labels.empty:
         return _empty(LABELLED_REGIONS)
     with_page = regions.merge(pages[["page_id", "file"]], on="page_id", how="left").rename(columns={"file": "page"})
-    matches = match_regions_to_labels(with_page, labels, iou_threshold=iou_threshold)
+    matches = evaluation.match_regions_to_labels(with_page, labels, iou_threshold=iou_threshold)
     out = matches.merge(with_page[["region_id", "source", "page"]], on="region_id", how="left")
     out["entity_id"] = out["entity_id"].fillna("").astype(str)
     return out[list(LABELLED_REGIONS)].sort_values("region_id").reset_index(drop=True)
@@ -273,3 +273,219 @@ def link_sources_by_strings(
             frames.append(string_links(q, t, methods=methods, condition=condition, k=k, workers=workers))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else _empty(STRING_LINKS)
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+def layout_evaluation_table(
+    regions: pd.DataFrame, pages: pd.DataFrame, labels: pd.DataFrame, matched: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per labelled source: detection precision/recall at IoU >= 0.5 and kind accuracy.
+
+    Args:
+        regions: ``layout_regions`` rows (all sources).
+        pages: ``page_images`` rows (for the page file names labels refer to).
+        labels: ``region_labels`` rows (all sources).
+        matched: ``labelled_regions`` rows (all sources).
+    """
+    regions = regions.merge(pages[["page_id", "file"]], on="page_id", how="left").rename(columns={"file": "page"})
+    rows = []
+    for source, src_labels in labels.groupby("source", sort=True):
+        src_regions = regions[regions["source"] == source]
+        metrics = evaluation.layout_metrics(src_regions, src_labels, matched[matched["source"] == source])
+        rows.append({"source": source, **metrics})
+    columns = ["source", "precision", "recall", "f1", "mean_iou", "n_detected", "n_labelled", "n_matched", "kind_accuracy"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def ocr_evaluation_table(crops: pd.DataFrame, ocr: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
+    """One row per labelled source and OCR engine: character error rate and exact-match share on matched regions."""
+    joined = (
+        matched[["region_id", "source", "text", "role"]]
+        .rename(columns={"text": "true_text"})
+        .merge(crops[["region_id", "crop_id"]], on="region_id")
+        .merge(ocr[["crop_id", "engine", "text"]], on="crop_id")
+    )
+    joined = joined[joined["role"] != "heading"]
+    rows = []
+    for (source, engine), g in joined.groupby(["source", "engine"], sort=True):
+        pred = g["text"].fillna("").tolist()
+        truth = g["true_text"].fillna("").tolist()
+        rows.append(
+            {
+                "source": source,
+                "engine": engine,
+                "cer": evaluation.character_error_rate(pred, truth),
+                "exact_match": float(np.mean([normalize(p) == normalize(t) for p, t in zip(pred, truth, strict=True)])),
+                "n": len(g),
+            }
+        )
+    return pd.DataFrame(rows, columns=["source", "engine", "cer", "exact_match", "n"])
+
+
+def _truth_frames(regions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str], set[str]]:
+    """Query rows (query_id, entity_id, split), target crop -> entity map, and the entity ids in the targets."""
+    labelled = regions[regions["crop_id"].notna() & regions["kind"].isin(["title", "entry"])]
+    q = labelled[labelled["source_role"] == "query"]
+    t = labelled[labelled["source_role"] == "target"]
+    entity = q["true_entity_id"].fillna("").astype(str)
+    queries = pd.DataFrame(
+        {
+            "query_id": q["crop_id"].to_numpy(),
+            "entity_id": entity.replace("", None).to_numpy(),
+            "split": evaluation.assign_split(entity.to_numpy()),
+        }
+    )
+    target_entity = {
+        str(c): str(e) for c, e in zip(t["crop_id"], t["true_entity_id"], strict=True) if isinstance(e, str) and e
+    }
+    return queries, target_entity, set(target_entity.values())
+
+
+def linkage_evaluation_table(
+    links: pd.DataFrame,
+    regions: pd.DataFrame,
+    *,
+    training: str = "none",
+    report_splits: Sequence[str] = ("test", "all"),
+) -> pd.DataFrame:
+    """Rows of ``linkage_evaluation`` for every method and text condition in ``links`` (top-1 of each query).
+
+    Args:
+        links: ``string_links``-shaped rows (query_crop_id, target_crop_id, method, ocr, rank, score).
+        regions: ``stg_regions`` rows (crop ids with source role and true entity ids).
+        training: what the method was trained with (``none`` for string matching).
+        report_splits: splits to report (the no-match threshold is always tuned on ``val``).
+    """
+    columns = list(evaluation.LINKAGE_EVALUATION_COLUMNS)
+    queries, target_entity, target_ids = _truth_frames(regions)
+    if links.empty or queries["entity_id"].isna().all():
+        return pd.DataFrame(columns=columns)
+    top1 = links[links["rank"] == 1]
+    top1 = top1[top1["query_crop_id"].isin(set(queries["query_id"]))]
+    frame = pd.DataFrame(
+        {
+            "query_id": top1["query_crop_id"].to_numpy(),
+            "target_entity_id": top1["target_crop_id"].map(target_entity).to_numpy(),
+            "score": top1["score"].to_numpy(),
+            "method": top1["method"].to_numpy(),
+            "training": training,
+            "ocr": top1["ocr"].to_numpy(),
+        }
+    )
+    return evaluation.linkage_evaluation_rows(queries, frame, target_ids, report_splits=report_splits)[columns]
+
+
+RECORD_LINKS = {
+    "query_crop_id": "VARCHAR",
+    "target_crop_id": "VARCHAR",
+    "query_source": "VARCHAR",
+    "target_source": "VARCHAR",
+    "rank": "INTEGER",
+    "score": "DOUBLE",
+    "matched": "BOOLEAN",
+    "method": "VARCHAR",
+    "ocr": "VARCHAR",
+    "threshold": "DOUBLE",
+}
+
+
+def select_record_links(
+    links: pd.DataFrame,
+    regions: pd.DataFrame,
+    *,
+    method: str = "auto",
+    condition: str = "auto",
+    threshold: float | None = None,
+    margin: float = 0.0,
+    default_threshold: float = 0.0,
+) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Chooses one method/condition and turns its candidates into accepted links.
+
+    ``auto`` picks the method/condition with the best validation-split accuracy (including no-match) when labels
+    exist; the ground-truth text condition is never picked. A query is linked to its top-1 target when the score
+    reaches the threshold (tuned on the validation split unless given), and also to further candidates within
+    ``margin`` of the top-1 score (one firm listed more than once). A query with no accepted link gets one row
+    with ``matched = False`` and its best candidate, so every query is accounted for.
+
+    Returns:
+        ``record_links`` rows and a dict describing the choice (method, condition, threshold, how chosen).
+    """
+    if links.empty:
+        return _empty(RECORD_LINKS), {"method": method, "condition": condition, "chosen_by": "no candidates"}
+    usable = links[links["ocr"] != "ground_truth"]
+    evaluated = linkage_evaluation_table(usable, regions, report_splits=("val",))
+    val = evaluated.dropna(subset=["top1_accuracy_with_nomatch"])
+    chosen_by = "configuration"
+    if method == "auto" or condition == "auto":
+        cands = val
+        if method != "auto":
+            cands = cands[cands["method"] == method]
+        if condition != "auto":
+            cands = cands[cands["ocr"] == condition]
+        if not cands.empty:
+            # Ranked on the validation split only, never on test firms.
+            best = cands.sort_values(["top1_accuracy_with_nomatch", "method", "ocr"], ascending=[False, True, True]).iloc[0]
+            method, condition = str(best["method"]), str(best["ocr"])
+            chosen_by = "best validation accuracy"
+        else:
+            method = "jaro_winkler" if method == "auto" else method
+            condition = sorted(set(usable["ocr"]))[-1] if condition == "auto" else condition
+            chosen_by = "default (no labels)"
+    chosen = usable[(usable["method"] == method) & (usable["ocr"] == condition)]
+    if chosen.empty:
+        raise ValueError(
+            f"no string links for method {method!r} and OCR condition {condition!r}; available: "
+            f"{sorted(set(zip(usable['method'], usable['ocr'], strict=True)))}"
+        )
+    if threshold is None:
+        row = evaluated[(evaluated["method"] == method) & (evaluated["ocr"] == condition)]
+        t = row["nomatch_threshold"].dropna()
+        threshold = float(t.iloc[0]) if len(t) else default_threshold
+    chosen = chosen.sort_values(["query_crop_id", "rank"])
+    best_score = chosen.groupby("query_crop_id")["score"].transform("max")
+    accept = (chosen["score"] >= threshold) & (chosen["score"] >= best_score - margin)
+    accepted = chosen[accept]
+    unmatched_ids = set(chosen["query_crop_id"]) - set(accepted["query_crop_id"])
+    unmatched = chosen[chosen["query_crop_id"].isin(unmatched_ids) & (chosen["rank"] == 1)]
+    out = pd.concat([accepted.assign(matched=True), unmatched.assign(matched=False)], ignore_index=True)
+    out = out.assign(threshold=threshold).sort_values(["query_crop_id", "rank"]).reset_index(drop=True)
+    return out[list(RECORD_LINKS)], {"method": method, "condition": condition, "threshold": threshold, "chosen_by": chosen_by}
+
+
+# ---------------------------------------------------------------------------------------------- network
+@dataclass(frozen=True)
+class NetworkResult:
+    """What :func:`build_network` produced: tables for DuckDB and files for people."""
+
+    centrality: pd.DataFrame
+    anchor_distances: pd.DataFrame
+    graphml_path: Path
+    plot_path: Path
+    n_nodes: int
+    n_edges: int
+
+
+def build_network(
+    edges: pd.DataFrame, out_dir: Path, *, anchors: Sequence[str] = (), max_plot_nodes: int = 150
+) -> NetworkResult:
+    """Builds the supply-chain graph from ``mart_supply_chain_edges`` rows and writes its GraphML and plot.
+
+    Anchors default to the three firms with the highest degree when none are named.
+    """
+    nodes = pd.concat(
+        [
+            edges[["supplier_id", "supplier_label"]].set_axis(["node_id", "label"], axis=1),
+            edges[["customer_id", "customer_label"]].set_axis(["node_id", "label"], axis=1),
+        ],
+        ignore_index=True,
+    ).drop_duplicates("node_id")
+    graph = network.build_supply_chain_graph(edges, nodes)
+    centrality = network.centrality_table(graph)
+    if not anchors and not centrality.empty:
+        anchors = centrality.sort_values(["degree_centrality", "node_id"], ascending=[False, True])["node_id"].head(3).tolist()
+    distances = network.anchor_distances(graph, list(anchors)) if anchors else pd.DataFrame()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graphml_path, plot_path = out_dir / "supply_chain.graphml", out_dir / "supply_chain.png"
+    network.write_graphml(graph, graphml_path)
+    network.plot_network(graph, plot_path, max_nodes=max_plot_nodes)
+    return NetworkResult(centrality, distances, graphml_path, plot_path, graph.number_of_nodes(), graph.number_of_edges())

@@ -1,0 +1,150 @@
+"""The whole graph materialized in-process on a tiny generated corpus, against a DuckDB file in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from assets_defs.definitions import all_assets, defs
+from assets_defs.jobs import source_assets
+from assets_defs.partitions import SOURCE_PARTITIONS_NAME
+from linkage_pipeline.documents.synthetic import generate_corpus
+from resources import ComputeResource, EnginesResource, LinkageStore
+
+TABLES = (
+    "document_sources",
+    "page_images",
+    "region_labels",
+    "layout_regions",
+    "region_crops",
+    "ocr_texts",
+    "labelled_regions",
+    "stg_regions",
+    "stg_crop_texts",
+    "string_links",
+    "record_links",
+    "int_list_entries",
+    "mart_supply_chain_edges",
+    "layout_evaluation",
+    "ocr_evaluation",
+    "linkage_evaluation",
+    "firm_centrality",
+    "rejected_inputs",
+)
+
+
+def _resources(data_dir: Path) -> dict[str, object]:
+    return {
+        "linkage_store": LinkageStore(data_dir=str(data_dir)),
+        "compute": ComputeResource(device="cpu"),
+        "engines": EnginesResource(),
+    }
+
+
+def materialize_everything(data_dir: Path, instance: dg.DagsterInstance) -> None:
+    resources = _resources(data_dir)
+    sources = [s.name for s in resources["linkage_store"].registry().sources]
+    known = set(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
+    instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, [s for s in sources if s not in known])
+    dg.materialize(all_assets, selection=["document_sources"], instance=instance, resources=resources)
+    for name in sources:
+        result = dg.materialize(all_assets, selection=source_assets, partition_key=name, instance=instance, resources=resources)
+        assert result.success
+    rest = dg.AssetSelection.all() - source_assets - dg.AssetSelection.assets("document_sources")
+    assert dg.materialize(all_assets, selection=rest, instance=instance, resources=resources).success
+
+
+def snapshot(store) -> dict[str, pd.DataFrame]:
+    out = {}
+    for table in TABLES:
+        frame = store.read_table(table)
+        frame = frame.astype(str)  # list columns and NaN compare as text
+        out[table] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    data_dir = tmp_path_factory.mktemp("corpus")
+    generate_corpus(data_dir, seed=3, n_firms=24, n_list_pages=4)
+    instance = dg.DagsterInstance.ephemeral()
+    materialize_everything(data_dir, instance)
+    store = _resources(data_dir)["linkage_store"].store()
+    return data_dir, instance, store, snapshot(store)
+
+
+def test_definitions_load() -> None:
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"page_images", "layout_regions", "region_crops", "ocr_texts", "string_links", "record_links",
+            "mart_supply_chain_edges", "supply_chain_network", "linkage_evaluation"} <= keys
+
+
+def test_evaluation_tables_have_real_values(pipeline) -> None:
+    _, _, store, tables = pipeline
+    layout = store.read_table("layout_evaluation").set_index("source")
+    assert set(layout.index) == {"firm_directory", "supplier_lists"}
+    assert (layout["precision"] >= 0.9).all() and (layout["recall"] >= 0.9).all(), layout
+    ocr = store.read_table("ocr_evaluation")
+    assert set(zip(ocr["source"], ocr["engine"])) == {
+        (s, e) for s in ("firm_directory", "supplier_lists") for e in ("tesseract", "rapidocr")
+    }
+    assert ((ocr["cer"] >= 0) & (ocr["cer"] < 0.6)).all(), ocr
+    # rapidocr is the cleaner engine on horizontal crops
+    lists = ocr.set_index(["source", "engine"]).loc["supplier_lists"]
+    assert lists.loc["rapidocr", "cer"] < lists.loc["tesseract", "cer"]
+    link = store.read_table("linkage_evaluation")
+    assert set(link["method"]) == {"levenshtein", "jaro_winkler", "ngram"}
+    assert set(link["ocr"]) == {"tesseract", "rapidocr", "ground_truth"}
+    assert set(link["training"]) == {"none"}
+    assert link["top1_accuracy"].between(0, 1).all()
+
+
+def test_linkage_accuracy_recomputed_from_the_link_tables(pipeline) -> None:
+    """The 'all' split accuracy equals a direct count over string_links and the label matches."""
+    _, _, store, _ = pipeline
+    regions = store.read_table("stg_regions")
+    links = store.read_table("string_links")
+    evals = store.read_table("linkage_evaluation")
+    targets = regions[(regions["source_role"] == "target") & regions["true_entity_id"].fillna("").ne("")]
+    target_entity = dict(zip(targets["crop_id"], targets["true_entity_id"]))
+    queries = regions[(regions["source_role"] == "query") & regions["kind"].isin(["title", "entry"])]
+    queries = queries[queries["true_entity_id"].fillna("").ne("") & queries["true_entity_id"].isin(set(target_entity.values()))]
+    truth = dict(zip(queries["crop_id"], queries["true_entity_id"]))
+    for method in ("levenshtein", "jaro_winkler", "ngram"):
+        top1 = links[(links["method"] == method) & (links["ocr"] == "rapidocr") & (links["rank"] == 1)]
+        top1 = top1[top1["query_crop_id"].isin(truth)]
+        correct = np.mean([target_entity.get(t) == truth[q] for q, t in zip(top1["query_crop_id"], top1["target_crop_id"])])
+        row = evals[(evals["method"] == method) & (evals["ocr"] == "rapidocr") & (evals["split"] == "all")].iloc[0]
+        assert row["n"] == len(truth)
+        assert row["top1_accuracy"] == pytest.approx(correct)
+
+
+def test_links_edges_and_network(pipeline) -> None:
+    _, _, store, tables = pipeline
+    links = store.read_table("record_links")
+    n_queries = store.query(
+        "select count(distinct crop_id) as n from stg_regions where source_role = 'query' and kind in ('title', 'entry')"
+    )["n"].item()
+    assert links["query_crop_id"].nunique() == n_queries  # every query accounted for, linked or not
+    assert links["matched"].any()
+    edges = store.read_table("mart_supply_chain_edges")
+    assert len(edges) > 0 and set(edges["section"]) <= {"supplier", "customer"}
+    # sections read from headings agree with the labelled roles
+    entries = store.read_table("int_list_entries")
+    known = entries[entries["true_role"].isin(["supplier", "customer"])]
+    assert (known["section"] == known["true_role"]).mean() >= 0.9
+    centrality = store.read_table("firm_centrality")
+    nodes = set(edges["supplier_id"]) | set(edges["customer_id"])
+    assert set(centrality["node_id"]) == nodes
+
+
+def test_rematerializing_gives_identical_tables(pipeline) -> None:
+    data_dir, instance, store, before = pipeline
+    materialize_everything(data_dir, instance)
+    after = snapshot(store)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(before[table], after[table], obj=table)

@@ -1,0 +1,198 @@
+"""Tests of the supply-chain network (linkage_pipeline.network) on small graphs with known answers."""
+
+from __future__ import annotations
+
+import logging
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+
+from linkage_pipeline import network
+from linkage_pipeline.network import (
+    anchor_distances,
+    build_supply_chain_graph,
+    centrality_table,
+    plot_network,
+    write_graphml,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _known_graph() -> nx.DiGraph:
+    # a supplies b and c, b supplies c, c supplies d
+    edges = pd.DataFrame({"supplier_id": ["a", "b", "a", "c"], "customer_id": ["b", "c", "c", "d"]})
+    nodes = pd.DataFrame({"node_id": ["a", "b", "c", "d"], "label": ["三井物産", "東京會社", "大阪販賣", "菓子商店"]})
+    return build_supply_chain_graph(edges, nodes)
+
+
+def test_build_aggregates_duplicate_edges_and_drops_unlinked():
+    edges = pd.DataFrame(
+        {
+            "supplier_id": ["a", "a", "b", None, "c"],
+            "customer_id": ["b", "b", "c", "a", "c"],
+            "page": ["p2.png", "p1.png", "p1.png", "p3.png", "p1.png"],
+            "score": [0.7, 0.9, np.nan, 0.5, 0.8],
+        }
+    )
+    G = build_supply_chain_graph(edges)
+    assert sorted(G.edges) == [("a", "b"), ("b", "c")]  # None endpoint and self-loop c->c dropped
+    assert G.edges["a", "b"] == {"n_records": 2, "page": "p1.png;p2.png", "score": 0.9}
+    assert G.edges["b", "c"] == {"n_records": 1, "page": "p1.png"}  # all-missing score left out
+    assert G.nodes["a"]["label"] == "a"  # no nodes table: label = id
+    kept = build_supply_chain_graph(edges, drop_self_loops=False)
+    assert kept.has_edge("c", "c")
+
+
+def test_build_with_nodes_table():
+    nodes = pd.DataFrame({"node_id": ["a", "b", "z"], "label": ["三井物産", None, "孤立"], "year": [1950, 1951, 1952]})
+    G = build_supply_chain_graph(pd.DataFrame({"supplier_id": ["a"], "customer_id": ["c"]}), nodes)
+    assert sorted(G.nodes) == ["a", "b", "c", "z"]  # isolated firms kept
+    assert G.nodes["a"] == {"label": "三井物産", "year": 1950}
+    assert G.nodes["b"]["label"] == "b" and G.nodes["c"]["label"] == "c"
+
+
+@pytest.mark.parametrize(
+    ("edges", "nodes", "message"),
+    [
+        (pd.DataFrame({"supplier_id": ["a"]}), None, r"edges is missing columns \['customer_id'\]"),
+        (
+            pd.DataFrame({"supplier_id": ["a"], "customer_id": ["b"]}),
+            pd.DataFrame({"node_id": ["a"]}),
+            "nodes is missing",
+        ),
+        (
+            pd.DataFrame({"supplier_id": ["a"], "customer_id": ["b"]}),
+            pd.DataFrame({"node_id": ["a", "a"], "label": ["x", "y"]}),
+            "must be unique",
+        ),
+        ([("a", "b")], None, "must be a pandas DataFrame"),
+    ],
+)
+def test_build_errors(edges, nodes, message):
+    with pytest.raises(ValueError, match=message):
+        build_supply_chain_graph(edges, nodes)
+
+
+def test_centrality_on_known_graph():
+    t = centrality_table(_known_graph())
+    assert t["node_id"].tolist() == ["c", "a", "b", "d"]  # degree desc, then id
+    assert t["label"].tolist() == ["大阪販賣", "三井物産", "東京會社", "菓子商店"]
+    assert t["in_degree"].tolist() == [2, 0, 1, 1]
+    assert t["out_degree"].tolist() == [1, 2, 1, 0]
+    np.testing.assert_allclose(t["degree_centrality"], [3 / 3, 2 / 3, 2 / 3, 1 / 3])
+    # only c lies on shortest paths (a->d and b->d); normalised by (n-1)(n-2) = 6
+    np.testing.assert_allclose(t["betweenness"], [2 / 6, 0, 0, 0])
+    assert t["in_degree"].dtype == np.int64
+
+
+def test_centrality_empty_graph():
+    t = centrality_table(nx.DiGraph())
+    assert len(t) == 0 and list(t.columns)[:5] == ["node_id", "label", "in_degree", "out_degree", "degree_centrality"]
+
+
+def test_anchor_distances():
+    G = _known_graph()
+    G.add_node("z", label="孤立")
+    d = anchor_distances(G, ["大阪販賣", "a"])  # by label and by id
+    assert d["anchor_id"].unique().tolist() == ["c", "a"]
+    c = d[d["anchor_id"] == "c"].set_index("node_id")
+    assert c["anchor_label"].unique().tolist() == ["大阪販賣"]
+    assert c.index.tolist() == ["a", "b", "c", "d", "z"]
+    assert c.loc[["a", "b", "c", "d"], "undirected_distance"].tolist() == [1, 1, 0, 1]
+    assert c.loc[["a", "b", "c"], "distance_to_anchor"].tolist() == [1, 1, 0]  # a and b supply c directly
+    assert c.loc[["d", "z"], "distance_to_anchor"].isna().all()
+    assert pd.isna(c.loc["z", "undirected_distance"])  # isolated firm: unreachable
+    assert c.loc["d", "distance_from_anchor"] == 1
+    assert c.loc[["a", "b", "z"], "distance_from_anchor"].isna().all()
+    a = d[d["anchor_id"] == "a"].set_index("node_id")
+    assert a.loc[["a", "b", "c", "d"], "distance_from_anchor"].tolist() == [0, 1, 1, 2]
+    assert str(d["undirected_distance"].dtype) == "Int64"
+
+
+@pytest.mark.parametrize(
+    ("anchors", "message"),
+    [
+        (["nobody"], "neither a node id nor a node label"),
+        (["同名"], "label of several nodes"),
+        ("a", "single str"),
+    ],
+)
+def test_anchor_errors(anchors, message):
+    G = _known_graph()
+    G.add_node("x", label="同名")
+    G.add_node("y", label="同名")
+    with pytest.raises(ValueError, match=message):
+        anchor_distances(G, anchors)
+
+
+def test_plot_network_writes_deterministic_png(tmp_path):
+    G = _known_graph()
+    p1 = plot_network(G, tmp_path / "a" / "net.png", title="サプライチェーン", highlight=["c"])
+    p2 = plot_network(G, tmp_path / "b" / "net.png", title="サプライチェーン", highlight=["c"])
+    b1, b2 = p1.read_bytes(), p2.read_bytes()
+    assert b1[:8] == PNG_MAGIC and len(b1) > 1000
+    assert b1 == b2
+    assert not list((tmp_path / "a").glob("*.tmp"))
+
+
+def test_plot_network_subsets_and_empty(tmp_path):
+    G = nx.gnp_random_graph(60, 0.05, seed=1, directed=True)
+    G = nx.relabel_nodes(G, {v: f"n{v}" for v in G})
+    assert plot_network(G, tmp_path / "big.png", max_nodes=10).read_bytes()[:8] == PNG_MAGIC
+    assert plot_network(nx.DiGraph(), tmp_path / "empty.png").read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="max_nodes must be a positive int"):
+        plot_network(G, tmp_path / "x.png", max_nodes=0)
+
+
+def test_plot_network_without_cjk_font_warns(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(network, "find_cjk_font", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="linkage_pipeline.network"):
+        path = plot_network(_known_graph(), tmp_path / "net.png")
+    assert path.exists()
+    assert "no Japanese-capable font" in caplog.text
+
+
+def test_find_cjk_font_returns_a_candidate_or_none():
+    font = network.find_cjk_font()
+    assert font is None or font in network.CJK_FONT_CANDIDATES
+
+
+def test_graphml_round_trip(tmp_path):
+    G = _known_graph()
+    G.nodes["a"]["year"] = np.int64(1950)
+    G.nodes["b"]["year"] = 1951.5  # mixed int/float -> float for every node
+    G.nodes["c"]["aliases"] = ["大阪販売", "大阪販賣"]  # list -> JSON string
+    G.nodes["d"]["note"] = None  # missing -> dropped
+    G.edges["a", "b"]["score"] = np.float32(0.5)
+    G.edges["a", "b"]["confirmed"] = np.bool_(True)
+    G.graph["name"] = "supply chain"
+    path = write_graphml(G, tmp_path / "out" / "net.graphml")
+    H = nx.read_graphml(path)
+    assert isinstance(H, nx.DiGraph)
+    assert sorted(H.edges) == sorted(G.edges)
+    assert {v: H.nodes[v]["label"] for v in H} == {v: G.nodes[v]["label"] for v in G}
+    assert H.nodes["a"]["year"] == 1950.0 and isinstance(H.nodes["a"]["year"], float)
+    assert H.nodes["b"]["year"] == 1951.5
+    assert H.nodes["c"]["aliases"] == '["大阪販売", "大阪販賣"]'
+    assert "note" not in H.nodes["d"]
+    assert H.edges["a", "b"]["score"] == pytest.approx(0.5)
+    assert H.edges["a", "b"]["confirmed"] is True
+    assert H.graph["name"] == "supply chain"
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_graphml_of_built_graph_round_trips(tmp_path):
+    edges = pd.DataFrame(
+        {"supplier_id": ["a", "a"], "customer_id": ["b", "b"], "score": [0.5, 0.75], "page": ["p1", "p2"]}
+    )
+    G = build_supply_chain_graph(edges)
+    H = nx.read_graphml(write_graphml(G, tmp_path / "g.graphml"))
+    assert H.edges["a", "b"] == {"n_records": 2, "score": 0.75, "page": "p1;p2"}
+
+
+def test_graphml_rejects_non_graph(tmp_path):
+    with pytest.raises(ValueError, match="networkx graph"):
+        write_graphml({"a": "b"}, tmp_path / "x.graphml")  # type: ignore[arg-type]
