@@ -1,6 +1,5 @@
 """Per-source assets: pages -> layout regions -> crops -> OCR texts, plus the labels used for evaluation."""
 
-from __future__ import annotations
 
 import time
 

@@ -1,6 +1,5 @@
 """Evaluation assets: detected regions matched to labels, and layout / OCR / linkage scores in DuckDB."""
 
-from __future__ import annotations
 
 import dagster as dg
 

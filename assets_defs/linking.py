@@ -1,6 +1,5 @@
 """Cross-source linking assets: string links (the baseline) and the record links the network is built on."""
 
-from __future__ import annotations
 
 import time
 

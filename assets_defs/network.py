@@ -1,6 +1,5 @@
 """The supply-chain network built from the linked list entries."""
 
-from __future__ import annotations
 
 import base64
 

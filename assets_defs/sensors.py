@@ -1,6 +1,5 @@
 """Sensors: new document sources in sources.yaml become partitions and are processed."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """One asset per SQL model in dbt_like_sql/, with its `-- depends_on:` header as the asset's deps."""
 
-from __future__ import annotations
 
 import hashlib
 from pathlib import Path
