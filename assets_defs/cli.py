@@ -68,25 +68,33 @@ def materialize_all(data_dir: Path) -> None:
     if new:
         instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, new)
     # The sources table first, so per-source assets see the current sources.yaml.
-    defs.get_job_def(linkage_job.name).execute_in_process(
-        instance=instance, op_selection=None, asset_selection=[dg.AssetKey("document_sources")]
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    defs.resolve_job_def(linkage_job.name).execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("document_sources")], run_config=quiet
     )
     for name in names:
         t0 = time.perf_counter()
-        result = defs.get_job_def(source_job.name).execute_in_process(instance=instance, partition_key=name)
-        print(f"source {name}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
+        result = defs.resolve_job_def(source_job.name).execute_in_process(
+            instance=instance, partition_key=name, run_config=quiet, raise_on_error=False
+        )
+        print(f"source {name}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s", flush=True)
     t0 = time.perf_counter()
-    result = defs.get_job_def(linkage_job.name).execute_in_process(instance=instance)
+    result = defs.resolve_job_def(linkage_job.name).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
     print(f"linkage, evaluation, SQL models, network: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
 
 
 def print_report(data_dir: Path) -> None:
     """Prints the evaluation tables from the DuckDB file."""
-    from assets_defs.definitions import default_resources
+    import pandas as pd
+
+    from resources import LinkageStore
 
     _configure_env(data_dir)
-    store = default_resources()["linkage_store"].store()
-    import pandas as pd
+    store = LinkageStore(
+        data_dir=os.environ["LP_DATA_DIR"],
+        database=os.environ.get("LP_DUCKDB_PATH", ""),
+        artifact_dir=os.environ.get("LP_ARTIFACT_DIR", ""),
+    ).store()
 
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
