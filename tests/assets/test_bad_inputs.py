@@ -1,0 +1,56 @@
+"""Bad files and an escaping source name are recorded in rejected_inputs; the rest of the source is processed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import yaml
+from PIL import Image
+
+from assets_defs.definitions import all_assets
+from assets_defs.partitions import SOURCE_PARTITIONS_NAME
+from linkage_pipeline.documents.synthetic import generate_corpus
+from resources import ComputeResource, EnginesResource, LinkageStore
+
+
+def test_bad_inputs_are_rejected_with_reasons_and_good_pages_survive(tmp_path: Path) -> None:
+    data = tmp_path / "corpus"
+    generate_corpus(data, seed=5, n_firms=12, n_list_pages=2)
+    pages = data / "supplier_lists" / "pages"
+    good = sorted(p.name for p in pages.iterdir())
+    first = (pages / good[0]).read_bytes()
+    (pages / "zero.png").write_bytes(b"")
+    (pages / "truncated.png").write_bytes(first[: len(first) // 3])
+    (pages / "notes.png").write_text("this is not an image")
+    (pages / "readme.txt").write_text("not a page")
+    Image.fromarray(np.full((800, 600), 250, np.uint8)).save(pages / "blank.png")
+    cfg = yaml.safe_load((data / "sources.yaml").read_text())
+    cfg["sources"]["../evil"] = {"role": "query", "direction": "horizontal"}
+    (data / "sources.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True))
+
+    resources = {"linkage_store": LinkageStore(data_dir=str(data)), "compute": ComputeResource(device="cpu"),
+                 "engines": EnginesResource()}
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, ["supplier_lists"])
+    assert dg.materialize(all_assets, selection=["document_sources"], instance=instance, resources=resources).success
+    result = dg.materialize(all_assets, selection=["page_images", "layout_regions"], partition_key="supplier_lists",
+                            instance=instance, resources=resources)
+    assert result.success
+
+    store = resources["linkage_store"].store()
+    rejected = store.read_table("rejected_inputs")
+    reasons = dict(zip(rejected["file"], rejected["reason"]))
+    assert set(reasons) == {"zero.png", "truncated.png", "notes.png", "readme.txt", "blank.png", "sources.yaml"}
+    assert "empty" in reasons["zero.png"].lower()
+    assert "truncated" in reasons["truncated.png"].lower()
+    assert "not an image" in reasons["notes.png"].lower() or "not a png" in reasons["notes.png"].lower()
+    assert "unsupported file type" in reasons["readme.txt"]
+    assert "blank page" in reasons["blank.png"]
+    assert "../evil" in rejected.loc[rejected["file"] == "sources.yaml", "source"].item()
+    assert sorted(store.read_table("document_sources")["name"]) == ["firm_directory", "supplier_lists"]
+    page_rows = store.read_table("page_images")
+    assert sorted(page_rows["file"]) == good
+    assert len(store.read_table("layout_regions")) > 0
+    assert set(store.read_table("layout_regions")["page_id"]) == set(page_rows["page_id"])
