@@ -337,7 +337,8 @@ def load_sources(data_dir: Path, *, strict: bool = False) -> SourceRegistry:
     :class:`Rejection` (stage ``sources``, file ``sources.yaml``), and the others still load. A source is bad
     when its name is unsafe (path separators, ``..``, absolute, leading dot, not matching
     :data:`SOURCE_NAME_RE`, or its folder resolves outside ``data_dir``), a field is missing or invalid, or its
-    ``pages/`` folder is missing. A linkage is bad when it names a source that is not loaded, or a source whose
+    ``pages/`` folder is missing. Without a ``linkages`` key every query source is linked to every target
+    source. A linkage is bad when it names a source that is not loaded, or a source whose
     role does not match its place in the linkage.
 
     Args:
@@ -443,6 +444,13 @@ def load_sources(data_dir: Path, *, strict: bool = False) -> SourceRegistry:
                 linkages.append(linkage)
                 continue
         reject(label, problem)
+
+    if "linkages" not in doc:
+        # No linkages named: link every query source against every target source.
+        linkages = [
+            Linkage(query=q.name, target=t.name) for q in sources if q.role == "query" for t in sources if t.role == "target"
+        ]
+        logger.info("%s names no linkages; linking every query source to every target source (%d)", path, len(linkages))
 
     if strict and rejected:
         raise ValueError(f"{path}: {len(rejected)} problem(s):\n" + "\n".join(f"- {r}" for r in rejected))

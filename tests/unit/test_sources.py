@@ -307,3 +307,16 @@ def test_atomic_output_leaves_the_old_file_on_error(tmp_path: Path) -> None:
     with atomic_output(target) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["table.parquet"]
+
+
+def test_missing_linkages_key_links_every_query_to_every_target(tmp_path: Path) -> None:
+    for name in ("lists_a", "lists_b", "directory"):
+        (tmp_path / name / "pages").mkdir(parents=True)
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n"
+        "  lists_a: {role: query, direction: horizontal}\n"
+        "  lists_b: {role: query, direction: horizontal}\n"
+        "  directory: {role: target, direction: vertical}\n"
+    )
+    registry = load_sources(tmp_path)
+    assert [(lk.query, lk.target) for lk in registry.linkages] == [("lists_a", "directory"), ("lists_b", "directory")]
