@@ -31,21 +31,30 @@ def _configure_env(data_dir: Path) -> None:
 
 
 def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool) -> None:
-    """Writes the synthetic demo corpus unless one with the same settings is already there."""
-    from linkage_pipeline.documents.synthetic import generate_corpus
+    """Writes the synthetic demo corpus unless one from the same settings and generator code is already there."""
+    import hashlib
 
+    from linkage_pipeline.documents import firms, synthetic
+
+    code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (firms, synthetic))).hexdigest()[:12]
     marker = out_dir / ".corpus-settings"
-    settings = f"seed={seed} n_firms={n_firms}"
+    settings = f"seed={seed} n_firms={n_firms} generator={code}"
     if not force and marker.exists() and marker.read_text() == settings and (out_dir / "sources.yaml").exists():
         print(f"demo corpus already at {out_dir} ({settings})")
         return
-    if out_dir.exists():
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not marker.exists():
+            raise SystemExit(f"{out_dir} exists and is not a generated demo corpus; refusing to overwrite it")
         shutil.rmtree(out_dir)
     t0 = time.perf_counter()
     kwargs = {"seed": seed} | ({"n_firms": n_firms} if n_firms else {})
-    summary = generate_corpus(out_dir, **kwargs)
+    summary = synthetic.generate_corpus(out_dir, **kwargs)
     marker.write_text(settings)
-    print(f"generated demo corpus at {out_dir} in {time.perf_counter() - t0:.1f}s: {summary}")
+    print(
+        f"generated demo corpus at {out_dir} in {time.perf_counter() - t0:.1f}s: {summary.n_directory_entries} directory "
+        f"entries on {summary.n_directory_pages} vertical pages, {summary.n_list_mentions} listed firms on "
+        f"{summary.n_list_pages} horizontal list pages ({summary.n_absent_mentions} absent from the directory)"
+    )
 
 
 def materialize_all(data_dir: Path) -> None:
