@@ -1,0 +1,817 @@
+"""The Fellegi-Sunter model: fit on all pairs (or blocked candidates), predict links, resolve, cluster.
+
+Typical use::
+
+    from linkage_pipeline.probabilistic import FellegiSunter, FieldSpec, link, dedup
+
+    fields = [FieldSpec("given_name"), FieldSpec("surname"), FieldSpec("postcode", "exact")]
+    links = link(left_df, right_df, fields, threshold=0.5)            # all pairs, no blocking
+    model = FellegiSunter(fields).fit(left_df, right_df)
+    model.match_weights()                                               # m, u and log2(m/u) per field and level
+    links = model.predict(one_to_one=True)
+    clusters = dedup(df, fields)                                        # one row per record, singletons included
+
+``threshold`` (default :data:`DEFAULT_MATCH_THRESHOLD` = 0.5) is a *posterior match probability*: a pair is
+linked when the model says it is more likely a match than not, the Bayes decision for equal costs of false links
+and missed links. It is not tuned per data set; raise it for precision, lower it for recall.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from linkage_pipeline.probabilistic.comparisons import (
+    DEFAULT_THRESHOLDS,
+    MISSING_LEVEL,
+    FieldSpec,
+    LevelPairs,
+    DEFAULT_MAX_EDITS,
+    check_thresholds,
+    exact_level_pairs,
+    jaro_winkler_level_pairs,
+    levenshtein_level_pairs,
+    jaro_winkler_pair_similarity,
+    level_of_similarity,
+    n_levels_of,
+    prepare_values,
+)
+from linkage_pipeline.probabilistic.em import (
+    EMResult,
+    detect_dependent_groups,
+    expectation_maximisation,
+    group_levels,
+    initial_parameters,
+)
+from linkage_pipeline.probabilistic.patterns import (
+    AllPairsSpace,
+    FieldLevels,
+    decode_patterns,
+    pattern_radix,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Default posterior match probability above which (inclusive) a pair is linked.
+DEFAULT_MATCH_THRESHOLD = 0.5
+
+#: Columns of :meth:`FellegiSunter.predict`.
+LINK_COLUMNS = ("left_id", "right_id", "match_probability", "match_weight", "pattern")
+#: Columns of :func:`clusters_from_links` and :func:`dedup`.
+CLUSTER_COLUMNS = ("id", "cluster_id", "cluster_size")
+
+# Warn when blocking rules produce more candidate pairs than this.
+_MANY_CANDIDATES = 200_000_000
+
+
+def _check_probability(value: float, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a probability in (0, 1), got {value!r}") from exc
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"{name} must be a probability in (0, 1), got {value!r}")
+    return v
+
+
+def _check_device(device: str) -> str:
+    if not isinstance(device, str) or not (device in ("cpu", "cuda", "auto") or device.startswith("cuda:")):
+        raise ValueError(f"device must be 'cpu', 'auto', 'cuda' or 'cuda:N', got {device!r}")
+    if device == "auto":
+        from linkage_pipeline.probabilistic.gpu import cuda_available
+
+        return "cuda" if cuda_available() else "cpu"
+    return device
+
+
+def _as_specs(fields: Sequence[FieldSpec | str]) -> list[FieldSpec]:
+    if isinstance(fields, (str, FieldSpec)) or not isinstance(fields, Sequence):
+        raise ValueError(f"fields must be a sequence of FieldSpec or column names, got {fields!r}")
+    if not fields:
+        raise ValueError("fields must name at least one column to compare, got an empty sequence")
+    specs = []
+    for f in fields:
+        if isinstance(f, str):
+            specs.append(FieldSpec(f))
+        elif isinstance(f, FieldSpec):
+            specs.append(f)
+        else:
+            raise ValueError(f"each field must be a FieldSpec or a column name, got {type(f).__name__}: {f!r}")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"field names must be distinct, got {names}")
+    return specs
+
+
+class FellegiSunter:
+    """Fellegi-Sunter record linkage with Jaro-Winkler levels, EM on pattern counts, and all-pairs comparison.
+
+    Args:
+        fields: Fields to compare: :class:`FieldSpec` objects, or column names (Jaro-Winkler fields).
+        thresholds: Default Jaro-Winkler thresholds (Fast-ER's 0.88 and 0.94): strictly increasing in (0, 1].
+        threshold: Default posterior match probability for :meth:`predict` and :meth:`clusters`.
+        u_estimate: ``"em"``: EM estimates u too, starting from the level frequencies over all pairs;
+            ``"all_pairs"``: u stays fixed at those frequencies (all compared pairs are taken as non-matches).
+        dependent_fields: ``"auto"`` (default) finds fields whose agreements depend on each other among
+            non-matches (suburb, postcode, state) and compares each such group jointly, as one composite field
+            with a level per combination (see :func:`~linkage_pipeline.probabilistic.em.detect_dependent_groups`);
+            a sequence of groups of field names fixes the groups; ``None`` assumes independence (Fast-ER,
+            fastLink).
+        blocking: Optional blocking rules, each a sequence of column names that must be equal (and non-missing)
+            on both sides; a pair is compared if any rule holds. ``None`` (default) compares all pairs. With
+            blocking, m comes from EM on the candidate pairs, u from a random sample of a million pairs, and
+            lambda is the candidates' expected matches over all pairs (as Splink does); pairs outside every
+            block are never linked.
+        id_column: Column holding record ids (the same name on both sides); ``None`` uses the DataFrame index.
+        device: ``"cpu"`` (rapidfuzz), ``"cuda"``/``"cuda:N"`` (Triton kernel for Jaro-Winkler) or ``"auto"``.
+        expected_match_share: Starting lambda for EM; ``None`` takes ``min(n_a, n_b)`` matches among all pairs
+            (for dedup, ``n / 2`` duplicate pairs).
+        max_match_share: Upper bound on lambda; ``None`` allows on average two matches per record of the larger
+            table (``2 * max(n_a, n_b)`` matching pairs; ``2 * n`` for dedup). A "match" class larger than that is
+            a cluster of similar non-matches, not matches.
+        max_iter: Most EM iterations.
+        tol: EM convergence tolerance on the largest parameter change per iteration.
+        workers: rapidfuzz threads (``-1``: all cores).
+        block_cells: Cells of the dense accumulator of the all-pairs pass (left rows per block times n_b).
+
+    Attributes (after :meth:`fit`):
+        lambda_: Prior match probability among compared pairs.
+        groups_: Field names per compared group (singletons, or composites of dependent fields).
+        m: Group name (field name, or names joined by ``+``) -> array (n_levels,) float64 of P(level | match);
+            index 0 (missing) is NaN. A composite's level is the mixed-radix combination of its fields' levels
+            (first field fastest).
+        u: Same for P(level | non-match).
+        pattern_counts_: Pairs per pattern code, shape (n_patterns,) int64.
+        em_: The full :class:`~linkage_pipeline.probabilistic.em.EMResult`.
+        timings_: Seconds spent per stage.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[FieldSpec | str],
+        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        *,
+        threshold: float = DEFAULT_MATCH_THRESHOLD,
+        u_estimate: Literal["em", "all_pairs"] = "em",
+        dependent_fields: Literal["auto"] | Sequence[Sequence[str]] | None = "auto",
+        blocking: Sequence[Sequence[str]] | None = None,
+        id_column: str | None = None,
+        device: str = "cpu",
+        expected_match_share: float | None = None,
+        max_match_share: float | None = None,
+        max_iter: int = 1000,
+        tol: float = 1e-7,
+        workers: int = -1,
+        block_cells: int = 1 << 22,
+    ) -> None:
+        self.fields = _as_specs(fields)
+        self.thresholds = check_thresholds(thresholds)
+        self.threshold = _check_probability(threshold, "threshold")
+        if u_estimate not in ("em", "all_pairs"):
+            raise ValueError(f"u_estimate must be 'em' or 'all_pairs', got {u_estimate!r}")
+        self.u_estimate = u_estimate
+        self.dependent_fields = self._check_groups(dependent_fields)
+        self.max_match_share = (
+            None if max_match_share is None else _check_probability(max_match_share, "max_match_share")
+        )
+        if blocking is not None:
+            if isinstance(blocking, str) or not all(
+                not isinstance(r, str) and len(r) > 0 and all(isinstance(c, str) for c in r) for r in blocking
+            ) or not blocking:
+                raise ValueError(
+                    f"blocking must be None or a non-empty sequence of rules, each a non-empty sequence of column "
+                    f"names, e.g. [['surname'], ['postcode', 'given_name']]; got {blocking!r}"
+                )
+            blocking = [tuple(r) for r in blocking]
+        self.blocking = blocking
+        self.id_column = id_column
+        self.device = _check_device(device)
+        self.expected_match_share = (
+            None if expected_match_share is None else _check_probability(expected_match_share, "expected_match_share")
+        )
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers == 0 or workers < -1:
+            raise ValueError(f"workers must be a positive int or -1 (all cores), got {workers!r}")
+        self.workers = int(workers)
+        self.block_cells = int(block_cells)
+        self.n_levels = [n_levels_of(s, self.thresholds) for s in self.fields]
+        self.radix = pattern_radix(self.n_levels)
+        self.n_patterns = int(np.prod(self.n_levels, dtype=np.int64))
+        self.timings_: dict[str, float] = {}
+        self._fitted = False
+
+    def _check_groups(self, groups: object) -> Literal["auto"] | list[list[int]] | None:
+        if groups is None or groups == "auto":
+            return groups  # type: ignore[return-value]
+        names = [s.name for s in self.fields]
+        if isinstance(groups, str) or not isinstance(groups, Sequence):
+            raise ValueError(
+                f"dependent_fields must be 'auto', None or a sequence of groups of field names, got {groups!r}"
+            )
+        seen: set[str] = set()
+        out = []
+        for group in groups:
+            if isinstance(group, str) or not isinstance(group, Sequence) or len(group) == 0:
+                raise ValueError(
+                    f"each dependent_fields group must be a non-empty sequence of field names, got {group!r}"
+                )
+            for name in group:
+                if name not in names:
+                    raise ValueError(f"dependent_fields names {name!r}, which is not a field; fields are {names}")
+                if name in seen:
+                    raise ValueError(f"dependent_fields puts {name!r} in more than one group")
+                seen.add(name)
+            out.append(sorted(names.index(n) for n in group))
+        out.extend([f] for f in range(len(names)) if names[f] not in seen)
+        return sorted(out, key=lambda g: g[0])
+
+    # ------------------------------------------------------------------ preparation
+    def _field_thresholds(self, spec: FieldSpec) -> tuple[float, ...]:
+        return spec.thresholds or self.thresholds
+
+    def _check_table(self, df: pd.DataFrame, side: str) -> None:
+        if not isinstance(df, pd.DataFrame):
+            raise ValueError(f"{side} must be a pandas DataFrame, got {type(df).__name__}")
+        wanted = [s.name if side == "left" else s.right for s in self.fields]
+        if self.id_column is not None:
+            wanted.append(self.id_column)
+        for rule in self.blocking or []:
+            wanted.extend(rule)
+        missing = [c for c in dict.fromkeys(wanted) if c not in df.columns]
+        if missing:
+            raise ValueError(f"{side} table lacks columns {missing}; it has {list(df.columns)}")
+
+    def _ids(self, df: pd.DataFrame) -> np.ndarray:
+        return (df[self.id_column] if self.id_column is not None else df.index).to_numpy()
+
+    def _prepare(self, a: pd.DataFrame, b: pd.DataFrame | None) -> dict:
+        self._check_table(a, "left")
+        if b is not None:
+            self._check_table(b, "right")
+        dedup = b is None
+        prepared = []
+        for spec in self.fields:
+            codes_a, uniq_a = prepare_values(a[spec.name], f"left column {spec.name!r}")
+            if dedup:
+                codes_b, uniq_b = codes_a, uniq_a
+            else:
+                codes_b, uniq_b = prepare_values(b[spec.right], f"right column {spec.right!r}")
+            prepared.append((spec, codes_a, uniq_a, codes_b, uniq_b))
+        return {
+            "dedup": dedup, "n_a": len(a), "n_b": len(a) if dedup else len(b), "fields": prepared,
+            "ids_a": self._ids(a), "ids_b": self._ids(a if dedup else b), "a": a, "b": b,
+        }
+
+    def _level_pairs(self, spec: FieldSpec, uniq_a: list[str], uniq_b: list[str], symmetric: bool) -> LevelPairs:
+        if spec.comparison == "exact":
+            return exact_level_pairs(uniq_a, uniq_b)
+        if spec.comparison == "levenshtein":
+            return levenshtein_level_pairs(uniq_a, uniq_b, spec.thresholds or DEFAULT_MAX_EDITS, symmetric=symmetric,
+                                           workers=self.workers)
+        thr = self._field_thresholds(spec)
+        if self.device != "cpu":
+            from linkage_pipeline.probabilistic.gpu import cuda_available, jaro_winkler_level_pairs_cuda
+
+            if cuda_available():
+                return jaro_winkler_level_pairs_cuda(
+                    uniq_a, uniq_b, thr, symmetric=symmetric, device=self.device, workers=self.workers
+                )
+            logger.warning(
+                "device %r requested but CUDA/Triton is unavailable: Jaro-Winkler runs on the CPU", self.device
+            )
+        return jaro_winkler_level_pairs(uniq_a, uniq_b, thr, symmetric=symmetric, workers=self.workers)
+
+    def _build_space(self, data: dict) -> None:
+        t0 = time.perf_counter()
+        if self.blocking is None:
+            levels = []
+            for spec, codes_a, uniq_a, codes_b, uniq_b in data["fields"]:
+                t = time.perf_counter()
+                pairs = self._level_pairs(spec, uniq_a, uniq_b, symmetric=data["dedup"])
+                logger.info(
+                    "field %r: %d x %d unique values, %d agreeing value pairs (%.2f s)",
+                    spec.name, len(uniq_a), len(uniq_b), len(pairs), time.perf_counter() - t,
+                )
+                levels.append(FieldLevels(spec.name, n_levels_of(spec, self.thresholds), codes_a, codes_b,
+                                          len(uniq_a), len(uniq_b), pairs))
+            data["space"] = AllPairsSpace(levels, data["n_a"], data["n_b"], dedup=data["dedup"],
+                                          block_cells=self.block_cells)
+            data["total_pairs"] = data["space"].total_pairs
+        else:
+            i, j = self._candidates(data)
+            data["cand_i"], data["cand_j"] = i, j
+            data["cand_code"] = self._codes_for_pairs(data, i, j)
+            data["total_pairs"] = int(i.shape[0])
+        self.timings_["compare"] = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ blocking
+    def _random_pair_patterns(self, data: dict, n_sample: int = 1_000_000) -> tuple[np.ndarray, np.ndarray]:
+        """Patterns of a uniform random sample of all pairs (Splink's u by random sampling): levels, counts."""
+        rng = np.random.default_rng(0)
+        n_a, n_b = data["n_a"], data["n_b"]
+        i = rng.integers(0, n_a, size=n_sample)
+        j = rng.integers(0, n_b, size=n_sample)
+        if data["dedup"]:
+            keep = i != j
+            i, j = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+        codes = self._codes_for_pairs(data, i, j)
+        counts = np.bincount(codes, minlength=self.n_patterns)
+        observed = np.flatnonzero(counts)
+        return decode_patterns(observed, self.n_levels), counts[observed]
+
+    def _candidates(self, data: dict) -> tuple[np.ndarray, np.ndarray]:
+        a, b = data["a"], data["b"]
+        dedup = data["dedup"]
+        n_a, n_b = data["n_a"], data["n_b"]
+        keys: list[np.ndarray] = []
+        for rule in self.blocking or []:
+            # shared codes across both sides: factorise left and right values together
+            ka = np.zeros(n_a, dtype=np.int64)
+            kb = np.zeros(n_b, dtype=np.int64)
+            valid_a = np.ones(n_a, dtype=bool)
+            valid_b = np.ones(n_b, dtype=bool)
+            for col in rule:
+                va = a[col]
+                vb = a[col] if dedup else b[col]
+                codes, uniq = prepare_values(pd.concat([va, vb], ignore_index=True), f"blocking column {col!r}")
+                ca, cb = codes[:n_a].astype(np.int64), codes[n_a:].astype(np.int64)
+                valid_a &= ca >= 0
+                valid_b &= cb >= 0
+                ka = ka * (len(uniq) + 1) + ca + 1
+                kb = kb * (len(uniq) + 1) + cb + 1
+                both, inv = np.unique(np.concatenate([ka, kb]), return_inverse=True)
+                ka, kb = inv[:n_a].astype(np.int64), inv[n_a:].astype(np.int64)
+            ia = np.flatnonzero(valid_a)
+            ib = np.flatnonzero(valid_b)
+            keys.append(_join_on_keys(ia, ka[ia], ib, kb[ib], n_b, dedup))
+        key = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+        if key.size > _MANY_CANDIDATES:
+            logger.warning("blocking rules produce %d candidate pairs", key.size)
+        logger.info("blocking: %d candidate pairs of %d", key.size, n_a * (n_a - 1) // 2 if dedup else n_a * n_b)
+        return key // n_b, key % n_b
+
+    def _codes_for_pairs(self, data: dict, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        code = np.zeros(i.shape[0], dtype=np.int64)
+        for f, (spec, codes_a, uniq_a, codes_b, uniq_b) in enumerate(data["fields"]):
+            x = codes_a[i].astype(np.int64)
+            y = codes_b[j].astype(np.int64)
+            level = np.full(i.shape[0], MISSING_LEVEL, dtype=np.int64)
+            present = (x >= 0) & (y >= 0)
+            if spec.comparison == "exact":
+                y_of_x = pd.Index(uniq_b, dtype=object).get_indexer(uniq_a) if uniq_a else np.empty(0, np.int64)
+                level[present] = 1 + (y_of_x[x[present]] == y[present])
+            elif spec.comparison == "levenshtein":
+                from rapidfuzz import process
+                from rapidfuzz.distance import Levenshtein
+
+                combo, inv = np.unique(x[present] * max(len(uniq_b), 1) + y[present], return_inverse=True)
+                cx, cy = combo // max(len(uniq_b), 1), combo % max(len(uniq_b), 1)
+                dist = process.cpdist([uniq_a[k] for k in cx], [uniq_b[k] for k in cy], scorer=Levenshtein.distance,
+                                      dtype=np.int32, workers=self.workers) if combo.size else np.empty(0, np.int32)
+                lv = np.ones(combo.shape[0], dtype=np.int64)
+                for d in spec.thresholds or DEFAULT_MAX_EDITS:
+                    lv += dist <= d
+                lv += dist == 0
+                level[present] = lv[inv.reshape(-1)]
+            else:
+                combo, inv = np.unique(x[present] * max(len(uniq_b), 1) + y[present], return_inverse=True)
+                cx, cy = combo // max(len(uniq_b), 1), combo % max(len(uniq_b), 1)
+                sim = jaro_winkler_pair_similarity([uniq_a[k] for k in cx], [uniq_b[k] for k in cy], self.workers)
+                level[present] = level_of_similarity(sim, self._field_thresholds(spec))[inv.reshape(-1)]
+            code += level * self.radix[f]
+        return code
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, a: pd.DataFrame, b: pd.DataFrame | None = None) -> FellegiSunter:
+        """Compare the tables, count agreement patterns and fit lambda, m and u by EM.
+
+        Args:
+            a: Left table (n_a rows), holding every field's column (and ``id_column``, blocking columns).
+            b: Right table (n_b rows); ``None`` de-duplicates ``a`` against itself (pairs ``i < j``).
+
+        Returns:
+            ``self``, fitted.
+
+        Raises:
+            ValueError: If a table lacks a column, or there are no pairs to compare.
+        """
+        data = self._prepare(a, b)
+        if data["n_a"] == 0 or data["n_b"] == 0 or (data["dedup"] and data["n_a"] < 2):
+            raise ValueError(f"nothing to compare: {data['n_a']} left rows, {data['n_b']} right rows")
+        self._build_space(data)
+        t0 = time.perf_counter()
+        counts = (
+            data["space"].pattern_counts() if self.blocking is None
+            else np.bincount(data["cand_code"], minlength=self.n_patterns).astype(np.int64)
+        )
+        self.timings_["count"] = time.perf_counter() - t0
+        if counts.sum() == 0:
+            raise ValueError("no candidate pairs to fit on: the blocking rules matched no pair")
+        self.pattern_counts_ = counts
+        observed = np.flatnonzero(counts)
+        levels = decode_patterns(observed, self.n_levels)
+        obs_counts = counts[observed]
+        total = float(counts.sum())
+        larger = data["n_a"] if data["dedup"] else max(data["n_a"], data["n_b"])
+        all_pairs = data["n_a"] * (data["n_a"] - 1) // 2 if data["dedup"] else data["n_a"] * data["n_b"]
+        expected = data["n_a"] / 2 if data["dedup"] else min(data["n_a"], data["n_b"])
+        share = self.expected_match_share or float(np.clip(expected / total, 1e-12, 0.5))
+        bound = self.max_match_share or float(np.clip(2.0 * larger / all_pairs, 1e-12, 1.0 - 1e-9))
+        # with blocking, EM runs on the candidates, where matches are common: lambda is rescaled afterwards
+        max_share = bound if self.blocking is None else 1.0 - 1e-9
+        share = min(share, max_share)
+        t0 = time.perf_counter()
+        if self.blocking is not None:
+            sample_levels, sample_counts = self._random_pair_patterns(data)
+        if self.dependent_fields == "auto":
+            if self.blocking is None:
+                groups = detect_dependent_groups(levels, obs_counts, self.n_levels, min_pairs=float(larger))
+            else:
+                groups = detect_dependent_groups(sample_levels, sample_counts, self.n_levels,
+                                                 min_pairs=max(20.0, larger * sample_counts.sum() / all_pairs))
+        elif self.dependent_fields is None:
+            groups = [[f] for f in range(len(self.fields))]
+        else:
+            groups = self.dependent_fields
+        self._groups = groups
+        self.groups_ = [tuple(self.fields[f].name for f in g) for g in groups]
+        glevels, self._group_sizes = group_levels(levels, self.n_levels, groups)
+        lam0, m0, u0 = initial_parameters(glevels, obs_counts, self._group_sizes, share)
+        self.em_ = expectation_maximisation(
+            glevels, obs_counts, self._group_sizes, lambda_init=lam0, m_init=m0, u_init=u0,
+            fix_u=self.u_estimate == "all_pairs" and self.blocking is None, max_lambda=max_share,
+            max_iter=self.max_iter, tol=self.tol,
+        )
+        if self.blocking is not None:
+            # score with the all-pairs model: u from random pairs, lambda = expected matches / all pairs
+            s_glevels, _ = group_levels(sample_levels, self.n_levels, groups)
+            u_all = _smoothed_frequencies(s_glevels, sample_counts, self._group_sizes)
+            lam_all = float(np.clip(self.em_.lambda_ * total / all_pairs, 1e-15, bound))
+            self.em_ = dataclasses.replace(self.em_, lambda_=lam_all, u=u_all)
+            max_share = bound
+        self.timings_["em"] = time.perf_counter() - t0
+        if self.em_.lambda_ >= max_share * (1 - 1e-6):
+            logger.warning(
+                "lambda reached its bound %.3g (%d matching pairs): the match class may be absorbing similar "
+                "non-matches; check dependent_fields or raise max_match_share", max_share, int(max_share * total),
+            )
+        self.lambda_ = self.em_.lambda_
+        names = ["+".join(g) for g in self.groups_]
+        self.m = {name: self.em_.m[k] for k, name in enumerate(names)}
+        self.u = {name: self.em_.u[k] for k, name in enumerate(names)}
+        self.converged_ = self.em_.converged
+        self.n_iter_ = self.em_.n_iter
+        self._data = data
+        self._fitted = True
+        return self
+
+    def _require_fitted(self) -> None:
+        if not self._fitted:
+            raise ValueError("the model is not fitted: call fit(a, b) first")
+
+    # ------------------------------------------------------------------ scoring
+    def _group_log2_tables(self) -> list[np.ndarray]:
+        tables = []
+        for k in range(len(self._groups)):
+            m, u = self.em_.m[k], self.em_.u[k]
+            t = np.zeros(self._group_sizes[k])
+            t[1:] = np.log2(m[1:]) - np.log2(u[1:])
+            tables.append(t)
+        return tables
+
+    def pattern_weights(self) -> np.ndarray:
+        """Match weight of every pattern code: shape (n_patterns,) float64.
+
+        ``match_weight = log2(lambda / (1 - lambda)) + sum_f log2(m_f / u_f)`` over non-missing fields, so that
+        ``match_probability = 1 / (1 + 2 ** -match_weight)``.
+        """
+        self._require_fitted()
+        k = len(self.fields)
+        # axis k-1-f of w is field f, so that the C-order ravel index is the pattern code (field 0 fastest)
+        w = np.zeros([self.n_levels[f] for f in reversed(range(k))], dtype=np.float64)
+        for group, table in zip(self._groups, self._group_log2_tables()):
+            shape = [1] * k
+            for f in group:
+                shape[k - 1 - f] = self.n_levels[f]
+            w += table.reshape(shape)
+        prior = math.log2(self.lambda_) - math.log2(1.0 - self.lambda_)
+        return w.reshape(-1) + prior
+
+    def pattern_probabilities(self) -> np.ndarray:
+        """Posterior match probability of every pattern code: shape (n_patterns,) float64."""
+        return 1.0 / (1.0 + np.exp2(-self.pattern_weights()))
+
+    def predict(
+        self,
+        a: pd.DataFrame | None = None,
+        b: pd.DataFrame | None = None,
+        *,
+        threshold: float | None = None,
+        one_to_one: bool = False,
+    ) -> pd.DataFrame:
+        """Pairs whose match probability is at least ``threshold``.
+
+        Args:
+            a: Left table to score with the fitted parameters; ``None`` scores the tables given to :meth:`fit`.
+            b: Right table; ``None`` with ``a`` given de-duplicates ``a``.
+            threshold: Posterior match probability in (0, 1); ``None`` takes the model's ``threshold``.
+            one_to_one: Keep at most one link per left and per right record (greedy by probability; linking only).
+
+        Returns:
+            One row per link, columns ``left_id``, ``right_id`` (ids from ``id_column`` or the index),
+            ``match_probability`` (float64), ``match_weight`` (float64, log2 odds), ``pattern`` (int64 code, see
+            :meth:`pattern_table`), sorted by left then right row. In dedup mode each pair appears once, with
+            ``left`` the earlier row, and never a row with itself.
+
+        Raises:
+            ValueError: If not fitted, on a bad threshold, or ``one_to_one`` in dedup mode.
+        """
+        self._require_fitted()
+        thr = self.threshold if threshold is None else _check_probability(threshold, "threshold")
+        data = self._data if a is None else self._prepare(a, b)
+        if one_to_one and data["dedup"]:
+            raise ValueError("one_to_one applies to linking two tables, not to dedup (use clusters)")
+        if a is not None:
+            self._build_space(data)
+        t0 = time.perf_counter()
+        i, j, code = self._accepted_pairs(data, thr)
+        weights = self.pattern_weights()[code]
+        prob = 1.0 / (1.0 + np.exp2(-weights))
+        order = np.lexsort((j, i))
+        i, j, code, weights, prob = i[order], j[order], code[order], weights[order], prob[order]
+        if one_to_one:
+            keep = resolve_one_to_one(i, j, prob)
+            i, j, code, weights, prob = i[keep], j[keep], code[keep], weights[keep], prob[keep]
+        self.timings_["predict"] = time.perf_counter() - t0
+        out = pd.DataFrame({
+            "left_id": data["ids_a"][i], "right_id": data["ids_b"][j],
+            "match_probability": prob, "match_weight": weights, "pattern": code,
+        })
+        out.attrs["left_row"] = i
+        out.attrs["right_row"] = j
+        return out
+
+    def _accepted_pairs(self, data: dict, thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        accept = self.pattern_probabilities() >= thr
+        if self.blocking is not None:
+            keep = accept[data["cand_code"]]
+            return data["cand_i"][keep], data["cand_j"][keep], data["cand_code"][keep]
+        parts = list(data["space"].iter_pairs_with_codes(accept))
+        if not parts:
+            return (np.empty(0, np.int64),) * 3
+        return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
+
+    def clusters(self, threshold: float | None = None) -> pd.DataFrame:
+        """Clusters of a fitted dedup model: connected components of the links at ``threshold``.
+
+        Returns:
+            See :func:`clusters_from_links`: one row per record of the fitted table, singletons included.
+        """
+        self._require_fitted()
+        if not self._data["dedup"]:
+            raise ValueError("clusters need a dedup model: fit(a) with b=None")
+        links = self.predict(threshold=threshold)
+        return clusters_from_links(self._data["n_a"], links.attrs["left_row"], links.attrs["right_row"],
+                                   ids=self._data["ids_a"])
+
+    # ------------------------------------------------------------------ reporting
+    def _level_labels(self, f: int) -> list[str]:
+        spec = self.fields[f]
+        if spec.comparison == "exact":
+            return ["missing", "different", "equal"]
+        if spec.comparison == "levenshtein":
+            edits = spec.thresholds or DEFAULT_MAX_EDITS
+            labels = ["missing", f"more than {edits[0]} edits"]
+            for k, d in enumerate(edits):
+                lo = edits[k + 1] + 1 if k + 1 < len(edits) else 1
+                labels.append(f"{d} edit{'s' if d > 1 else ''}" if lo == d else f"{lo}-{d} edits")
+            return labels + ["equal"]
+        thr = self._field_thresholds(spec)
+        labels = ["missing", f"jaro_winkler < {thr[0]:g}"]
+        for k, t in enumerate(thr):
+            labels.append(f"{t:g} <= jaro_winkler < {thr[k + 1]:g}" if k + 1 < len(thr) else f"jaro_winkler >= {t:g}")
+        return labels
+
+    def match_weights(self) -> pd.DataFrame:
+        """Fitted parameters per compared group (a field, or a composite of dependent fields) and level.
+
+        Returns:
+            Columns ``field`` (group name, fields joined by ``+``), ``level`` (int), ``label`` (for a composite,
+            its fields' labels joined by ``; ``), ``m``, ``u``, ``match_weight`` (``log2(m / u)``; 0 for the missing
+            level, which has no m or u).
+        """
+        self._require_fitted()
+        rows = []
+        for k, (group, table) in enumerate(zip(self._groups, self._group_log2_tables())):
+            name = "+".join(self.fields[f].name for f in group)
+            for level in range(self._group_sizes[k]):
+                if len(group) == 1:
+                    label = self._level_labels(group[0])[level]
+                else:
+                    parts, rest = [], level
+                    for f in group:
+                        parts.append(f"{self.fields[f].name}: {self._level_labels(f)[rest % self.n_levels[f]]}")
+                        rest //= self.n_levels[f]
+                    label = "; ".join(parts)
+                rows.append({
+                    "field": name, "level": level, "label": label,
+                    "m": float(self.em_.m[k][level]), "u": float(self.em_.u[k][level]),
+                    "match_weight": float(table[level]),
+                })
+        return pd.DataFrame(rows)
+
+    def pattern_table(self) -> pd.DataFrame:
+        """Observed patterns: ``pattern`` code, one level column per field, ``count``, ``match_probability``,
+        ``match_weight``; sorted by descending match weight."""
+        self._require_fitted()
+        observed = np.flatnonzero(self.pattern_counts_)
+        levels = decode_patterns(observed, self.n_levels)
+        w = self.pattern_weights()[observed]
+        df = pd.DataFrame(levels, columns=[s.name for s in self.fields])
+        df.insert(0, "pattern", observed)
+        df["count"] = self.pattern_counts_[observed]
+        df["match_probability"] = 1.0 / (1.0 + np.exp2(-w))
+        df["match_weight"] = w
+        return df.sort_values("match_weight", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _smoothed_frequencies(levels: np.ndarray, counts: np.ndarray, n_levels: Sequence[int]) -> list[np.ndarray]:
+    """Level frequencies with half a pair added to every non-missing level (a level absent from a sample of a
+    million pairs is rare, not impossible)."""
+    out = []
+    for f, n in enumerate(n_levels):
+        freq = np.bincount(levels[:, f], weights=counts, minlength=n).astype(np.float64) + 0.5
+        freq[MISSING_LEVEL] = np.nan
+        freq[1:] /= freq[1:].sum()
+        out.append(freq)
+    return out
+
+
+def _join_on_keys(ia: np.ndarray, ka: np.ndarray, ib: np.ndarray, kb: np.ndarray, n_b: int, dedup: bool) -> np.ndarray:
+    """Pair keys ``i * n_b + j`` of all rows with equal keys: ``ia``/``ka`` left rows and keys, same for right."""
+    oa = np.argsort(ka, kind="stable")
+    ob = np.argsort(kb, kind="stable")
+    ia, ka, ib, kb = ia[oa], ka[oa], ib[ob], kb[ob]
+    ua, start_a, cnt_a = np.unique(ka, return_index=True, return_counts=True)
+    ub, start_b, cnt_b = np.unique(kb, return_index=True, return_counts=True)
+    common, pa, pb = np.intersect1d(ua, ub, assume_unique=True, return_indices=True)
+    ca, cb = cnt_a[pa], cnt_b[pb]
+    n_pairs = ca * cb
+    total = int(n_pairs.sum())
+    if total == 0:
+        return np.empty(0, np.int64)
+    grp = np.repeat(np.arange(common.shape[0]), n_pairs)
+    pos = np.arange(total) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
+    i = ia[start_a[pa][grp] + pos // cb[grp]]
+    j = ib[start_b[pb][grp] + pos % cb[grp]]
+    if dedup:
+        keep = i != j
+        i, j = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+    return i * n_b + j
+
+
+def resolve_one_to_one(left: np.ndarray, right: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """Greedy one-to-one resolution: take links by descending probability, skipping any whose record is taken.
+
+    Ties are broken by left row, then right row, so the result is deterministic.
+
+    Args:
+        left: Left rows, shape (k,) integer.
+        right: Right rows, shape (k,) integer.
+        probability: Match probabilities, shape (k,) float.
+
+    Returns:
+        Boolean mask (k,) of the kept links; each left and each right row appears in at most one kept link.
+    """
+    left = np.asarray(left)
+    right = np.asarray(right)
+    probability = np.asarray(probability, dtype=np.float64)
+    if not (left.shape == right.shape == probability.shape) or left.ndim != 1:
+        raise ValueError(
+            f"left, right and probability must be 1-d of equal length, got {left.shape}, {right.shape}, "
+            f"{probability.shape}"
+        )
+    order = np.lexsort((right, left, -probability))
+    keep = np.zeros(left.shape[0], dtype=bool)
+    used_l: set[int] = set()
+    used_r: set[int] = set()
+    for k in order.tolist():
+        li, rj = int(left[k]), int(right[k])
+        if li in used_l or rj in used_r:
+            continue
+        used_l.add(li)
+        used_r.add(rj)
+        keep[k] = True
+    return keep
+
+
+def clusters_from_links(
+    n: int, left: np.ndarray, right: np.ndarray, ids: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Connected components of n records under the given links; every record gets a cluster, singletons included.
+
+    Args:
+        n: Number of records.
+        left: Rows of one end of each link, shape (k,) integer in [0, n).
+        right: Rows of the other end, shape (k,) integer in [0, n).
+        ids: Record ids, shape (n,); ``None`` uses row numbers.
+
+    Returns:
+        One row per record in row order: ``id``, ``cluster_id`` (int64, numbered 0, 1, ... in order of each
+        cluster's first row), ``cluster_size`` (int64).
+    """
+    left = np.asarray(left, dtype=np.int64)
+    right = np.asarray(right, dtype=np.int64)
+    if left.shape != right.shape or left.ndim != 1:
+        raise ValueError(f"left and right must be 1-d of equal length, got {left.shape} and {right.shape}")
+    if n < 0 or (left.size and (min(left.min(), right.min()) < 0 or max(left.max(), right.max()) >= n)):
+        raise ValueError(f"link rows must lie in [0, {n})")
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    if ids.shape != (n,):
+        raise ValueError(f"ids must have shape ({n},), got {ids.shape}")
+    graph = sp.coo_matrix((np.ones(left.size, dtype=np.int8), (left, right)), shape=(n, n)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    # renumber by first row so that ids do not depend on scipy's traversal order
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(first.shape[0], dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0])
+    cluster = rank[inverse.reshape(-1)]
+    size = np.bincount(cluster, minlength=first.shape[0])[cluster]
+    return pd.DataFrame({"id": ids, "cluster_id": cluster.astype(np.int64), "cluster_size": size.astype(np.int64)})
+
+
+def link(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    fields: Sequence[FieldSpec | str],
+    *,
+    threshold: float = DEFAULT_MATCH_THRESHOLD,
+    one_to_one: bool = False,
+    **kwargs: object,
+) -> pd.DataFrame:
+    """Link two tables with a Fellegi-Sunter model fitted on all their pairs.
+
+    Args:
+        a: Left table.
+        b: Right table.
+        fields: Fields to compare (see :class:`FellegiSunter`).
+        threshold: Posterior match probability for a link.
+        one_to_one: Keep at most one link per record on each side.
+        **kwargs: Other :class:`FellegiSunter` arguments (``thresholds``, ``id_column``, ``blocking``, ``device``).
+
+    Returns:
+        The links, as :meth:`FellegiSunter.predict`.
+    """
+    model = FellegiSunter(fields, threshold=threshold, **kwargs)  # type: ignore[arg-type]
+    return model.fit(a, b).predict(one_to_one=one_to_one)
+
+
+def dedup(
+    a: pd.DataFrame,
+    fields: Sequence[FieldSpec | str],
+    *,
+    threshold: float = DEFAULT_MATCH_THRESHOLD,
+    **kwargs: object,
+) -> pd.DataFrame:
+    """De-duplicate a table: fit on all pairs ``i < j``, link at ``threshold``, cluster by connected components.
+
+    Args:
+        a: The table.
+        fields: Fields to compare (see :class:`FellegiSunter`).
+        threshold: Posterior match probability for a link.
+        **kwargs: Other :class:`FellegiSunter` arguments.
+
+    Returns:
+        One row per record of ``a`` in order (index of ``a`` kept): ``id``, ``cluster_id``, ``cluster_size``;
+        a record linked to nothing is a cluster of its own.
+    """
+    model = FellegiSunter(fields, threshold=threshold, **kwargs)  # type: ignore[arg-type]
+    clusters = model.fit(a).clusters()
+    clusters.index = a.index
+    return clusters
+
+
+__all__ = [
+    "CLUSTER_COLUMNS",
+    "DEFAULT_MATCH_THRESHOLD",
+    "LINK_COLUMNS",
+    "EMResult",
+    "FellegiSunter",
+    "clusters_from_links",
+    "dedup",
+    "level_frequencies",
+    "link",
+    "resolve_one_to_one",
+]
