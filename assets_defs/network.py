@@ -14,7 +14,7 @@ class NetworkConfig(dg.Config):
     """Anchor firms (node ids or labels) to which shortest-path distances are reported."""
 
     anchors: list[str] = []
-    max_plot_nodes: int = 150
+    max_plot_nodes: int = 80
 
 
 @dg.asset(group_name="network", deps=["mart_supply_chain_edges"], kinds={"duckdb", "networkx"}, pool="duckdb")
