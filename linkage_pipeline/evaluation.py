@@ -21,6 +21,8 @@ from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from linkage_pipeline.checks import require_columns
 from rapidfuzz.distance import Levenshtein
 
 from linkage_pipeline.schema import LABEL_ROLES
@@ -50,16 +52,6 @@ ROLE_TO_KIND = {"title": "title", "heading": "heading", "supplier": "entry", "cu
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _require_columns(df: pd.DataFrame, columns: Iterable[str], name: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{name} is missing columns {missing}; expected at least {list(columns)}, got {list(df.columns)}"
-        )
-
-
 def _is_missing(value: object) -> bool:
     if value is None or value is pd.NA or value is pd.NaT:
         return True
@@ -153,8 +145,8 @@ def match_regions_to_labels(
     Raises:
         ValueError: On missing columns, invalid boxes, duplicated ``region_id`` or a threshold outside (0, 1].
     """
-    _require_columns(regions, REGION_COLUMNS, "regions")
-    _require_columns(labels, LABEL_COLUMNS, "labels")
+    require_columns(regions, REGION_COLUMNS, "regions")
+    require_columns(labels, LABEL_COLUMNS, "labels")
     if not 0.0 < float(iou_threshold) <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
     if regions["region_id"].duplicated().any():
@@ -234,9 +226,9 @@ def layout_metrics(
     Raises:
         ValueError: On missing columns or label roles outside ``schema.LABEL_ROLES``.
     """
-    _require_columns(regions, ("region_id", "page"), "regions")
-    _require_columns(labels, ("page", "role"), "labels")
-    _require_columns(matches, ("region_id", "role"), "matches")
+    require_columns(regions, ("region_id", "page"), "regions")
+    require_columns(labels, ("page", "role"), "labels")
+    require_columns(matches, ("region_id", "role"), "matches")
     unknown = sorted({str(r) for r in labels["role"].dropna()} - set(LABEL_ROLES))
     if unknown:
         raise ValueError(f"labels.role has unknown roles {unknown}; expected one of {list(LABEL_ROLES)}")
@@ -536,8 +528,8 @@ def linkage_evaluation_rows(
         ValueError: On missing columns, duplicated ``query_id`` in ``queries`` or within one condition of
             ``links``, or links to unknown queries.
     """
-    _require_columns(queries, ("query_id", "entity_id", "split"), "queries")
-    _require_columns(links, ("query_id", "target_entity_id", "score", *CONDITION_COLUMNS), "links")
+    require_columns(queries, ("query_id", "entity_id", "split"), "queries")
+    require_columns(links, ("query_id", "target_entity_id", "score", *CONDITION_COLUMNS), "links")
     if queries["query_id"].duplicated().any():
         dupes = queries.loc[queries["query_id"].duplicated(), "query_id"].head(5).tolist()
         raise ValueError(f"queries.query_id must be unique, found duplicates {dupes}")

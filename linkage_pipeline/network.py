@@ -21,6 +21,8 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from linkage_pipeline.checks import require_columns
+
 logger = logging.getLogger(__name__)
 
 #: Fonts tried, in order, for node labels (Japanese firm names); the first one installed wins.
@@ -47,16 +49,6 @@ def _missing(value: object) -> bool:
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     return isinstance(value, float) and math.isnan(value)
-
-
-def _require_columns(df: pd.DataFrame, columns: Iterable[str], name: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{name} is missing columns {missing}; expected at least {list(columns)}, got {list(df.columns)}"
-        )
 
 
 def _python_scalar(value: Any) -> Any:
@@ -87,11 +79,11 @@ def build_supply_chain_graph(
     Raises:
         ValueError: On missing columns or duplicated ``node_id``.
     """
-    _require_columns(edges, ("supplier_id", "customer_id"), "edges")
+    require_columns(edges, ("supplier_id", "customer_id"), "edges")
     G = nx.DiGraph()
 
     if nodes is not None:
-        _require_columns(nodes, ("node_id", "label"), "nodes")
+        require_columns(nodes, ("node_id", "label"), "nodes")
         node_rows = nodes[~nodes["node_id"].map(_missing)]
         ids = node_rows["node_id"].astype(str)
         if ids.duplicated().any():
