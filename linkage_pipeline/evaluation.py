@@ -21,9 +21,9 @@ from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from rapidfuzz.distance import Levenshtein
 
 from linkage_pipeline.checks import require_columns
-from rapidfuzz.distance import Levenshtein
 
 from linkage_pipeline.schema import LABEL_ROLES
 
