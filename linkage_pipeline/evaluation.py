@@ -24,7 +24,6 @@ import pandas as pd
 from rapidfuzz.distance import Levenshtein
 
 from linkage_pipeline.checks import require_columns
-
 from linkage_pipeline.schema import LABEL_ROLES
 
 logger = logging.getLogger(__name__)
