@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from linkage_pipeline import schema
+from linkage_pipeline.quality import CheckOutcome
 from linkage_pipeline.documents.sources import Rejection
 from linkage_pipeline.store import Store
 
@@ -27,3 +28,14 @@ def write_rejections(store: Store, stage: str, source: str, rejections: Iterable
     rows = [r.to_record() for r in rejections]
     frame = pd.DataFrame(rows, columns=list(schema.REJECTED_INPUTS))
     return store.write_partition("rejected_inputs", f"{stage}.{source}", frame, schema.REJECTED_INPUTS)
+
+
+def check_result(name: str, outcome: CheckOutcome, *, warn_only: bool = False) -> dg.AssetCheckResult:
+    """An asset check result from a library quality measure."""
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.WARN if warn_only else dg.AssetCheckSeverity.ERROR,
+        description=outcome.description,
+        metadata=outcome.metadata,
+    )

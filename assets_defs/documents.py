@@ -6,9 +6,10 @@ import time
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import preview, write_rejections
+from assets_defs._common import check_result, preview, write_rejections
 from assets_defs.partitions import document_sources_partitions
 from linkage_pipeline import schema, stages
+from linkage_pipeline import quality
 from linkage_pipeline.documents.pages import read_labels, scan_pages
 from resources import EnginesResource, LinkageStore
 
@@ -77,7 +78,14 @@ def region_labels(context: dg.AssetExecutionContext, linkage_store: LinkageStore
     return dg.MaterializeResult(metadata={"labels": n, "has_labels": labels is not None, "rejected": n_rejected})
 
 
-@dg.asset(group_name="layout", partitions_def=document_sources_partitions, deps=[page_images], kinds={"parquet"})
+@dg.asset(
+    group_name="layout",
+    partitions_def=document_sources_partitions,
+    deps=[page_images],
+    kinds={"parquet"},
+    check_specs=[dg.AssetCheckSpec("layout_regions_on_every_page", asset="layout_regions",
+                                   description="every inked page has at least one detected region")],
+)
 def layout_regions(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per detected name region (title, heading or entry) on a page; refreshed per source."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
@@ -88,6 +96,7 @@ def layout_regions(context: dg.AssetExecutionContext, linkage_store: LinkageStor
     n = store.write_partition("layout_regions", source.name, regions, schema.LAYOUT_REGIONS)
     n_rejected = write_rejections(store, "layout_regions", source.name, rejected)
     return dg.MaterializeResult(
+        check_results=[check_result("layout_regions_on_every_page", quality.pages_without_regions(pages, regions))],
         metadata={
             "regions": n,
             "by_kind": dg.MetadataValue.json(regions["kind"].value_counts().to_dict()),
@@ -115,7 +124,14 @@ def region_crops(context: dg.AssetExecutionContext, linkage_store: LinkageStore)
     )
 
 
-@dg.asset(group_name="ocr", partitions_def=document_sources_partitions, deps=[region_crops], kinds={"parquet"})
+@dg.asset(
+    group_name="ocr",
+    partitions_def=document_sources_partitions,
+    deps=[region_crops],
+    kinds={"parquet"},
+    check_specs=[dg.AssetCheckSpec("ocr_texts_empty_share", asset="ocr_texts",
+                                   description="at most 5% of crops per engine come back without text")],
+)
 def ocr_texts(context: dg.AssetExecutionContext, linkage_store: LinkageStore, engines: EnginesResource) -> dg.MaterializeResult:
     """One row per crop and OCR engine with the text read and its confidence; refreshed per source."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
@@ -123,7 +139,7 @@ def ocr_texts(context: dg.AssetExecutionContext, linkage_store: LinkageStore, en
     texts, timings = stages.read_crops(crops, source, {name: engines.ocr_engine(name) for name in source.ocr})
     n = store.write_partition("ocr_texts", source.name, texts, schema.OCR_TEXTS)
     per_engine = {e: {"seconds": round(s, 2), "crops_per_s": round(len(crops) / max(s, 1e-9), 1)} for e, s in timings.items()}
-    empty_share = float((texts["text"].fillna("") == "").mean()) if n else 0.0
     return dg.MaterializeResult(
-        metadata={"rows": n, "engines": dg.MetadataValue.json(per_engine), "empty_share": empty_share, "preview": preview(texts)}
+        check_results=[check_result("ocr_texts_empty_share", quality.empty_text_share(texts), warn_only=True)],
+        metadata={"rows": n, "engines": dg.MetadataValue.json(per_engine), "preview": preview(texts)},
     )

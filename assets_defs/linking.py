@@ -5,8 +5,8 @@ import time
 
 import dagster as dg
 
-from assets_defs._common import preview
-from linkage_pipeline import stages
+from assets_defs._common import check_result, preview
+from linkage_pipeline import quality, stages
 from linkage_pipeline.strings import STRING_METHODS
 from resources import ComputeResource, LinkageStore
 
@@ -36,7 +36,14 @@ def string_links(linkage_store: LinkageStore, compute: ComputeResource) -> dg.Ma
     return dg.MaterializeResult(metadata={"rows": n, "seconds": seconds, "preview": preview(links)})
 
 
-@dg.asset(group_name="linking", deps=[string_links, "stg_regions"], kinds={"duckdb"}, pool="duckdb")
+@dg.asset(
+    group_name="linking",
+    deps=[string_links, "stg_regions"],
+    kinds={"duckdb"},
+    pool="duckdb",
+    check_specs=[dg.AssetCheckSpec("record_links_score_spread", asset="record_links", blocking=True,
+                                   description="top-1 scores have not collapsed to one value")],
+)
 def record_links(config: RecordLinkConfig, linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per accepted query -> target link (or a no-match row per unlinked query); refreshed on demand."""
     store = linkage_store.store()
@@ -50,5 +57,6 @@ def record_links(config: RecordLinkConfig, linkage_store: LinkageStore) -> dg.Ma
     )
     n = store.replace_table("record_links", links, stages.RECORD_LINKS)
     return dg.MaterializeResult(
-        metadata={"rows": n, "matched": int(links["matched"].sum()), **choice, "preview": preview(links)}
+        check_results=[check_result("record_links_score_spread", quality.score_spread(links))],
+        metadata={"rows": n, "matched": int(links["matched"].sum()), **choice, "preview": preview(links)},
     )

@@ -45,6 +45,13 @@ def _resources(data_dir: Path) -> dict[str, object]:
     }
 
 
+def _assert_checks_pass(result: dg.ExecuteInProcessResult) -> int:
+    evaluations = result.get_asset_check_evaluations()
+    failed = [(e.asset_check_key.name, e.description) for e in evaluations if not e.passed]
+    assert not failed, failed
+    return len(evaluations)
+
+
 def materialize_everything(data_dir: Path, instance: dg.DagsterInstance) -> None:
     resources = _resources(data_dir)
     sources = [s.name for s in resources["linkage_store"].registry().sources]
@@ -54,8 +61,11 @@ def materialize_everything(data_dir: Path, instance: dg.DagsterInstance) -> None
     for name in sources:
         result = dg.materialize(all_assets, selection=source_assets, partition_key=name, instance=instance, resources=resources)
         assert result.success
+        assert _assert_checks_pass(result) == 2  # layout_regions_on_every_page, ocr_texts_empty_share
     rest = dg.AssetSelection.all() - source_assets - dg.AssetSelection.assets("document_sources")
-    assert dg.materialize(all_assets, selection=rest, instance=instance, resources=resources).success
+    result = dg.materialize(all_assets, selection=rest, instance=instance, resources=resources)
+    assert result.success
+    assert _assert_checks_pass(result) == 1  # record_links_score_spread
 
 
 def snapshot(store) -> dict[str, pd.DataFrame]:

@@ -1,0 +1,77 @@
+"""Data-quality measures behind the asset checks: each returns numbers, the caller decides pass/fail."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from linkage_pipeline.checks import require_columns
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check's verdict with the numbers that justify it."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, object]
+
+
+def pages_without_regions(pages: pd.DataFrame, regions: pd.DataFrame) -> CheckOutcome:
+    """Fails when a page that reached layout (blank pages are rejected earlier) got no region at all.
+
+    Args:
+        pages: ``page_images`` rows of one source (``page_id``, ``file``).
+        regions: ``layout_regions`` rows of the same source (``page_id``).
+    """
+    require_columns(pages, ("page_id", "file"), "pages")
+    require_columns(regions, ("page_id",), "regions")
+    empty = sorted(pages.loc[~pages["page_id"].isin(set(regions["page_id"])), "file"].astype(str))
+    return CheckOutcome(
+        passed=not empty,
+        description=f"{len(empty)} of {len(pages)} inked pages have no detected region"
+        + (f": {', '.join(empty[:10])}" if empty else ""),
+        metadata={"pages": len(pages), "pages_without_regions": len(empty), "files": ", ".join(empty[:20])},
+    )
+
+
+def empty_text_share(ocr: pd.DataFrame, *, max_share: float = 0.05) -> CheckOutcome:
+    """Fails when more than ``max_share`` of the crops of any OCR engine came back with no text."""
+    require_columns(ocr, ("engine", "text"), "ocr")
+    if not 0.0 <= max_share <= 1.0:
+        raise ValueError(f"max_share must be in [0, 1], got {max_share}")
+    shares = (
+        ocr.assign(empty=ocr["text"].fillna("").str.strip().eq("")).groupby("engine", sort=True)["empty"].mean().to_dict()
+    )
+    worst = max(shares.values(), default=0.0)
+    return CheckOutcome(
+        passed=worst <= max_share,
+        description=f"largest empty-text share {worst:.3f} (bound {max_share})",
+        metadata={f"empty_share_{e}": float(s) for e, s in shares.items()} | {"bound": max_share},
+    )
+
+
+def score_spread(links: pd.DataFrame, *, min_std: float = 1e-3) -> CheckOutcome:
+    """Fails when the top-1 link scores have collapsed (all queries scored alike), a sign of a broken model or text.
+
+    Args:
+        links: ``record_links`` rows (``query_crop_id``, ``rank``, ``score``).
+        min_std: smallest acceptable standard deviation of the top-1 scores.
+    """
+    require_columns(links, ("query_crop_id", "rank", "score"), "links")
+    top1 = links[links["rank"] == 1]["score"].to_numpy(dtype=np.float64)
+    if len(top1) < 2:
+        return CheckOutcome(True, f"{len(top1)} scored queries: too few to judge", {"queries": len(top1)})
+    std = float(np.std(top1))
+    finite = bool(np.isfinite(top1).all())
+    return CheckOutcome(
+        passed=finite and std >= min_std,
+        description=f"top-1 score std {std:.4f} over {len(top1)} queries (bound {min_std})"
+        + ("" if finite else "; non-finite scores present"),
+        metadata={"queries": len(top1), "score_std": std, "score_mean": float(np.mean(top1)), "finite": finite},
+    )

@@ -1,0 +1,53 @@
+"""Quality measures behind the asset checks, on hand-made tables with known verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linkage_pipeline.quality import empty_text_share, pages_without_regions, score_spread
+
+
+def test_pages_without_regions_names_the_files() -> None:
+    pages = pd.DataFrame({"page_id": ["a", "b", "c"], "file": ["p1.png", "p2.png", "p3.png"]})
+    ok = pages_without_regions(pages, pd.DataFrame({"page_id": ["a", "b", "c", "c"]}))
+    assert ok.passed and ok.metadata["pages_without_regions"] == 0
+    bad = pages_without_regions(pages, pd.DataFrame({"page_id": ["a"]}))
+    assert not bad.passed
+    assert bad.description == "2 of 3 inked pages have no detected region: p2.png, p3.png"
+
+
+@pytest.mark.parametrize(
+    ("texts", "passed", "share"),
+    [
+        (["東洋紡績", "明治製菓", "三井鑛山", "日本製鐵"], True, 0.0),
+        (["東洋紡績", "", "三井鑛山", "日本製鐵"], False, 0.25),
+        (["東洋紡績", "  ", None, "日本製鐵"], False, 0.5),
+    ],
+)
+def test_empty_text_share_per_engine(texts: list, passed: bool, share: float) -> None:
+    ocr = pd.DataFrame({"engine": ["tesseract"] * 4 + ["rapidocr"] * 4, "text": texts + ["a", "b", "c", "d"]})
+    outcome = empty_text_share(ocr, max_share=0.05)
+    assert outcome.passed is passed
+    assert outcome.metadata["empty_share_tesseract"] == pytest.approx(share)
+    assert outcome.metadata["empty_share_rapidocr"] == 0.0
+
+
+def test_score_spread_detects_collapse_and_nan() -> None:
+    rng = np.random.default_rng(0)
+    healthy = pd.DataFrame({"query_crop_id": [f"q{i}" for i in range(50)], "rank": 1, "score": rng.uniform(0.3, 1, 50)})
+    assert score_spread(healthy).passed
+    collapsed = healthy.assign(score=0.5)
+    outcome = score_spread(collapsed)
+    assert not outcome.passed and outcome.metadata["score_std"] == 0.0
+    with_nan = healthy.copy()
+    with_nan.loc[3, "score"] = np.nan
+    assert not score_spread(with_nan).passed
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match=r"ocr is missing columns \['text'\]"):
+        empty_text_share(pd.DataFrame({"engine": ["x"]}))
+    with pytest.raises(ValueError, match="max_share must be in"):
+        empty_text_share(pd.DataFrame({"engine": ["x"], "text": ["y"]}), max_share=2)
