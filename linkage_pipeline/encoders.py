@@ -36,7 +36,15 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from linkage_pipeline.crops import pad_to_square, reflow_vertical
+from linkage_pipeline.crops import (
+    _column_extent,
+    _turned_in_vertical,
+    border_colour,
+    ink_mask,
+    pad_to_square,
+    reflow_vertical,
+    vertical_cells,
+)
 from linkage_pipeline.documents.firms import OLD_NEW_PAIRS, vocabulary_characters
 
 logger = logging.getLogger(__name__)
@@ -191,6 +199,45 @@ class RinnaDualEncoder(nn.Module):
         return self.text_projection(out.last_hidden_state[:, 0, :])
 
 
+class ConvVisionTower(nn.Module):
+    """A small CNN vision tower with the interface of CLIP's vision model (``pooler_output``).
+
+    3x3 convolutions with batch norm and ReLU; the first, second, third and last layers have stride 2, the
+    others stride 1; then global average pooling over positions (a bag of glyph features, which suits names
+    whose legal-form words move from front to back) and a layer norm. Input: (n, C, S, S); the channels are
+    averaged (grey scans come as 3 equal channels for checkpoint compatibility).
+    """
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        last = len(widths) - 1
+        for i, width in enumerate(widths):
+            stride = 2 if i in (0, 1, 2, last) else 1
+            layers += [nn.Conv2d(c_in, int(width), 3, stride, 1, bias=False), nn.BatchNorm2d(int(width)), nn.ReLU()]
+            c_in = int(width)
+        self.features = nn.Sequential(*layers)
+        self.post_layernorm = nn.LayerNorm(c_in)
+
+    def forward(self, pixel_values: torch.Tensor, **_: Any) -> Any:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        x = self.features(pixel_values.mean(dim=1, keepdim=True))
+        pooled = self.post_layernorm(x.mean(dim=(2, 3)))
+        return BaseModelOutputWithPooling(last_hidden_state=x.flatten(2).transpose(1, 2), pooler_output=pooled)
+
+
+def _build_clip_model(config: Any) -> Any:
+    """``CLIPModel(config)``, with the vision model replaced by :class:`ConvVisionTower` for a ``cnn`` tower."""
+    from transformers import CLIPModel
+
+    model = CLIPModel(config)
+    if getattr(config.vision_config, "tower", "vit") == "cnn":
+        model.vision_model = ConvVisionTower(config.vision_config.cnn_widths)
+    return model
+
+
 # ------------------------------------------------------------------------------------------------- config
 def small_clip_config(
     vocab_size: int,
@@ -204,6 +251,8 @@ def small_clip_config(
     heads: int = 4,
     projection_dim: int = 128,
     max_length: int = 48,
+    vision_tower: str = "vit",
+    cnn_widths: Sequence[int] = (32, 48, 96, 96, 192),
 ) -> Any:
     """A small CLIP for firm-name crops (grey scans, 3 channels for checkpoint compatibility).
 
@@ -216,6 +265,10 @@ def small_clip_config(
         heads: Attention heads of both towers (divides both widths).
         projection_dim: Dimension ``d`` of the joint embedding.
         max_length: Longest token sequence.
+        vision_tower: ``vit`` (CLIP's ViT) or ``cnn`` (:class:`ConvVisionTower`, a small strided CNN with
+            global average pooling; learns from a few thousand synthetic crops in CPU minutes where the ViT
+            learns nothing). Stored in the vision config, so :meth:`MultimodalEncoder.load` rebuilds it.
+        cnn_widths: Channels of the CNN's 3x3 conv layers (``cnn`` only); its last width is the vision width.
 
     Returns:
         A ``transformers.CLIPConfig`` (no dropout, so training on CPU is deterministic by seed).
@@ -225,9 +278,15 @@ def small_clip_config(
     """
     from transformers import CLIPConfig
 
+    if vision_tower not in ("vit", "cnn"):
+        raise ValueError(f"vision_tower must be 'vit' or 'cnn', got {vision_tower!r}")
+    if vision_tower == "cnn":
+        if not cnn_widths or min(cnn_widths) < 1:
+            raise ValueError(f"cnn_widths must be positive channel counts, got {cnn_widths}")
+        vision_hidden = int(cnn_widths[-1])
     if image_size % patch_size or not 32 <= image_size <= 224:
         raise ValueError(f"image_size must be a multiple of patch_size in [32, 224], got {image_size}/{patch_size}")
-    if vision_hidden % heads or text_hidden % heads:
+    if (vision_tower == "vit" and vision_hidden % heads) or text_hidden % heads:
         raise ValueError(f"heads={heads} must divide vision_hidden={vision_hidden} and text_hidden={text_hidden}")
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
@@ -251,10 +310,13 @@ def small_clip_config(
         "hidden_size": vision_hidden,
         "intermediate_size": 2 * vision_hidden,
         "num_hidden_layers": vision_layers,
-        "num_attention_heads": heads,
+        "num_attention_heads": heads if vision_hidden % heads == 0 else 1,
         "projection_dim": projection_dim,
         "attention_dropout": 0.0,
     }
+    if vision_tower == "cnn":
+        # The ViT part of the config is not built (no layers); the CNN replaces it (see _build_clip_model).
+        vision.update(tower="cnn", cnn_widths=[int(w) for w in cnn_widths], num_hidden_layers=0)
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)
 
 
@@ -269,6 +331,11 @@ class Preprocessing:
         reflow_vertical: Re-flow vertical crops into one horizontal line before padding (DESIGN section 4).
         text_prefix_cls: Prepend ``[CLS]`` and add no other special token (rinna's tokenisation).
         max_length: Longest token sequence.
+        layout: ``line`` (the crop as printed, vertical crops re-flowed into one line) or ``grid`` (the
+            character cells laid out row-major in a grid of ``grid_cols`` columns, each cell padded to a square
+            of side ``image_size // grid_cols``, so a character keeps that many pixels whatever the name's
+            length); the line or grid is then padded to a square, never squashed.
+        grid_cols: Columns of the ``grid`` layout.
     """
 
     image_size: int = 80
@@ -279,6 +346,66 @@ class Preprocessing:
     reflow_vertical: bool = True
     text_prefix_cls: bool = False
     max_length: int = 48
+    layout: str = "line"
+    grid_cols: int = 4
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("line", "grid"):
+            raise ValueError(f"layout must be 'line' or 'grid', got {self.layout!r}")
+        if self.grid_cols < 1 or self.image_size // self.grid_cols < 4:
+            raise ValueError(f"grid_cols={self.grid_cols} leaves cells under 4 px at image_size={self.image_size}")
+
+
+# ---------------------------------------------------------------------------------------------- grid layout
+def character_tiles(img: Image.Image, direction: str) -> tuple[list[Image.Image], int]:
+    """Cut a text crop (``L``) into one tile per character cell, in reading order, and its border colour.
+
+    Vertical crops are cut by :func:`~linkage_pipeline.crops.vertical_cells` (over the column's ink width; a
+    glyph that vertical setting turns is turned back); horizontal crops by the same projection cut applied to
+    the crop turned a quarter (over the line's ink height). A crop without ink is one tile.
+    """
+    background = border_colour(img)
+    bg = int(background if isinstance(background, int) else background[0])
+    if direction == "vertical":
+        cells = vertical_cells(img)
+        if not cells:
+            return [img], bg
+        mask = ink_mask(img)
+        left, right = _column_extent(mask)
+        tiles = []
+        for top, bottom in cells:
+            tile = img.crop((left, top, right, bottom))
+            if _turned_in_vertical(mask[top:bottom, left:right], right - left):
+                tile = tile.rotate(90, expand=True, fillcolor=bg)
+            tiles.append(tile)
+        return tiles, bg
+    # Turned a quarter clockwise, the line reads top to bottom; cell rows there are columns here.
+    cells = vertical_cells(img.transpose(Image.Transpose.ROTATE_270))
+    if not cells:
+        return [img], bg
+    rows = np.flatnonzero(ink_mask(img).any(axis=1))
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    return [img.crop((left, y0, right, y1)) for left, right in cells], bg
+
+
+def grid_layout(img: Image.Image, direction: str, size: int, cols: int) -> Image.Image:
+    """The ``grid`` layout of :class:`Preprocessing`: character cells row-major in ``cols`` columns, square.
+
+    Returns:
+        ``L`` image of side ``size``: cells of side ``size // cols`` (each tile padded to a square, never
+        squashed), the grid padded to a square with the border colour and resized to ``size`` (a no-op up to
+        ``cols`` rows; names longer than ``cols * cols`` characters shrink).
+    """
+    tiles, bg = character_tiles(img, direction)
+    cell = max(4, size // cols)
+    n_cols = min(cols, len(tiles))
+    n_rows = -(-len(tiles) // cols)
+    canvas = Image.new("L", (n_cols * cell, n_rows * cell), bg)
+    inner = cell - 2
+    for i, tile in enumerate(tiles):
+        square = pad_to_square(tile, fill=bg).resize((inner, inner), Image.Resampling.BILINEAR)
+        canvas.paste(square, ((i % cols) * cell + 1, (i // cols) * cell + 1))
+    return pad_to_square(canvas, fill=bg).resize((size, size), Image.Resampling.BILINEAR)
 
 
 # ------------------------------------------------------------------------------------------------ encoder
@@ -368,8 +495,6 @@ class MultimodalEncoder:
         Returns:
             The encoder, in eval mode, on ``device``.
         """
-        from transformers import CLIPModel
-
         prep = preprocessing or Preprocessing(
             image_size=config_overrides.get("image_size", 80), max_length=config_overrides.get("max_length", 48)
         )
@@ -377,7 +502,7 @@ class MultimodalEncoder:
         tokenizer = build_char_tokenizer(max_length=prep.max_length)
         config = small_clip_config(len(tokenizer), **config_overrides)
         torch.manual_seed(seed)
-        model = ClipDualEncoder(CLIPModel(config))
+        model = ClipDualEncoder(_build_clip_model(config))
         dev = _resolve_device(device)
         model.to(dev).eval()
         return cls(model, tokenizer, prep, dev, _resolve_dtype(dtype, dev), None, {})
@@ -409,7 +534,7 @@ class MultimodalEncoder:
 
     # ------------------------------------------------------------------------------------ preprocessing
     def prepare_image(self, img: Image.Image, direction: str = "horizontal") -> np.ndarray:
-        """One crop -> model input: re-flow (vertical), pad to a square, resize, scale, normalise.
+        """One crop -> model input: re-flow (vertical) or lay out in a grid, pad to a square, resize, normalise.
 
         Args:
             img: Crop, any PIL mode, both sides > 0.
@@ -426,13 +551,20 @@ class MultimodalEncoder:
         if img.width == 0 or img.height == 0:
             raise ValueError(f"crop has size {img.width}x{img.height}; expected both sides > 0")
         grey = img.convert("L")
+        size = self.preprocessing.image_size
+        if self.preprocessing.layout == "grid":
+            square = grid_layout(grey, direction, size, self.preprocessing.grid_cols)
+            return self._normalise(square)
         if direction == "vertical" and self.preprocessing.reflow_vertical:
             try:
                 grey = reflow_vertical(grey)
             except ValueError:  # no cells found (blank or odd crop): use it as printed
                 logger.debug("reflow_vertical failed on a %dx%d crop; using it unflowed", *grey.size)
-        size = self.preprocessing.image_size
         square = pad_to_square(grey).resize((size, size), Image.Resampling.BILINEAR)
+        return self._normalise(square)
+
+    def _normalise(self, square: Image.Image) -> np.ndarray:
+        size = self.preprocessing.image_size
         arr = np.asarray(square, dtype=np.float32) / 255.0
         mean = np.asarray(self.preprocessing.mean, dtype=np.float32)[:, None, None]
         std = np.asarray(self.preprocessing.std, dtype=np.float32)[:, None, None]
@@ -625,7 +757,7 @@ class MultimodalEncoder:
         Raises:
             ValueError: If the folder lacks a file of our format.
         """
-        from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+        from transformers import AutoTokenizer, CLIPConfig
 
         src = Path(directory)
         missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE, PREPROCESSING_FILE, TOKENIZER_DIR) if not (src / n).exists()]
@@ -637,7 +769,7 @@ class MultimodalEncoder:
         config = CLIPConfig.from_json_file(str(src / CONFIG_FILE))
         prep_raw = json.loads((src / PREPROCESSING_FILE).read_text(encoding="utf-8"))
         prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in prep_raw.items()})
-        model = CLIPModel(config)
+        model = _build_clip_model(config)
         model.load_state_dict(load_file(str(src / WEIGHTS_FILE)), strict=True)
         tokenizer = AutoTokenizer.from_pretrained(str(src / TOKENIZER_DIR), local_files_only=True)
         card_path = src / MODEL_CARD_FILE
@@ -860,11 +992,14 @@ __all__ = [
     "MODEL_KINDS",
     "SPECIAL_TOKENS",
     "ClipDualEncoder",
+    "ConvVisionTower",
     "MultimodalEncoder",
     "Preprocessing",
     "RinnaDualEncoder",
     "build_char_tokenizer",
+    "character_tiles",
     "file_sha256",
+    "grid_layout",
     "load_encoder",
     "load_hf_clip",
     "load_rinna_clip",

@@ -473,6 +473,10 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         temperature: SupCon temperature (the CLIP stage learns ``logit_scale`` instead).
         image_weight: ``w`` of the pooled embedding in the SupCon stage.
+        unimodal_weight: SupCon stage: add ``unimodal_weight`` times the mean of the SupCon losses of the image
+            and of the text embeddings alone to the pooled loss. The pooled loss alone lets the text side carry
+            the batch and gives a randomly initialised image tower almost no signal; the unimodal terms train
+            each tower to link on its own (the paper's vision-only and language-only rows).
         m: Views per class in a SupCon batch.
         k: Classes per hard-negative set (anchor + ``k - 1`` nearest).
         epochs: Passes over the data.
@@ -490,6 +494,7 @@ class TrainConfig:
     weight_decay: float = 0.001
     temperature: float = 0.1
     image_weight: float = 0.5
+    unimodal_weight: float = 0.0
     m: int = 3
     k: int = 3
     epochs: int = 1
@@ -507,6 +512,8 @@ class TrainConfig:
             raise ValueError(f"lr > 0, batch_size >= 2, epochs >= 1, t0 >= 1, t_mult >= 1 expected, got {self}")
         if not 0.0 <= self.image_weight <= 1.0:
             raise ValueError(f"image_weight must be in [0, 1], got {self.image_weight}")
+        if self.unimodal_weight < 0:
+            raise ValueError(f"unimodal_weight must be >= 0, got {self.unimodal_weight}")
         if self.stage == "supcon" and (self.m < 2 or self.k < 1 or self.batch_size < self.m * self.k):
             raise ValueError(
                 f"supcon needs m >= 2, k >= 1 and batch_size >= m * k, got m={self.m}, k={self.k}, "
@@ -724,7 +731,13 @@ def train(
                 z = config.image_weight * F.normalize(img, dim=-1) + (1 - config.image_weight) * F.normalize(
                     txt, dim=-1
                 )
-                loss = supcon_loss(z, torch.from_numpy(data.labels[rows]).to(encoder.device), config.temperature)
+                batch_labels = torch.from_numpy(data.labels[rows]).to(encoder.device)
+                loss = supcon_loss(z, batch_labels, config.temperature)
+                if config.unimodal_weight > 0:
+                    loss = loss + config.unimodal_weight * (
+                        supcon_loss(img, batch_labels, config.temperature)
+                        + supcon_loss(txt, batch_labels, config.temperature)
+                    ) / 2
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -241,3 +241,55 @@ def test_rinna_loader_rejects_other_layouts(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="expected 'bert' and 'vit'"):
         load_rinna_clip(tmp_path)
+
+
+def _glyph_line(direction: str, n: int = 6) -> Image.Image:
+    """``n`` distinct 16-px 'glyphs' (block patterns) set 20 px apart, horizontally or vertically."""
+    long, short = 20 * n + 8, 28
+    img = Image.new("L", (long, short) if direction == "horizontal" else (short, long), 235)
+    d = ImageDraw.Draw(img)
+    for j in range(n):
+        a = 6 + 20 * j
+        for k in range(4):  # a 4-bit pattern per glyph: quadrants filled or not
+            if (j + 1) >> k & 1 or k == 3:
+                gx, gy = 8 * (k % 2), 8 * (k // 2)  # the glyph is the same picture in both orientations
+                x, y = (a + gx, 6 + gy) if direction == "horizontal" else (6 + gx, a + gy)
+                box = (x, y, x + 7, y + 7)
+                d.rectangle(box, fill=20)
+    return img
+
+
+def test_grid_layout_puts_cells_of_both_orientations_in_the_same_square() -> None:
+    from linkage_pipeline.encoders import Preprocessing, character_tiles
+
+    h, v = _glyph_line("horizontal"), _glyph_line("vertical")
+    assert len(character_tiles(h, "horizontal")[0]) == 6 and len(character_tiles(v, "vertical")[0]) == 6
+    tiny = {k: x for k, x in TINY.items() if k not in ("image_size", "max_length")}
+    prep = Preprocessing(image_size=32, max_length=24, layout="grid")
+    enc = MultimodalEncoder.create(seed=3, preprocessing=prep, **tiny)
+    px_h, px_v = enc.prepare_image(h, "horizontal"), enc.prepare_image(v, "vertical")
+    assert px_h.shape == (3, 32, 32)
+    # The two orientations of one name give nearly the same picture; a line layout would not.
+    assert np.abs(px_h - px_v).mean() < 0.25 * np.abs(px_h - px_h.mean()).mean()
+    with pytest.raises(ValueError, match="layout must be"):
+        Preprocessing(layout="spiral")
+
+
+def test_cnn_vision_tower_saves_and_reloads(tmp_path: Path) -> None:
+    from linkage_pipeline.encoders import ConvVisionTower, Preprocessing
+
+    tiny = {k: x for k, x in TINY.items() if k not in ("image_size", "max_length", "patch_size")}
+    prep = Preprocessing(image_size=32, max_length=24, layout="grid")
+    enc = MultimodalEncoder.create(seed=5, preprocessing=prep, vision_tower="cnn", cnn_widths=(8, 8, 16, 16), **tiny)
+    assert isinstance(enc.model.model.vision_model, ConvVisionTower)
+    crops = _crops(4)
+    dirs = ["horizontal", "vertical"] * 2
+    before = enc.encode_pooled(crops, TEXTS[:4], directions=dirs)
+    assert before.shape == (4, 16)
+    enc.save(tmp_path / "cnn")
+    loaded = load_encoder(tmp_path / "cnn")
+    assert isinstance(loaded.model.model.vision_model, ConvVisionTower)
+    assert loaded.preprocessing == prep
+    np.testing.assert_allclose(loaded.encode_pooled(crops, TEXTS[:4], directions=dirs), before, atol=1e-5)
+    with pytest.raises(ValueError, match="vision_tower must be"):
+        MultimodalEncoder.create(seed=5, vision_tower="mlp", **TINY)

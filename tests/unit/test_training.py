@@ -179,3 +179,21 @@ def test_train_config_rejects_bad_values() -> None:
         TrainConfig(stage="mlm")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="supcon needs"):
         TrainConfig(stage="supcon", m=3, k=3, batch_size=4)
+    with pytest.raises(ValueError, match="unimodal_weight"):
+        TrainConfig(stage="supcon", unimodal_weight=-1.0)
+
+
+def test_supcon_with_unimodal_terms_trains_a_cnn_vision_tower(data: TrainingSet) -> None:
+    from linkage_pipeline.encoders import Preprocessing
+
+    tiny = {k: x for k, x in TINY.items() if k not in ("image_size", "max_length", "patch_size")}
+    prep = Preprocessing(image_size=32, max_length=24, layout="grid")
+    enc = MultimodalEncoder.create(seed=11, preprocessing=prep, vision_tower="cnn", cnn_widths=(8, 8, 16, 16), **tiny)
+    before = {k: v.clone() for k, v in enc.model.model.vision_model.state_dict().items()}
+    config = TrainConfig(
+        stage="supcon", lr=3e-3, batch_size=18, m=3, k=2, epochs=12, t0=1000, checkpoint_every=1000, unimodal_weight=1.0
+    )
+    result = train(enc, data, config)
+    assert np.mean(result.losses[-2:]) < 0.8 * np.mean(result.losses[:2])
+    after = enc.model.model.vision_model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
