@@ -22,6 +22,7 @@ Boxes are in pixels of the input image, ``x1``/``y1`` exclusive (the region is `
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -421,6 +422,24 @@ def _length(b: _Box, direction: str) -> int:
     return b.width if direction == "horizontal" else b.height
 
 
+def _group_overlapping(
+    items: list[tuple[_Box, str, float]], span: Callable[[_Box], tuple[int, int]]
+) -> list[list[tuple[_Box, str, float]]]:
+    """Groups consecutive items whose ``span`` (y-range for rows, x-range for columns) overlaps the current
+    group's by at least half the smaller extent; ``items`` must already be sorted along that axis."""
+    groups: list[list[tuple[_Box, str, float]]] = []
+    for it in items:
+        lo, hi = span(it[0])
+        if groups:
+            g0 = min(span(g[0])[0] for g in groups[-1])
+            g1 = max(span(g[0])[1] for g in groups[-1])
+            if min(g1, hi) - max(g0, lo) >= 0.5 * min(hi - lo, g1 - g0):
+                groups[-1].append(it)
+                continue
+        groups.append([it])
+    return groups
+
+
 def _reading_order(items: list[tuple[_Box, str, float]], direction: str) -> list[tuple[_Box, str, float]]:
     """Sort regions as a reader reads them.
 
@@ -429,16 +448,9 @@ def _reading_order(items: list[tuple[_Box, str, float]], direction: str) -> list
     overlapping horizontally) right to left, each top to bottom.
     """
     if direction == "horizontal":
-        rows: list[list[tuple[_Box, str, float]]] = []
-        for it in sorted(items, key=lambda t: (t[0].y0 + t[0].y1) / 2):
-            b = it[0]
-            if rows:
-                ry0 = min(r[0].y0 for r in rows[-1])
-                ry1 = max(r[0].y1 for r in rows[-1])
-                if min(ry1, b.y1) - max(ry0, b.y0) >= 0.5 * min(b.height, ry1 - ry0):
-                    rows[-1].append(it)
-                    continue
-            rows.append([it])
+        rows = _group_overlapping(
+            sorted(items, key=lambda t: (t[0].y0 + t[0].y1) / 2), lambda b: (b.y0, b.y1)
+        )
         return [it for row in rows for it in sorted(row, key=lambda t: t[0].x0)]
     bands: list[list[tuple[_Box, str, float]]] = []
     band_end = -1
@@ -451,16 +463,9 @@ def _reading_order(items: list[tuple[_Box, str, float]], direction: str) -> list
             band_end = it[0].y1
     ordered: list[tuple[_Box, str, float]] = []
     for band in bands:
-        cols: list[list[tuple[_Box, str, float]]] = []
-        for it in sorted(band, key=lambda t: -(t[0].x0 + t[0].x1) / 2):
-            b = it[0]
-            if cols:
-                cx0 = min(c[0].x0 for c in cols[-1])
-                cx1 = max(c[0].x1 for c in cols[-1])
-                if min(cx1, b.x1) - max(cx0, b.x0) >= 0.5 * min(b.width, cx1 - cx0):
-                    cols[-1].append(it)
-                    continue
-            cols.append([it])
+        cols = _group_overlapping(
+            sorted(band, key=lambda t: -(t[0].x0 + t[0].x1) / 2), lambda b: (b.x0, b.x1)
+        )
         ordered.extend(it for col in cols for it in sorted(col, key=lambda t: t[0].y0))
     return ordered
 
