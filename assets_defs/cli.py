@@ -30,7 +30,7 @@ def _configure_env(data_dir: Path) -> None:
         dagster_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
 
 
-def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool) -> None:
+def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool, heldout: bool = False) -> None:
     """Writes the synthetic demo corpus unless one from the same settings and generator code is already there."""
     import hashlib
 
@@ -38,7 +38,7 @@ def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool)
 
     code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (firms, synthetic))).hexdigest()[:12]
     marker = out_dir / ".corpus-settings"
-    settings = f"seed={seed} n_firms={n_firms} generator={code}"
+    settings = f"seed={seed} n_firms={n_firms} heldout={heldout} generator={code}"
     if not force and marker.exists() and marker.read_text() == settings and (out_dir / "sources.yaml").exists():
         print(f"demo corpus already at {out_dir} ({settings})")
         return
@@ -48,6 +48,9 @@ def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool)
         shutil.rmtree(out_dir)
     t0 = time.perf_counter()
     kwargs = {"seed": seed} | ({"n_firms": n_firms} if n_firms else {})
+    if heldout:
+        # firm names and typefaces the shipped model never saw in training
+        kwargs |= {"vocabulary": "heldout", "fonts": synthetic.HELDOUT_FONTS}
     summary = synthetic.generate_corpus(out_dir, **kwargs)
     marker.write_text(settings)
     print(
@@ -76,10 +79,12 @@ def materialize_all(data_dir: Path) -> None:
     new = [n for n in names if n not in known]
     if new:
         instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, new)
-    # The sources table first, so per-source assets see the current sources.yaml.
+    # The sources table and the linkage model first: per-source assets read both.
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     defs.resolve_job_def(linkage_job.name).execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey("document_sources")], run_config=quiet
+        instance=instance,
+        asset_selection=[dg.AssetKey("document_sources"), dg.AssetKey("linkage_model")],
+        run_config=quiet,
     )
     for name in names:
         t0 = time.perf_counter()
@@ -107,11 +112,21 @@ def print_report(data_dir: Path) -> None:
 
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
+    from linkage_pipeline.stages import table_one_markdown
+
     for table in ("layout_evaluation", "ocr_evaluation", "linkage_evaluation", "rejected_inputs"):
         if not store.table_exists(table):
             print(f"\n== {table}: not materialized")
             continue
         frame = store.read_table(table)
+        if table == "linkage_evaluation" and not frame.empty:
+            print("\n== linkage_evaluation: top-1 accuracy (CLIPPINGS Table 1; no-match threshold tuned on val)")
+            print(table_one_markdown(frame, "test", "top1_accuracy"))
+            print("\n== linkage_evaluation: with no-match queries (CLIPPINGS Table S-2)")
+            print(table_one_markdown(frame, "test", "top1_accuracy_with_nomatch"))
+            print("\n== linkage_evaluation: all labelled queries (every split)")
+            print(table_one_markdown(frame, "all", "top1_accuracy"))
+            continue
         print(f"\n== {table} ({len(frame)} rows)")
         print(frame.to_markdown(index=False, floatfmt=".3f") if not frame.empty else "(empty)")
     print(f"\nDuckDB file: {store.database}")
@@ -142,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-firms", type=int, default=None)
+    p.add_argument("--heldout", action="store_true", help="held-out firm names and typefaces (unseen in training)")
     p = sub.add_parser("run", help="materialize every asset for a data directory (your own scans)")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
     p = sub.add_parser("report", help="print the evaluation tables")
@@ -153,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     if args.command == "generate":
-        generate_demo(args.out, seed=args.seed, n_firms=args.n_firms, force=True)
+        generate_demo(args.out, seed=args.seed, n_firms=args.n_firms, force=True, heldout=args.heldout)
     elif args.command == "demo":
         t0 = time.perf_counter()
         generate_demo(args.data_dir, seed=args.seed, n_firms=args.n_firms, force=args.force)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets_defs import documents, evaluation, linking, network
-from assets_defs.jobs import linkage_job, source_job
+from assets_defs import documents, evaluation, linking, model, network
+from assets_defs.jobs import linkage_job, source_job, training_job
 from assets_defs.sensors import document_source_sensor
 from assets_defs.sql_models import sql_model_assets
 from resources import ComputeResource, EnginesResource, LinkageStore
@@ -32,13 +32,13 @@ def default_resources() -> dict[str, object]:
 
 
 all_assets = [
-    *dg.load_assets_from_modules([documents, evaluation, linking, network]),
+    *dg.load_assets_from_modules([documents, evaluation, linking, model, network]),
     *sql_model_assets,
 ]
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[source_job, linkage_job],
+    jobs=[source_job, linkage_job, training_job],
     sensors=[document_source_sensor],
     resources=default_resources(),
 )

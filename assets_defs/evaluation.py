@@ -2,13 +2,14 @@
 
 
 import dagster as dg
+import pandas as pd
 
 from assets_defs._common import preview
 from assets_defs.documents import LABELS, layout_regions, ocr_texts, region_labels
 from assets_defs.linking import string_links
 from assets_defs.partitions import document_sources_partitions
-from linkage_pipeline import schema, stages
-from resources import LinkageStore
+from linkage_pipeline import multimodal, schema, stages
+from resources import ComputeResource, LinkageStore
 
 
 @dg.asset(
@@ -53,10 +54,54 @@ def ocr_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"rows": len(table), "table": preview(table)})
 
 
-@dg.asset(group_name="evaluation", deps=[string_links, "stg_regions"], kinds={"duckdb"}, pool="duckdb")
-def linkage_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
+class LinkageEvaluationConfig(dg.Config):
+    """Whether to add the self-supervised rows (the linkage model before supervised training, when known)."""
+
+    self_supervised: bool = True
+
+
+@dg.asset(
+    group_name="evaluation",
+    deps=[string_links, "embedding_links", "stg_regions", "linkage_model"],
+    kinds={"duckdb"},
+    pool="duckdb",
+)
+def linkage_evaluation(
+    config: LinkageEvaluationConfig, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
     """One row per linking method, training and OCR condition and split: top-1 accuracy as in CLIPPINGS Table 1 / S-2."""
-    store = linkage_store.store()
-    table = stages.linkage_evaluation_table(store.read_table("string_links"), store.read_table("stg_regions"))
+    store, registry = linkage_store.store(), linkage_store.registry()
+    regions = store.read_table("stg_regions")
+    frames = [stages.linkage_evaluation_table(store.read_table("string_links"), regions)]
+    model_id = ""
+    if store.table_exists("embedding_links") and store.table_exists("linkage_model"):
+        model = store.read_table("linkage_model").iloc[0]
+        model_id = str(model["model_id"])
+        emb = store.read_table("embedding_links")
+        emb = emb[(emb["model_id"] == model_id) & (emb["training"] == "supervised")]
+        frames.append(stages.linkage_evaluation_table(emb, regions, training="supervised"))
+        if config.self_supervised and model["pretrained_path"]:
+            pretrained = compute.encoder(model["pretrained_path"])
+            inputs = multimodal.embedding_inputs(
+                store.read_table("layout_regions"),
+                store.read_table("region_crops"),
+                store.read_table("ocr_texts"),
+                store.read_table("labelled_regions"),
+            )
+            embedded, _ = multimodal.embed_crops(pretrained, inputs)
+            links = multimodal.embedding_links(
+                embedded, [(lk.query, lk.target) for lk in registry.linkages],
+                weight=float(model["pooling_weight"]), training="self_supervised",
+            )
+            frames.append(stages.linkage_evaluation_table(links, regions, training="self_supervised"))
+    table = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else frames[0]
     store.replace_table("linkage_evaluation", table)
-    return dg.MaterializeResult(metadata={"rows": len(table), "table": preview(table, n=40)})
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(table),
+            "model_id": model_id,
+            "table_1_test": dg.MetadataValue.md(stages.table_one_markdown(table, "test", "top1_accuracy")),
+            "table_s2_test": dg.MetadataValue.md(stages.table_one_markdown(table, "test", "top1_accuracy_with_nomatch")),
+            "table": preview(table, n=60),
+        }
+    )

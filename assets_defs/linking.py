@@ -1,21 +1,29 @@
 """Cross-source linking assets: string links (the baseline) and the record links the network is built on."""
 
 
+import math
 import time
 
 import dagster as dg
+import pandas as pd
 
 from assets_defs._common import check_result, preview
-from linkage_pipeline import quality, stages
+from assets_defs.model import crop_embeddings, current_model, linkage_model
+from linkage_pipeline import matching, multimodal, quality, stages
 from linkage_pipeline.strings import STRING_METHODS
 from resources import ComputeResource, LinkageStore
 
 
 class RecordLinkConfig(dg.Config):
-    """Which string method and text condition feed the record links (until the multimodal model exists)."""
+    """Which method and text condition feed the record links.
 
-    method: str = "auto"  # "auto": the method/condition with the best validation accuracy when labels exist
-    condition: str = "auto"  # an OCR engine name; "auto": the query source's primary OCR engine
+    ``auto`` picks, among the model's methods (vision, language, multimodal) and the string methods, the
+    method/condition with the best validation accuracy when labels exist; without labels the multimodal model
+    on the query source's primary OCR engine, with the no-match threshold stored with the model.
+    """
+
+    method: str = "auto"
+    condition: str = "auto"  # an OCR engine name; "auto": chosen with the method
     threshold: float = -1.0  # no-match threshold; < 0: tuned on the validation split when labels exist
     margin: float = 0.0  # also keep further targets within this score of the best (one firm listed twice)
 
@@ -38,7 +46,7 @@ def string_links(linkage_store: LinkageStore, compute: ComputeResource) -> dg.Ma
 
 @dg.asset(
     group_name="linking",
-    deps=[string_links, "stg_regions"],
+    deps=[string_links, "embedding_links", "stg_regions"],
     kinds={"duckdb"},
     pool="duckdb",
     check_specs=[dg.AssetCheckSpec("record_links_score_spread", asset="record_links", blocking=True,
@@ -47,16 +55,118 @@ def string_links(linkage_store: LinkageStore, compute: ComputeResource) -> dg.Ma
 def record_links(config: RecordLinkConfig, linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per accepted query -> target link (or a no-match row per unlinked query); refreshed on demand."""
     store = linkage_store.store()
+    candidates = [store.read_table("string_links")]
+    default_method, default_condition, default_threshold, model_id = "jaro_winkler", None, 0.0, ""
+    if store.table_exists("embedding_links"):
+        model = current_model(linkage_store)
+        emb = store.read_table("embedding_links")
+        emb = emb[(emb["training"] == "supervised") & (emb["model_id"] == model["model_id"])]
+        if not emb.empty:
+            candidates.append(emb[list(stages.STRING_LINKS)])
+            model_id = str(model["model_id"])
+            default_method = "multimodal"
+            sources = store.read_table("document_sources")
+            queries = sources[sources["role"] == "query"]["primary_ocr"].tolist()
+            default_condition = queries[0] if queries else None
+            card_threshold = float(model["nomatch_threshold"])
+            default_threshold = card_threshold if not math.isnan(card_threshold) else 0.0
     links, choice = stages.select_record_links(
-        store.read_table("string_links"),
+        pd.concat(candidates, ignore_index=True),
         store.read_table("stg_regions"),
         method=config.method,
         condition=config.condition,
         threshold=None if config.threshold < 0 else config.threshold,
         margin=config.margin,
+        default_method=default_method,
+        default_condition=default_condition,
+        default_threshold=default_threshold,
+        model_id=model_id,
     )
     n = store.replace_table("record_links", links, stages.RECORD_LINKS)
     return dg.MaterializeResult(
         check_results=[check_result("record_links_score_spread", quality.score_spread(links))],
         metadata={"rows": n, "matched": int(links["matched"].sum()), **choice, "preview": preview(links)},
+    )
+
+
+class FaissIndexConfig(dg.Config):
+    """How target embeddings are indexed."""
+
+    kind: str = "flat"  # flat (exact) | ivf | hnsw (approximate, for millions of targets)
+    device: str = "auto"  # auto: the GPU when the compute resource is on CUDA and faiss-gpu is installed
+    methods: list[str] = list(multimodal.EMBEDDING_METHODS)
+    pooling_weight: float = -1.0  # image weight of the multimodal embedding; < 0: the model's (default 0.5)
+    nprobe: int = 16
+
+
+def _target_embeddings(linkage_store: LinkageStore, model_id: str, sources: list[str]) -> pd.DataFrame:
+    store = linkage_store.store()
+    frames = []
+    for name in sources:
+        if not store.partition_path("crop_embeddings", name).exists():
+            raise ValueError(f"source {name!r} has no crop_embeddings; materialize that partition first")
+        part = store.read_partition("crop_embeddings", name, multimodal.CROP_EMBEDDINGS)
+        stale = set(part["model_id"]) - {model_id}
+        if stale:
+            raise ValueError(
+                f"crop_embeddings of source {name!r} were made with model(s) {[m[:12] for m in stale]}, not the "
+                f"linkage model {model_id[:12]}; re-materialize crop_embeddings for {name!r}"
+            )
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(multimodal.CROP_EMBEDDINGS))
+
+
+def _pooling_weight(configured: float, model: pd.Series) -> float:
+    return float(model["pooling_weight"]) if configured < 0 else configured
+
+
+@dg.asset(group_name="linking", deps=[crop_embeddings, linkage_model, "document_sources"], kinds={"faiss", "duckdb"}, pool="duckdb")
+def faiss_index(config: FaissIndexConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+    """One row per FAISS index file over a target source's embeddings (per text condition and method); refreshed on demand."""
+    store, registry = linkage_store.store(), linkage_store.registry()
+    model = current_model(linkage_store)
+    targets = sorted({lk.target for lk in registry.linkages})
+    device = config.device
+    if device == "auto":
+        device = "cuda" if compute.torch_device().type == "cuda" and matching.faiss_gpu_available() else "cpu"
+    spec = matching.IndexSpec(kind=config.kind, device=device, nprobe=config.nprobe)
+    t0 = time.perf_counter()
+    emb = _target_embeddings(linkage_store, str(model["model_id"]), targets)
+    out_dir = store.artifact_dir / "indexes" / str(model["model_id"])[:16]
+    _, rows = multimodal.index_targets(
+        emb, targets, methods=config.methods, weight=_pooling_weight(config.pooling_weight, model), spec=spec, out_dir=out_dir
+    )
+    store.replace_table("faiss_indexes", rows, multimodal.FAISS_INDEXES)
+    return dg.MaterializeResult(
+        metadata={"indexes": len(rows), "device": device, "kind": config.kind, "model_id": str(model["model_id"]),
+                  "seconds": time.perf_counter() - t0, "preview": preview(rows)}
+    )
+
+
+@dg.asset(group_name="linking", deps=[faiss_index], kinds={"faiss", "duckdb"}, pool="duckdb")
+def embedding_links(linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+    """One row per query crop, target crop and model method/text condition among the top 5; refreshed on demand."""
+    store, registry = linkage_store.store(), linkage_store.registry()
+    model = current_model(linkage_store)
+    model_id = str(model["model_id"])
+    index_rows = store.read_table("faiss_indexes")
+    if index_rows.empty or set(index_rows["model_id"]) != {model_id}:
+        raise ValueError(f"faiss_indexes were not built with the linkage model {model_id[:12]}; re-materialize faiss_index")
+    device = "cuda" if compute.torch_device().type == "cuda" and matching.faiss_gpu_available() else "cpu"
+    indexes = {}
+    for r in index_rows.itertuples(index=False):
+        index, meta = matching.load_index(r.path, model_id=model_id, device=device)
+        indexes[(r.target_source, r.ocr, r.method)] = (index, meta.ids)
+    weight = float(index_rows["weight"].iloc[0])
+    queries = sorted({lk.query for lk in registry.linkages})
+    emb = _target_embeddings(linkage_store, model_id, queries)
+    t0 = time.perf_counter()
+    links = multimodal.link_with_indexes(
+        emb, [(lk.query, lk.target) for lk in registry.linkages], indexes,
+        methods=sorted(set(index_rows["method"])), weight=weight, k=5, training="supervised",
+    )
+    n = store.replace_table("embedding_links", links, multimodal.EMBEDDING_LINKS)
+    return dg.MaterializeResult(
+        metadata={"rows": n, "model_id": model_id, "pooling_weight": weight, "seconds": time.perf_counter() - t0,
+                  "preview": preview(links)}
     )

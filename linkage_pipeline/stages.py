@@ -375,6 +375,22 @@ def linkage_evaluation_table(
     return evaluation.linkage_evaluation_rows(queries, frame, target_ids, report_splits=report_splits)[columns]
 
 
+_TRAINING_ORDER = {"none": 0, "self_supervised": 1, "supervised": 2}
+_METHOD_ORDER = {"levenshtein": 0, "jaro_winkler": 1, "ngram": 2, "vision": 3, "language": 4, "multimodal": 5}
+
+
+def table_one_markdown(table: pd.DataFrame, split: str = "test", value: str = "top1_accuracy") -> str:
+    """The paper's Table 1 layout of ``linkage_evaluation`` rows: method x training down, text condition across."""
+    rows = table[table["split"] == split]
+    if rows.empty:
+        return "_no labelled queries in this split_"
+    pivot = rows.pivot_table(index=["training", "method"], columns="ocr", values=value, aggfunc="first")
+    order = sorted(pivot.index, key=lambda k: (_TRAINING_ORDER.get(k[0], 9), _METHOD_ORDER.get(k[1], 9), k))
+    pivot = pivot.loc[order].round(3)
+    n = int(rows["n" if value == "top1_accuracy" else "n_with_nomatch"].max())
+    return f"{split} split, {value} (n = {n} queries)\n\n" + pivot.reset_index().to_markdown(index=False)
+
+
 RECORD_LINKS = {
     "query_crop_id": "VARCHAR",
     "target_crop_id": "VARCHAR",
@@ -386,7 +402,9 @@ RECORD_LINKS = {
     "method": "VARCHAR",
     "ocr": "VARCHAR",
     "threshold": "DOUBLE",
+    "model_id": "VARCHAR",  # the embedding model for vision/language/multimodal links, "" for string methods
 }
+_MODEL_METHODS = ("vision", "language", "multimodal")
 
 
 def select_record_links(
@@ -398,6 +416,9 @@ def select_record_links(
     threshold: float | None = None,
     margin: float = 0.0,
     default_threshold: float = 0.0,
+    default_method: str = "jaro_winkler",
+    default_condition: str | None = None,
+    model_id: str = "",
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """Chooses one method/condition and turns its candidates into accepted links.
 
@@ -405,7 +426,9 @@ def select_record_links(
     exist; the ground-truth text condition is never picked. A query is linked to its top-1 target when the score
     reaches the threshold (tuned on the validation split unless given), and also to further candidates within
     ``margin`` of the top-1 score (one firm listed more than once). A query with no accepted link gets one row
-    with ``matched = False`` and its best candidate, so every query is accounted for.
+    with ``matched = False`` and its best candidate, so every query is accounted for. Without labels the
+    ``default_method`` on ``default_condition`` (else the last condition name) is used with ``default_threshold``
+    (for the model's methods, the threshold stored with the model).
 
     Returns:
         ``record_links`` rows and a dict describing the choice (method, condition, threshold, how chosen).
@@ -428,8 +451,10 @@ def select_record_links(
             method, condition = str(best["method"]), str(best["ocr"])
             chosen_by = "best validation accuracy"
         else:
-            method = "jaro_winkler" if method == "auto" else method
-            condition = sorted(set(usable["ocr"]))[-1] if condition == "auto" else condition
+            method = default_method if method == "auto" else method
+            if condition == "auto":
+                conditions = sorted(set(usable["ocr"]))
+                condition = default_condition if default_condition in conditions else conditions[-1]
             chosen_by = "default (no labels)"
     chosen = usable[(usable["method"] == method) & (usable["ocr"] == condition)]
     if chosen.empty:
@@ -441,6 +466,9 @@ def select_record_links(
         row = evaluated[(evaluated["method"] == method) & (evaluated["ocr"] == condition)]
         t = row["nomatch_threshold"].dropna()
         threshold = float(t.iloc[0]) if len(t) else default_threshold
+        chosen_by_threshold = "tuned on the validation split" if len(t) else "default (no validation labels)"
+    else:
+        chosen_by_threshold = "configuration"
     chosen = chosen.sort_values(["query_crop_id", "rank"])
     best_score = chosen.groupby("query_crop_id")["score"].transform("max")
     accept = (chosen["score"] >= threshold) & (chosen["score"] >= best_score - margin)
@@ -448,8 +476,15 @@ def select_record_links(
     unmatched_ids = set(chosen["query_crop_id"]) - set(accepted["query_crop_id"])
     unmatched = chosen[chosen["query_crop_id"].isin(unmatched_ids) & (chosen["rank"] == 1)]
     out = pd.concat([accepted.assign(matched=True), unmatched.assign(matched=False)], ignore_index=True)
-    out = out.assign(threshold=threshold).sort_values(["query_crop_id", "rank"]).reset_index(drop=True)
-    return out[list(RECORD_LINKS)], {"method": method, "condition": condition, "threshold": threshold, "chosen_by": chosen_by}
+    out = out.assign(threshold=threshold, model_id=model_id if method in _MODEL_METHODS else "")
+    out = out.sort_values(["query_crop_id", "rank"]).reset_index(drop=True)
+    return out[list(RECORD_LINKS)], {
+        "method": method,
+        "condition": condition,
+        "threshold": threshold,
+        "chosen_by": chosen_by,
+        "threshold_from": chosen_by_threshold,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- network
@@ -489,3 +524,49 @@ def build_network(
     network.write_graphml(graph, graphml_path)
     network.plot_network(graph, plot_path, max_nodes=max_plot_nodes)
     return NetworkResult(centrality, distances, graphml_path, plot_path, graph.number_of_nodes(), graph.number_of_edges())
+
+
+# ----------------------------------------------------------------------------------------------- training
+def labelled_training_rows(regions: pd.DataFrame, crop_texts: pd.DataFrame, *, split: str = "train") -> "TrainingSet":
+    """The labelled crops of firms in the ``split`` split (by firm hash, as the evaluation) as training rows.
+
+    Each crop contributes its readings by every OCR engine (ground truth excluded); crops of one entity are
+    views of one class. Firms of the validation and test splits are never returned, so evaluating a model
+    trained on these rows stays honest.
+
+    Args:
+        regions: ``stg_regions`` rows (crop_path, direction, true_entity_id, true_text).
+        crop_texts: ``stg_crop_texts`` rows (crop_id, condition, text).
+        split: Which split's firms to return.
+
+    Returns:
+        A :class:`~linkage_pipeline.training.TrainingSet` (possibly empty).
+    """
+    from PIL import Image
+
+    from linkage_pipeline.documents.firms import Firm
+    from linkage_pipeline.training import TrainingSet
+
+    lab = regions[regions["crop_id"].notna() & regions["true_entity_id"].fillna("").astype(str).ne("")]
+    lab = lab[lab["kind"].isin(["title", "entry"])].drop_duplicates("crop_id")
+    lab = lab[evaluation.assign_split(lab["true_entity_id"].astype(str).to_numpy()) == split]
+    texts = crop_texts[crop_texts["condition"] != "ground_truth"][["crop_id", "condition", "text"]]
+    rows = lab.merge(texts, on="crop_id").sort_values(["true_entity_id", "crop_id", "condition"])
+    entities = sorted(set(rows["true_entity_id"].astype(str)))
+    index = {e: i for i, e in enumerate(entities)}
+    truth = rows.drop_duplicates("true_entity_id").set_index("true_entity_id")["true_text"]
+    images, cache = [], {}
+    for path in rows["crop_path"]:
+        if path not in cache:
+            with Image.open(path) as im:
+                cache[path] = im.convert("L")
+        images.append(cache[path])
+    return TrainingSet(
+        images,
+        rows["direction"].tolist(),
+        rows["text"].fillna("").tolist(),
+        rows["true_text"].fillna("").tolist(),
+        np.asarray([index[str(e)] for e in rows["true_entity_id"]], dtype=np.int64),
+        [Firm(entity_id=e, canonical=str(truth.get(e, "")) or e) for e in entities],
+        {"origin": "labelled crops", "split": split, "n_firms": len(entities)},
+    )

@@ -59,6 +59,8 @@ DEFAULT_VIEWS: tuple[tuple[str, str], ...] = (
     ("title", "horizontal"),
     ("list", "vertical"),
 )
+#: Version of the rendering and view generation; bump it when they change so cached training sets are rebuilt.
+DATA_VERSION = 1
 CHECKPOINT_DIR = "last"
 _STATE_FILE = "trainer_state.json"
 _OPTIMIZER_FILE = "optimizer.pt"
@@ -328,6 +330,88 @@ def build_training_set(
         ocr_name,
     )
     return TrainingSet(images, directions, texts, true_texts, np.asarray(labels, dtype=np.int64), firms, info)
+
+
+def save_training_set(data: TrainingSet, path: str | Path) -> Path:
+    """Write ``data`` to one Parquet file (crops as PNG bytes, firms and info as JSON metadata), atomically.
+
+    Returns:
+        ``path``.
+    """
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pngs = []
+    for im in data.images:
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    table = pa.table(
+        {
+            "png": pa.array(pngs, type=pa.binary()),
+            "direction": data.directions,
+            "text": data.texts,
+            "true_text": data.true_texts,
+            "label": pa.array(data.labels, type=pa.int64()),
+        }
+    )
+    firms = [asdict(f) for f in data.firms]
+    meta = {b"firms": json.dumps(firms, ensure_ascii=False).encode(), b"info": json.dumps(data.info).encode()}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(out)
+    return out
+
+
+def load_training_set(path: str | Path) -> TrainingSet:
+    """Read a set written by :func:`save_training_set`.
+
+    Raises:
+        ValueError: If the file lacks the columns or metadata of a training set.
+    """
+    import io
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    need = {"png", "direction", "text", "true_text", "label"}
+    if not need <= set(table.column_names) or b"firms" not in meta:
+        raise ValueError(f"{path} is not a training set: expected columns {sorted(need)} and firms metadata")
+    cols = table.to_pydict()
+    images = []
+    for b in cols["png"]:
+        with Image.open(io.BytesIO(b)) as im:
+            images.append(im.convert("L"))
+    firms = [Firm(**{**f, "aliases": tuple(f.get("aliases", ()))}) for f in json.loads(meta[b"firms"])]
+    info = json.loads(meta.get(b"info", b"{}"))
+    return TrainingSet(
+        images, list(cols["direction"]), list(cols["text"]), list(cols["true_text"]),
+        np.asarray(cols["label"], dtype=np.int64), firms, info,
+    )
+
+
+def concat_training_sets(parts: Sequence[TrainingSet]) -> TrainingSet:
+    """One set from several, labels renumbered so that classes of different parts never collide."""
+    if not parts:
+        raise ValueError("no training sets to concatenate; expected at least one")
+    images, directions, texts, true_texts, labels, firms, infos = [], [], [], [], [], [], []
+    offset = 0
+    for part in parts:
+        images += part.images
+        directions += part.directions
+        texts += part.texts
+        true_texts += part.true_texts
+        labels.append(part.labels + offset)
+        firms += part.firms
+        infos.append(part.info)
+        offset += len(part.firms)
+    return TrainingSet(images, directions, texts, true_texts, np.concatenate(labels), firms, {"parts": infos})
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -776,6 +860,108 @@ def train(
     return TrainResult(step, epoch, losses, resumed_from, time.perf_counter() - start_time)
 
 
+# ------------------------------------------------------------------------------------------------- recipe
+@dataclass(frozen=True)
+class Recipe:
+    """The whole recipe of the shipped model: architecture, then CLIP pretraining, then SupCon training.
+
+    Attributes:
+        vision_tower: ``cnn`` (small convolutional tower; what ships) or ``vit``.
+        image_size: Side of the square model input.
+        layout: ``grid`` (character cells laid out in rows; orientation-free) or ``line`` (re-flowed line).
+        seed: Seed of the weight initialisation.
+        clip: Language-image pretraining stage.
+        supcon: Supervised contrastive stage on the pooled embedding.
+    """
+
+    vision_tower: str = "cnn"
+    image_size: int = 64
+    layout: str = "grid"
+    seed: int = 0
+    clip: TrainConfig = field(
+        default_factory=lambda: TrainConfig(stage="clip", lr=2e-3, batch_size=64, epochs=2, log_every=50, checkpoint_every=200)
+    )
+    supcon: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            stage="supcon", lr=2e-3, batch_size=63, m=3, k=3, epochs=30, unimodal_weight=1.0,
+            log_every=100, checkpoint_every=300,
+        )
+    )
+
+
+def train_recipe(
+    data: TrainingSet,
+    recipe: Recipe,
+    work_dir: str | Path,
+    *,
+    device: str = "cpu",
+    stages: Sequence[str] = ("clip", "supcon"),
+    start_from: str | Path | None = None,
+    card: dict[str, Any] | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Path]:
+    """Run the recipe's stages on ``data`` and save each stage's model under ``work_dir``.
+
+    ``work_dir/checkpoints/<stage>/`` holds the resumable checkpoints; ``work_dir/<stage>/`` the saved model.
+    A stage whose saved model exists with the same data and config is not retrained (its folder is reused).
+
+    Args:
+        data: Training rows.
+        recipe: Architecture and stage configs.
+        work_dir: Output folder.
+        device: Torch device for training.
+        stages: Which stages to run, in order (``("supcon",)`` with ``start_from`` fine-tunes a saved model).
+        start_from: Saved model to start from (default: a new model of the recipe's architecture).
+        card: Extra model-card entries.
+        on_step: Progress callback of :func:`train` (gets ``stage`` too).
+
+    Returns:
+        ``{stage: saved model folder}``.
+    """
+    from linkage_pipeline.encoders import Preprocessing
+
+    root = Path(work_dir)
+    if start_from is not None:
+        encoder = MultimodalEncoder.load(start_from, device=device, dtype="float32")
+    else:
+        encoder = MultimodalEncoder.create(
+            seed=recipe.seed,
+            device=device,
+            dtype="float32",
+            vision_tower=recipe.vision_tower,
+            preprocessing=Preprocessing(image_size=recipe.image_size, layout=recipe.layout),
+        )
+    configs = {"clip": recipe.clip, "supcon": recipe.supcon}
+    out: dict[str, Path] = {}
+    history: dict[str, Any] = dict((card or {}).get("training", {}))
+    for stage in stages:
+        if stage not in configs:
+            raise ValueError(f"unknown stage {stage!r}; expected clip or supcon")
+        config = configs[stage]
+        callback = None if on_step is None else (lambda info, _s=stage: on_step({**info, "stage": _s}))
+        result = train(encoder, data, config, checkpoint_dir=root / "checkpoints" / stage, on_step=callback)
+        history[stage] = {
+            "config": asdict(config),
+            "steps": result.steps,
+            "seconds_this_run": round(result.seconds, 1),
+            "resumed_from": result.resumed_from,
+            "final_loss": float(np.mean(result.losses[-20:])) if result.losses else None,
+        }
+        folder = root / stage
+        encoder.save(
+            folder,
+            card={
+                **(card or {}),
+                "training": dict(history),
+                "recipe": {"vision_tower": recipe.vision_tower, "image_size": recipe.image_size, "layout": recipe.layout},
+                "data": data.info,
+                "parent_model_id": encoder.model_id,
+            },
+        )
+        out[stage] = folder
+    return out
+
+
 # -------------------------------------------------------------------------------------------- evaluation
 def retrieval_top1(
     encoder: MultimodalEncoder,
@@ -813,9 +999,13 @@ __all__ = [
     "DEFAULT_VIEWS",
     "TRAIN_FONTS",
     "TrainConfig",
+    "Recipe",
     "TrainResult",
     "TrainingSet",
     "build_training_set",
+    "concat_training_sets",
+    "load_training_set",
+    "save_training_set",
     "clip_loss",
     "hard_negative_batches",
     "load_checkpoint_state",
@@ -826,4 +1016,5 @@ __all__ = [
     "simulate_ocr",
     "supcon_loss",
     "train",
+    "train_recipe",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import dagster as dg
 import torch
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 
 class ComputeResource(dg.ConfigurableResource):
@@ -18,6 +21,8 @@ class ComputeResource(dg.ConfigurableResource):
     precision: str = Field(default="auto", description='"auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", "bf16"')
     batch_size: int = Field(default=64, gt=0)
     num_workers: int = Field(default=0, ge=0, description="CPU worker threads for OCR and string matching; 0 = all")
+
+    _encoders: dict[tuple[str, int, str], Any] = PrivateAttr(default_factory=dict)
 
     def torch_device(self) -> torch.device:
         """The resolved torch device.
@@ -57,3 +62,20 @@ class ComputeResource(dg.ConfigurableResource):
         import os
 
         return self.num_workers or (os.cpu_count() or 1)
+
+    def encoder(self, directory: str | Path) -> Any:
+        """The model in ``directory`` (ours, HF CLIP or rinna) on this resource's device and precision.
+
+        Loaded once per process and folder version (the weights file's modification time), so assets of one
+        run share it.
+        """
+        from linkage_pipeline.encoders import load_encoder
+
+        src = Path(directory).resolve()
+        weights = src / "model.safetensors"
+        stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
+        dev = self.torch_device()
+        key = (str(src), stamp, f"{dev}:{self.torch_dtype()}")
+        if key not in self._encoders:
+            self._encoders[key] = load_encoder(src, device=dev, dtype=self.torch_dtype())
+        return self._encoders[key]

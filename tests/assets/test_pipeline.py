@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from assets_defs.definitions import all_assets, defs
-from assets_defs.jobs import source_assets
+from assets_defs.jobs import source_assets, training_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from linkage_pipeline.documents.synthetic import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
@@ -23,6 +23,10 @@ TABLES = (
     "region_crops",
     "ocr_texts",
     "labelled_regions",
+    "linkage_model",
+    "crop_embeddings",
+    "faiss_indexes",
+    "embedding_links",
     "stg_regions",
     "stg_crop_texts",
     "string_links",
@@ -57,12 +61,14 @@ def materialize_everything(data_dir: Path, instance: dg.DagsterInstance) -> None
     sources = [s.name for s in resources["linkage_store"].registry().sources]
     known = set(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
     instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, [s for s in sources if s not in known])
-    dg.materialize(all_assets, selection=["document_sources"], instance=instance, resources=resources)
+    dg.materialize(all_assets, selection=["document_sources", "linkage_model"], instance=instance, resources=resources)
     for name in sources:
         result = dg.materialize(all_assets, selection=source_assets, partition_key=name, instance=instance, resources=resources)
         assert result.success
         assert _assert_checks_pass(result) == 2  # layout_regions_on_every_page, ocr_texts_empty_share
-    rest = dg.AssetSelection.all() - source_assets - dg.AssetSelection.assets("document_sources")
+    rest = (
+        dg.AssetSelection.all() - source_assets - training_assets - dg.AssetSelection.assets("document_sources", "linkage_model")
+    )
     result = dg.materialize(all_assets, selection=rest, instance=instance, resources=resources)
     assert result.success
     assert _assert_checks_pass(result) == 1  # record_links_score_spread
@@ -107,10 +113,15 @@ def test_evaluation_tables_have_real_values(pipeline) -> None:
     lists = ocr.set_index(["source", "engine"]).loc["supplier_lists"]
     assert lists.loc["rapidocr", "cer"] < lists.loc["tesseract", "cer"]
     link = store.read_table("linkage_evaluation")
-    assert set(link["method"]) == {"levenshtein", "jaro_winkler", "ngram"}
+    assert set(zip(link["training"], link["method"])) == {
+        ("none", "levenshtein"), ("none", "jaro_winkler"), ("none", "ngram"),
+        *((t, m) for t in ("self_supervised", "supervised") for m in ("vision", "language", "multimodal")),
+    }
     assert set(link["ocr"]) == {"tesseract", "rapidocr", "ground_truth"}
-    assert set(link["training"]) == {"none"}
     assert link["top1_accuracy"].between(0, 1).all()
+    # the shipped model links this unseen corpus (other firms, other seed) far better than chance
+    best = link[(link["split"] == "all") & (link["training"] == "supervised") & (link["method"] == "multimodal")]
+    assert (best["top1_accuracy"] >= 0.5).all(), best
 
 
 def test_linkage_accuracy_recomputed_from_the_link_tables(pipeline) -> None:
@@ -158,3 +169,42 @@ def test_rematerializing_gives_identical_tables(pipeline) -> None:
     after = snapshot(store)
     for table in TABLES:
         pd.testing.assert_frame_equal(before[table], after[table], obj=table)
+
+
+def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipeline) -> None:
+    """Materializing the training assets (tiny settings) gives a new model that replaces the shipped one everywhere."""
+    data_dir, instance, store, _ = pipeline
+    resources = _resources(data_dir)
+    shipped = store.read_table("linkage_model")["model_id"].item()
+    tiny = {"ops": {
+        "training_crops": {"config": {"n_firms": 12, "views_per_firm": 4, "ocr": "simulated", "include_labels": True}},
+        "pretrained_model": {"config": {"epochs": 1}},
+        "supervised_model": {"config": {"epochs": 1}},
+    }}
+    result = dg.materialize(all_assets, selection=training_assets, instance=instance, resources=resources, run_config=tiny)
+    assert result.success
+    crops = store.read_table("training_crops")
+    assert len(crops) > 48  # 12 firms x 4 views plus the labelled train-split crops of the corpus
+    trained = store.read_table("trained_models")
+    assert list(trained.sort_values("created_at")["stage"]) == ["clip", "supcon"]
+    new_id = trained[trained["stage"] == "supcon"]["model_id"].item()
+    assert new_id != shipped
+    assert Path(trained[trained["stage"] == "supcon"]["path"].item(), "pretrained", "model.safetensors").is_file()
+
+    # the same sequence as the CLI: model, per-source embeddings, then everything downstream
+    dg.materialize(all_assets, selection=["linkage_model"], instance=instance, resources=resources)
+    assert store.read_table("linkage_model")["model_id"].item() == new_id
+    # before the sources are re-embedded, building the index refuses the stale embeddings
+    with pytest.raises(Exception, match="re-materialize crop_embeddings"):
+        dg.materialize(all_assets, selection=["faiss_index"], instance=instance, resources=resources)
+    for name in ("firm_directory", "supplier_lists"):
+        dg.materialize(all_assets, selection=["crop_embeddings"], partition_key=name, instance=instance, resources=resources)
+    downstream = dg.AssetSelection.assets("faiss_index", "embedding_links", "record_links", "linkage_evaluation")
+    assert dg.materialize(all_assets, selection=downstream, instance=instance, resources=resources).success
+    assert set(store.read_table("crop_embeddings")["model_id"]) == {new_id}
+    assert set(store.read_table("faiss_indexes")["model_id"]) == {new_id}
+    assert set(store.read_table("embedding_links")["model_id"]) == {new_id}
+    links = store.read_table("record_links")
+    assert set(links.loc[links["method"].isin(["vision", "language", "multimodal"]), "model_id"]) <= {new_id}
+    evals = store.read_table("linkage_evaluation")
+    assert {"self_supervised", "supervised"} <= set(evals["training"])

@@ -1,0 +1,278 @@
+"""The multimodal model: training assets (CLIPPINGS recipe), the model the pipeline links with, crop embeddings."""
+
+
+import hashlib
+import json
+import time
+
+import dagster as dg
+import pandas as pd
+
+from assets_defs._common import preview
+from assets_defs.documents import layout_regions, ocr_texts, region_crops
+from assets_defs.partitions import document_sources_partitions
+from linkage_pipeline import multimodal, schema, stages, training
+from linkage_pipeline.models import registry
+from resources import ComputeResource, EnginesResource, LinkageStore
+
+
+class TrainingCropsConfig(dg.Config):
+    """Synthetic renderings (train vocabulary, disjoint from evaluation firms) plus the users' labelled crops."""
+
+    n_firms: int = 1200
+    views_per_firm: int = 6
+    seed: int = 1
+    ocr: str = "tesseract"  # an OCR engine name, or "simulated" (fast, for trials)
+    include_labels: bool = True  # add the crops of labelled firms in the train split of every source
+
+
+@dg.asset(group_name="model", deps=["stg_crop_texts"], kinds={"parquet"})
+def training_crops(
+    context: dg.AssetExecutionContext, config: TrainingCropsConfig, linkage_store: LinkageStore, engines: EnginesResource
+) -> dg.MaterializeResult:
+    """One row per training crop: a rendered view of a generated firm, or a labelled train-split crop; refreshed on demand."""
+    store = linkage_store.store()
+    t0 = time.perf_counter()
+    # Rendering and OCR of the synthetic part take minutes: it is kept per configuration and reused.
+    key = hashlib.sha256(
+        json.dumps([config.n_firms, config.views_per_firm, config.seed, config.ocr, training.DATA_VERSION]).encode()
+    ).hexdigest()[:12]
+    cached = store.artifact_dir / "model" / f"synthetic-{key}.parquet"
+    if cached.is_file():
+        synthetic = training.load_training_set(cached)
+        context.log.info(f"reusing synthetic training crops {cached.name} ({len(synthetic)} rows)")
+    else:
+        ocr = None if config.ocr == "simulated" else engines.ocr_engine(config.ocr)
+        synthetic = training.build_training_set(config.n_firms, config.views_per_firm, seed=config.seed, ocr=ocr)
+        training.save_training_set(synthetic, cached)
+    parts = [synthetic]
+    n_labelled = 0
+    if config.include_labels and store.table_exists("stg_crop_texts"):
+        labelled = stages.labelled_training_rows(store.read_table("stg_regions"), store.read_table("stg_crop_texts"))
+        if len(labelled):
+            parts.append(labelled)
+            n_labelled = len(labelled)
+    data = training.concat_training_sets(parts) if len(parts) > 1 else parts[0]
+    path = training.save_training_set(data, store.artifact_dir / "model" / "training_crops.parquet")
+    summary = pd.DataFrame(
+        {"label": data.labels, "direction": data.directions, "text": data.texts, "true_text": data.true_texts}
+    )
+    store.replace_table("training_crops", summary)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(data),
+            "classes": len(data.firms),
+            "labelled_rows": n_labelled,
+            "path": dg.MetadataValue.path(str(path)),
+            "seconds": time.perf_counter() - t0,
+            "preview": preview(summary),
+        }
+    )
+
+
+class StageConfig(dg.Config):
+    """Hyperparameters of one training stage (defaults: the recipe of the shipped model)."""
+
+    epochs: int = -1  # -1: the recipe's
+    lr: float = -1.0
+    batch_size: int = -1
+    seed: int = 0
+
+
+def _stage_config(base: training.TrainConfig, config: StageConfig) -> training.TrainConfig:
+    from dataclasses import replace
+
+    changes = {k: v for k, v in {"epochs": config.epochs, "lr": config.lr, "batch_size": config.batch_size}.items() if v > 0}
+    return replace(base, seed=config.seed, **changes)
+
+
+def _train_stage(
+    context: dg.AssetExecutionContext, stage: str, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
+    store = linkage_store.store()
+    data_path = store.artifact_dir / "model" / "training_crops.parquet"
+    if not data_path.is_file():
+        raise ValueError(f"{data_path} is missing; materialize training_crops first")
+    data = training.load_training_set(data_path)
+    data_sha = hashlib.sha256(data_path.read_bytes()).hexdigest()
+    recipe = training.Recipe()
+    stage_cfg = _stage_config(recipe.clip if stage == "clip" else recipe.supcon, config)
+    from dataclasses import asdict, replace
+
+    recipe = replace(recipe, **{stage: stage_cfg})
+    trained = store.read_table("trained_models") if store.table_exists("trained_models") else None
+    start_from = None
+    parent = ""
+    if stage == "supcon":
+        clips = trained[(trained["stage"] == "clip")].sort_values("created_at") if trained is not None else pd.DataFrame()
+        if clips.empty:
+            raise ValueError("no pretrained model yet; materialize pretrained_model first")
+        start_from, parent = str(clips["path"].iloc[-1]), str(clips["model_id"].iloc[-1])
+    # One run folder per (data, stage config, parent): re-materializing resumes it; a change starts afresh.
+    key = hashlib.sha256(json.dumps([data_sha, asdict(stage_cfg), parent], sort_keys=True).encode()).hexdigest()[:12]
+    work_dir = store.artifact_dir / "model" / "runs" / f"{stage}-{key}"
+    context.log.info(f"training stage {stage} on {len(data)} crops in {work_dir} (device {compute.torch_device()})")
+    def progress(info: dict) -> None:
+        if info["step"] % stage_cfg.log_every == 0:
+            context.log.info(f"{stage} step {info['step']} epoch {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e}")
+
+    out = training.train_recipe(
+        data, recipe, work_dir, device=str(compute.torch_device()), stages=(stage,), start_from=start_from,
+        on_step=progress,
+    )
+    folder = out[stage]
+    if stage == "supcon":
+        registry.attach_pretrained(folder, training.Path(start_from))
+    card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+    if stage == "supcon":
+        linking = _tune_on_validation(context, linkage_store, compute, folder)
+        if linking:
+            card["linking"] = linking
+            (folder / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    row = pd.DataFrame(
+        [{
+            "model_id": card["model_id"],
+            "stage": stage,
+            "path": str(folder),
+            "parent_model_id": parent,
+            "data_sha256": data_sha,
+            "config": json.dumps(asdict(stage_cfg)),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z",
+        }]
+    )
+    rows = pd.concat([trained[trained["model_id"] != card["model_id"]], row]) if trained is not None else row
+    store.replace_table("trained_models", rows, registry.TRAINED_MODELS)
+    return dg.MaterializeResult(
+        metadata={
+            "model_id": card["model_id"],
+            "path": dg.MetadataValue.path(str(folder)),
+            "training": dg.MetadataValue.json(card.get("training", {})),
+            "n_parameters": card.get("n_parameters"),
+        }
+    )
+
+
+def _tune_on_validation(
+    context: dg.AssetExecutionContext, linkage_store: LinkageStore, compute: ComputeResource, folder
+) -> dict:
+    """Pooling weight and no-match threshold chosen on the corpus's validation firms ({} without labels)."""
+    store, registry = linkage_store.store(), linkage_store.registry()
+    if not registry.linkages or not store.table_exists("stg_regions"):
+        return {}
+    regions = store.read_table("stg_regions")
+    if regions["true_entity_id"].fillna("").eq("").all():
+        return {}
+    sources = {s.name: s for s in registry.sources}
+    condition = sources[registry.linkages[0].query].primary_ocr
+    inputs = multimodal.embedding_inputs(
+        store.read_table("layout_regions"), store.read_table("region_crops"), store.read_table("ocr_texts"),
+        store.read_table("labelled_regions"),
+    )
+    try:
+        tuned = multimodal.tune_linking(
+            compute.encoder(folder), inputs, regions, [(lk.query, lk.target) for lk in registry.linkages], condition=condition
+        )
+    except ValueError as exc:
+        context.log.warning(f"pooling weight and threshold not tuned: {exc}")
+        return {}
+    context.log.info(f"tuned on the validation split: {tuned}")
+    return {**tuned, "tuned_on": f"validation split of {linkage_store.data_path.name}"}
+
+
+@dg.asset(group_name="model", deps=[training_crops], kinds={"pytorch", "safetensors"})
+def pretrained_model(context: dg.AssetExecutionContext, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+    """The encoder after language-image (CLIP) pretraining on the training crops; resumable; refreshed on demand."""
+    return _train_stage(context, "clip", config, linkage_store, compute)
+
+
+@dg.asset(group_name="model", deps=[pretrained_model], kinds={"pytorch", "safetensors"})
+def supervised_model(context: dg.AssetExecutionContext, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+    """The encoder after supervised contrastive training with hard negatives; resumable; refreshed on demand."""
+    return _train_stage(context, "supcon", config, linkage_store, compute)
+
+
+class LinkageModelConfig(dg.Config):
+    """Which model the pipeline embeds and links with."""
+
+    model: str = "auto"  # auto | shipped | trained | directory
+    directory: str = ""  # for model="directory": our format, a Hugging Face CLIP or the rinna layout
+
+
+@dg.asset(group_name="model", deps=[supervised_model], kinds={"duckdb"}, pool="duckdb")
+def linkage_model(config: LinkageModelConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+    """One row: the model crops are embedded and linked with (the latest trained one, else the shipped one); refreshed on demand."""
+    store = linkage_store.store()
+    trained = store.read_table("trained_models") if store.table_exists("trained_models") else None
+    choice = registry.choose_model(config.model, config.directory, trained)
+    encoder = compute.encoder(choice.path)
+    weight, threshold = registry.card_defaults(choice.path)
+    row = pd.DataFrame(
+        [{
+            "model_id": encoder.model_id,
+            "path": str(choice.path),
+            "pretrained_path": str(choice.pretrained_path or ""),
+            "chosen_by": choice.chosen_by,
+            "pooling_weight": weight,
+            "nomatch_threshold": threshold,
+        }]
+    )
+    store.replace_table("linkage_model", row, registry.LINKAGE_MODEL)
+    return dg.MaterializeResult(
+        metadata={
+            "model_id": encoder.model_id,
+            "chosen_by": choice.chosen_by,
+            "path": dg.MetadataValue.path(str(choice.path)),
+            "n_parameters": encoder.n_parameters(),
+            "dim": encoder.dim,
+            "card": dg.MetadataValue.json({k: v for k, v in encoder.card.items() if k != "training"}),
+        }
+    )
+
+
+def current_model(linkage_store: LinkageStore) -> pd.Series:
+    """The ``linkage_model`` row; raises when the asset was never materialized."""
+    store = linkage_store.store()
+    if not store.table_exists("linkage_model"):
+        raise ValueError("no linkage model chosen yet; materialize the linkage_model asset first")
+    return store.read_table("linkage_model").iloc[0]
+
+
+@dg.asset(
+    group_name="embeddings",
+    partitions_def=document_sources_partitions,
+    deps=[region_crops, ocr_texts, layout_regions, "labelled_regions", linkage_model],
+    kinds={"parquet", "pytorch"},
+)
+def crop_embeddings(context: dg.AssetExecutionContext, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+    """One row per crop and text condition: image and text embeddings of the linkage model; incremental per source."""
+    store, source = linkage_store.store(), linkage_store.source(context.partition_key)
+    model = current_model(linkage_store)
+    encoder = compute.encoder(model["path"])
+    inputs = multimodal.embedding_inputs(
+        store.read_partition("layout_regions", source.name, schema.LAYOUT_REGIONS),
+        store.read_partition("region_crops", source.name, schema.REGION_CROPS),
+        store.read_partition("ocr_texts", source.name, schema.OCR_TEXTS),
+        store.read_partition("labelled_regions", source.name, stages.LABELLED_REGIONS),
+    )
+    existing = (
+        store.read_partition("crop_embeddings", source.name, multimodal.CROP_EMBEDDINGS)
+        if store.partition_path("crop_embeddings", source.name).exists()
+        else None
+    )
+    frame, stats = multimodal.embed_crops(
+        encoder, inputs, existing=existing, batch_size=compute.batch_size * 4, progress=context.log.info
+    )
+    n = store.write_partition("crop_embeddings", source.name, frame, multimodal.CROP_EMBEDDINGS)
+    computed = stats["images"] + stats["texts"]
+    return dg.MaterializeResult(
+        metadata={
+            "rows": n,
+            "model_id": encoder.model_id,
+            "reused_rows": int(stats["reused"]),
+            "embedded_images": int(stats["images"]),
+            "embedded_texts": int(stats["texts"]),
+            "seconds": stats["seconds"],
+            "crops_per_s": stats["images"] / max(stats["seconds"], 1e-9) if computed else 0.0,
+            "device": str(encoder.device),
+        }
+    )

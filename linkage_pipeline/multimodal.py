@@ -1,0 +1,423 @@
+"""Frame-level functions of the multimodal chain: embed crops, index targets, link queries by nearest neighbours.
+
+``crop_embeddings`` rows hold, per crop and text condition (OCR engine or ``ground_truth``), the L2-normalised
+image embedding of the crop and text embedding of its reading, with the id of the model that made them. The
+vision-only, language-only and pooled (CLIPPINGS: ``L2norm(w * img + (1 - w) * txt)``) embeddings used for
+linking are derived from these two at link time, so the pooling weight is a linking choice, not a re-embedding.
+Embedding is incremental: rows already embedded with the same model, crop and text are reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from linkage_pipeline.encoders import MultimodalEncoder, pool_embeddings
+from linkage_pipeline.matching import IndexMeta, IndexSpec, build_index, save_index, search, topk_frame_arrays
+
+logger = logging.getLogger(__name__)
+
+#: Linking methods of the model: vision-only, language-only and the pooled embedding.
+EMBEDDING_METHODS: tuple[str, ...] = ("vision", "language", "multimodal")
+#: Image weight of each method (``multimodal`` uses the configured pooling weight).
+_FIXED_WEIGHTS = {"vision": 1.0, "language": 0.0}
+
+CROP_EMBEDDINGS = {
+    "crop_id": "VARCHAR",
+    "source": "VARCHAR",
+    "ocr": "VARCHAR",  # text condition: OCR engine name or ground_truth
+    "text": "VARCHAR",
+    "model_id": "VARCHAR",
+    "image_embedding": "FLOAT[]",
+    "text_embedding": "FLOAT[]",
+}
+
+FAISS_INDEXES = {
+    "target_source": "VARCHAR",
+    "ocr": "VARCHAR",
+    "method": "VARCHAR",
+    "model_id": "VARCHAR",
+    "kind": "VARCHAR",
+    "weight": "DOUBLE",
+    "n": "BIGINT",
+    "dim": "INTEGER",
+    "path": "VARCHAR",
+}
+
+EMBEDDING_LINKS = {
+    "query_crop_id": "VARCHAR",
+    "target_crop_id": "VARCHAR",
+    "query_source": "VARCHAR",
+    "target_source": "VARCHAR",
+    "method": "VARCHAR",
+    "ocr": "VARCHAR",
+    "rank": "INTEGER",
+    "score": "DOUBLE",
+    "training": "VARCHAR",
+    "model_id": "VARCHAR",
+}
+
+
+def _empty(contract: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in contract})
+
+
+def _stack(values: Sequence[np.ndarray] | pd.Series, dim: int) -> np.ndarray:
+    if len(values) == 0:
+        return np.zeros((0, dim), np.float32)
+    return np.stack([np.asarray(v, dtype=np.float32) for v in values])
+
+
+def embed_crops(
+    encoder: MultimodalEncoder,
+    crops: pd.DataFrame,
+    *,
+    existing: pd.DataFrame | None = None,
+    batch_size: int = 256,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Embed every (crop, text condition) row with ``encoder``, reusing rows already embedded with it.
+
+    Args:
+        crops: One row per crop and text condition: ``crop_id``, ``source``, ``crop_path``, ``direction``,
+            ``ocr`` (condition) and ``text``.
+        existing: Earlier ``crop_embeddings`` rows; rows with this encoder's ``model_id`` and the same crop,
+            condition and text are kept as they are, all others are recomputed (never mixed across models).
+        batch_size: Crops per forward pass.
+        progress: Called with a progress line after each image batch (e.g. the Dagster log).
+
+    Returns:
+        ``crop_embeddings`` rows in the order of ``crops``, and counts ``{"reused", "images", "texts", "seconds"}``.
+
+    Raises:
+        ValueError: If a column is missing, the encoder has no model id, or a crop file cannot be read (the
+            message names the crop and the file).
+    """
+    missing = [c for c in ("crop_id", "source", "crop_path", "direction", "ocr", "text") if c not in crops.columns]
+    if missing:
+        raise ValueError(f"crops is missing columns {missing}; expected crop_id, source, crop_path, direction, ocr, text")
+    if not encoder.model_id:
+        raise ValueError("the encoder has no model_id; load it from a saved folder (MultimodalEncoder.load) first")
+    start = time.perf_counter()
+    rows = crops.reset_index(drop=True).copy()
+    rows["text"] = rows["text"].fillna("").astype(str)
+    dim = encoder.dim
+    keep: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+    image_cache: dict[str, np.ndarray] = {}
+    if existing is not None and not existing.empty:
+        same = existing[existing["model_id"] == encoder.model_id]
+        for r in same.itertuples(index=False):
+            img = np.asarray(r.image_embedding, np.float32)
+            keep[(r.crop_id, r.ocr, r.text)] = (img, np.asarray(r.text_embedding, np.float32))
+            image_cache.setdefault(r.crop_id, img)
+    keys = list(zip(rows["crop_id"], rows["ocr"], rows["text"], strict=True))
+    todo = [i for i, key in enumerate(keys) if key not in keep]
+    # one image embedding per crop, whatever the number of text conditions
+    need_images = [c for c in dict.fromkeys(rows.loc[todo, "crop_id"]) if c not in image_cache]
+    first = rows.drop_duplicates("crop_id").set_index("crop_id")
+    n_img = len(need_images)
+    for s in range(0, n_img, batch_size):
+        ids = need_images[s : s + batch_size]
+        images = []
+        for cid in ids:
+            path = first.at[cid, "crop_path"]
+            try:
+                with Image.open(path) as im:
+                    images.append(im.convert("L"))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"crop {cid}: cannot read {path}: {exc}; re-materialize region_crops") from exc
+        emb = encoder.encode_images(images, directions=[first.at[c, "direction"] for c in ids], batch_size=batch_size)
+        image_cache.update(zip(ids, emb, strict=True))
+        if progress is not None:
+            progress(f"embedded {min(s + batch_size, n_img)}/{n_img} crop images")
+    texts = rows.loc[todo, "text"].tolist()
+    text_emb = encoder.encode_texts(texts, batch_size=batch_size) if todo else np.zeros((0, dim), np.float32)
+    image_out = np.zeros((len(rows), dim), np.float32)
+    text_out = np.zeros((len(rows), dim), np.float32)
+    todo_pos = {i: j for j, i in enumerate(todo)}
+    for i, key in enumerate(keys):
+        if i in todo_pos:
+            image_out[i] = image_cache[key[0]]
+            text_out[i] = text_emb[todo_pos[i]]
+        else:
+            image_out[i], text_out[i] = keep[key]
+    out = pd.DataFrame(
+        {
+            "crop_id": rows["crop_id"],
+            "source": rows["source"],
+            "ocr": rows["ocr"],
+            "text": rows["text"],
+            "model_id": encoder.model_id,
+            "image_embedding": list(image_out),
+            "text_embedding": list(text_out),
+        }
+    )
+    stats = {
+        "reused": float(len(rows) - len(todo)),
+        "images": float(n_img),
+        "texts": float(len(todo)),
+        "seconds": time.perf_counter() - start,
+    }
+    logger.info(
+        "embedded %d crop images and %d texts with model %s (%d rows reused) in %.1fs",
+        n_img,
+        len(todo),
+        encoder.model_id[:12],
+        len(rows) - len(todo),
+        stats["seconds"],
+    )
+    return out, stats
+
+
+def method_embeddings(frame: pd.DataFrame, method: str, weight: float) -> np.ndarray:
+    """The float32 (n, d) embeddings of ``method`` (vision, language or multimodal at ``weight``) of the rows."""
+    if method not in EMBEDDING_METHODS:
+        raise ValueError(f"method must be one of {EMBEDDING_METHODS}, got {method!r}")
+    if len(frame) == 0:
+        return np.zeros((0, 0), np.float32)
+    dim = len(frame["image_embedding"].iloc[0])
+    w = _FIXED_WEIGHTS.get(method, weight)
+    return pool_embeddings(_stack(frame["image_embedding"], dim), _stack(frame["text_embedding"], dim), w)
+
+
+def _check_one_model(frame: pd.DataFrame) -> str:
+    models = sorted(set(frame["model_id"]))
+    if len(models) != 1:
+        raise ValueError(
+            f"embeddings of {len(models)} models are mixed ({[m[:12] for m in models]}); re-embed every source "
+            "with one model before linking"
+        )
+    return str(models[0])
+
+
+def embedding_inputs(
+    regions: pd.DataFrame, crops: pd.DataFrame, ocr: pd.DataFrame, labelled: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The rows :func:`embed_crops` takes for one source: linkable crops (titles and entries) x text conditions.
+
+    Args:
+        regions: ``layout_regions`` rows (for the kind of each region).
+        crops: ``region_crops`` rows.
+        ocr: ``ocr_texts`` rows (one per crop and engine).
+        labelled: ``labelled_regions`` rows; their true texts give the ``ground_truth`` condition (the upper
+            bound of the evaluation). ``None`` or empty: OCR conditions only.
+
+    Returns:
+        crop_id, source, crop_path, direction, ocr, text; sorted by condition and crop id.
+    """
+    linkable = regions.loc[regions["kind"].isin(["title", "entry"]), ["region_id"]]
+    base = crops.merge(linkable, on="region_id")[["crop_id", "region_id", "source", "crop_path", "direction"]]
+    frames = [
+        base.merge(ocr[["crop_id", "engine", "text"]], on="crop_id").rename(columns={"engine": "ocr"}),
+    ]
+    if labelled is not None and not labelled.empty:
+        truth = labelled[labelled["text"].notna()][["region_id", "text"]]
+        frames.append(base.merge(truth, on="region_id").assign(ocr="ground_truth"))
+    out = pd.concat(frames, ignore_index=True)
+    cols = ["crop_id", "source", "crop_path", "direction", "ocr", "text"]
+    return out[cols].sort_values(["ocr", "crop_id"]).reset_index(drop=True)
+
+
+def _index_name(target_source: str, condition: str, method: str) -> str:
+    return f"{target_source}__{condition}__{method}.faiss"
+
+
+def index_targets(
+    embeddings: pd.DataFrame,
+    target_sources: Sequence[str],
+    *,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    spec: IndexSpec | None = None,
+    out_dir: Path | None = None,
+) -> tuple[dict[tuple[str, str, str], tuple[object, list[str]]], pd.DataFrame]:
+    """Build one FAISS index per target source, text condition and method.
+
+    Args:
+        embeddings: ``crop_embeddings`` rows (one model).
+        target_sources: Sources linked to.
+        methods: Subset of :data:`EMBEDDING_METHODS`.
+        weight: Image weight of the ``multimodal`` embedding.
+        spec: Index kind and device (default exact flat on the CPU).
+        out_dir: When given, every index is saved there with its metadata (:func:`save_index`).
+
+    Returns:
+        ``{(source, condition, method): (index, crop ids in index order)}`` and one ``faiss_indexes`` row per
+        index (target_source, ocr, method, model_id, kind, weight, n, dim, path).
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    spec = spec or IndexSpec()
+    out: dict[tuple[str, str, str], tuple[object, list[str]]] = {}
+    rows = []
+    if embeddings.empty:
+        return out, pd.DataFrame(rows, columns=list(FAISS_INDEXES))
+    model_id = _check_one_model(embeddings)
+    for source in dict.fromkeys(target_sources):
+        t_all = embeddings[embeddings["source"] == source]
+        for condition in sorted(set(t_all["ocr"])):
+            t = t_all[t_all["ocr"] == condition].sort_values("crop_id")
+            ids = t["crop_id"].tolist()
+            for method in methods:
+                index = build_index(method_embeddings(t, method, weight), spec)
+                path = ""
+                if out_dir is not None:
+                    meta = IndexMeta(
+                        model_id, ids, spec.kind, int(index.d),
+                        {"source": source, "ocr": condition, "method": method, "weight": weight},
+                    )
+                    path = str(save_index(index, out_dir / _index_name(source, condition, method), meta))
+                out[(source, condition, method)] = (index, ids)
+                rows.append((source, condition, method, model_id, spec.kind, weight, len(ids), int(index.d), path))
+    return out, pd.DataFrame(rows, columns=list(FAISS_INDEXES))
+
+
+def link_with_indexes(
+    embeddings: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    indexes: dict[tuple[str, str, str], tuple[object, list[str]]],
+    *,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    k: int = 5,
+    training: str = "supervised",
+) -> pd.DataFrame:
+    """Top-k target crops of every query crop, per linkage, text condition and method, from built indexes.
+
+    Args:
+        embeddings: ``crop_embeddings`` rows of the query sources (the model the indexes were built with).
+        linkages: (query source, target source) pairs.
+        indexes: From :func:`index_targets` (or loaded indexes in the same shape).
+        methods: Methods to link with; each needs its index.
+        weight: Image weight of the ``multimodal`` embedding (must be the one the index was built with).
+        k: Neighbours kept per query.
+        training: Recorded in the ``training`` column.
+
+    Returns:
+        ``embedding_links`` rows (:data:`EMBEDDING_LINKS`), best first.
+    """
+    if embeddings.empty:
+        return _empty(EMBEDDING_LINKS)
+    model_id = _check_one_model(embeddings)
+    frames = []
+    for query_source, target_source in linkages:
+        q_all = embeddings[embeddings["source"] == query_source]
+        for condition in sorted(set(q_all["ocr"])):
+            q = q_all[q_all["ocr"] == condition].sort_values("crop_id")
+            for method in methods:
+                found = indexes.get((target_source, condition, method))
+                if found is None or q.empty:
+                    continue
+                index, target_ids = found
+                scores, ids = search(index, method_embeddings(q, method, weight), k)
+                cols = topk_frame_arrays(scores, ids, q["crop_id"].tolist(), target_ids)
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "query_crop_id": cols["query_id"],
+                            "target_crop_id": cols["target_id"],
+                            "query_source": query_source,
+                            "target_source": target_source,
+                            "method": method,
+                            "ocr": condition,
+                            "rank": cols["rank"],
+                            "score": cols["score"],
+                            "training": training,
+                            "model_id": model_id,
+                        }
+                    )
+                )
+    return pd.concat(frames, ignore_index=True) if frames else _empty(EMBEDDING_LINKS)
+
+
+def embedding_links(
+    embeddings: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    *,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    k: int = 5,
+    training: str = "supervised",
+    spec: IndexSpec | None = None,
+) -> pd.DataFrame:
+    """:func:`index_targets` then :func:`link_with_indexes`, in memory (nothing written)."""
+    indexes, _ = index_targets(
+        embeddings, [t for _, t in linkages], methods=methods, weight=weight, spec=spec
+    )
+    return link_with_indexes(embeddings, linkages, indexes, methods=methods, weight=weight, k=k, training=training)
+
+
+def tune_linking(
+    encoder: MultimodalEncoder,
+    inputs: pd.DataFrame,
+    regions: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    *,
+    condition: str,
+    weights: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2)),
+) -> dict[str, float | str | int]:
+    """Choose the pooling weight and no-match threshold on the validation split of labelled firms.
+
+    Only validation-split queries are scored (firms hashed as in the evaluation); test firms never influence
+    the choice. Ties go to the weight closest to 0.5.
+
+    Args:
+        encoder: The model.
+        inputs: :func:`embedding_inputs` rows of the linked sources.
+        regions: ``stg_regions`` rows (truth).
+        linkages: (query, target) source pairs.
+        condition: Text condition to tune on (the noisy OCR engine the pipeline links with).
+        weights: Candidate image weights.
+
+    Returns:
+        pooling_weight, nomatch_threshold, val_top1, val_top1_with_nomatch, n_val, condition.
+
+    Raises:
+        ValueError: If the validation split has no labelled query for ``condition``.
+    """
+    from linkage_pipeline import stages
+
+    emb, _ = embed_crops(encoder, inputs[inputs["ocr"] == condition])
+    best: dict[str, float | str | int] | None = None
+    for w in weights:
+        links = embedding_links(emb, linkages, methods=("multimodal",), weight=float(w))
+        ev = stages.linkage_evaluation_table(links, regions, report_splits=("val",))
+        ev = ev[(ev["ocr"] == condition) & ev["top1_accuracy"].notna()]
+        if ev.empty:
+            raise ValueError(f"no labelled validation queries for condition {condition!r}; cannot tune")
+        row = ev.iloc[0]
+        cand = {
+            "pooling_weight": float(w),
+            "nomatch_threshold": float(row["nomatch_threshold"]),
+            "val_top1": float(row["top1_accuracy"]),
+            "val_top1_with_nomatch": float(row["top1_accuracy_with_nomatch"]),
+            "n_val": int(row["n"]),
+            "condition": condition,
+        }
+        key = (cand["val_top1"], cand["val_top1_with_nomatch"], -abs(float(w) - 0.5))
+        if best is None or key > (best["val_top1"], best["val_top1_with_nomatch"], -abs(float(best["pooling_weight"]) - 0.5)):
+            best = cand
+        logger.info("pooling weight %.1f: val top-1 %.3f", w, cand["val_top1"])
+    assert best is not None
+    return best
+
+
+__all__ = [
+    "CROP_EMBEDDINGS",
+    "EMBEDDING_LINKS",
+    "EMBEDDING_METHODS",
+    "FAISS_INDEXES",
+    "embed_crops",
+    "embedding_inputs",
+    "embedding_links",
+    "index_targets",
+    "link_with_indexes",
+    "method_embeddings",
+    "tune_linking",
+]

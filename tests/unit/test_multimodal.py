@@ -1,0 +1,126 @@
+"""The multimodal chain's frame functions: incremental embedding per model, and nearest-neighbour links."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw
+
+from linkage_pipeline.encoders import MultimodalEncoder
+from linkage_pipeline.multimodal import (
+    EMBEDDING_LINKS,
+    embed_crops,
+    embedding_inputs,
+    embedding_links,
+    method_embeddings,
+)
+
+TINY = dict(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, text_hidden=32, text_layers=1,
+            heads=2, projection_dim=16, max_length=24)
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    a, b = MultimodalEncoder.create(seed=1, **TINY), MultimodalEncoder.create(seed=2, **TINY)
+    a.save(root / "a")
+    b.save(root / "b")
+    return MultimodalEncoder.load(root / "a"), MultimodalEncoder.load(root / "b")
+
+
+@pytest.fixture(scope="module")
+def crop_rows(tmp_path_factory) -> pd.DataFrame:
+    root = tmp_path_factory.mktemp("crops")
+    rows = []
+    for i in range(6):
+        img = Image.new("L", (60, 20), 230)
+        ImageDraw.Draw(img).rectangle((4 + 5 * i, 4, 14 + 5 * i, 16), fill=30)
+        path = root / f"c{i}.png"
+        img.save(path)
+        for cond, text in (("tesseract", f"東洋{i}"), ("ground_truth", f"東洋紡績{i}")):
+            rows.append({"crop_id": f"c{i}", "source": "s", "crop_path": str(path), "direction": "horizontal",
+                         "ocr": cond, "text": text})
+    return pd.DataFrame(rows)
+
+
+def test_embed_crops_rows_are_unit_vectors_with_the_model_id(saved_models, crop_rows) -> None:
+    a, _ = saved_models
+    out, stats = embed_crops(a, crop_rows)
+    assert len(out) == 12 and set(out["model_id"]) == {a.model_id}
+    img = np.stack(out["image_embedding"])
+    txt = np.stack(out["text_embedding"])
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(txt, axis=1), 1.0, atol=1e-5)
+    # one image per crop, shared by its text conditions
+    assert stats["images"] == 6 and stats["texts"] == 12 and stats["reused"] == 0
+    by_crop = out.groupby("crop_id")["image_embedding"].apply(lambda s: np.ptp(np.stack(s), axis=0).max())
+    assert (by_crop == 0).all()
+    # embeddings equal a direct call of the encoder
+    direct = a.encode_texts(crop_rows["text"].tolist())
+    np.testing.assert_allclose(txt, direct, atol=1e-5)
+
+
+def test_embedding_is_incremental_per_model_and_text(saved_models, crop_rows) -> None:
+    a, b = saved_models
+    first, _ = embed_crops(a, crop_rows)
+    again, stats = embed_crops(a, crop_rows, existing=first)
+    assert stats == {**stats, "reused": 12.0, "images": 0.0, "texts": 0.0}
+    for col in ("image_embedding", "text_embedding"):
+        np.testing.assert_array_equal(np.stack(again[col]), np.stack(first[col]))
+    changed = crop_rows.copy()
+    changed.loc[0, "text"] = "大阪製藥"
+    _, stats = embed_crops(a, changed, existing=first)
+    assert (stats["reused"], stats["images"], stats["texts"]) == (11.0, 0.0, 1.0)
+    # another model never reuses rows of the first: everything is recomputed, nothing is mixed
+    other, stats = embed_crops(b, crop_rows, existing=first)
+    assert (stats["reused"], stats["images"], stats["texts"]) == (0.0, 6.0, 12.0)
+    assert set(other["model_id"]) == {b.model_id}
+
+
+def test_unreadable_crop_names_the_crop_and_file(saved_models, crop_rows) -> None:
+    a, _ = saved_models
+    bad = crop_rows.copy()
+    bad.loc[bad["crop_id"] == "c3", "crop_path"] = "/nonexistent/c3.png"
+    with pytest.raises(ValueError, match="crop c3: cannot read /nonexistent/c3.png"):
+        embed_crops(a, bad)
+
+
+def _frame(source: str, ids: list[str], img: np.ndarray, txt: np.ndarray, model: str = "m") -> pd.DataFrame:
+    return pd.DataFrame({"crop_id": ids, "source": source, "ocr": "tesseract", "text": "", "model_id": model,
+                         "image_embedding": list(img), "text_embedding": list(txt)})
+
+
+def test_links_rank_by_cosine_and_methods_use_their_tower() -> None:
+    # target i: image e_i, text e_(i-1 mod 4); query i: image e_i, text e_i
+    eye = np.eye(4, dtype=np.float32)
+    targets = _frame("t", ["t0", "t1", "t2", "t3"], eye, np.roll(eye, 1, axis=0))
+    queries = _frame("q", ["q0", "q1", "q2", "q3"], eye, eye)
+    links = embedding_links(pd.concat([targets, queries]), [("q", "t")], k=2)
+    assert list(links.columns) == list(EMBEDDING_LINKS)
+    top = links[links["rank"] == 1].set_index(["method", "query_crop_id"])["target_crop_id"]
+    assert [top[("vision", f"q{i}")] for i in range(4)] == ["t0", "t1", "t2", "t3"]
+    assert [top[("language", f"q{i}")] for i in range(4)] == ["t1", "t2", "t3", "t0"]
+    assert top[("vision", "q0")] == "t0"
+    vision = links[(links["method"] == "vision") & (links["rank"] == 1)]
+    np.testing.assert_allclose(vision["score"], 1.0, atol=1e-6)
+    mm = method_embeddings(targets, "multimodal", 0.5)
+    np.testing.assert_allclose(mm[0], (eye[0] + eye[3]) / np.sqrt(2), atol=1e-6)
+
+
+def test_links_refuse_mixed_models() -> None:
+    eye = np.eye(2, dtype=np.float32)
+    mixed = pd.concat([_frame("t", ["a", "b"], eye, eye, "m1"), _frame("q", ["c", "d"], eye, eye, "m2")])
+    with pytest.raises(ValueError, match="embeddings of 2 models are mixed"):
+        embedding_links(mixed, [("q", "t")])
+
+
+def test_embedding_inputs_keep_linkable_crops_and_add_ground_truth() -> None:
+    regions = pd.DataFrame({"region_id": ["r1", "r2", "r3"], "kind": ["title", "heading", "entry"]})
+    crops = pd.DataFrame({"crop_id": ["c1", "c2", "c3"], "region_id": ["r1", "r2", "r3"], "source": "s",
+                          "crop_path": ["p1", "p2", "p3"], "direction": "vertical"})
+    ocr = pd.DataFrame({"crop_id": ["c1", "c2", "c3"], "engine": "tesseract", "text": ["a", "b", "c"]})
+    labelled = pd.DataFrame({"region_id": ["r3"], "text": ["C"]})
+    out = embedding_inputs(regions, crops, ocr, labelled)
+    assert list(zip(out["crop_id"], out["ocr"], out["text"])) == [("c3", "ground_truth", "C"), ("c1", "tesseract", "a"),
+                                                                  ("c3", "tesseract", "c")]
