@@ -76,6 +76,7 @@ class StageConfig(dg.Config):
     epochs: int = -1  # -1: the recipe's
     lr: float = -1.0
     batch_size: int = -1
+    max_steps: int = -1  # -1: the recipe's; 0: no limit (all epochs)
     seed: int = 0
 
 
@@ -83,6 +84,8 @@ def _stage_config(base: training.TrainConfig, config: StageConfig) -> training.T
     from dataclasses import replace
 
     changes = {k: v for k, v in {"epochs": config.epochs, "lr": config.lr, "batch_size": config.batch_size}.items() if v > 0}
+    if config.max_steps >= 0:
+        changes["max_steps"] = config.max_steps or None
     return replace(base, seed=config.seed, **changes)
 
 
@@ -163,14 +166,16 @@ def _tune_on_validation(
     if regions["true_entity_id"].fillna("").eq("").all():
         return {}
     sources = {s.name: s for s in registry.sources}
-    condition = sources[registry.linkages[0].query].primary_ocr
+    query = sources[registry.linkages[0].query]
+    condition = query.primary_ocr
     inputs = multimodal.embedding_inputs(
         store.read_table("layout_regions"), store.read_table("region_crops"), store.read_table("ocr_texts"),
         store.read_table("labelled_regions"),
     )
     try:
         tuned = multimodal.tune_linking(
-            compute.encoder(folder), inputs, regions, [(lk.query, lk.target) for lk in registry.linkages], condition=condition
+            compute.encoder(folder), inputs, regions, [(lk.query, lk.target) for lk in registry.linkages],
+            condition=condition, also=list(query.ocr),
         )
     except ValueError as exc:
         context.log.warning(f"pooling weight and threshold not tuned: {exc}")

@@ -360,50 +360,60 @@ def tune_linking(
     linkages: Sequence[tuple[str, str]],
     *,
     condition: str,
+    also: Sequence[str] = (),
     weights: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2)),
 ) -> dict[str, float | str | int]:
     """Choose the pooling weight and no-match threshold on the validation split of labelled firms.
 
     Only validation-split queries are scored (firms hashed as in the evaluation); test firms never influence
-    the choice. Ties go to the weight closest to 0.5.
+    the choice. The weight maximises the mean validation top-1 accuracy over ``condition`` and the ``also``
+    conditions (e.g. every OCR engine, so the weight does not overfit the cleanest reading); ties go to the
+    weight closest to 0.5. The threshold is the one tuned for ``condition`` at that weight.
 
     Args:
         encoder: The model.
         inputs: :func:`embedding_inputs` rows of the linked sources.
         regions: ``stg_regions`` rows (truth).
         linkages: (query, target) source pairs.
-        condition: Text condition to tune on (the noisy OCR engine the pipeline links with).
+        condition: Text condition the pipeline links with (its threshold is returned).
+        also: Further conditions that count in the choice of the weight.
         weights: Candidate image weights.
 
     Returns:
-        pooling_weight, nomatch_threshold, val_top1, val_top1_with_nomatch, n_val, condition.
+        pooling_weight, nomatch_threshold, val_top1 and val_top1_with_nomatch (of ``condition``), val_top1_mean
+        (over the conditions), n_val, condition.
 
     Raises:
         ValueError: If the validation split has no labelled query for ``condition``.
     """
     from linkage_pipeline import stages
 
-    emb, _ = embed_crops(encoder, inputs[inputs["ocr"] == condition])
+    conditions = list(dict.fromkeys([condition, *also]))
+    emb, _ = embed_crops(encoder, inputs[inputs["ocr"].isin(conditions)])
     best: dict[str, float | str | int] | None = None
+    best_key: tuple[float, float, float] | None = None
     for w in weights:
         links = embedding_links(emb, linkages, methods=("multimodal",), weight=float(w))
         ev = stages.linkage_evaluation_table(links, regions, report_splits=("val",))
-        ev = ev[(ev["ocr"] == condition) & ev["top1_accuracy"].notna()]
-        if ev.empty:
+        ev = ev[ev["top1_accuracy"].notna()].set_index("ocr")
+        if condition not in ev.index:
             raise ValueError(f"no labelled validation queries for condition {condition!r}; cannot tune")
-        row = ev.iloc[0]
+        row = ev.loc[condition]
+        mean = float(ev.loc[[c for c in conditions if c in ev.index], "top1_accuracy"].mean())
         cand = {
             "pooling_weight": float(w),
             "nomatch_threshold": float(row["nomatch_threshold"]),
             "val_top1": float(row["top1_accuracy"]),
             "val_top1_with_nomatch": float(row["top1_accuracy_with_nomatch"]),
+            "val_top1_mean": mean,
+            "conditions": ",".join(c for c in conditions if c in ev.index),
             "n_val": int(row["n"]),
             "condition": condition,
         }
-        key = (cand["val_top1"], cand["val_top1_with_nomatch"], -abs(float(w) - 0.5))
-        if best is None or key > (best["val_top1"], best["val_top1_with_nomatch"], -abs(float(best["pooling_weight"]) - 0.5)):
-            best = cand
-        logger.info("pooling weight %.1f: val top-1 %.3f", w, cand["val_top1"])
+        key = (mean, cand["val_top1_with_nomatch"], -abs(float(w) - 0.5))
+        if best_key is None or key > best_key:
+            best, best_key = cand, key
+        logger.info("pooling weight %.1f: mean val top-1 %.3f over %s", w, mean, cand["conditions"])
     assert best is not None
     return best
 

@@ -878,12 +878,16 @@ class Recipe:
     image_size: int = 64
     layout: str = "grid"
     seed: int = 0
+    # Both stages stop at the end of a warm-restart cycle (10 * (2**n - 1) steps with t0=10, t_mult=2), so
+    # training ends at a small learning rate rather than just after a restart.
     clip: TrainConfig = field(
-        default_factory=lambda: TrainConfig(stage="clip", lr=2e-3, batch_size=64, epochs=2, log_every=50, checkpoint_every=200)
+        default_factory=lambda: TrainConfig(
+            stage="clip", lr=2e-3, batch_size=256, epochs=100, max_steps=2550, log_every=50, checkpoint_every=250
+        )
     )
     supcon: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            stage="supcon", lr=2e-3, batch_size=63, m=3, k=3, epochs=30, unimodal_weight=1.0,
+            stage="supcon", lr=2e-3, batch_size=63, m=3, k=3, epochs=100, max_steps=5110, unimodal_weight=1.0,
             log_every=100, checkpoint_every=300,
         )
     )

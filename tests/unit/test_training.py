@@ -197,3 +197,54 @@ def test_supcon_with_unimodal_terms_trains_a_cnn_vision_tower(data: TrainingSet)
     assert np.mean(result.losses[-2:]) < 0.8 * np.mean(result.losses[:2])
     after = enc.model.model.vision_model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_training_set_round_trips_through_parquet(data: TrainingSet, tmp_path: Path) -> None:
+    from linkage_pipeline.training import load_training_set, save_training_set
+
+    path = save_training_set(data, tmp_path / "set.parquet")
+    back = load_training_set(path)
+    assert back.texts == data.texts and back.true_texts == data.true_texts and back.directions == data.directions
+    np.testing.assert_array_equal(back.labels, data.labels)
+    assert [f.entity_id for f in back.firms] == [f.entity_id for f in data.firms]
+    assert back.firms[0].aliases == data.firms[0].aliases and isinstance(back.firms[0].aliases, tuple)
+    for a, b in zip(back.images, data.images, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # PNG is lossless
+    with pytest.raises(ValueError, match="is not a training set"):
+        import pandas as pd
+
+        pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "other.parquet")
+        load_training_set(tmp_path / "other.parquet")
+
+
+def test_concatenated_sets_never_share_a_class(data: TrainingSet) -> None:
+    from linkage_pipeline.training import concat_training_sets
+
+    both = concat_training_sets([data, data])
+    assert len(both) == 2 * len(data) and len(both.firms) == 2 * len(data.firms)
+    n = len(data.firms)
+    np.testing.assert_array_equal(both.labels[len(data):], data.labels + n)
+
+
+def test_train_recipe_saves_each_stage_with_a_card(data: TrainingSet, tmp_path: Path) -> None:
+    import json
+    from dataclasses import replace
+
+    from linkage_pipeline.training import Recipe, train_recipe
+
+    recipe = Recipe(
+        vision_tower="cnn",
+        image_size=32,
+        clip=TrainConfig(stage="clip", batch_size=6, epochs=1, checkpoint_every=1000),
+        supcon=TrainConfig(stage="supcon", batch_size=6, m=2, k=3, epochs=1, unimodal_weight=1.0, checkpoint_every=1000),
+    )
+    steps = []
+    out = train_recipe(data, recipe, tmp_path / "run", on_step=steps.append)
+    assert set(out) == {"clip", "supcon"} and {s["stage"] for s in steps} == {"clip", "supcon"}
+    clip_card = json.loads((out["clip"] / "model_card.json").read_text())
+    card = json.loads((out["supcon"] / "model_card.json").read_text())
+    assert card["parent_model_id"] == clip_card["model_id"] != card["model_id"]
+    assert set(card["training"]) == {"clip", "supcon"} and card["recipe"]["vision_tower"] == "cnn"
+    # resuming a finished stage does no further steps and gives the same weights
+    again = train_recipe(data, replace(recipe), tmp_path / "run", stages=("clip",))
+    assert json.loads((again["clip"] / "model_card.json").read_text())["model_id"] == clip_card["model_id"]
