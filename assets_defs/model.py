@@ -3,15 +3,16 @@
 
 import hashlib
 import json
+import shutil
 import time
 
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import preview
+from assets_defs._common import check_result, preview
 from assets_defs.documents import layout_regions, ocr_texts, region_crops
 from assets_defs.partitions import document_sources_partitions
-from linkage_pipeline import multimodal, schema, stages, training
+from linkage_pipeline import multimodal, quality, schema, stages, training
 from linkage_pipeline.models import registry
 from resources import ComputeResource, EnginesResource, LinkageStore
 
@@ -24,6 +25,9 @@ class TrainingCropsConfig(dg.Config):
     seed: int = 1
     ocr: str = "tesseract"  # an OCR engine name, or "simulated" (fast, for trials)
     include_labels: bool = True  # add the crops of labelled firms in the train split of every source
+    # Language-image pretraining only: further firms rendered the same way but read by simulated OCR (cheap), so
+    # the CLIP stage sees many more names than the supervised stage needs.
+    pretraining_firms: int = 12000
 
 
 @dg.asset(group_name="model", deps=["stg_crop_texts"], kinds={"parquet"})
@@ -46,6 +50,24 @@ def training_crops(
         synthetic = training.build_training_set(config.n_firms, config.views_per_firm, seed=config.seed, ocr=ocr)
         training.save_training_set(synthetic, cached)
     parts = [synthetic]
+    extra_path = store.artifact_dir / "model" / "pretraining_extra.parquet"
+    if config.pretraining_firms > 0:
+        extra_key = hashlib.sha256(
+            json.dumps([config.pretraining_firms, config.views_per_firm, config.seed + 1000, training.DATA_VERSION]).encode()
+        ).hexdigest()[:12]
+        extra_cached = store.artifact_dir / "model" / f"synthetic-{extra_key}.parquet"
+        if not extra_cached.is_file():
+            # The train vocabulary holds a few thousand distinct names: draw in chunks with their own seeds (a name
+            # may recur across chunks, harmless for a loss that pairs each crop with its own reading only).
+            chunks, left, i = [], config.pretraining_firms, 0
+            while left > 0:
+                n = min(left, 4000)
+                chunks.append(training.build_training_set(max(n, 2), config.views_per_firm, seed=config.seed + 1000 + i))
+                left, i = left - n, i + 1
+            training.save_training_set(training.concat_training_sets(chunks), extra_cached)
+        shutil.copyfile(extra_cached, extra_path)
+    elif extra_path.exists():
+        extra_path.unlink()
     n_labelled = 0
     if config.include_labels and store.table_exists("stg_crop_texts"):
         labelled = stages.labelled_training_rows(store.read_table("stg_regions"), store.read_table("stg_crop_texts"))
@@ -63,6 +85,7 @@ def training_crops(
             "rows": len(data),
             "classes": len(data.firms),
             "labelled_rows": n_labelled,
+            "pretraining_only_rows": config.pretraining_firms * config.views_per_firm,
             "path": dg.MetadataValue.path(str(path)),
             "seconds": time.perf_counter() - t0,
             "preview": preview(summary),
@@ -98,6 +121,10 @@ def _train_stage(
         raise ValueError(f"{data_path} is missing; materialize training_crops first")
     data = training.load_training_set(data_path)
     data_sha = hashlib.sha256(data_path.read_bytes()).hexdigest()
+    extra_path = store.artifact_dir / "model" / "pretraining_extra.parquet"
+    if stage == "clip" and extra_path.is_file():
+        data = training.concat_training_sets([data, training.load_training_set(extra_path)])
+        data_sha += hashlib.sha256(extra_path.read_bytes()).hexdigest()
     recipe = training.Recipe()
     stage_cfg = _stage_config(recipe.clip if stage == "clip" else recipe.supcon, config)
     from dataclasses import asdict, replace
@@ -184,13 +211,13 @@ def _tune_on_validation(
     return {**tuned, "tuned_on": f"validation split of {linkage_store.data_path.name}"}
 
 
-@dg.asset(group_name="model", deps=[training_crops], kinds={"pytorch", "safetensors"})
+@dg.asset(group_name="model", deps=[training_crops], kinds={"pytorch", "safetensors"}, pool="gpu")
 def pretrained_model(context: dg.AssetExecutionContext, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
     """The encoder after language-image (CLIP) pretraining on the training crops; resumable; refreshed on demand."""
     return _train_stage(context, "clip", config, linkage_store, compute)
 
 
-@dg.asset(group_name="model", deps=[pretrained_model], kinds={"pytorch", "safetensors"})
+@dg.asset(group_name="model", deps=[pretrained_model], kinds={"pytorch", "safetensors"}, pool="gpu")
 def supervised_model(context: dg.AssetExecutionContext, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
     """The encoder after supervised contrastive training with hard negatives; resumable; refreshed on demand."""
     return _train_stage(context, "supcon", config, linkage_store, compute)
@@ -247,6 +274,9 @@ def current_model(linkage_store: LinkageStore) -> pd.Series:
     partitions_def=document_sources_partitions,
     deps=[region_crops, ocr_texts, layout_regions, "labelled_regions", linkage_model],
     kinds={"parquet", "pytorch"},
+    pool="gpu",
+    check_specs=[dg.AssetCheckSpec("crop_embeddings_unit_norm", asset="crop_embeddings", blocking=True,
+                                   description="every embedding is finite and of unit length")],
 )
 def crop_embeddings(context: dg.AssetExecutionContext, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
     """One row per crop and text condition: image and text embeddings of the linkage model; incremental per source."""
@@ -270,6 +300,7 @@ def crop_embeddings(context: dg.AssetExecutionContext, linkage_store: LinkageSto
     n = store.write_partition("crop_embeddings", source.name, frame, multimodal.CROP_EMBEDDINGS)
     computed = stats["images"] + stats["texts"]
     return dg.MaterializeResult(
+        check_results=[check_result("crop_embeddings_unit_norm", quality.embedding_norms(frame))],
         metadata={
             "rows": n,
             "model_id": encoder.model_id,

@@ -75,3 +75,32 @@ def score_spread(links: pd.DataFrame, *, min_std: float = 1e-3) -> CheckOutcome:
         + ("" if finite else "; non-finite scores present"),
         metadata={"queries": len(top1), "score_std": std, "score_mean": float(np.mean(top1)), "finite": finite},
     )
+
+
+def embedding_norms(frame: pd.DataFrame, *, columns: tuple[str, ...] = ("image_embedding", "text_embedding"),
+                    tolerance: float = 1e-3) -> CheckOutcome:
+    """Fails when an embedding is non-finite or not of unit length (a broken model, precision or input).
+
+    Args:
+        frame: ``crop_embeddings`` rows.
+        columns: Embedding columns (lists or arrays of floats).
+        tolerance: Largest accepted ``| ||x|| - 1 |``.
+    """
+    require_columns(frame, columns, "embeddings")
+    bad: dict[str, int] = {}
+    worst = 0.0
+    for col in columns:
+        if len(frame) == 0:
+            bad[col] = 0
+            continue
+        x = np.stack([np.asarray(v, dtype=np.float64) for v in frame[col]])
+        finite = np.isfinite(x).all(axis=1)
+        dev = np.where(finite, np.abs(np.linalg.norm(np.where(np.isfinite(x), x, 0.0), axis=1) - 1.0), np.inf)
+        bad[col] = int((dev > tolerance).sum())
+        worst = max(worst, float(dev.max()))
+    n_bad = sum(bad.values())
+    return CheckOutcome(
+        passed=n_bad == 0,
+        description=f"{n_bad} embeddings non-finite or off unit norm (largest deviation {worst:.2g}, bound {tolerance})",
+        metadata={"rows": len(frame), **{f"bad_{c}": n for c, n in bad.items()}, "max_deviation": worst},
+    )

@@ -65,7 +65,7 @@ def materialize_everything(data_dir: Path, instance: dg.DagsterInstance) -> None
     for name in sources:
         result = dg.materialize(all_assets, selection=source_assets, partition_key=name, instance=instance, resources=resources)
         assert result.success
-        assert _assert_checks_pass(result) == 2  # layout_regions_on_every_page, ocr_texts_empty_share
+        assert _assert_checks_pass(result) == 3  # layout_regions_on_every_page, ocr_texts_empty_share, crop_embeddings_unit_norm
     rest = (
         dg.AssetSelection.all() - source_assets - training_assets - dg.AssetSelection.assets("document_sources", "linkage_model")
     )
@@ -177,7 +177,8 @@ def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipe
     resources = _resources(data_dir)
     shipped = store.read_table("linkage_model")["model_id"].item()
     tiny = {"ops": {
-        "training_crops": {"config": {"n_firms": 12, "views_per_firm": 4, "ocr": "simulated", "include_labels": True}},
+        "training_crops": {"config": {"n_firms": 12, "views_per_firm": 4, "ocr": "simulated", "include_labels": True,
+                                      "pretraining_firms": 8}},
         "pretrained_model": {"config": {"epochs": 1}},
         "supervised_model": {"config": {"epochs": 1}},
     }}

@@ -60,6 +60,7 @@ def store(tmp_path: Path) -> Store:
         "query_crop_id": ["crT", "crS", "crC", "crC2"], "target_crop_id": ["cd2", "cd1", "cd1", "cd2"],
         "query_source": "lists", "target_source": "dir", "rank": 1, "score": [0.9, 0.8, 0.2, 0.1],
         "matched": [True, True, False, False], "method": "jaro_winkler", "ocr": "rapidocr", "threshold": 0.5,
+        "model_id": "",
     })
     store.replace_table("record_links", links, RECORD_LINKS)
     for model in load_sql_models(SQL_DIR):

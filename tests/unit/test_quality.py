@@ -51,3 +51,17 @@ def test_bad_arguments_are_named() -> None:
         empty_text_share(pd.DataFrame({"engine": ["x"]}))
     with pytest.raises(ValueError, match="max_share must be in"):
         empty_text_share(pd.DataFrame({"engine": ["x"], "text": ["y"]}), max_share=2)
+
+
+def test_embedding_norms_flag_nan_and_off_norm_rows() -> None:
+    import numpy as np
+
+    from linkage_pipeline.quality import embedding_norms
+
+    good = [np.array([0.6, 0.8], np.float32), np.array([1.0, 0.0], np.float32)]
+    frame = pd.DataFrame({"image_embedding": good, "text_embedding": good})
+    assert embedding_norms(frame).passed
+    broken = frame.assign(text_embedding=[np.array([np.nan, 0.0]), np.array([2.0, 0.0])])
+    out = embedding_norms(broken)
+    assert not out.passed and out.metadata["bad_text_embedding"] == 2 and out.metadata["bad_image_embedding"] == 0
+    assert "2 embeddings non-finite or off unit norm" in out.description
