@@ -1,6 +1,5 @@
 """The multimodal model: training assets (CLIPPINGS recipe), the model the pipeline links with, crop embeddings."""
 
-
 import hashlib
 import json
 import shutil
@@ -32,9 +31,12 @@ class TrainingCropsConfig(dg.Config):
 
 @dg.asset(group_name="model", deps=["stg_crop_texts"], kinds={"parquet"})
 def training_crops(
-    context: dg.AssetExecutionContext, config: TrainingCropsConfig, linkage_store: LinkageStore, engines: EnginesResource
+    context: dg.AssetExecutionContext,
+    config: TrainingCropsConfig,
+    linkage_store: LinkageStore,
+    engines: EnginesResource,
 ) -> dg.MaterializeResult:
-    """One row per training crop: a rendered view of a generated firm, or a labelled train-split crop; refreshed on demand."""
+    """One row per training crop: a rendered generated firm or a labelled train-split crop; refreshed on demand."""
     store = linkage_store.store()
     t0 = time.perf_counter()
     # Rendering and OCR of the synthetic part take minutes: it is kept per configuration and reused.
@@ -53,7 +55,9 @@ def training_crops(
     extra_path = store.artifact_dir / "model" / "pretraining_extra.parquet"
     if config.pretraining_firms > 0:
         extra_key = hashlib.sha256(
-            json.dumps([config.pretraining_firms, config.views_per_firm, config.seed + 1000, training.DATA_VERSION]).encode()
+            json.dumps(
+                [config.pretraining_firms, config.views_per_firm, config.seed + 1000, training.DATA_VERSION]
+            ).encode()
         ).hexdigest()[:12]
         extra_cached = store.artifact_dir / "model" / f"synthetic-{extra_key}.parquet"
         if not extra_cached.is_file():
@@ -62,7 +66,9 @@ def training_crops(
             chunks, left, i = [], config.pretraining_firms, 0
             while left > 0:
                 n = min(left, 4000)
-                chunks.append(training.build_training_set(max(n, 2), config.views_per_firm, seed=config.seed + 1000 + i))
+                chunks.append(
+                    training.build_training_set(max(n, 2), config.views_per_firm, seed=config.seed + 1000 + i)
+                )
                 left, i = left - n, i + 1
             training.save_training_set(training.concat_training_sets(chunks), extra_cached)
         shutil.copyfile(extra_cached, extra_path)
@@ -106,14 +112,20 @@ class StageConfig(dg.Config):
 def _stage_config(base: training.TrainConfig, config: StageConfig) -> training.TrainConfig:
     from dataclasses import replace
 
-    changes = {k: v for k, v in {"epochs": config.epochs, "lr": config.lr, "batch_size": config.batch_size}.items() if v > 0}
+    changes = {
+        k: v for k, v in {"epochs": config.epochs, "lr": config.lr, "batch_size": config.batch_size}.items() if v > 0
+    }
     if config.max_steps >= 0:
         changes["max_steps"] = config.max_steps or None
     return replace(base, seed=config.seed, **changes)
 
 
 def _train_stage(
-    context: dg.AssetExecutionContext, stage: str, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource
+    context: dg.AssetExecutionContext,
+    stage: str,
+    config: StageConfig,
+    linkage_store: LinkageStore,
+    compute: ComputeResource,
 ) -> dg.MaterializeResult:
     store = linkage_store.store()
     data_path = store.artifact_dir / "model" / "training_crops.parquet"
@@ -134,7 +146,9 @@ def _train_stage(
     start_from = None
     parent = ""
     if stage == "supcon":
-        clips = trained[(trained["stage"] == "clip")].sort_values("created_at") if trained is not None else pd.DataFrame()
+        clips = (
+            trained[(trained["stage"] == "clip")].sort_values("created_at") if trained is not None else pd.DataFrame()
+        )
         if clips.empty:
             raise ValueError("no pretrained model yet; materialize pretrained_model first")
         start_from, parent = str(clips["path"].iloc[-1]), str(clips["model_id"].iloc[-1])
@@ -142,12 +156,20 @@ def _train_stage(
     key = hashlib.sha256(json.dumps([data_sha, asdict(stage_cfg), parent], sort_keys=True).encode()).hexdigest()[:12]
     work_dir = store.artifact_dir / "model" / "runs" / f"{stage}-{key}"
     context.log.info(f"training stage {stage} on {len(data)} crops in {work_dir} (device {compute.torch_device()})")
+
     def progress(info: dict) -> None:
         if info["step"] % stage_cfg.log_every == 0:
-            context.log.info(f"{stage} step {info['step']} epoch {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e}")
+            context.log.info(
+                f"{stage} step {info['step']} epoch {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e}"
+            )
 
     out = training.train_recipe(
-        data, recipe, work_dir, device=str(compute.torch_device()), stages=(stage,), start_from=start_from,
+        data,
+        recipe,
+        work_dir,
+        device=str(compute.torch_device()),
+        stages=(stage,),
+        start_from=start_from,
         on_step=progress,
     )
     folder = out[stage]
@@ -160,15 +182,17 @@ def _train_stage(
             card["linking"] = linking
             (folder / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
     row = pd.DataFrame(
-        [{
-            "model_id": card["model_id"],
-            "stage": stage,
-            "path": str(folder),
-            "parent_model_id": parent,
-            "data_sha256": data_sha,
-            "config": json.dumps(asdict(stage_cfg)),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z",
-        }]
+        [
+            {
+                "model_id": card["model_id"],
+                "stage": stage,
+                "path": str(folder),
+                "parent_model_id": parent,
+                "data_sha256": data_sha,
+                "config": json.dumps(asdict(stage_cfg)),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z",
+            }
+        ]
     )
     rows = pd.concat([trained[trained["model_id"] != card["model_id"]], row]) if trained is not None else row
     store.replace_table("trained_models", rows, registry.TRAINED_MODELS)
@@ -196,13 +220,19 @@ def _tune_on_validation(
     query = sources[registry.linkages[0].query]
     condition = query.primary_ocr
     inputs = multimodal.embedding_inputs(
-        store.read_table("layout_regions"), store.read_table("region_crops"), store.read_table("ocr_texts"),
+        store.read_table("layout_regions"),
+        store.read_table("region_crops"),
+        store.read_table("ocr_texts"),
         store.read_table("labelled_regions"),
     )
     try:
         tuned = multimodal.tune_linking(
-            compute.encoder(folder), inputs, regions, [(lk.query, lk.target) for lk in registry.linkages],
-            condition=condition, also=list(query.ocr),
+            compute.encoder(folder),
+            inputs,
+            regions,
+            [(lk.query, lk.target) for lk in registry.linkages],
+            condition=condition,
+            also=list(query.ocr),
         )
     except ValueError as exc:
         context.log.warning(f"pooling weight and threshold not tuned: {exc}")
@@ -212,13 +242,17 @@ def _tune_on_validation(
 
 
 @dg.asset(group_name="model", deps=[training_crops], kinds={"pytorch", "safetensors"}, pool="gpu")
-def pretrained_model(context: dg.AssetExecutionContext, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+def pretrained_model(
+    context: dg.AssetExecutionContext, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
     """The encoder after language-image (CLIP) pretraining on the training crops; resumable; refreshed on demand."""
     return _train_stage(context, "clip", config, linkage_store, compute)
 
 
 @dg.asset(group_name="model", deps=[pretrained_model], kinds={"pytorch", "safetensors"}, pool="gpu")
-def supervised_model(context: dg.AssetExecutionContext, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+def supervised_model(
+    context: dg.AssetExecutionContext, config: StageConfig, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
     """The encoder after supervised contrastive training with hard negatives; resumable; refreshed on demand."""
     return _train_stage(context, "supcon", config, linkage_store, compute)
 
@@ -231,22 +265,26 @@ class LinkageModelConfig(dg.Config):
 
 
 @dg.asset(group_name="model", deps=[supervised_model], kinds={"duckdb"}, pool="duckdb")
-def linkage_model(config: LinkageModelConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
-    """One row: the model crops are embedded and linked with (the latest trained one, else the shipped one); refreshed on demand."""
+def linkage_model(
+    config: LinkageModelConfig, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
+    """One row: the model that embeds and links (the latest trained, else the shipped one); refreshed on demand."""
     store = linkage_store.store()
     trained = store.read_table("trained_models") if store.table_exists("trained_models") else None
     choice = registry.choose_model(config.model, config.directory, trained)
     encoder = compute.encoder(choice.path)
     weight, threshold = registry.card_defaults(choice.path)
     row = pd.DataFrame(
-        [{
-            "model_id": encoder.model_id,
-            "path": str(choice.path),
-            "pretrained_path": str(choice.pretrained_path or ""),
-            "chosen_by": choice.chosen_by,
-            "pooling_weight": weight,
-            "nomatch_threshold": threshold,
-        }]
+        [
+            {
+                "model_id": encoder.model_id,
+                "path": str(choice.path),
+                "pretrained_path": str(choice.pretrained_path or ""),
+                "chosen_by": choice.chosen_by,
+                "pooling_weight": weight,
+                "nomatch_threshold": threshold,
+            }
+        ]
     )
     store.replace_table("linkage_model", row, registry.LINKAGE_MODEL)
     return dg.MaterializeResult(
@@ -275,10 +313,18 @@ def current_model(linkage_store: LinkageStore) -> pd.Series:
     deps=[region_crops, ocr_texts, layout_regions, "labelled_regions", linkage_model],
     kinds={"parquet", "pytorch"},
     pool="gpu",
-    check_specs=[dg.AssetCheckSpec("crop_embeddings_unit_norm", asset="crop_embeddings", blocking=True,
-                                   description="every embedding is finite and of unit length")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "crop_embeddings_unit_norm",
+            asset="crop_embeddings",
+            blocking=True,
+            description="every embedding is finite and of unit length",
+        )
+    ],
 )
-def crop_embeddings(context: dg.AssetExecutionContext, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+def crop_embeddings(
+    context: dg.AssetExecutionContext, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
     """One row per crop and text condition: image and text embeddings of the linkage model; incremental per source."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
     model = current_model(linkage_store)
@@ -310,5 +356,5 @@ def crop_embeddings(context: dg.AssetExecutionContext, linkage_store: LinkageSto
             "seconds": stats["seconds"],
             "crops_per_s": stats["images"] / max(stats["seconds"], 1e-9) if computed else 0.0,
             "device": str(encoder.device),
-        }
+        },
     )

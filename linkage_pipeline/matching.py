@@ -163,7 +163,9 @@ def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     return scores, ids.astype(np.int64)
 
 
-def knn(queries: np.ndarray, targets: np.ndarray, k: int, spec: IndexSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    queries: np.ndarray, targets: np.ndarray, k: int, spec: IndexSpec | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Build an index over ``targets`` and search it (see :func:`build_index` and :func:`search`)."""
     return search(build_index(targets, spec), queries, k)
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from linkage_pipeline.encoders import MultimodalEncoder, pool_embeddings
 from linkage_pipeline.matching import IndexMeta, IndexSpec, build_index, save_index, search, topk_frame_arrays
+from linkage_pipeline.stages import STRING_LINKS
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +51,8 @@ FAISS_INDEXES = {
     "path": "VARCHAR",
 }
 
-EMBEDDING_LINKS = {
-    "query_crop_id": "VARCHAR",
-    "target_crop_id": "VARCHAR",
-    "query_source": "VARCHAR",
-    "target_source": "VARCHAR",
-    "method": "VARCHAR",
-    "ocr": "VARCHAR",
-    "rank": "INTEGER",
-    "score": "DOUBLE",
-    "training": "VARCHAR",
-    "model_id": "VARCHAR",
-}
+#: ``string_links`` columns plus how the model was trained and its id.
+EMBEDDING_LINKS = {**STRING_LINKS, "training": "VARCHAR", "model_id": "VARCHAR"}
 
 
 def _empty(contract: dict[str, str]) -> pd.DataFrame:
@@ -101,7 +92,9 @@ def embed_crops(
     """
     missing = [c for c in ("crop_id", "source", "crop_path", "direction", "ocr", "text") if c not in crops.columns]
     if missing:
-        raise ValueError(f"crops is missing columns {missing}; expected crop_id, source, crop_path, direction, ocr, text")
+        raise ValueError(
+            f"crops is missing columns {missing}; expected crop_id, source, crop_path, direction, ocr, text"
+        )
     if not encoder.model_id:
         raise ValueError("the encoder has no model_id; load it from a saved folder (MultimodalEncoder.load) first")
     start = time.perf_counter()
@@ -269,7 +262,10 @@ def index_targets(
                 path = ""
                 if out_dir is not None:
                     meta = IndexMeta(
-                        model_id, ids, spec.kind, int(index.d),
+                        model_id,
+                        ids,
+                        spec.kind,
+                        int(index.d),
                         {"source": source, "ocr": condition, "method": method, "weight": weight},
                     )
                     path = str(save_index(index, out_dir / _index_name(source, condition, method), meta))
@@ -347,9 +343,7 @@ def embedding_links(
     spec: IndexSpec | None = None,
 ) -> pd.DataFrame:
     """:func:`index_targets` then :func:`link_with_indexes`, in memory (nothing written)."""
-    indexes, _ = index_targets(
-        embeddings, [t for _, t in linkages], methods=methods, weight=weight, spec=spec
-    )
+    indexes, _ = index_targets(embeddings, [t for _, t in linkages], methods=methods, weight=weight, spec=spec)
     return link_with_indexes(embeddings, linkages, indexes, methods=methods, weight=weight, k=k, training=training)
 
 

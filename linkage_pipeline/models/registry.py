@@ -99,4 +99,12 @@ def attach_pretrained(supervised_dir: Path, pretrained_dir: Path) -> Path:
     return dst
 
 
-__all__ = ["LINKAGE_MODEL", "MODEL_CHOICES", "TRAINED_MODELS", "ModelChoice", "attach_pretrained", "card_defaults", "choose_model"]
+__all__ = [
+    "LINKAGE_MODEL",
+    "MODEL_CHOICES",
+    "TRAINED_MODELS",
+    "ModelChoice",
+    "attach_pretrained",
+    "card_defaults",
+    "choose_model",
+]

@@ -16,8 +16,17 @@ from linkage_pipeline.multimodal import (
     method_embeddings,
 )
 
-TINY = dict(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, text_hidden=32, text_layers=1,
-            heads=2, projection_dim=16, max_length=24)
+TINY = dict(
+    image_size=32,
+    patch_size=8,
+    vision_hidden=32,
+    vision_layers=1,
+    text_hidden=32,
+    text_layers=1,
+    heads=2,
+    projection_dim=16,
+    max_length=24,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +48,16 @@ def crop_rows(tmp_path_factory) -> pd.DataFrame:
         path = root / f"c{i}.png"
         img.save(path)
         for cond, text in (("tesseract", f"東洋{i}"), ("ground_truth", f"東洋紡績{i}")):
-            rows.append({"crop_id": f"c{i}", "source": "s", "crop_path": str(path), "direction": "horizontal",
-                         "ocr": cond, "text": text})
+            rows.append(
+                {
+                    "crop_id": f"c{i}",
+                    "source": "s",
+                    "crop_path": str(path),
+                    "direction": "horizontal",
+                    "ocr": cond,
+                    "text": text,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -87,8 +104,17 @@ def test_unreadable_crop_names_the_crop_and_file(saved_models, crop_rows) -> Non
 
 
 def _frame(source: str, ids: list[str], img: np.ndarray, txt: np.ndarray, model: str = "m") -> pd.DataFrame:
-    return pd.DataFrame({"crop_id": ids, "source": source, "ocr": "tesseract", "text": "", "model_id": model,
-                         "image_embedding": list(img), "text_embedding": list(txt)})
+    return pd.DataFrame(
+        {
+            "crop_id": ids,
+            "source": source,
+            "ocr": "tesseract",
+            "text": "",
+            "model_id": model,
+            "image_embedding": list(img),
+            "text_embedding": list(txt),
+        }
+    )
 
 
 def test_links_rank_by_cosine_and_methods_use_their_tower() -> None:
@@ -117,10 +143,20 @@ def test_links_refuse_mixed_models() -> None:
 
 def test_embedding_inputs_keep_linkable_crops_and_add_ground_truth() -> None:
     regions = pd.DataFrame({"region_id": ["r1", "r2", "r3"], "kind": ["title", "heading", "entry"]})
-    crops = pd.DataFrame({"crop_id": ["c1", "c2", "c3"], "region_id": ["r1", "r2", "r3"], "source": "s",
-                          "crop_path": ["p1", "p2", "p3"], "direction": "vertical"})
+    crops = pd.DataFrame(
+        {
+            "crop_id": ["c1", "c2", "c3"],
+            "region_id": ["r1", "r2", "r3"],
+            "source": "s",
+            "crop_path": ["p1", "p2", "p3"],
+            "direction": "vertical",
+        }
+    )
     ocr = pd.DataFrame({"crop_id": ["c1", "c2", "c3"], "engine": "tesseract", "text": ["a", "b", "c"]})
     labelled = pd.DataFrame({"region_id": ["r3"], "text": ["C"]})
     out = embedding_inputs(regions, crops, ocr, labelled)
-    assert list(zip(out["crop_id"], out["ocr"], out["text"])) == [("c3", "ground_truth", "C"), ("c1", "tesseract", "a"),
-                                                                  ("c3", "tesseract", "c")]
+    assert list(zip(out["crop_id"], out["ocr"], out["text"])) == [
+        ("c3", "ground_truth", "C"),
+        ("c1", "tesseract", "a"),
+        ("c3", "tesseract", "c"),
+    ]
