@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -190,7 +191,11 @@ def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipe
     assert list(trained.sort_values("created_at")["stage"]) == ["clip", "supcon"]
     new_id = trained[trained["stage"] == "supcon"]["model_id"].item()
     assert new_id != shipped
-    assert Path(trained[trained["stage"] == "supcon"]["path"].item(), "pretrained", "model.safetensors").is_file()
+    folder = Path(trained[trained["stage"] == "supcon"]["path"].item())
+    assert (folder / "pretrained" / "model.safetensors").is_file()
+    # pooling weight and threshold were chosen on the validation firms of this corpus and stored with the model
+    linking = json.loads((folder / "model_card.json").read_text())["linking"]
+    assert 0.0 <= linking["pooling_weight"] <= 1.0 and linking["n_val"] > 0 and linking["condition"] == "rapidocr"
 
     # the same sequence as the CLI: model, per-source embeddings, then everything downstream
     dg.materialize(all_assets, selection=["linkage_model"], instance=instance, resources=resources)
