@@ -52,7 +52,9 @@ def string_links(linkage_store: LinkageStore, compute: ComputeResource) -> dg.Ma
     check_specs=[dg.AssetCheckSpec("record_links_score_spread", asset="record_links", blocking=True,
                                    description="top-1 scores have not collapsed to one value")],
 )
-def record_links(config: RecordLinkConfig, linkage_store: LinkageStore) -> dg.MaterializeResult:
+def record_links(
+    context: dg.AssetExecutionContext, config: RecordLinkConfig, linkage_store: LinkageStore
+) -> dg.MaterializeResult:
     """One row per accepted query -> target link (or a no-match row per unlinked query); refreshed on demand."""
     store = linkage_store.store()
     candidates = [store.read_table("string_links")]
@@ -82,6 +84,7 @@ def record_links(config: RecordLinkConfig, linkage_store: LinkageStore) -> dg.Ma
         default_threshold=default_threshold,
         model_id=model_id,
     )
+    links["run_id"] = context.run_id
     n = store.replace_table("record_links", links, stages.RECORD_LINKS)
     return dg.MaterializeResult(
         check_results=[check_result("record_links_score_spread", quality.score_spread(links))],

@@ -403,6 +403,7 @@ RECORD_LINKS = {
     "ocr": "VARCHAR",
     "threshold": "DOUBLE",
     "model_id": "VARCHAR",  # the embedding model for vision/language/multimodal links, "" for string methods
+    "run_id": "VARCHAR",  # the Dagster run that wrote the link ("" outside Dagster)
 }
 _MODEL_METHODS = ("vision", "language", "multimodal")
 
@@ -476,7 +477,7 @@ def select_record_links(
     unmatched_ids = set(chosen["query_crop_id"]) - set(accepted["query_crop_id"])
     unmatched = chosen[chosen["query_crop_id"].isin(unmatched_ids) & (chosen["rank"] == 1)]
     out = pd.concat([accepted.assign(matched=True), unmatched.assign(matched=False)], ignore_index=True)
-    out = out.assign(threshold=threshold, model_id=model_id if method in _MODEL_METHODS else "")
+    out = out.assign(threshold=threshold, model_id=model_id if method in _MODEL_METHODS else "", run_id="")
     out = out.sort_values(["query_crop_id", "rank"]).reset_index(drop=True)
     return out[list(RECORD_LINKS)], {
         "method": method,

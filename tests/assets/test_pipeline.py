@@ -34,6 +34,7 @@ TABLES = (
     "record_links",
     "int_list_entries",
     "mart_supply_chain_edges",
+    "mart_link_provenance",
     "layout_evaluation",
     "ocr_evaluation",
     "linkage_evaluation",
@@ -78,7 +79,8 @@ def materialize_everything(data_dir: Path, instance: dg.DagsterInstance) -> None
 def snapshot(store) -> dict[str, pd.DataFrame]:
     out = {}
     for table in TABLES:
-        frame = store.read_table(table)
+        # run_id records which run wrote a row (provenance): the one column that must differ between runs
+        frame = store.read_table(table).drop(columns=["run_id"], errors="ignore")
         frame = frame.astype(str)  # list columns and NaN compare as text
         out[table] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
     return out

@@ -60,7 +60,7 @@ def store(tmp_path: Path) -> Store:
         "query_crop_id": ["crT", "crS", "crC", "crC2"], "target_crop_id": ["cd2", "cd1", "cd1", "cd2"],
         "query_source": "lists", "target_source": "dir", "rank": 1, "score": [0.9, 0.8, 0.2, 0.1],
         "matched": [True, True, False, False], "method": "jaro_winkler", "ocr": "rapidocr", "threshold": 0.5,
-        "model_id": "",
+        "model_id": "", "run_id": "run-1",
     })
     store.replace_table("record_links", links, RECORD_LINKS)
     for model in load_sql_models(SQL_DIR):
@@ -91,3 +91,13 @@ def test_stg_crop_texts_has_only_linkable_regions(store: Store) -> None:
     kinds = store.query("select distinct kind from stg_crop_texts order by kind")["kind"].tolist()
     assert kinds == ["entry", "title"]
     assert store.query("select count(*) as n from stg_crop_texts")["n"].item() == 6  # 4 list + 2 directory, one engine
+
+
+def test_link_provenance_traces_each_link_to_both_crops_pages_boxes_and_texts(store: Store) -> None:
+    prov = store.query("select * from mart_link_provenance order by query_crop_id")
+    assert len(prov) == 4 and set(prov["run_id"]) == {"run-1"}
+    row = prov.set_index("query_crop_id").loc["crS"]
+    assert (row["target_crop_id"], row["query_text"], row["target_text"]) == ("cd1", "明治製菓", "明治製菓株式會社")
+    assert row["query_source"] == "lists" and row["target_source"] == "dir"
+    assert row["query_page"] and row["target_page"] and row["query_x1"] > row["query_x0"]
+    assert bool(row["matched"]) and row["score"] == 0.8 and row["method"] == "jaro_winkler"
