@@ -14,6 +14,18 @@ from linkage_pipeline.strings import STRING_METHODS
 from resources import ComputeResource, LinkageStore
 
 
+RECORD_LINK_RUNS = {
+    "run_id": "VARCHAR",
+    "model_id": "VARCHAR",
+    "method": "VARCHAR",
+    "ocr": "VARCHAR",
+    "val_top1": "DOUBLE",
+    "val_top1_with_nomatch": "DOUBLE",
+    "passed": "BOOLEAN",
+    "recorded_at": "VARCHAR",
+}
+
+
 class RecordLinkConfig(dg.Config):
     """Which method and text condition feed the record links.
 
@@ -26,6 +38,7 @@ class RecordLinkConfig(dg.Config):
     condition: str = "auto"  # an OCR engine name; "auto": chosen with the method
     threshold: float = -1.0  # no-match threshold; < 0: tuned on the validation split when labels exist
     margin: float = 0.0  # also keep further targets within this score of the best (one firm listed twice)
+    max_accuracy_drop: float = 0.02  # blocking check: validation top-1 may fall at most this much between runs
 
 
 @dg.asset(group_name="linking", deps=["stg_crop_texts", "document_sources"], kinds={"duckdb"}, pool="duckdb")
@@ -49,8 +62,12 @@ def string_links(linkage_store: LinkageStore, compute: ComputeResource) -> dg.Ma
     deps=[string_links, "embedding_links", "stg_regions"],
     kinds={"duckdb"},
     pool="duckdb",
-    check_specs=[dg.AssetCheckSpec("record_links_score_spread", asset="record_links", blocking=True,
-                                   description="top-1 scores have not collapsed to one value")],
+    check_specs=[
+        dg.AssetCheckSpec("record_links_score_spread", asset="record_links", blocking=True,
+                          description="top-1 scores have not collapsed to one value"),
+        dg.AssetCheckSpec("record_links_accuracy_not_dropped", asset="record_links", blocking=True,
+                          description="validation accuracy did not fall against the last accepted run"),
+    ],
 )
 def record_links(
     context: dg.AssetExecutionContext, config: RecordLinkConfig, linkage_store: LinkageStore
@@ -86,8 +103,24 @@ def record_links(
     )
     links["run_id"] = context.run_id
     n = store.replace_table("record_links", links, stages.RECORD_LINKS)
+    history = store.read_table("record_link_runs") if store.table_exists("record_link_runs") else None
+    accepted = history[history["passed"]] if history is not None else None
+    previous = float(accepted["val_top1"].iloc[-1]) if accepted is not None and len(accepted) else None
+    drop = quality.accuracy_drop(float(choice["val_top1"]), previous, tolerance=config.max_accuracy_drop)
+    run_row = pd.DataFrame([{
+        "run_id": context.run_id, "model_id": model_id, "method": choice["method"], "ocr": choice["condition"],
+        "val_top1": float(choice["val_top1"]), "val_top1_with_nomatch": float(choice["val_top1_with_nomatch"]),
+        "passed": drop.passed, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }])
+    store.replace_table(
+        "record_link_runs", pd.concat([history, run_row], ignore_index=True) if history is not None else run_row,
+        RECORD_LINK_RUNS,
+    )
     return dg.MaterializeResult(
-        check_results=[check_result("record_links_score_spread", quality.score_spread(links))],
+        check_results=[
+            check_result("record_links_score_spread", quality.score_spread(links)),
+            check_result("record_links_accuracy_not_dropped", drop),
+        ],
         metadata={"rows": n, "matched": int(links["matched"].sum()), **choice, "preview": preview(links)},
     )
 

@@ -485,6 +485,18 @@ def select_record_links(
         "threshold": threshold,
         "chosen_by": chosen_by,
         "threshold_from": chosen_by_threshold,
+        **_validation_scores(evaluated, method, condition),
+    }
+
+
+def _validation_scores(evaluated: pd.DataFrame, method: str, condition: str) -> dict[str, float]:
+    """Validation top-1 (and with no-match) of the chosen method and condition; NaN without labels."""
+    row = evaluated[(evaluated["method"] == method) & (evaluated["ocr"] == condition)] if len(evaluated) else evaluated
+    if len(row) == 0:
+        return {"val_top1": float("nan"), "val_top1_with_nomatch": float("nan")}
+    return {
+        "val_top1": float(row["top1_accuracy"].iloc[0]),
+        "val_top1_with_nomatch": float(row["top1_accuracy_with_nomatch"].iloc[0]),
     }
 
 

@@ -73,7 +73,7 @@ def materialize_everything(data_dir: Path, instance: dg.DagsterInstance) -> None
     )
     result = dg.materialize(all_assets, selection=rest, instance=instance, resources=resources)
     assert result.success
-    assert _assert_checks_pass(result) == 1  # record_links_score_spread
+    assert _assert_checks_pass(result) == 2  # record_links_score_spread, record_links_accuracy_not_dropped
 
 
 def snapshot(store) -> dict[str, pd.DataFrame]:
@@ -172,6 +172,28 @@ def test_rematerializing_gives_identical_tables(pipeline) -> None:
     after = snapshot(store)
     for table in TABLES:
         pd.testing.assert_frame_equal(before[table], after[table], obj=table)
+
+
+def test_an_accuracy_drop_blocks_the_network(pipeline) -> None:
+    """A run whose validation accuracy falls below the last accepted run's fails a blocking check: no new edges."""
+    data_dir, instance, store, _ = pipeline
+    resources = _resources(data_dir)
+    history = store.read_table("record_link_runs")
+    assert history["passed"].all() and history["val_top1"].between(0, 1).all()
+    better = history.tail(1).assign(run_id="earlier-better-run", val_top1=history["val_top1"].iloc[-1] + 0.5)
+    store.replace_table("record_link_runs", pd.concat([history, better], ignore_index=True))
+    try:
+        result = dg.materialize(all_assets, selection=["record_links", "int_list_entries", "mart_supply_chain_edges"],
+                                instance=instance, resources=resources, raise_on_error=False)
+        checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+        assert not checks["record_links_accuracy_not_dropped"].passed
+        assert "drop +0.500" in checks["record_links_accuracy_not_dropped"].description
+        assert checks["record_links_score_spread"].passed
+        done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert "record_links" in done and "mart_supply_chain_edges" not in done  # blocked downstream
+        assert not store.read_table("record_link_runs")["passed"].iloc[-1]
+    finally:
+        store.replace_table("record_link_runs", history)  # the later tests start from accepted runs only
 
 
 def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipeline) -> None:

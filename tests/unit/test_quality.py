@@ -65,3 +65,20 @@ def test_embedding_norms_flag_nan_and_off_norm_rows() -> None:
     out = embedding_norms(broken)
     assert not out.passed and out.metadata["bad_text_embedding"] == 2 and out.metadata["bad_image_embedding"] == 0
     assert "2 embeddings non-finite or off unit norm" in out.description
+
+
+@pytest.mark.parametrize(
+    ("current", "previous", "passed", "text"),
+    [
+        (0.90, None, True, "no earlier accepted run"),
+        (float("nan"), 0.9, True, "no validation labels"),
+        (0.89, 0.90, True, "drop +0.010"),
+        (0.85, 0.90, False, "drop +0.050, bound 0.02"),
+        (0.95, 0.90, True, "drop -0.050"),
+    ],
+)
+def test_accuracy_drop_against_the_last_accepted_run(current, previous, passed, text) -> None:
+    from linkage_pipeline.quality import accuracy_drop
+
+    out = accuracy_drop(current, previous, tolerance=0.02)
+    assert out.passed is passed and text in out.description
