@@ -6,7 +6,7 @@ import base64
 import dagster as dg
 
 from assets_defs._common import preview
-from linkage_pipeline import stages
+from linkage_pipeline import provenance, stages
 from resources import LinkageStore
 
 
@@ -35,5 +35,23 @@ def supply_chain_network(config: NetworkConfig, linkage_store: LinkageStore) -> 
             "graphml": dg.MetadataValue.path(str(result.graphml_path)),
             "plot": dg.MetadataValue.md(f"![supply-chain network](data:image/png;base64,{png})"),
             "top_firms": preview(result.centrality.sort_values("degree_centrality", ascending=False), n=15),
+        }
+    )
+
+
+@dg.asset(group_name="linking", deps=["mart_link_provenance"], kinds={"png"})
+def link_contact_sheet(linkage_store: LinkageStore) -> dg.MaterializeResult:
+    """One PNG of sampled record links (both crops, texts, score, method) for reviewers; refreshed with the links."""
+    store = linkage_store.store()
+    sample = provenance.sample_links(store.read_table("mart_link_provenance"), n=12)
+    path = provenance.contact_sheet(sample, store.artifact_dir / "provenance" / "link_contact_sheet.png")
+    png = base64.b64encode(path.read_bytes()).decode()
+    cols = ["query_text", "target_text", "score", "matched", "method", "ocr", "query_page", "target_page", "model_id"]
+    return dg.MaterializeResult(
+        metadata={
+            "links_shown": len(sample),
+            "path": dg.MetadataValue.path(str(path)),
+            "sheet": dg.MetadataValue.md(f"![record links](data:image/png;base64,{png})"),
+            "sample": preview(sample[cols], n=12),
         }
     )

@@ -161,6 +161,10 @@ def test_links_edges_and_network(pipeline) -> None:
     entries = store.read_table("int_list_entries")
     known = entries[entries["true_role"].isin(["supplier", "customer"])]
     assert (known["section"] == known["true_role"]).mean() >= 0.9
+    sheet = store.artifact_dir / "provenance" / "link_contact_sheet.png"
+    assert sheet.is_file() and sheet.stat().st_size > 10_000
+    prov = store.read_table("mart_link_provenance")
+    assert len(prov) == len(links) and prov["query_page"].notna().all() and prov["run_id"].str.len().gt(0).all()
     centrality = store.read_table("firm_centrality")
     nodes = set(edges["supplier_id"]) | set(edges["customer_id"])
     assert set(centrality["node_id"]) == nodes
