@@ -178,6 +178,18 @@ def test_rematerializing_gives_identical_tables(pipeline) -> None:
         pd.testing.assert_frame_equal(before[table], after[table], obj=table)
 
 
+def test_rerunning_crop_embeddings_embeds_nothing_new(pipeline) -> None:
+    """Incremental: a second run of a source's embeddings with the same model and texts reuses every row."""
+    data_dir, instance, store, _ = pipeline
+    before = store.read_table("crop_embeddings")
+    result = dg.materialize(all_assets, selection=["crop_embeddings"], partition_key="supplier_lists",
+                            instance=instance, resources=_resources(data_dir))
+    meta = result.asset_materializations_for_node("crop_embeddings")[0].metadata
+    n = int((before["source"] == "supplier_lists").sum())
+    assert meta["rows"].value == n and meta["reused_rows"].value == n
+    assert meta["embedded_images"].value == 0 and meta["embedded_texts"].value == 0
+
+
 def test_an_accuracy_drop_blocks_the_network(pipeline) -> None:
     """A run whose validation accuracy falls below the last accepted run's fails a blocking check: no new edges."""
     data_dir, instance, store, _ = pipeline
