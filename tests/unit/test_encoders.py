@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tiny import TINY
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
@@ -20,18 +21,6 @@ from linkage_pipeline.encoders import (
     load_hf_clip,
     load_rinna_clip,
     pool_embeddings,
-)
-
-TINY = dict(
-    image_size=32,
-    patch_size=8,
-    vision_hidden=32,
-    vision_layers=1,
-    text_hidden=32,
-    text_layers=1,
-    heads=2,
-    projection_dim=16,
-    max_length=24,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import TINY
 from PIL import Image, ImageDraw
 
 from linkage_pipeline.encoders import MultimodalEncoder
@@ -14,18 +15,6 @@ from linkage_pipeline.multimodal import (
     embedding_inputs,
     embedding_links,
     method_embeddings,
-)
-
-TINY = dict(
-    image_size=32,
-    patch_size=8,
-    vision_hidden=32,
-    vision_layers=1,
-    text_hidden=32,
-    text_layers=1,
-    heads=2,
-    projection_dim=16,
-    max_length=24,
 )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tiny import TINY
 
 from linkage_pipeline.encoders import MultimodalEncoder
 from linkage_pipeline.training import (
@@ -20,18 +21,6 @@ from linkage_pipeline.training import (
     simulate_ocr,
     supcon_loss,
     train,
-)
-
-TINY = dict(
-    image_size=32,
-    patch_size=8,
-    vision_hidden=32,
-    vision_layers=1,
-    text_hidden=32,
-    text_layers=1,
-    heads=2,
-    projection_dim=16,
-    max_length=24,
 )
 
 
