@@ -16,6 +16,8 @@ invalid field, missing folder) or linkage does not stop the others: it becomes a
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -205,6 +207,25 @@ class SourceConfig:
     def labels_path(self) -> Path:
         """Where the optional ground-truth ``labels.csv`` lives."""
         return self.path / "labels.csv"
+
+    def fingerprint(self) -> str:
+        """A hash of what is on disk for this source: every file under ``pages/`` (path, size, modification time)
+        and ``labels.csv``. It changes when a page is added, replaced or removed, or the labels change, so a sensor
+        can rerun exactly the sources that changed. Symlinks are hashed by their own entry, never followed.
+        """
+        h = hashlib.sha256()
+        entries = []
+        if self.pages_dir.is_dir():
+            for p in self.pages_dir.rglob("*"):
+                st = p.lstat()
+                if p.is_symlink() or p.is_file():
+                    entries.append((p.relative_to(self.pages_dir).as_posix(), st.st_size, st.st_mtime_ns))
+        if self.labels_path.is_file():
+            st = self.labels_path.stat()
+            entries.append(("../labels.csv", st.st_size, st.st_mtime_ns))
+        for entry in sorted(entries):
+            h.update(repr(entry).encode())
+        return h.hexdigest()[:16]
 
     def to_record(self) -> dict[str, Any]:
         """One row of the ``document_sources`` table (``ocr`` as a list, ``path`` as a string)."""
