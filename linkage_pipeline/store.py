@@ -170,15 +170,23 @@ class Store:
         return sorted(p.stem for p in d.glob("*.parquet") if p.name != _SCHEMA_FILE) if d.exists() else []
 
     def _ensure_view(self, table: str, schema: Mapping[str, str]) -> None:
-        """Creates the view over the table's partition files once; a schema file keeps it valid when empty."""
+        """Creates the view over the table's partition files; a schema file keeps it valid when empty.
+
+        The view's existence is checked in DuckDB itself, not inferred from the schema file: a process killed
+        between writing the schema file and creating the view must not leave a table without its view.
+        """
         d = self.table_dir(table)
         schema_file = d / _SCHEMA_FILE
         target = arrow_schema(schema)
-        if schema_file.exists() and pq.read_schema(schema_file).equals(target):
-            return
-        _atomic_write_parquet(target.empty_table(), schema_file)
+        same_schema = schema_file.exists() and pq.read_schema(schema_file).equals(target)
+        if not same_schema:
+            _atomic_write_parquet(target.empty_table(), schema_file)
         glob = str(d / "*.parquet").replace("'", "''")
         with self.connect() as con:
+            if same_schema:
+                found = con.execute("select count(*) from information_schema.tables where table_name = ?", [table])
+                if found.fetchone()[0]:
+                    return
             con.execute(f"create or replace view {table} as select * from read_parquet('{glob}', union_by_name=true)")
 
     # -- cross-source tables ------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ def test_sigkill_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path) -> None:
     assert len(store.read_table("region_crops")) > 0  # what was written before the kill is whole and readable
 
     rerun = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    out = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0 and "RUN_SUCCESS" in out, out[-5000:]
     for table in TABLES:
         pd.testing.assert_frame_equal(_table(clean_dir, table), _table(killed_dir, table), obj=table)

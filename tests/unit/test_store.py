@@ -36,6 +36,17 @@ def test_empty_view_is_queryable_with_its_columns(store: Store) -> None:
     assert got.empty and list(got.columns) == list(SCHEMA)
 
 
+def test_a_view_lost_in_a_crash_is_recreated_by_the_next_write(store: Store) -> None:
+    """A process killed after the schema file was written but before the view existed must not leave no view."""
+    one = pd.DataFrame({"id": ["x"], "source": "a", "value": [1.0], "n": [1]})
+    store.write_partition("things", "a", one, SCHEMA)
+    with store.connect() as con:
+        con.execute("drop view things")  # the state such a crash leaves: schema file present, view missing
+    assert not store.table_exists("things")
+    store.write_partition("things", "b", one.assign(source="b"), SCHEMA)
+    assert sorted(store.read_table("things")["source"]) == ["a", "b"]
+
+
 def test_missing_column_names_table_and_column(store: Store) -> None:
     with pytest.raises(ValueError, match=r"things: missing columns \['n'\]"):
         store.write_partition("things", "a", pd.DataFrame({"id": ["x"], "source": "a", "value": [1.0]}), SCHEMA)
