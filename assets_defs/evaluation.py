@@ -7,6 +7,7 @@ import pandas as pd
 from assets_defs._common import preview
 from assets_defs.documents import LABELS, layout_regions, ocr_texts, region_labels
 from assets_defs.linking import string_links
+from assets_defs.model import all_embedding_inputs
 from assets_defs.partitions import document_sources_partitions
 from linkage_pipeline import multimodal, schema, stages
 from resources import ComputeResource, LinkageStore
@@ -82,13 +83,7 @@ def linkage_evaluation(
         frames.append(stages.linkage_evaluation_table(emb, regions, training="supervised"))
         if config.self_supervised and model["pretrained_path"]:
             pretrained = compute.encoder(model["pretrained_path"])
-            inputs = multimodal.embedding_inputs(
-                store.read_table("layout_regions"),
-                store.read_table("region_crops"),
-                store.read_table("ocr_texts"),
-                store.read_table("labelled_regions"),
-            )
-            embedded, _ = multimodal.embed_crops(pretrained, inputs)
+            embedded, _ = multimodal.embed_crops(pretrained, all_embedding_inputs(store))
             links = multimodal.embedding_links(
                 embedded, [(lk.query, lk.target) for lk in registry.linkages],
                 weight=float(model["pooling_weight"]), training="self_supervised",

@@ -29,6 +29,30 @@ class TrainingCropsConfig(dg.Config):
     pretraining_firms: int = 12000
 
 
+def _cached_set(context, store, key_parts: list, build, *, copy_to=None):
+    """Path of a synthetic training set kept per configuration under ``model/synthetic-<key>.parquet``
+    (rendering and OCR take minutes), built only when missing; optionally copied to ``copy_to``."""
+    key = hashlib.sha256(json.dumps([*key_parts, training.DATA_VERSION]).encode()).hexdigest()[:12]
+    path = store.artifact_dir / "model" / f"synthetic-{key}.parquet"
+    if path.is_file():
+        context.log.info(f"reusing synthetic training crops {path.name}")
+    else:
+        training.save_training_set(build(), path)
+    if copy_to is not None:
+        shutil.copyfile(path, copy_to)
+    return path
+
+
+def all_embedding_inputs(store) -> pd.DataFrame:
+    """:func:`multimodal.embedding_inputs` over every source (the views of all partitions)."""
+    return multimodal.embedding_inputs(
+        store.read_table("layout_regions"),
+        store.read_table("region_crops"),
+        store.read_table("ocr_texts"),
+        store.read_table("labelled_regions"),
+    )
+
+
 @dg.asset(group_name="model", deps=["stg_crop_texts"], kinds={"parquet"})
 def training_crops(
     context: dg.AssetExecutionContext,
@@ -39,39 +63,29 @@ def training_crops(
     """One row per training crop: a rendered generated firm or a labelled train-split crop; refreshed on demand."""
     store = linkage_store.store()
     t0 = time.perf_counter()
-    # Rendering and OCR of the synthetic part take minutes: it is kept per configuration and reused.
-    key = hashlib.sha256(
-        json.dumps([config.n_firms, config.views_per_firm, config.seed, config.ocr, training.DATA_VERSION]).encode()
-    ).hexdigest()[:12]
-    cached = store.artifact_dir / "model" / f"synthetic-{key}.parquet"
-    if cached.is_file():
-        synthetic = training.load_training_set(cached)
-        context.log.info(f"reusing synthetic training crops {cached.name} ({len(synthetic)} rows)")
-    else:
-        ocr = None if config.ocr == "simulated" else engines.ocr_engine(config.ocr)
-        synthetic = training.build_training_set(config.n_firms, config.views_per_firm, seed=config.seed, ocr=ocr)
-        training.save_training_set(synthetic, cached)
-    parts = [synthetic]
+    synthetic_path = _cached_set(
+        context,
+        store,
+        [config.n_firms, config.views_per_firm, config.seed, config.ocr],
+        lambda: training.build_training_set(
+            config.n_firms,
+            config.views_per_firm,
+            seed=config.seed,
+            ocr=None if config.ocr == "simulated" else engines.ocr_engine(config.ocr),
+        ),
+    )
+    parts = [training.load_training_set(synthetic_path)]
     extra_path = store.artifact_dir / "model" / "pretraining_extra.parquet"
     if config.pretraining_firms > 0:
-        extra_key = hashlib.sha256(
-            json.dumps(
-                [config.pretraining_firms, config.views_per_firm, config.seed + 1000, training.DATA_VERSION]
-            ).encode()
-        ).hexdigest()[:12]
-        extra_cached = store.artifact_dir / "model" / f"synthetic-{extra_key}.parquet"
-        if not extra_cached.is_file():
-            # The train vocabulary holds a few thousand distinct names: draw in chunks with their own seeds (a name
-            # may recur across chunks, harmless for a loss that pairs each crop with its own reading only).
-            chunks, left, i = [], config.pretraining_firms, 0
-            while left > 0:
-                n = min(left, 4000)
-                chunks.append(
-                    training.build_training_set(max(n, 2), config.views_per_firm, seed=config.seed + 1000 + i)
-                )
-                left, i = left - n, i + 1
-            training.save_training_set(training.concat_training_sets(chunks), extra_cached)
-        shutil.copyfile(extra_cached, extra_path)
+        _cached_set(
+            context,
+            store,
+            [config.pretraining_firms, config.views_per_firm, config.seed + 1000],
+            lambda: training.build_pretraining_set(
+                config.pretraining_firms, config.views_per_firm, seed=config.seed + 1000
+            ),
+            copy_to=extra_path,
+        )
     elif extra_path.exists():
         extra_path.unlink()
     n_labelled = 0
@@ -219,12 +233,7 @@ def _tune_on_validation(
     sources = {s.name: s for s in registry.sources}
     query = sources[registry.linkages[0].query]
     condition = query.primary_ocr
-    inputs = multimodal.embedding_inputs(
-        store.read_table("layout_regions"),
-        store.read_table("region_crops"),
-        store.read_table("ocr_texts"),
-        store.read_table("labelled_regions"),
-    )
+    inputs = all_embedding_inputs(store)
     try:
         tuned = multimodal.tune_linking(
             compute.encoder(folder),

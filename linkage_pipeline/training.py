@@ -414,6 +414,23 @@ def concat_training_sets(parts: Sequence[TrainingSet]) -> TrainingSet:
     return TrainingSet(images, directions, texts, true_texts, np.concatenate(labels), firms, {"parts": infos})
 
 
+def build_pretraining_set(n_firms: int, views_per_firm: int, *, seed: int, chunk: int = 4000) -> TrainingSet:
+    """Renderings for language-image pretraining only, read by :func:`simulate_ocr` (cheap).
+
+    The train vocabulary holds a few thousand distinct names, so ``n_firms`` are drawn in chunks of at most
+    ``chunk`` with seeds ``seed, seed + 1, ...``; a name may recur across chunks, which is harmless for a loss
+    that pairs each crop with its own reading only (the labels of this set are never used).
+    """
+    if n_firms < 1 or chunk < 2:
+        raise ValueError(f"n_firms >= 1 and chunk >= 2 expected, got n_firms={n_firms}, chunk={chunk}")
+    parts, left, i = [], n_firms, 0
+    while left > 0:
+        n = min(left, chunk)
+        parts.append(build_training_set(max(n, 2), views_per_firm, seed=seed + i))
+        left, i = left - n, i + 1
+    return concat_training_sets(parts)
+
+
 # ------------------------------------------------------------------------------------------------ losses
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
     """Symmetric CLIP loss: cross-entropy of image->text and text->image logits, matched pairs on the diagonal.
@@ -1006,6 +1023,7 @@ __all__ = [
     "Recipe",
     "TrainResult",
     "TrainingSet",
+    "build_pretraining_set",
     "build_training_set",
     "concat_training_sets",
     "load_training_set",

@@ -5,27 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from _cli_runs import CHAIN, REPO, cli_env, comparable_table, materialize_cmd
 
 from assets_defs.definitions import all_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from linkage_pipeline.documents.synthetic import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
-REPO = Path(__file__).resolve().parents[2]
-SELECTION = "page_images,region_labels,layout_regions,region_crops,ocr_texts,labelled_regions"
 TABLES = ("page_images", "layout_regions", "region_crops", "ocr_texts", "labelled_regions")
-
-
-def _table(data_dir: Path, table: str) -> pd.DataFrame:
-    frame = LinkageStore(data_dir=str(data_dir)).store().read_table(table)
-    frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_path")]).astype(str)
-    return frame.sort_values(list(frame.columns)).reset_index(drop=True)
 
 
 def test_sigkill_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path) -> None:
@@ -36,18 +28,12 @@ def test_sigkill_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path) -> None:
                  "engines": EnginesResource()}
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, ["supplier_lists"])
-    selection = dg.AssetSelection.assets(*SELECTION.split(","))
+    selection = dg.AssetSelection.assets(*CHAIN.split(","))
     assert dg.materialize(all_assets, selection=selection, partition_key="supplier_lists", instance=instance,
                           resources=resources).success
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = os.environ | {"DAGSTER_HOME": str(home), "LP_DATA_DIR": str(killed_dir), "LP_DUCKDB_PATH": "",
-                        "LP_ARTIFACT_DIR": ""}
-    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().add_dynamic_partitions("
-                    f"{SOURCE_PARTITIONS_NAME!r}, ['supplier_lists'])"], env=env, check=True, cwd=REPO)
-    cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "assets_defs.definitions",
-           "--select", SELECTION, "--partition", "supplier_lists"]
+    env = cli_env(tmp_path / "dagster_home", killed_dir, ["supplier_lists"])
+    cmd = materialize_cmd("supplier_lists")
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     # kill it while OCR runs: crops are written, OCR texts not yet
@@ -67,4 +53,4 @@ def test_sigkill_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path) -> None:
     out = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0 and "RUN_SUCCESS" in out, out[-5000:]
     for table in TABLES:
-        pd.testing.assert_frame_equal(_table(clean_dir, table), _table(killed_dir, table), obj=table)
+        pd.testing.assert_frame_equal(comparable_table(clean_dir, table), comparable_table(killed_dir, table), obj=table)
