@@ -95,6 +95,37 @@ def materialize_all(data_dir: Path) -> None:
     t0 = time.perf_counter()
     result = defs.resolve_job_def(linkage_job.name).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
     print(f"linkage, evaluation, SQL models, network: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
+    materialize_tables(data_dir, instance, quiet)
+
+
+def materialize_tables(data_dir: Path, instance: object, run_config: dict) -> None:
+    """Materializes the table sources (CSV/Parquet) of sources.yaml, if any: each table's records, then the
+    Fellegi-Sunter patterns, model, links and clusters."""
+    from assets_defs.definitions import defs
+    from assets_defs.jobs import table_job, table_linkage_job
+    from assets_defs.tables import TABLE_PARTITIONS_NAME
+    from linkage_pipeline.tables import load_table_sources
+
+    registry = load_table_sources(data_dir)
+    for r in registry.rejected:
+        print(f"rejected: {r.file}: {r.source}: {r.reason}", file=sys.stderr)
+    if not registry.sources:
+        return
+    known = set(instance.get_dynamic_partitions(TABLE_PARTITIONS_NAME))
+    new = [n for n in registry.names if n not in known]
+    if new:
+        instance.add_dynamic_partitions(TABLE_PARTITIONS_NAME, new)
+    for name in registry.names:
+        t0 = time.perf_counter()
+        result = defs.resolve_job_def(table_job.name).execute_in_process(
+            instance=instance, partition_key=name, run_config=run_config, raise_on_error=False
+        )
+        print(f"table {name}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s", flush=True)
+    t0 = time.perf_counter()
+    result = defs.resolve_job_def(table_linkage_job.name).execute_in_process(
+        instance=instance, run_config=run_config, raise_on_error=False
+    )
+    print(f"table linkages: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
 
 
 def print_report(data_dir: Path) -> None:
@@ -129,6 +160,9 @@ def print_report(data_dir: Path) -> None:
             continue
         print(f"\n== {table} ({len(frame)} rows)")
         print(frame.to_markdown(index=False, floatfmt=".3f") if not frame.empty else "(empty)")
+    if store.table_exists("table_linkage_summary"):  # only where sources.yaml declares table linkages
+        print("\n== table_linkage_summary (Fellegi-Sunter on table sources)")
+        print(store.read_table("table_linkage_summary").to_markdown(index=False, floatfmt=".4g"))
     print(f"\nDuckDB file: {store.database}")
 
 

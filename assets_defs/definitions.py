@@ -9,6 +9,9 @@ import dagster as dg
 
 from assets_defs import documents, evaluation, linking, model, network
 from assets_defs.jobs import linkage_job, source_job, training_job
+from assets_defs import tables as table_defs
+from assets_defs.jobs import table_job, table_linkage_job
+from assets_defs.schedules import linkage_job_schedule
 from assets_defs.sensors import document_source_sensor
 from assets_defs.sql_models import sql_model_assets
 from resources import ComputeResource, EnginesResource, LinkageStore
@@ -31,14 +34,37 @@ def default_resources() -> dict[str, object]:
     }
 
 
+def default_executor() -> dg.ExecutorDefinition | None:
+    """Dagster's default (multiprocess) executor, or with LP_EXECUTOR=celery the Celery executor (README).
+
+    The Celery executor sends each step to the workers listening on LP_CELERY_BROKER (default
+    ``redis://localhost:6379/0``) and reads step results from LP_CELERY_BACKEND (default: the broker).
+    """
+    choice = os.environ.get("LP_EXECUTOR", "")
+    if choice in ("", "multiprocess"):
+        return None
+    if choice != "celery":
+        raise ValueError(f"LP_EXECUTOR={choice!r}: expected 'multiprocess' (the default) or 'celery'")
+    from dagster_celery import celery_executor  # the [celery] extra: imported only when asked for
+
+    broker = os.environ.get("LP_CELERY_BROKER", "redis://localhost:6379/0")
+    backend = os.environ.get("LP_CELERY_BACKEND", broker)
+    return celery_executor.configured({"broker": broker, "backend": backend}, name="celery")
+
+
 all_assets = [
     *dg.load_assets_from_modules([documents, evaluation, linking, model, network]),
     *sql_model_assets,
 ]
+# Table sources (CSV/Parquet) and their Fellegi-Sunter assets; kept out of all_assets because table_records is
+# partitioned by table source, not by document source (selections over all_assets stay as they were).
+table_assets = dg.load_assets_from_modules([table_defs])
 
 defs = dg.Definitions(
-    assets=all_assets,
-    jobs=[source_job, linkage_job, training_job],
-    sensors=[document_source_sensor],
+    assets=[*all_assets, *table_assets],
+    jobs=[source_job, linkage_job, training_job, table_job, table_linkage_job],
+    schedules=[linkage_job_schedule],
+    sensors=[document_source_sensor, table_defs.table_source_sensor],
     resources=default_resources(),
+    executor=default_executor(),
 )

@@ -38,6 +38,12 @@ SOURCES = {
 LINKAGES = {"query": "VARCHAR", "target": "VARCHAR"}
 
 
+class IncrementalConfig(dg.Config):
+    """Per-source stages keep the rows of unchanged pages, regions and crops from the source's last run."""
+
+    recompute: bool = False  # True: redo every page, region and crop of the source (e.g. after an engine upgrade)
+
+
 @dg.asset(group_name="documents", kinds={"duckdb"}, pool="duckdb")
 def document_sources(linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per document source declared in sources.yaml (and its linkages); refreshed when sources.yaml changes."""
@@ -56,6 +62,7 @@ def page_images(context: dg.AssetExecutionContext, linkage_store: LinkageStore) 
     """One row per page image of a source (PDF and multi-frame TIFF pages rendered to PNG); refreshed per source."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
     t0 = time.perf_counter()
+    fingerprint = source.fingerprint()
     pages, rejected = scan_pages(source, store.artifact_dir / "rendered" / source.name)
     n = store.write_partition("page_images", source.name, pages, schema.PAGE_IMAGES)
     n_rejected = write_rejections(store, "page_images", source.name, rejected)
@@ -63,7 +70,8 @@ def page_images(context: dg.AssetExecutionContext, linkage_store: LinkageStore) 
         context.log.warning(f"rejected {r.source}/{r.file}: {r.reason}")
     seconds = time.perf_counter() - t0
     return dg.MaterializeResult(
-        metadata={"pages": n, "rejected": n_rejected, "seconds": seconds, "pages_per_s": n / max(seconds, 1e-9), "preview": preview(pages)}
+        metadata={"pages": n, "rejected": n_rejected, "seconds": seconds, "pages_per_s": n / max(seconds, 1e-9),
+                  "fingerprint": fingerprint, "preview": preview(pages)}
     )
 
 
@@ -86,41 +94,46 @@ def region_labels(context: dg.AssetExecutionContext, linkage_store: LinkageStore
     check_specs=[dg.AssetCheckSpec("layout_regions_on_every_page", asset="layout_regions",
                                    description="every inked page has at least one detected region")],
 )
-def layout_regions(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
-    """One row per detected name region (title, heading or entry) on a page; refreshed per source."""
+def layout_regions(
+    context: dg.AssetExecutionContext, config: IncrementalConfig, linkage_store: LinkageStore
+) -> dg.MaterializeResult:
+    """One row per detected name region (title, heading or entry) on a page; refreshed per source (new pages only)."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
     pages = store.read_partition("page_images", source.name, schema.PAGE_IMAGES)
-    t0 = time.perf_counter()
-    regions, rejected = stages.detect_page_regions(pages, source)
-    seconds = time.perf_counter() - t0
+    previous = None if config.recompute else store.read_partition("layout_regions", source.name, schema.LAYOUT_REGIONS)
+    result = stages.detect_page_regions_incremental(pages, source, previous)
+    regions, seconds = result.rows, result.seconds["layout"]
     n = store.write_partition("layout_regions", source.name, regions, schema.LAYOUT_REGIONS)
-    n_rejected = write_rejections(store, "layout_regions", source.name, rejected)
+    n_rejected = write_rejections(store, "layout_regions", source.name, result.rejected)
     return dg.MaterializeResult(
         check_results=[check_result("layout_regions_on_every_page", quality.pages_without_regions(pages, regions))],
         metadata={
             "regions": n,
             "by_kind": dg.MetadataValue.json(regions["kind"].value_counts().to_dict()),
             "rejected": n_rejected,
+            "pages_detected": result.done,
+            "pages_reused": result.reused,
             "seconds": seconds,
-            "pages_per_s": len(pages) / max(seconds, 1e-9),
             "preview": preview(regions),
         }
     )
 
 
 @dg.asset(group_name="crops", partitions_def=document_sources_partitions, deps=[layout_regions], kinds={"parquet"})
-def region_crops(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
+def region_crops(
+    context: dg.AssetExecutionContext, config: IncrementalConfig, linkage_store: LinkageStore
+) -> dg.MaterializeResult:
     """One row per region crop: a tight PNG for OCR and its square padding for the encoders; refreshed per source."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
     pages = store.read_partition("page_images", source.name, schema.PAGE_IMAGES)
     regions = store.read_partition("layout_regions", source.name, schema.LAYOUT_REGIONS)
-    t0 = time.perf_counter()
-    crops, rejected = stages.extract_crops(pages, regions, source, store.artifact_dir / "crops")
-    seconds = time.perf_counter() - t0
-    n = store.write_partition("region_crops", source.name, crops, schema.REGION_CROPS)
-    n_rejected = write_rejections(store, "region_crops", source.name, rejected)
+    previous = None if config.recompute else store.read_partition("region_crops", source.name, schema.REGION_CROPS)
+    result = stages.extract_crops_incremental(pages, regions, source, store.artifact_dir / "crops", previous)
+    n = store.write_partition("region_crops", source.name, result.rows, schema.REGION_CROPS)
+    n_rejected = write_rejections(store, "region_crops", source.name, result.rejected)
     return dg.MaterializeResult(
-        metadata={"crops": n, "rejected": n_rejected, "seconds": seconds, "crops_per_s": n / max(seconds, 1e-9)}
+        metadata={"crops": n, "crops_cut": result.done, "crops_reused": result.reused, "rejected": n_rejected,
+                  "seconds": result.seconds["crops"]}
     )
 
 
@@ -132,14 +145,19 @@ def region_crops(context: dg.AssetExecutionContext, linkage_store: LinkageStore)
     check_specs=[dg.AssetCheckSpec("ocr_texts_empty_share", asset="ocr_texts",
                                    description="at most 5% of crops per engine come back without text")],
 )
-def ocr_texts(context: dg.AssetExecutionContext, linkage_store: LinkageStore, engines: EnginesResource) -> dg.MaterializeResult:
-    """One row per crop and OCR engine with the text read and its confidence; refreshed per source."""
+def ocr_texts(
+    context: dg.AssetExecutionContext, config: IncrementalConfig, linkage_store: LinkageStore, engines: EnginesResource
+) -> dg.MaterializeResult:
+    """One row per crop and OCR engine with the text read and its confidence; refreshed per source (new crops only)."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
     crops = store.read_partition("region_crops", source.name, schema.REGION_CROPS)
-    texts, timings = stages.read_crops(crops, source, {name: engines.ocr_engine(name) for name in source.ocr})
+    previous = None if config.recompute else store.read_partition("ocr_texts", source.name, schema.OCR_TEXTS)
+    result = stages.read_crops_incremental(crops, source, {name: engines.ocr_engine(name) for name in source.ocr}, previous)
+    texts = result.rows
     n = store.write_partition("ocr_texts", source.name, texts, schema.OCR_TEXTS)
-    per_engine = {e: {"seconds": round(s, 2), "crops_per_s": round(len(crops) / max(s, 1e-9), 1)} for e, s in timings.items()}
+    per_engine = {e: {"seconds": round(s, 2)} for e, s in result.seconds.items()}
     return dg.MaterializeResult(
         check_results=[check_result("ocr_texts_empty_share", quality.empty_text_share(texts), warn_only=True)],
-        metadata={"rows": n, "engines": dg.MetadataValue.json(per_engine), "preview": preview(texts)},
+        metadata={"rows": n, "crops_read": result.done, "crops_reused": result.reused,
+                  "engines": dg.MetadataValue.json(per_engine), "preview": preview(texts)},
     )

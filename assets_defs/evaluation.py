@@ -83,7 +83,10 @@ def linkage_evaluation(
         frames.append(stages.linkage_evaluation_table(emb, regions, training="supervised"))
         if config.self_supervised and model["pretrained_path"]:
             pretrained = compute.encoder(model["pretrained_path"])
-            embedded, _ = multimodal.embed_crops(pretrained, all_embedding_inputs(store))
+            # kept between runs like crop_embeddings: only crops new to the pretrained model are embedded
+            cached = store.read_partition("self_supervised_embeddings", "all", multimodal.CROP_EMBEDDINGS)
+            embedded, _ = multimodal.embed_crops(pretrained, all_embedding_inputs(store), existing=cached)
+            store.write_partition("self_supervised_embeddings", "all", embedded, multimodal.CROP_EMBEDDINGS)
             links = multimodal.embedding_links(
                 embedded, [(lk.query, lk.target) for lk in registry.linkages],
                 weight=float(model["pooling_weight"]), training="self_supervised",

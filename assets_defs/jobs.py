@@ -23,8 +23,22 @@ training_job = dg.define_asset_job(
     selection=training_assets,
     description="Renders training crops, then CLIP pretraining and supervised contrastive training of the encoder.",
 )
+#: Table sources (CSV/Parquet, assets_defs/tables.py): records per table source (partitioned) ...
+table_source_assets = dg.AssetSelection.assets("table_records")
+#: ... and everything of the "tables" group: the sources table, patterns, model, links and clusters.
+table_assets = dg.AssetSelection.groups("tables")
+table_job = dg.define_asset_job(
+    "table_job",
+    selection=table_source_assets,
+    description="Reads one table source (CSV/Parquet) into normalised records, recording rejected rows.",
+)
+table_linkage_job = dg.define_asset_job(
+    "table_linkage_job",
+    selection=table_assets - table_source_assets,
+    description="Fits Fellegi-Sunter for every table linkage: comparison patterns, m/u/lambda, links and clusters.",
+)
 linkage_job = dg.define_asset_job(
     "linkage_job",
-    selection=dg.AssetSelection.all() - source_assets - training_assets,
+    selection=dg.AssetSelection.all() - source_assets - training_assets - table_assets,
     description="Links all sources, evaluates, builds SQL models and the supply-chain network.",
 )

@@ -2,6 +2,7 @@
 
 
 import math
+import shutil
 import time
 
 import dagster as dg
@@ -133,6 +134,7 @@ class FaissIndexConfig(dg.Config):
     methods: list[str] = list(multimodal.EMBEDDING_METHODS)
     pooling_weight: float = -1.0  # image weight of the multimodal embedding; < 0: the model's (default 0.5)
     nprobe: int = 16
+    rebuild: bool = False  # True: rebuild every index; False: add only new targets to the saved indexes
 
 
 def _target_embeddings(linkage_store: LinkageStore, model_id: str, sources: list[str]) -> pd.DataFrame:
@@ -169,19 +171,30 @@ def faiss_index(config: FaissIndexConfig, linkage_store: LinkageStore, compute: 
     t0 = time.perf_counter()
     emb = _target_embeddings(linkage_store, str(model["model_id"]), targets)
     out_dir = store.artifact_dir / "indexes" / str(model["model_id"])[:16]
-    _, rows = multimodal.index_targets(
-        emb, targets, methods=config.methods, weight=_pooling_weight(config.pooling_weight, model), spec=spec, out_dir=out_dir
+    if config.rebuild and out_dir.is_dir():
+        shutil.rmtree(out_dir)
+    rows, stats = multimodal.update_target_indexes(
+        emb, targets, out_dir, methods=config.methods, weight=_pooling_weight(config.pooling_weight, model), spec=spec
     )
     store.replace_table("faiss_indexes", rows, multimodal.FAISS_INDEXES)
     return dg.MaterializeResult(
-        metadata={"indexes": len(rows), "device": device, "kind": config.kind, "model_id": str(model["model_id"]),
+        metadata={"indexes": len(rows), **stats, "device": device, "kind": config.kind, "model_id": str(model["model_id"]),
                   "seconds": time.perf_counter() - t0, "preview": preview(rows)}
     )
 
 
+class EmbeddingLinksConfig(dg.Config):
+    """How many neighbours are kept, and whether earlier top-k lists are reused."""
+
+    k: int = 5
+    relink_all: bool = False  # True: search every query again; False: only new queries, old ones against new targets
+
+
 @dg.asset(group_name="linking", deps=[faiss_index], kinds={"faiss", "duckdb"}, pool="duckdb")
-def embedding_links(linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
-    """One row per query crop, target crop and model method/text condition among the top 5; refreshed on demand."""
+def embedding_links(
+    config: EmbeddingLinksConfig, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
+    """One row per query crop, target crop and model method/text condition among the top k; only affected queries relinked."""
     store, registry = linkage_store.store(), linkage_store.registry()
     model = current_model(linkage_store)
     model_id = str(model["model_id"])
@@ -194,15 +207,20 @@ def embedding_links(linkage_store: LinkageStore, compute: ComputeResource) -> dg
         index, meta = matching.load_index(r.path, model_id=model_id, device=device)
         indexes[(r.target_source, r.ocr, r.method)] = (index, meta.ids)
     weight = float(index_rows["weight"].iloc[0])
-    queries = sorted({lk.query for lk in registry.linkages})
-    emb = _target_embeddings(linkage_store, model_id, queries)
+    queries = _target_embeddings(linkage_store, model_id, sorted({lk.query for lk in registry.linkages}))
+    targets = _target_embeddings(linkage_store, model_id, sorted({lk.target for lk in registry.linkages}))
+    reuse = not config.relink_all and store.table_exists("embedding_links") and store.table_exists("embedding_link_targets")
     t0 = time.perf_counter()
-    links = multimodal.link_with_indexes(
-        emb, [(lk.query, lk.target) for lk in registry.linkages], indexes,
-        methods=sorted(set(index_rows["method"])), weight=weight, k=5, training="supervised",
+    links, linked_targets, stats = multimodal.relink(
+        queries, targets, [(lk.query, lk.target) for lk in registry.linkages], indexes,
+        previous=store.read_table("embedding_links") if reuse else None,
+        previous_targets=store.read_table("embedding_link_targets") if reuse else None,
+        methods=sorted(set(index_rows["method"])), weight=weight, k=config.k, training="supervised",
     )
+    # links first: a run stopped in between leaves the older target list, so those targets are searched again
     n = store.replace_table("embedding_links", links, multimodal.EMBEDDING_LINKS)
+    store.replace_table("embedding_link_targets", linked_targets, multimodal.LINKED_TARGETS)
     return dg.MaterializeResult(
-        metadata={"rows": n, "model_id": model_id, "pooling_weight": weight, "seconds": time.perf_counter() - t0,
-                  "preview": preview(links)}
+        metadata={"rows": n, **stats, "model_id": model_id, "pooling_weight": weight,
+                  "seconds": time.perf_counter() - t0, "preview": preview(links)}
     )

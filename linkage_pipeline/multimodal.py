@@ -425,3 +425,195 @@ __all__ = [
     "method_embeddings",
     "tune_linking",
 ]
+
+
+def update_target_indexes(
+    embeddings: pd.DataFrame,
+    target_sources: Sequence[str],
+    out_dir: Path,
+    *,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    spec: IndexSpec | None = None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Bring the saved indexes under ``out_dir`` up to date with ``embeddings``, adding only new targets.
+
+    For every target source, text condition and method, the saved index (:func:`index_targets` with
+    ``out_dir``) is kept when it already holds exactly these targets, extended with the new targets' vectors
+    when it holds a subset of them (same model, kind and pooling weight), and rebuilt otherwise (a target
+    removed, another kind or weight, no file). An extended flat index answers every search exactly as a
+    rebuilt one; an extended IVF index keeps its trained centroids.
+
+    Returns:
+        ``faiss_indexes`` rows and counts ``{"unchanged", "extended", "rebuilt", "vectors_added"}`` (vectors
+        added to extended indexes; a rebuilt index adds all of its vectors).
+    """
+    from linkage_pipeline.matching import load_index
+
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    spec = spec or IndexSpec()
+    stats = {"unchanged": 0, "extended": 0, "rebuilt": 0, "vectors_added": 0}
+    rows = []
+    if embeddings.empty:
+        return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
+    model_id = _check_one_model(embeddings)
+    for source in dict.fromkeys(target_sources):
+        t_all = embeddings[embeddings["source"] == source]
+        for condition in sorted(set(t_all["ocr"])):
+            t = t_all[t_all["ocr"] == condition].sort_values("crop_id")
+            ids = t["crop_id"].tolist()
+            for method in methods:
+                path = Path(out_dir) / _index_name(source, condition, method)
+                old = None
+                if path.is_file():
+                    try:
+                        index, meta = load_index(path, model_id=model_id)
+                        if meta.kind == spec.kind and float(meta.extra.get("weight", -1)) == weight:
+                            old = (index, meta.ids)
+                    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+                        logger.info("rebuilding index %s: %s", path.name, exc)
+                if old is not None and set(old[1]) <= set(ids):
+                    index, have = old
+                    new = t[~t["crop_id"].isin(set(have))]
+                    ordered, dirty = list(have) + new["crop_id"].tolist(), len(new) > 0
+                    if dirty:
+                        index.add(method_embeddings(new, method, weight))
+                        stats["extended"] += 1
+                        stats["vectors_added"] += len(new)
+                    else:
+                        stats["unchanged"] += 1
+                else:
+                    index, ordered, dirty = build_index(method_embeddings(t, method, weight), spec), ids, True
+                    stats["rebuilt"] += 1
+                    stats["vectors_added"] += len(ids)
+                if dirty:
+                    meta = IndexMeta(model_id, ordered, spec.kind, int(index.d),
+                                     {"source": source, "ocr": condition, "method": method, "weight": weight})
+                    save_index(index, path, meta)
+                rows.append((source, condition, method, model_id, spec.kind, weight, len(ordered), int(index.d), str(path)))
+    return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
+
+
+#: The targets each stored top-k list was computed against (one row per index and target crop).
+LINKED_TARGETS = {"target_source": "VARCHAR", "ocr": "VARCHAR", "method": "VARCHAR", "model_id": "VARCHAR",
+                  "weight": "DOUBLE", "crop_id": "VARCHAR"}
+
+
+def _topk_rows(found: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Best ``k`` rows per query by score (ties by target id), ranks renumbered from 1."""
+    found = found.sort_values(["query_crop_id", "score", "target_crop_id"], ascending=[True, False, True], kind="stable")
+    # a target searched twice (a run stopped between writing the links and their target list) counts once
+    found = found.drop_duplicates(["query_crop_id", "target_crop_id"])
+    found = found.groupby("query_crop_id", sort=False).head(k).copy()
+    found["rank"] = found.groupby("query_crop_id", sort=False).cumcount() + 1
+    return found
+
+
+def relink(
+    queries: pd.DataFrame,
+    targets: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    indexes: dict[tuple[str, str, str], tuple[object, list[str]]],
+    *,
+    previous: pd.DataFrame | None = None,
+    previous_targets: pd.DataFrame | None = None,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    k: int = 5,
+    training: str = "supervised",
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Top-k links of every query crop, recomputing only what new queries or new targets can change.
+
+    For each linkage, text condition and method: when ``previous`` holds its top-k lists (same model) and
+    ``previous_targets`` says which targets they were computed against, a query seen before is only searched
+    against the targets added since (a small exact index of them) and its list is merged with the new hits;
+    a new query is searched against the whole index; a query that is gone is dropped. When a target was
+    removed, or nothing was stored, every query is searched again. The result equals a full search with
+    :func:`link_with_indexes` (ranks ordered by score, ties by target id).
+
+    Args:
+        queries: ``crop_embeddings`` rows of the query sources.
+        targets: ``crop_embeddings`` rows of the target sources (vectors of the new targets come from here).
+        linkages: (query source, target source) pairs.
+        indexes: ``{(target source, condition, method): (index, target ids in index order)}``.
+        previous: Earlier ``embedding_links`` rows.
+        previous_targets: Earlier :data:`LINKED_TARGETS` rows.
+
+    Returns:
+        ``embedding_links`` rows, the :data:`LINKED_TARGETS` rows for the next call, and counts
+        ``{"queries_searched", "queries_checked", "queries_changed", "queries_kept"}``: queries searched
+        against a whole index, searched against new targets only, whose top-k list changed by that, and
+        reused untouched.
+    """
+    stats = {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0, "queries_kept": 0}
+    if queries.empty:
+        return _empty(EMBEDDING_LINKS), _empty(LINKED_TARGETS), stats
+    model_id = _check_one_model(queries)
+    frames, linked = [], []
+    prev = previous if previous is not None and not previous.empty else None
+    if prev is not None:
+        prev = prev[(prev["model_id"] == model_id) & (prev["training"] == training)]
+    prev_t = previous_targets if previous_targets is not None and not previous_targets.empty else None
+    if prev_t is not None:
+        prev_t = prev_t[(prev_t["model_id"] == model_id) & (prev_t["weight"] == weight)]
+    for query_source, target_source in linkages:
+        q_all = queries[queries["source"] == query_source]
+        for condition in sorted(set(q_all["ocr"])):
+            q = q_all[q_all["ocr"] == condition].sort_values("crop_id")
+            for method in methods:
+                found = indexes.get((target_source, condition, method))
+                if found is None or q.empty:
+                    continue
+                index, target_ids = found
+                linked.append(pd.DataFrame({"target_source": target_source, "ocr": condition, "method": method,
+                                            "model_id": model_id, "weight": weight, "crop_id": list(target_ids)}))
+                key = (prev_t["target_source"] == target_source) & (prev_t["ocr"] == condition) & (prev_t["method"] == method) \
+                    if prev_t is not None else None
+                before = set(prev_t.loc[key, "crop_id"]) if key is not None and key.any() else None
+                old = None
+                if prev is not None and before is not None and before <= set(target_ids):
+                    old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
+                               & (prev["ocr"] == condition) & (prev["method"] == method)]
+                    old = old[old["query_crop_id"].isin(set(q["crop_id"]))]
+                    # a list shorter than k (k was raised since) is searched again
+                    full = old.groupby("query_crop_id")["target_crop_id"].transform("size") == min(k, len(before))
+                    old = old[full]
+                seen = set(old["query_crop_id"]) if old is not None else set()
+                fresh = q[~q["crop_id"].isin(seen)]
+                parts = []
+                if len(fresh):
+                    scores, ids = search(index, method_embeddings(fresh, method, weight), k)
+                    cols = topk_frame_arrays(scores, ids, fresh["crop_id"].tolist(), target_ids)
+                    parts.append(pd.DataFrame({"query_crop_id": cols["query_id"], "target_crop_id": cols["target_id"],
+                                               "score": cols["score"]}))
+                    stats["queries_searched"] += len(fresh)
+                if seen:
+                    kept = old[["query_crop_id", "target_crop_id", "score"]]
+                    added = [t for t in target_ids if t not in before]
+                    if added:
+                        t_rows = targets[(targets["source"] == target_source) & (targets["ocr"] == condition)]
+                        t_rows = t_rows.set_index("crop_id").loc[added].reset_index()
+                        q_old = q[q["crop_id"].isin(seen)]
+                        small = build_index(method_embeddings(t_rows, method, weight), IndexSpec())
+                        scores, ids = search(small, method_embeddings(q_old, method, weight), k)
+                        cols = topk_frame_arrays(scores, ids, q_old["crop_id"].tolist(), added)
+                        hits = pd.DataFrame({"query_crop_id": cols["query_id"], "target_crop_id": cols["target_id"],
+                                             "score": cols["score"]})
+                        merged = _topk_rows(pd.concat([kept, hits], ignore_index=True), k)
+                        before_lists = kept.groupby("query_crop_id")["target_crop_id"].apply(tuple)
+                        after_lists = merged.groupby("query_crop_id")["target_crop_id"].apply(tuple)
+                        stats["queries_checked"] += len(q_old)
+                        stats["queries_changed"] += int((before_lists.reindex(after_lists.index) != after_lists).sum())
+                        parts.append(merged[["query_crop_id", "target_crop_id", "score"]])
+                    else:
+                        stats["queries_kept"] += len(seen)
+                        parts.append(kept)
+                if not parts:
+                    continue
+                out = _topk_rows(pd.concat(parts, ignore_index=True), k)
+                frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
+                                         ocr=condition, training=training, model_id=model_id))
+    links = (pd.concat(frames, ignore_index=True)[list(EMBEDDING_LINKS)] if frames else _empty(EMBEDDING_LINKS))
+    targets_out = pd.concat(linked, ignore_index=True) if linked else _empty(LINKED_TARGETS)
+    return links, targets_out, stats

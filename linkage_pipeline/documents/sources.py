@@ -12,6 +12,9 @@ PDFs, optional ``<source>/labels.csv``)::
 A file that cannot be read as this structure raises ``ValueError``. A single bad source entry (unsafe name,
 invalid field, missing folder) or linkage does not stop the others: it becomes a :class:`Rejection` row in
 ``rejected_inputs`` (stage ``sources``) and a warning in the log.
+
+The same file may declare table sources (CSV/Parquet) under ``tables`` and ``table_linkages``; those keys are
+read and validated by :func:`linkage_pipeline.tables.load_table_sources` and ignored here.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "SourceRegistry",
     "check_source_name",
     "load_sources",
+    "read_sources_yaml",
     "rejections_frame",
 ]
 
@@ -57,7 +61,9 @@ SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LANGUAGE_RE = re.compile(r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
 _SOURCE_FIELDS = ("role", "direction", "language", "layout", "ocr", "primary_ocr")
 _LINKAGE_FIELDS = ("query", "target")
-_TOP_LEVEL_KEYS = ("sources", "linkages")
+_TOP_LEVEL_KEYS = ("sources", "linkages", "tables", "table_linkages")
+#: Top-level keys read by :func:`linkage_pipeline.tables.load_table_sources` (table sources); ignored here.
+TABLE_KEYS = ("tables", "table_linkages")
 
 _FORMAT_HINT = (
     "expected a YAML file like:\n"
@@ -317,6 +323,15 @@ def _read_yaml(path: Path) -> Any:
         raise ValueError(f"{path}: malformed YAML{where}: {exc}") from None
 
 
+def read_sources_yaml(path: Path) -> Any:
+    """The parsed content of a ``sources.yaml`` (safe loader, duplicate keys refused).
+
+    Raises:
+        ValueError: naming the file (and the line) when it is not UTF-8 or not valid YAML.
+    """
+    return _read_yaml(Path(path))
+
+
 def _load_source(data_dir: Path, raw_name: Any, settings: Any) -> SourceConfig:
     """Builds one source from its YAML entry; raises ValueError with the reason (without file/source prefix)."""
     name = check_source_name(raw_name)
@@ -388,9 +403,10 @@ def load_sources(data_dir: Path, *, strict: bool = False) -> SourceRegistry:
     unknown = [k for k in doc if k not in _TOP_LEVEL_KEYS]
     if unknown:
         raise ValueError(f"{path}: unknown top-level key {unknown[0]!r}; expected only {', '.join(_TOP_LEVEL_KEYS)}")
-    if "sources" not in doc:
+    if "sources" not in doc and "tables" not in doc:
         raise ValueError(f"{path}: missing 'sources'; {_FORMAT_HINT}")
-    raw_sources = doc["sources"] if doc["sources"] is not None else {}
+    # A data directory of tables only has no document sources (``tables`` is read by linkage_pipeline.tables).
+    raw_sources = doc.get("sources") if doc.get("sources") is not None else {}
     if not isinstance(raw_sources, Mapping):
         raise ValueError(
             f"{path}: 'sources' is a {type(raw_sources).__name__}; expected a mapping of source name to settings"

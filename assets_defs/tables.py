@@ -1,0 +1,117 @@
+"""Table sources (CSV/Parquet): records per table source, then Fellegi-Sunter patterns, model, links and clusters."""
+
+
+import base64
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from assets_defs._common import preview, write_rejections
+from assets_defs.jobs import table_job
+from linkage_pipeline import tables
+from resources import ComputeResource, LinkageStore
+
+#: Name of the dynamic partitions set of table sources (beside the document sources' set).
+TABLE_PARTITIONS_NAME = "table_source"
+table_sources_partitions = dg.DynamicPartitionsDefinition(name=TABLE_PARTITIONS_NAME)
+
+
+@dg.asset(group_name="tables", kinds={"duckdb"}, pool="duckdb")
+def table_sources(linkage_store: LinkageStore) -> dg.MaterializeResult:
+    """One row per table source declared in sources.yaml (and table_linkages per linkage); refreshed when sources.yaml changes."""
+    store, registry = linkage_store.store(), tables.load_table_sources(linkage_store.data_path)
+    frame = pd.DataFrame([s.to_record() for s in registry.sources], columns=list(tables.TABLE_SOURCES))
+    store.replace_table("table_sources", frame, tables.TABLE_SOURCES)
+    linkages = pd.DataFrame([link.to_record() for link in registry.linkages], columns=list(tables.TABLE_LINKAGES))
+    store.replace_table("table_linkages", linkages, tables.TABLE_LINKAGES)
+    n_rejected = write_rejections(store, "table_sources", "sources_yaml", registry.rejected)
+    return dg.MaterializeResult(
+        metadata={"tables": len(frame), "linkages": len(linkages), "rejected": n_rejected,
+                  "preview": preview(frame), "linkages_preview": preview(linkages)}
+    )
+
+
+@dg.asset(group_name="tables", partitions_def=table_sources_partitions, deps=[table_sources], kinds={"parquet"})
+def table_records(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
+    """One row per record of a table source, every value as normalised text (rejected rows recorded); refreshed per table source."""
+    store = linkage_store.store()
+    source = tables.load_table_sources(linkage_store.data_path).get(context.partition_key)
+    records, rejected = tables.read_table_source(source)
+    n = store.write_partition("table_records", source.name, records, tables.records_schema(source))
+    n_rejected = write_rejections(store, "table_records", source.name, rejected)
+    for r in rejected[:20]:
+        context.log.warning(f"rejected {r.file}: {r.reason}")
+    return dg.MaterializeResult(
+        metadata={"records": n, "rejected": n_rejected, "columns": dg.MetadataValue.json(list(source.columns)),
+                  "file": source.file, "preview": preview(records)}
+    )
+
+
+def _chart(path: Path) -> str:
+    return f"![match weights](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("table_comparison_patterns", group_name="tables", kinds={"duckdb"}, deps=[table_records],
+                     description="One row per table linkage and observed agreement pattern with its pair count."),
+        dg.AssetSpec("table_model_parameters", group_name="tables", kinds={"duckdb"}, deps=["table_comparison_patterns"],
+                     description="One row per table linkage, field and level: m, u, match weight and lambda (EM)."),
+        dg.AssetSpec("table_links", group_name="tables", kinds={"duckdb"}, deps=["table_model_parameters"],
+                     description="One row per linked record pair (probability >= threshold) with its match weight."),
+        dg.AssetSpec("table_clusters", group_name="tables", kinds={"duckdb"}, deps=["table_links"],
+                     description="One row per record and table linkage with its cluster (singletons included)."),
+    ],
+    pool="duckdb",
+)
+def fellegi_sunter_table_linkage(linkage_store: LinkageStore, compute: ComputeResource):
+    """Fits Fellegi-Sunter once per table linkage; the four tables come from that one all-pairs pass and EM."""
+    store, registry = linkage_store.store(), tables.load_table_sources(linkage_store.data_path)
+    out = tables.run_table_linkages(store, registry, device=str(compute.torch_device()), workers=compute.workers())
+    write_rejections(store, "table_linkages", "all", out.rejected)
+    store.replace_table("table_comparison_patterns", out.patterns, tables.PATTERNS)
+    store.replace_table("table_model_parameters", out.parameters, tables.PARAMETERS)
+    store.replace_table("table_linkage_summary", out.summary, tables.SUMMARY)
+    store.replace_table("table_links", out.links, tables.LINKS)
+    store.replace_table("table_clusters", out.clusters, tables.CLUSTERS)
+    charts = tables.plot_match_weights_per_linkage(out.parameters, store.artifact_dir / "table_linkage")
+    chart_md = "\n\n".join(f"**{name}**\n\n{_chart(p)}" for name, p in charts.items() if p is not None)
+    per_linkage = out.summary.set_index("linkage")
+    yield dg.MaterializeResult(asset_key="table_comparison_patterns", metadata={
+        "patterns": len(out.patterns), "pairs": dg.MetadataValue.json(per_linkage["pairs"].to_dict()),
+        "rejected_linkages": len(out.rejected), "preview": preview(out.patterns)})
+    yield dg.MaterializeResult(asset_key="table_model_parameters", metadata={
+        "rows": len(out.parameters), "lambda": dg.MetadataValue.json(per_linkage["lambda"].to_dict()),
+        "match_weights": dg.MetadataValue.md(chart_md or tables.match_weights_markdown(out.parameters)),
+        "summary": preview(out.summary)})
+    yield dg.MaterializeResult(asset_key="table_links", metadata={
+        "links": len(out.links), "by_linkage": dg.MetadataValue.json(per_linkage["links"].to_dict()),
+        "preview": preview(out.links)})
+    yield dg.MaterializeResult(asset_key="table_clusters", metadata={
+        "records": len(out.clusters), "clusters": dg.MetadataValue.json(per_linkage["clusters"].to_dict()),
+        "singletons": int((out.clusters["cluster_size"] == 1).sum()), "preview": preview(out.clusters)})
+
+
+@dg.sensor(job=table_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+def table_source_sensor(context: dg.SensorEvaluationContext, linkage_store: LinkageStore) -> dg.SensorResult:
+    """Adds each new table source in sources.yaml as a partition and reads it; rereads a table whose file or entry changed."""
+    registry = tables.load_table_sources(linkage_store.data_path)
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(TABLE_PARTITIONS_NAME))
+    new = sorted(s.name for s in registry.sources if s.name not in known)
+    now = {s.name: s.fingerprint() for s in registry.sources}
+    requests = [
+        dg.RunRequest(partition_key=name, run_key=f"{name}-{fp}",
+                      tags={"linkage/reason": "new table source" if name in new else "table file or entry changed"})
+        for name, fp in sorted(now.items()) if name in new or (name in seen and seen[name] != fp)
+    ]
+    cursor = json.dumps(now, sort_keys=True)
+    if not requests:
+        return dg.SensorResult(skip_reason="no new or changed table sources", cursor=cursor)
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(TABLE_PARTITIONS_NAME, new)] if new else [],
+        cursor=cursor,
+    )
