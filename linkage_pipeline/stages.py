@@ -7,6 +7,7 @@ whole source.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -535,7 +536,12 @@ def build_network(
     out_dir.mkdir(parents=True, exist_ok=True)
     graphml_path, plot_path = out_dir / "supply_chain.graphml", out_dir / "supply_chain.png"
     network.write_graphml(graph, graphml_path)
-    network.plot_network(graph, plot_path, max_nodes=max_plot_nodes)
+    # drawing (spring layout, CJK font) is the slow part; the same edges give the same picture
+    key = hashlib.sha256(graphml_path.read_bytes() + str(max_plot_nodes).encode()).hexdigest()
+    key_path = out_dir / "supply_chain.png.key"
+    if not (plot_path.is_file() and key_path.is_file() and key_path.read_text() == key):
+        network.plot_network(graph, plot_path, max_nodes=max_plot_nodes)
+        atomic_write_bytes(key_path, key.encode())
     return NetworkResult(centrality, distances, graphml_path, plot_path, graph.number_of_nodes(), graph.number_of_edges())
 
 
