@@ -13,8 +13,10 @@ Methods, one fresh process each (so that peak RSS is that method's own: it inclu
 imported libraries), all with fixed settings, the same on every data set:
 
 - ``ours``: ``linkage_pipeline.probabilistic.FellegiSunter`` on ALL pairs (no blocking), default threshold 0.5,
-  default EM settings; fields: Jaro-Winkler (0.88/0.94) on given name, surname, address, suburb; exact on street
-  number, postcode, state; Levenshtein (equal / 1 edit / more) on date of birth and social-security id.
+  default EM settings; fields: Jaro-Winkler (0.88/0.94) on given name, surname, suburb; exact on street number,
+  postcode, state; Levenshtein (equal / 1 edit / more) on address, date of birth and social-security id. Splink
+  compares the address by Levenshtein too; Jaro-Winkler on all 25k x 29k distinct addresses of the 50k set costs
+  14 s or more of rapidfuzz on 2 shared cores (3.7 s at 20k), for an F1 within 0.0001 of this one.
 - ``ours_blocked``: the same model restricted to Splink's prediction blocking rules (``blocking=``): m by EM on
   the candidates, u from a random sample of a million pairs, lambda rescaled to all pairs.
 - ``splink``: Splink on DuckDB with standard blocking rules for prediction (name pairs, date of birth, social
@@ -53,7 +55,7 @@ from febrl_like import generate_pair, true_pairs  # noqa: E402
 JW = "jaro_winkler"
 #: Our field specs, for every data set.
 OUR_FIELDS = [
-    ("given_name", JW), ("surname", JW), ("street_number", "exact"), ("address_1", JW), ("suburb", JW),
+    ("given_name", JW), ("surname", JW), ("street_number", "exact"), ("address_1", "levenshtein"), ("suburb", JW),
     ("postcode", "exact"), ("state", "exact"), ("date_of_birth", "levenshtein"), ("soc_sec_id", "levenshtein"),
 ]
 FEBRL_COLS = ["given_name", "surname", "street_number", "address_1", "address_2", "suburb", "postcode", "state",

@@ -26,6 +26,8 @@ compared through their decimal text (``4223``, not ``4223.0``).
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import math
 import unicodedata
@@ -61,6 +63,10 @@ _BLOCK_CELLS = 1 << 26
 # levels are read off that, and the few cells within rounding distance of a threshold are recomputed in float64.
 _QUANT = 255
 _CUTOFF_MARGIN = 1e-6
+# Unique-value pairs from which Jaro-Winkler first bounds similarities by character counts (a matrix product) and
+# compares only the pairs the bound admits; and the widest character code that bound may use.
+_PRUNE_MIN_PAIRS = 1 << 26
+_PRUNE_MAX_WIDTH = 512
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,12 @@ def prepare_values(values: pd.Series | Sequence[object], what: str = "values") -
             series = series.astype("Int64")
     raw_codes, raw_uniques = pd.factorize(series, use_na_sentinel=True)
     # normalise the (few) distinct raw values, then merge raw values that normalise to the same string
-    normalised = [_normalise(v) for v in raw_uniques]
+    raw = raw_uniques.tolist() if hasattr(raw_uniques, "tolist") else list(raw_uniques)
+    if all(type(v) is str for v in raw) and "".join(raw).isascii():
+        # ASCII strings (most tables): NFC is the identity, only surrounding whitespace goes
+        normalised = [v.strip() or None for v in raw]
+    else:
+        normalised = [_normalise(v) for v in raw]
     uniq_index: dict[str, int] = {}
     remap = np.empty(len(normalised) + 1, dtype=np.int32)
     for k, text in enumerate(normalised):
@@ -217,7 +228,10 @@ def _normalise(value: object) -> str | None:
         return None
     if isinstance(value, bytes):
         raise ValueError(f"bytes values are not compared (decode them to str first), got {value!r}")
-    text = unicodedata.normalize("NFC", str(value)).strip()
+    text = value if type(value) is str else str(value)
+    if not text.isascii():  # ASCII is its own NFC form
+        text = unicodedata.normalize("NFC", text)
+    text = text.strip()
     return text or None
 
 
@@ -304,6 +318,108 @@ def jaro_winkler_level_pairs(
         return _empty_pairs()
     left = list(left)
     right = list(right)
+    if not symmetric and n_x * n_y >= _PRUNE_MIN_PAIRS:
+        pruned = _jaro_winkler_pruned(left, right, thresholds, workers)
+        if pruned is not None:
+            return pruned
+    return _jaro_winkler_dense(left, right, thresholds, symmetric, workers)
+
+
+def _jaro_winkler_pruned(left: list[str], right: list[str], thresholds: tuple[float, ...], workers: int
+                         ) -> LevelPairs | None:
+    """Jaro-Winkler levels of all pairs, computing similarities only where the lowest threshold can be reached.
+
+    Pairs whose first characters differ get no Winkler prefix boost, so their similarity is their Jaro
+    similarity ``(m / l_a + m / l_b + (m - t) / m) / 3 <= (M / l_a + M / l_b + 1) / 3``, where ``M`` (at least the
+    number of matching characters ``m``) is the size of the two strings' character multiset intersection. ``M``
+    of every pair is one matrix product of "thermometer" codes (a row holds ``[count(c) >= k]`` for each character
+    ``c`` and ``k``: the dot product of two rows is ``sum_c min(count_a(c), count_b(c))``), in which a large
+    negative weight on equal first characters removes those pairs. Pairs whose bound reaches the lowest threshold
+    are compared exactly (``rapidfuzz.process.cpdist``); pairs sharing their first character are compared by the
+    dense path, one first character at a time (about 1/15 of all pairs for Latin names). Exact: no pair that
+    reaches a threshold is skipped.
+
+    Returns:
+        The agreeing pairs as :func:`jaro_winkler_level_pairs`, or ``None`` when the bound cannot prune (low
+        threshold, or too many distinct characters for a compact code).
+    """
+    need = 3.0 * thresholds[0] - 1.0
+    if need <= 1.0:
+        return None
+    chars: dict[str, int] = {}
+    firsts: dict[str, int] = {}
+    count_cap: list[int] = []
+    for text in itertools.chain(left, right):
+        firsts.setdefault(text[0], len(firsts))
+        for c, k in collections.Counter(text).items():
+            idx = chars.setdefault(c, len(chars))
+            if idx == len(count_cap):
+                count_cap.append(0)
+            count_cap[idx] = max(count_cap[idx], k)
+    n_fc = len(firsts)
+    width = sum(count_cap) + n_fc
+    if width > _PRUNE_MAX_WIDTH:
+        return None
+    offset = np.concatenate([[0], np.cumsum(count_cap)]).astype(np.int64)
+
+    def codes(values: list[str], first_weight: float) -> np.ndarray:
+        out = np.zeros((len(values), width), dtype=np.float32)
+        for r, text in enumerate(values):
+            for c, k in collections.Counter(text).items():
+                o = offset[chars[c]]
+                out[r, o:o + k] = 1.0
+            out[r, width - n_fc + firsts[text[0]]] = first_weight
+        return out
+
+    # equal first characters add -4096 to the product: those pairs never pass the bound (compared below)
+    code_a, code_b_t = codes(left, 1.0), np.ascontiguousarray(codes(right, -4096.0).T)
+    len_a = np.fromiter((len(v) for v in left), dtype=np.float64, count=len(left))
+    len_b = np.fromiter((len(v) for v in right), dtype=np.float64, count=len(right))
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    order_a = np.argsort(len_a, kind="stable")
+    rows = max(8, _BLOCK_CELLS // 4 // max(len(right), 1))
+    for la in np.unique(len_a):
+        members = order_a[len_a[order_a] == la]
+        # M * (1/la + 1/lb) >= need  <=>  M >= need * la * lb / (la + lb); a margin keeps float error safe
+        bound = (need * la * len_b / (la + len_b) - 1e-3).astype(np.float32)
+        for start in range(0, members.shape[0], rows):
+            idx = members[start:start + rows]
+            hit = code_a[idx] @ code_b_t >= bound[None, :]
+            flat = _flat_nonzero_u8(hit.view(np.uint8))
+            xs.append(idx[flat // hit.shape[1]])
+            ys.append(flat % hit.shape[1])
+    x = np.concatenate(xs) if xs else np.empty(0, np.int64)
+    y = np.concatenate(ys) if ys else np.empty(0, np.int64)
+    sim = jaro_winkler_pair_similarity([left[i] for i in x], [right[j] for j in y], workers)
+    level = level_of_similarity(sim, thresholds)
+    keep = level >= 2
+    parts_x, parts_y, parts_l = [x[keep]], [y[keep]], [level[keep]]
+    # pairs with equal first characters: the dense path, per first character
+    first_a = np.fromiter((firsts[v[0]] for v in left), dtype=np.int64, count=len(left))
+    first_b = np.fromiter((firsts[v[0]] for v in right), dtype=np.int64, count=len(right))
+    by_first_b = {int(k): np.flatnonzero(first_b == k) for k in np.unique(first_b)}
+    for k in np.unique(first_a).tolist():
+        rows_b = by_first_b.get(k)
+        if rows_b is None:
+            continue
+        rows_a = np.flatnonzero(first_a == k)
+        sub = _jaro_winkler_dense([left[i] for i in rows_a], [right[j] for j in rows_b], thresholds, False, workers)
+        parts_x.append(rows_a[sub.x])
+        parts_y.append(rows_b[sub.y])
+        parts_l.append(sub.level)
+    x = np.concatenate(parts_x).astype(np.int32)
+    y = np.concatenate(parts_y).astype(np.int32)
+    level = np.concatenate(parts_l).astype(np.uint8)
+    order = np.lexsort((y, x))
+    return LevelPairs(x[order], y[order], level[order])
+
+
+def _jaro_winkler_dense(left: list[str], right: list[str], thresholds: tuple[float, ...], symmetric: bool,
+                        workers: int) -> LevelPairs:
+    """Jaro-Winkler levels of all pairs from dense rapidfuzz ``cdist`` blocks (see
+    :func:`jaro_winkler_level_pairs`)."""
+    n_x, n_y = len(left), len(right)
     rows = max(8, (_BLOCK_CELLS // n_y) // 8 * 8)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
@@ -418,6 +534,126 @@ def _deletion_variants(values: Sequence[str], depth: int) -> tuple[list[str], np
     return variants, np.asarray(owners, dtype=np.int64)
 
 
+# Odd multiplier of the polynomial hash of deletion variants (odd: invertible modulo 2**64).
+_HASH_BASE = 0x9E3779B97F4A7C15
+_HASH_BASE_INV = pow(_HASH_BASE, -1, 1 << 64)
+# Longest value (code points) whose deletion variants are hashed in numpy; longer ones use Python sets.
+_MAX_HASHED_LENGTH = 64
+
+
+def _deletion_hashes(values: Sequence[str], depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """64-bit hashes of the deletion variants (at most ``depth`` in {1, 2} characters deleted) of each value.
+
+    Hashes are polynomial in the code points (wrapping uint64 arithmetic), computed for every deletion position at
+    once from prefix sums: deleting position ``k`` divides the suffix's terms by the (odd, so invertible) base.
+    Equal variants always get equal hashes; distinct ones rarely do, and candidates are verified by their true edit
+    distance, so collisions cost time, never correctness.
+
+    Args:
+        values: Distinct strings, each at most :data:`_MAX_HASHED_LENGTH` code points.
+        depth: Largest number of deleted characters.
+
+    Returns:
+        ``(hashes, owners, position)``: shape (k,) uint64, the index of each variant's value, shape (k,) int64,
+        and the deleted position of one-deletion variants (``-1`` for the value itself, ``-2`` for two deletions).
+    """
+    n = len(values)
+    width = max((len(v) for v in values), default=0) + 1
+    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=n)
+    points = np.array(values, dtype=f"<U{width}").view(np.uint32).reshape(n, width).astype(np.uint64)
+    pos = np.arange(width)
+    inside = pos[None, :] < lengths[:, None]
+    base, inv = np.uint64(_HASH_BASE), np.uint64(_HASH_BASE_INV)
+    powers = np.ones(width, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(1, width):
+            powers[k] = powers[k - 1] * base
+        terms = np.where(inside, (points + np.uint64(1)) * powers[None, :], np.uint64(0))
+        prefix = np.zeros((n, width + 1), dtype=np.uint64)
+        np.cumsum(terms, axis=1, out=prefix[:, 1:])
+        total = prefix[:, -1:]
+        hashes = [total[:, 0]]
+        owners = [np.arange(n, dtype=np.int64)]
+        position = [np.full(n, -1, dtype=np.int64)]
+        row = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], (n, width - 1))
+        # one deletion at k < len: prefix before k + (everything after k) / base
+        one = prefix[:, :-2] + (total - prefix[:, 1:-1]) * inv
+        hashes.append(one[inside[:, :-1]])
+        owners.append(row[inside[:, :-1]])
+        position.append(np.broadcast_to(pos[None, :-1], (n, width - 1))[inside[:, :-1]])
+        if depth >= 2:
+            inv2 = inv * inv
+            for k1 in range(width - 2):
+                # second deletion at k2 in (k1, len)
+                k2 = np.arange(k1 + 1, width - 1)
+                two = (prefix[:, k1:k1 + 1] + (prefix[:, k2] - prefix[:, k1 + 1:k1 + 2]) * inv
+                       + (total - prefix[:, k2 + 1]) * inv2)
+                ok = inside[:, k2]
+                hashes.append(two[ok])
+                owners.append(np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], two.shape)[ok])
+                position.append(np.full(int(ok.sum()), -2, dtype=np.int64))
+    return np.concatenate(hashes), np.concatenate(owners), np.concatenate(position)
+
+
+def _join_on_variants(ka: np.ndarray, own_a: np.ndarray, kb: np.ndarray, own_b: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Owner pairs ``(x, y)`` of all left and right variants with equal keys (with repeats), int64."""
+    oa = np.argsort(ka)
+    ua, sa, ca = _sorted_groups(ka[oa])
+    xa = own_a[oa]
+    ob = np.argsort(kb)
+    ub, sb, cb = _sorted_groups(kb[ob])
+    yb = own_b[ob]
+    _, pa, pb = np.intersect1d(ua, ub, assume_unique=True, return_indices=True)
+    n_pairs = ca[pa] * cb[pb]
+    total = int(n_pairs.sum())
+    grp = np.repeat(np.arange(pa.shape[0]), n_pairs)
+    pos = np.arange(total) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
+    return xa[sa[pa][grp] + pos // cb[pb][grp]], yb[sb[pb][grp] + pos % cb[pb][grp]]
+
+
+def _candidate_pairs(left: list[str], right: list[str], depth: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of unique values that may lie within ``depth`` edits (all that do, with repeats), int64 ``(x, y)``.
+
+    Two values within ``d`` edits share a variant with at most ``d`` characters deleted from each. For ``d = 1``
+    the join is narrowed to the variants that can witness one edit: the value itself against the other's value or
+    one-deletion variants (equality, insertion, deletion), and one-deletion variants deleted *at the same position*
+    (substitution); a shared variant deleted at different positions (a transposition, two edits) is no candidate.
+    Hash collisions only add candidates; the caller verifies each by its edit distance.
+    """
+    longest = max(max(map(len, left)), max(map(len, right)))
+    if longest > _MAX_HASHED_LENGTH:
+        var_a, own_a = _deletion_variants(left, depth)
+        var_b, own_b = (var_a, own_a) if symmetric else _deletion_variants(right, depth)
+        codes, _ = pd.factorize(pd.Series(var_a + ([] if symmetric else var_b), dtype=object))
+        ka = codes[: len(var_a)].astype(np.int64)
+        kb = ka if symmetric else codes[len(var_a):].astype(np.int64)
+        return _join_on_variants(ka, own_a, kb, own_b)
+    ha, own_a, pos_a = _deletion_hashes(left, depth)
+    hb, own_b, pos_b = (ha, own_a, pos_a) if symmetric else _deletion_hashes(right, depth)
+    if depth != 1:
+        return _join_on_variants(ha, own_a, hb, own_b)
+    whole_a, whole_b = pos_a < 0, pos_b < 0
+    with np.errstate(over="ignore"):
+        at_a = ha[~whole_a] * np.uint64(_HASH_BASE) + pos_a[~whole_a].astype(np.uint64)
+        at_b = hb[~whole_b] * np.uint64(_HASH_BASE) + pos_b[~whole_b].astype(np.uint64)
+    parts = [
+        _join_on_variants(ha[whole_a], own_a[whole_a], hb, own_b),  # equal, or left = right minus a character
+        _join_on_variants(ha[~whole_a], own_a[~whole_a], hb[whole_b], own_b[whole_b]),  # right = left minus one
+        _join_on_variants(at_a, own_a[~whole_a], at_b, own_b[~whole_b]),  # one substitution
+    ]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _sorted_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct values of sorted ``keys``, the index of each one's first occurrence and its count."""
+    if keys.shape[0] == 0:
+        return keys, np.empty(0, np.int64), np.empty(0, np.int64)
+    start = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    counts = np.diff(np.append(start, keys.shape[0]))
+    return keys[start], start, counts
+
+
 def levenshtein_level_pairs(
     left: Sequence[str],
     right: Sequence[str],
@@ -450,31 +686,12 @@ def levenshtein_level_pairs(
         raise ValueError(f"symmetric comparison needs left and right of equal length, got {len(left)} and {len(right)}")
     if not left or not right:
         return _empty_pairs()
-    depth = max_edits[0]
-    var_a, own_a = _deletion_variants(left, depth)
-    if symmetric:
-        var_b, own_b = var_a, own_a
-    else:
-        var_b, own_b = _deletion_variants(right, depth)
-    codes, _ = pd.factorize(pd.Series(var_a + ([] if symmetric else var_b), dtype=object))
-    ka = codes[: len(var_a)].astype(np.int64)
-    kb = ka if symmetric else codes[len(var_a):].astype(np.int64)
-    # join on variant: sort both sides by variant and expand the groups present on both
-    oa, ob = np.argsort(ka, kind="stable"), np.argsort(kb, kind="stable")
-    ka_s, kb_s, xa, yb = ka[oa], kb[ob], own_a[oa], own_b[ob]
-    ua, sa, ca = np.unique(ka_s, return_index=True, return_counts=True)
-    ub, sb, cb = np.unique(kb_s, return_index=True, return_counts=True)
-    _, pa, pb = np.intersect1d(ua, ub, assume_unique=True, return_indices=True)
-    n_pairs = ca[pa] * cb[pb]
-    total = int(n_pairs.sum())
-    grp = np.repeat(np.arange(pa.shape[0]), n_pairs)
-    pos = np.arange(total) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
-    x = xa[sa[pa][grp] + pos // cb[pb][grp]]
-    y = yb[sb[pb][grp] + pos % cb[pb][grp]]
+    x, y = _candidate_pairs(left, right, max_edits[0], symmetric)
     if symmetric:
         keep = x <= y
         x, y = x[keep], y[keep]
-    key = np.unique(x * len(right) + y)
+    key = np.sort(x * len(right) + y)
+    key = _sorted_groups(key)[0]  # np.unique hashes first: slower here
     x, y = key // len(right), key % len(right)
     dist = process.cpdist([left[i] for i in x], [right[j] for j in y], scorer=Levenshtein.distance,
                           dtype=np.int32, workers=workers) if key.size else np.empty(0, np.int32)

@@ -171,7 +171,7 @@ class FellegiSunter:
         max_iter: int = 1000,
         tol: float = 1e-7,
         workers: int = -1,
-        block_cells: int = 1 << 22,
+        block_cells: int = 1 << 21,
     ) -> None:
         self.fields = _as_specs(fields)
         self.thresholds = check_thresholds(thresholds)

@@ -7,21 +7,35 @@ All-pairs counting never visits the n_a x n_b pairs one by one. Each row gets a 
 few low-cardinality fields (state, sex: agreement is common there) and which of the other fields are missing.
 Every pair's *base* pattern (low-cardinality fields compared, the other fields at disagree or missing) depends on
 the two profiles only, so base counts come from the profile histograms alone. The other (*sparse*) fields agree
-on a small fraction of pairs: those pairs are expanded from the agreeing unique-value pairs in blocks of left
-rows, their level deltas summed in a reusable dense accumulator (no sort, no per-pair float), and their counts
-moved from the base pattern to the true one. Work and memory scale with the number of pairs that agree on some
-sparse field, not with n_a x n_b; memory is bounded by ``block_cells``.
+on a small fraction of pairs. Pairs agreeing on exactly one sparse field are counted from histograms too: per
+field and level, (left values x profiles)^T . (agreeing value pairs) . (right values x profiles) gives the pairs
+per profile pair, moved from the base code to base + that level. Only pairs agreeing on two or more sparse fields
+are enumerated (they agree on some field other than the densest, so that field is never expanded, only looked
+up), block by block of left rows into a reusable dense accumulator, and put right (moved from their single-field
+codes to their true one). Dependent sparse fields (suburb and postcode: same town) are enumerated as one unit
+over their value combinations, so that same-town pairs count as agreeing on one unit, not on two fields. Work
+and memory scale with the pairs agreeing on some sparse field other than the densest, not with n_a x n_b.
+
+Prediction reuses the pairs kept by counting (those agreeing on several units) and enumerates pairs agreeing on
+one unit alone only for the units whose single agreement can reach an accepted pattern: an exact bound read off
+the accepted patterns, with a fall-back to enumerating every pair that could be accepted.
 
 Dedup (a table against itself) counts each unordered pair ``i < j`` once and never a row with itself.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 
 from linkage_pipeline.probabilistic.comparisons import DISAGREE_LEVEL, MISSING_LEVEL, LevelPairs
 
@@ -37,6 +51,28 @@ _PROFILE_MIN_DENSITY = 0.005
 _MAX_PROFILES = 2048
 # The profile x profile table of base codes may hold at most this many cells.
 _MAX_PROFILE_CELLS = 1 << 25
+# A sparse field whose (left values + 1) x right values table has at most this many cells is looked up densely
+# (uint8 level per value pair) when its level is needed for pairs found through other fields.
+_DENSE_LOOKUP_CELLS = 1 << 26
+# Up to this many sparse fields the cheapest set of driver fields is found by trying every subset.
+_EXHAUSTIVE_DRIVERS = 12
+# The dense accumulator holds a pair's summed code deltas (< MAX_PATTERNS) in its low 24 bits and the number of
+# sparse fields it agrees on above them.
+_AGREE_SHIFT = 24
+_AGREE_UNIT = 1 << _AGREE_SHIFT
+# Pairs agreeing on two or more sparse fields are kept (int32 rows and codes) for prediction up to this many.
+_MAX_KEPT_PAIRS = 1 << 25
+# A sparse field's agreeing value pairs are expanded to (left value, right row) entries up to this many.
+_MAX_EXPANDED = 1 << 26
+# Two sparse fields are enumerated jointly when both agree on at least this share of all pairs, pairs agreeing on
+# both make at least this share of the rarer one's agreeing pairs, and their value-combination pair list has at
+# most this many entries.
+_MIN_FUSION_DENSITY = 1e-4
+_MIN_FUSION_SHARE = 0.5
+_MAX_FUSED_ENTRIES = 1 << 22
+_FUSION_SAMPLE = 512
+# Pairs per chunk when one sparse unit's agreeing pairs are listed on their own.
+_UNIT_CHUNK_PAIRS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -102,6 +138,25 @@ def encode_patterns(levels: np.ndarray, n_levels: Sequence[int]) -> np.ndarray:
     return levels @ pattern_radix(n_levels)
 
 
+class _Unit(NamedTuple):
+    """A sparse field, or sparse fields enumerated jointly, as CSR over left values (``n_x``: no value)."""
+
+    fields: list[int]
+    codes_a: np.ndarray  # (n_a,) int64, value (combination) id per left row, n_x when missing
+    codes_b: np.ndarray  # (n_b,) int64, -1 when missing
+    n_x: int
+    n_y: int
+    x_entry: np.ndarray  # (k,) left value of each agreeing value pair, sorted
+    ys: np.ndarray  # (k,) right value
+    delta: np.ndarray  # (k,) int32, code delta of the pair
+    n_agree_entry: np.ndarray  # (k,) fields of the unit that agree there
+    indptr: np.ndarray  # (n_x + 2,) CSR over x_entry
+    order_b: np.ndarray  # right rows sorted by value (missing left out)
+    start_b: np.ndarray  # (n_y + 1,) first position of each right value in order_b
+    expanded: tuple | None  # (row_indptr, right rows, delta + _AGREE_UNIT) per left value, or None
+    density: float
+
+
 class AllPairsSpace:
     """All n_a x n_b pairs (or n(n-1)/2 for dedup) of two tables, compared on K fields, counted in blocks.
 
@@ -111,11 +166,15 @@ class AllPairsSpace:
         n_b: Right rows.
         dedup: Left and right are the same table: pairs ``i < j`` only. Requires ``codes_a == codes_b`` and
             symmetric ``pairs`` for every field.
-        block_cells: Left rows per block times n_b; the dense accumulator has this many int32 cells.
+        block_cells: Left rows per block times n_b; the dense accumulator has this many int32 cells (one per
+            thread).
+        threads: Threads counting row ranges in parallel (``-1``: one per CPU). Numpy releases the GIL in its
+            array loops, but on 2 shared cores two threads measured slower than one, hence the default.
     """
 
     def __init__(
-        self, fields: Sequence[FieldLevels], n_a: int, n_b: int, *, dedup: bool = False, block_cells: int = 1 << 22
+        self, fields: Sequence[FieldLevels], n_a: int, n_b: int, *, dedup: bool = False, block_cells: int = 1 << 21,
+        threads: int = 1,
     ) -> None:
         if not fields:
             raise ValueError("at least one field is needed to compare records, got none")
@@ -136,9 +195,12 @@ class AllPairsSpace:
         self.n_patterns = int(np.prod(self.n_levels, dtype=np.int64))
         self.total_pairs = self.n_a * (self.n_a - 1) // 2 if dedup else self.n_a * self.n_b
         self.block_rows = max(1, min(self.n_a, block_cells // max(self.n_b, 1)))
+        self.threads = (os.cpu_count() or 1) if threads == -1 else max(1, int(threads))
         self._choose_profile_fields()
         self._build_profiles()
+        self._lookups: dict[tuple[int, ...], tuple[np.ndarray | None, np.ndarray, np.ndarray, int]] = {}
         self._build_sparse()
+        self._kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ set-up
     def _density(self, fl: FieldLevels) -> float:
@@ -224,23 +286,148 @@ class AllPairsSpace:
         self.p_a, self.p_b = p_a, p_b
 
     def _build_sparse(self) -> None:
-        self._sparse: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        for f in self.sparse_fields:
+        fits = max(self.block_rows * self.n_b, self.n_b, _MAX_EXPANDED) < (1 << 31)
+        self._key_dtype = np.int32 if fits else np.int64
+        self._lookups = {}
+        self._sparse: list[_Unit] = [self._make_unit([f]) for f in self.sparse_fields]
+        fusions = self._fusions()
+        if fusions:
+            fused = {f for pair in fusions for f in pair}
+            self._sparse = sorted([u for u in self._sparse if u.fields[0] not in fused]
+                                  + [self._make_unit(list(pair)) for pair in fusions], key=lambda u: u.fields[0])
+            logger.info("sparse fields enumerated jointly: %s",
+                        [[self.fields[f].name for f in pair] for pair in fusions])
+
+    def _fusions(self) -> list[tuple[int, int]]:
+        """Pairs of sparse fields to enumerate as one unit: fields that agree together on most of their agreeing
+        pairs (suburb and postcode: same town) make many pairs that agree on "several" fields, each enumerated
+        and corrected; as one unit over their value combinations they count as one field agreeing, counted from
+        histograms. Co-agreement is estimated on a fixed sample of left rows (the choice only affects speed, never
+        the counts); fused only when the combined value-pair list stays small."""
+        if len(self._sparse) < 2:
+            return []
+        sample = np.unique(np.random.default_rng(0).integers(0, self.n_a, size=min(self.n_a, _FUSION_SAMPLE)))
+        pos_of = {u.fields[0]: pos for pos, u in enumerate(self._sparse)}
+        cands = []
+        for f, g in itertools.combinations(self.sparse_fields, 2):
+            if min(self.density[f], self.density[g]) < _MIN_FUSION_DENSITY:
+                continue
+            uf = self._sparse[pos_of[f]]
+            if uf.expanded is None:
+                continue
+            row_indptr, rows_exp, _ = uf.expanded
+            x = uf.codes_a[sample]
+            lo, nnz = row_indptr[x], row_indptr[x + 1] - row_indptr[x]
+            i = np.repeat(sample, nnz)
+            j = rows_exp[np.repeat(lo - (np.cumsum(nnz) - nnz), nnz) + np.arange(int(nnz.sum()))].astype(np.int64)
+            if self.dedup:
+                keep = i != j  # a row agrees with itself on everything; ordered pairs otherwise, as the densities
+                i, j = i[keep], j[keep]
+            both = int(np.count_nonzero(self._deltas_of(pos_of[g], i, j)))
+            co = both / (sample.shape[0] * self.n_b)
+            if co >= _MIN_FUSION_SHARE * min(self.density[f], self.density[g]) and \
+                    self._combined_size(f, g) <= _MAX_FUSED_ENTRIES:
+                cands.append((co, f, g))
+        out: list[tuple[int, int]] = []
+        used: set[int] = set()
+        for _, f, g in sorted(cands, reverse=True):
+            if f not in used and g not in used:
+                out.append((f, g))
+                used |= {f, g}
+        return out
+
+    def _combined_codes(self, fields: Sequence[int], side: str) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Per row, the id of its combination of the fields' values (``-1`` for a missing value inside it), and
+        per field the value of each combination."""
+        key = np.zeros(self.n_a if side == "a" else self.n_b, dtype=np.int64)
+        for f in fields:
+            fl = self.fields[f]
+            codes = fl.codes_a if side == "a" else fl.codes_b
+            key = key * (max(fl.n_x, fl.n_y) + 1) + (codes.astype(np.int64) + 1)
+        uniq, comb = np.unique(key, return_inverse=True)
+        values = []
+        for f in reversed(fields):
+            fl = self.fields[f]
+            uniq, v = np.divmod(uniq, max(fl.n_x, fl.n_y) + 1)
+            values.append(v - 1)
+        return comb.reshape(-1).astype(np.int64), values[::-1]
+
+    def _combined_size(self, f: int, g: int) -> int:
+        """Entries of the value-combination pair list of fields f and g (before merging), without building it."""
+        total = 0
+        comb_a, vals_a = self._combined_codes([f, g], "a")
+        comb_b, vals_b = self._combined_codes([f, g], "b")
+        for k, h in enumerate((f, g)):
+            hl = self.fields[h]
+            ca = np.bincount(vals_a[k][vals_a[k] >= 0], minlength=hl.n_x)
+            cb = np.bincount(vals_b[k][vals_b[k] >= 0], minlength=hl.n_y)
+            total += int(np.dot(ca[hl.pairs.x].astype(np.float64), cb[hl.pairs.y].astype(np.float64)))
+        return total
+
+    def _make_unit(self, fields: list[int], expand: bool = True) -> _Unit:
+        """The agreeing value pairs of one sparse field, or of a combination of fields, as CSR structures."""
+        if len(fields) == 1:
+            f = fields[0]
             fl = self.fields[f]
             p = fl.pairs
-            order = np.lexsort((p.y, p.x))
-            x, y = p.x[order].astype(np.int64), p.y[order].astype(np.int32)
-            delta = ((p.level[order].astype(np.int64) - DISAGREE_LEVEL) * self.radix[f]).astype(np.int32)
-            # CSR over left unique values, with an empty extra row for missing (-1 -> n_x)
-            indptr = np.zeros(fl.n_x + 2, dtype=np.int64)
-            np.cumsum(np.bincount(x, minlength=fl.n_x + 1), out=indptr[1:])
-            present_b = fl.codes_b >= 0
-            order_b = np.argsort(fl.codes_b, kind="stable")[np.count_nonzero(~present_b):].astype(np.int64)
-            cnt_b = np.bincount(fl.codes_b[present_b], minlength=fl.n_y).astype(np.int64)
-            start_b = np.zeros(fl.n_y + 1, dtype=np.int64)
-            np.cumsum(cnt_b, out=start_b[1:])
-            codes_a = np.where(fl.codes_a >= 0, fl.codes_a, fl.n_x).astype(np.int64)
-            self._sparse.append((f, codes_a, indptr, y, delta, order_b, start_b))
+            n_x, n_y = fl.n_x, fl.n_y
+            codes_a_raw, codes_b = fl.codes_a, fl.codes_b.astype(np.int64)
+            x, y = p.x.astype(np.int64), p.y.astype(np.int64)
+            delta = (p.level.astype(np.int64) - DISAGREE_LEVEL) * self.radix[f]
+            n_agree = np.ones(x.shape[0], dtype=np.int64)
+        else:
+            comb_a, vals_a = self._combined_codes(fields, "a")
+            comb_b, vals_b = (comb_a, vals_a) if self.dedup else self._combined_codes(fields, "b")
+            n_x, n_y = int(comb_a.max()) + 1, int(comb_b.max()) + 1
+            codes_a_raw, codes_b = comb_a, comb_b
+            keys, deltas = [], []
+            for k, h in enumerate(fields):
+                hl = self.fields[h]
+                # combinations holding each value of field h, on each side
+                oa = np.argsort(vals_a[k], kind="stable")
+                sa = np.searchsorted(vals_a[k][oa], np.arange(hl.n_x + 1))
+                ob = np.argsort(vals_b[k], kind="stable")
+                sb = np.searchsorted(vals_b[k][ob], np.arange(hl.n_y + 1))
+                ca, cb = sa[hl.pairs.x + 1] - sa[hl.pairs.x], sb[hl.pairs.y + 1] - sb[hl.pairs.y]
+                n_pairs = ca * cb
+                total = int(n_pairs.sum())
+                grp = np.repeat(np.arange(len(hl.pairs)), n_pairs)
+                pos = np.arange(total) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
+                cx = oa[sa[hl.pairs.x][grp] + pos // cb[grp]]
+                cy = ob[sb[hl.pairs.y][grp] + pos % cb[grp]]
+                keys.append(cx * n_y + cy)
+                deltas.append((hl.pairs.level[grp].astype(np.int64) - DISAGREE_LEVEL) * self.radix[h])
+            key = np.concatenate(keys)
+            order = np.argsort(key, kind="stable")
+            key, dsum = key[order], np.concatenate(deltas)[order]
+            first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if key.size else np.empty(0, int)
+            delta = np.add.reduceat(dsum, first) if key.size else np.empty(0, np.int64)
+            n_agree = np.diff(np.append(first, key.shape[0]))
+            x, y = np.divmod(key[first], n_y) if key.size else (np.empty(0, np.int64), np.empty(0, np.int64))
+        order = np.lexsort((y, x))
+        x, y, delta, n_agree = x[order], y[order], delta[order].astype(np.int32), n_agree[order]
+        # CSR over left values, with an empty extra row for missing (-1 -> n_x)
+        indptr = np.zeros(n_x + 2, dtype=np.int64)
+        np.cumsum(np.bincount(x, minlength=n_x + 1), out=indptr[1:])
+        present_b = codes_b >= 0
+        order_b = np.argsort(codes_b, kind="stable")[np.count_nonzero(~present_b):].astype(np.int64)
+        cnt_b = np.bincount(codes_b[present_b], minlength=n_y).astype(np.int64)
+        start_b = np.zeros(n_y + 1, dtype=np.int64)
+        np.cumsum(cnt_b, out=start_b[1:])
+        codes_a = np.where(codes_a_raw >= 0, codes_a_raw, n_x).astype(np.int64)
+        expanded = None
+        if expand:
+            # the same CSR expanded to right rows: left value -> (right row, delta), one gather per emitted pair
+            c = cnt_b[y]
+            row_indptr = np.zeros(n_x + 2, dtype=np.int64)
+            np.cumsum(np.bincount(x, weights=c, minlength=n_x + 1).astype(np.int64), out=row_indptr[1:])
+            n_exp = int(row_indptr[-1])
+            if n_exp <= _MAX_EXPANDED:
+                src = np.repeat(np.arange(y.shape[0], dtype=np.int64), c)
+                rows = order_b[np.repeat(start_b[y] - (np.cumsum(c) - c), c) + np.arange(n_exp, dtype=np.int64)]
+                expanded = (row_indptr, rows.astype(self._key_dtype), delta[src] + np.int32(_AGREE_UNIT))
+        return _Unit(fields, codes_a, codes_b, n_x, n_y, x, y, delta, n_agree, indptr, order_b, start_b, expanded,
+                     float(sum(self.density[f] for f in fields)))
 
     # ------------------------------------------------------------------ counting
     def base_counts(self) -> np.ndarray:
@@ -259,17 +446,115 @@ class AllPairsSpace:
             ``(i, j, code, base)``: left rows (k,) int64, right rows (k,) int64, the pairs' pattern codes (k,) int64
             and their base codes (k,) int64. In dedup mode ``i < j``.
         """
-        yield from (blk[:4] for blk in self._iter_blocks(keep_acc=False))
+        yield from (blk[:4] for blk in self._iter_blocks())
 
-    def _iter_blocks(self, keep_acc: bool) -> Iterator[tuple]:
+    def _lookup(self, pos: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, int]:
+        """Code-delta lookup of one sparse unit for arbitrary row pairs (see :meth:`_deltas_of`), built once."""
+        u = self._sparse[pos]
+        name = tuple(u.fields)  # by fields, not position: positions change when fields are fused
+        if name not in self._lookups:
+            n_y = max(u.n_y, 1)
+            keys = u.x_entry * n_y + u.ys
+            distinct, which = np.unique(u.delta, return_inverse=True)
+            if (u.n_x + 1) * n_y <= _DENSE_LOOKUP_CELLS and distinct.shape[0] < 255:
+                # small value sets (names): a dense table of delta ids (0: disagree), one gather per pair
+                dense = np.zeros((u.n_x + 1) * n_y, dtype=np.uint8)
+                dense[keys] = which.reshape(-1).astype(np.uint8) + 1
+                table = np.concatenate([[0], distinct]).astype(np.int64)
+                self._lookups[name] = (dense, table, np.empty(0, np.int32), n_y)
+            else:
+                # entries are sorted by x then y, so the keys are sorted: binary search
+                self._lookups[name] = (None, keys, u.delta, n_y)
+        return self._lookups[name]
+
+    def _deltas_of(self, pos: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Code delta of sparse unit ``self._sparse[pos]`` for row pairs ``(i, j)``: the sum of ``(level - 1) *
+        radix`` over its agreeing fields, 0 where none agrees or values are missing (the base code says which)."""
+        u = self._sparse[pos]
+        dense, keys, delta, n_y = self._lookup(pos)
+        x = u.codes_a[i]
+        y = u.codes_b[j]
+        if dense is not None:
+            out = keys[dense[x * n_y + np.maximum(y, 0)]]
+            out[y < 0] = 0
+            return out
+        if keys.shape[0] == 0:
+            return np.zeros(x.shape[0], dtype=np.int64)
+        key = np.where(y >= 0, x * n_y + y, -1)
+        at = np.minimum(np.searchsorted(keys, key), keys.shape[0] - 1)
+        return np.where(keys[at] == key, delta[at], 0).astype(np.int64)
+
+    def _iter_unit_pairs(self, pos: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """All pairs agreeing on sparse unit ``self._sparse[pos]``, with the unit's code delta: ``(i, j, delta)``,
+        each (k,) int64, in chunks of left rows (``i < j`` in dedup mode). One unit needs no accumulator."""
+        u = self._sparse[pos]
+        rows = max(1, min(self.n_a, _UNIT_CHUNK_PAIRS // max(1, int(u.density * self.n_b) + 1)))
+        for r0 in range(0, self.n_a, rows):
+            r1 = min(r0 + rows, self.n_a)
+            xa = u.codes_a[r0:r1]
+            lo = u.indptr[xa]
+            nnz = u.indptr[xa + 1] - lo
+            n_ent = int(nnz.sum())
+            if n_ent == 0:
+                continue
+            i = np.repeat(np.arange(r0, r1, dtype=np.int64), nnz)
+            ent = np.repeat(lo - (np.cumsum(nnz) - nnz), nnz) + np.arange(n_ent, dtype=np.int64)
+            y = u.ys[ent]
+            c = u.start_b[y + 1] - u.start_b[y]
+            n_out = int(c.sum())
+            src = np.repeat(np.arange(n_ent, dtype=np.int64), c)
+            j = u.order_b[np.repeat(u.start_b[y] - (np.cumsum(c) - c), c) + np.arange(n_out, dtype=np.int64)]
+            i, delta = i[src], u.delta[ent[src]].astype(np.int64)
+            if self.dedup:
+                keep = j > i
+                i, j, delta = i[keep], j[keep], delta[keep]
+            yield i, j, delta
+
+    def _iter_blocks(self, drivers: Sequence[int] | None = None, lookup: bool = True,
+                     rows_from: int = 0, rows_to: int | None = None) -> Iterator[tuple]:
+        """Pairs agreeing on at least one *driver* sparse field (positions in ``self._sparse``; ``None``: all), with
+        their full codes: the other sparse fields' levels are looked up per emitted pair (``lookup=False``: not,
+        codes and ``n_agree`` then cover the drivers only), for left rows ``rows_from:rows_to`` (default all).
+
+        Yields ``(i, j, code, base, n_agree, (r0, r1, acc))`` per block of left rows ``r0:r1``: ``n_agree`` is the
+        number of sparse fields the pair agrees on; ``acc`` (non-zero exactly at the block's emitted pairs, cell
+        ``(i - r0) * n_b + j``) is valid until the next block.
+        """
         n_b = self.n_b
         rows = self.block_rows
         acc = np.zeros(rows * n_b, dtype=np.int32)
-        for r0 in range(0, self.n_a, rows):
-            r1 = min(r0 + rows, self.n_a)
+        kt = self._key_dtype
+        drivers = list(range(len(self._sparse))) if drivers is None else list(drivers)
+        others = [pos for pos in range(len(self._sparse)) if pos not in drivers]
+        stop = self.n_a if rows_to is None else rows_to
+        for r0 in range(rows_from, stop, rows):
+            r1 = min(r0 + rows, stop)
             distinct: list[np.ndarray] = []
-            for _, codes_a, indptr, ys, delta, order_b, start_b in self._sparse:
-                xa = codes_a[r0:r1]
+            for pos in drivers:
+                u = self._sparse[pos]
+                indptr, ys, delta, expanded = u.indptr, u.ys, u.delta, u.expanded
+                order_b, start_b = u.order_b, u.start_b
+                xa = u.codes_a[r0:r1]
+                if expanded is not None:
+                    # int32 keys and offsets where they fit: half the memory traffic of int64
+                    row_indptr, rows_exp, delta_exp = expanded
+                    lo = row_indptr[xa]
+                    nnz = row_indptr[xa + 1] - lo
+                    n_out = int(nnz.sum())
+                    if n_out == 0:
+                        continue
+                    ent = (np.repeat((lo - (np.cumsum(nnz) - nnz)).astype(kt), nnz)
+                           + np.arange(n_out, dtype=kt))
+                    j = rows_exp[ent]
+                    key = np.repeat(np.arange(0, (r1 - r0) * n_b, n_b, dtype=kt), nnz) + j
+                    val = delta_exp[ent]
+                    if self.dedup:
+                        keep = j > np.repeat(np.arange(r0, r1, dtype=kt), nnz)
+                        key, val = key[keep], val[keep]
+                    prev = acc[key]
+                    distinct.append(key[prev == 0])
+                    acc[key] = prev + val
+                    continue
                 lo = indptr[xa]
                 nnz = indptr[xa + 1] - lo
                 n_ent = int(nnz.sum())
@@ -285,7 +570,7 @@ class AllPairsSpace:
                 src = np.repeat(np.arange(n_ent, dtype=np.int64), c)
                 j = order_b[np.repeat(start_b[y] - (np.cumsum(c) - c), c) + np.arange(n_out, dtype=np.int64)]
                 i_loc = ent_row[src]
-                val = delta[ent[src]]
+                val = delta[ent[src]] + _AGREE_UNIT
                 if self.dedup:
                     keep = j > i_loc + r0
                     j, i_loc, val = j[keep], i_loc[keep], val[keep]
@@ -294,43 +579,232 @@ class AllPairsSpace:
                 distinct.append(key[prev == 0])
                 acc[key] = prev + val
             if not distinct:
-                yield (np.empty(0, np.int64),) * 4 + ((r0, r1, acc),)
+                yield (np.empty(0, np.int64),) * 5 + ((r0, r1, acc),)
                 continue
-            keys = np.concatenate(distinct)
-            delta_sum = acc[keys].astype(np.int64)
+            keys = np.concatenate(distinct).astype(np.int64)
+            tally = acc[keys].astype(np.int64)
+            delta_sum = tally & (_AGREE_UNIT - 1)
+            n_agree = tally >> _AGREE_SHIFT
             i_loc = keys // n_b
             j = keys - i_loc * n_b
             i = i_loc + r0
+            for pos in others if lookup else ():
+                d = self._deltas_of(pos, i, j)
+                delta_sum += d
+                n_agree += d > 0
             base = self._base_flat[self.prof_a[i] * self.p_b + self.prof_b[j]]
-            if keep_acc:
-                yield i, j, base + delta_sum, base, (r0, r1, acc)
-            else:
-                yield i, j, base + delta_sum, base
+            yield i, j, base + delta_sum, base, n_agree, (r0, r1, acc)
             acc[keys] = 0
 
-    def pattern_counts(self) -> np.ndarray:
-        """Number of pairs with each pattern: shape (n_patterns,) int64, summing to :attr:`total_pairs`."""
-        counts = self.base_counts()
-        use_bincount = self.n_patterns <= (1 << 20)
-        n_agree = 0
-        for _, _, code, base in self.iter_agreeing_pairs():
-            if code.size == 0:
+    def _value_profile_matrix(self, codes: np.ndarray, n_values: int, prof: np.ndarray, n_prof: int) -> sp.csr_matrix:
+        """Rows per (value, profile): sparse (n_values, n_prof) float64; missing values are not counted."""
+        present = codes >= 0
+        return sp.csr_matrix(
+            (np.ones(int(present.sum())), (codes[present], prof[present])), shape=(n_values, n_prof)
+        )
+
+    def _single_field_terms(self, counts: np.ndarray) -> None:
+        """Move, for every sparse unit (a field, or fields enumerated jointly), each pair agreeing on it from its base
+        code to base + the unit's delta, counted per profile pair from value x profile histograms (no pair is
+        enumerated). Pairs agreeing on two or more units are moved once per unit here and put right by
+        :meth:`_multi_field_terms`."""
+        base = self.base_code.reshape(-1)
+        for u in self._sparse:
+            if u.x_entry.shape[0] == 0:
                 continue
-            n_agree += code.size
-            if use_bincount:
-                counts += np.bincount(code, minlength=self.n_patterns)
-                counts -= np.bincount(base, minlength=self.n_patterns)
+            h_a = self._value_profile_matrix(np.where(u.codes_a < u.n_x, u.codes_a, -1), u.n_x, self.prof_a,
+                                             self.p_a)
+            h_b = h_a if self.dedup else self._value_profile_matrix(u.codes_b, u.n_y, self.prof_b, self.p_b)
+            for delta in np.unique(u.delta).tolist():
+                sel = u.delta == delta
+                agree = sp.csr_matrix((np.ones(int(sel.sum())), (u.x_entry[sel], u.ys[sel])), shape=(u.n_x, u.n_y))
+                t = np.asarray((h_a.T @ agree @ h_b).todense(), dtype=np.float64)
+                if self.dedup:
+                    # ordered pairs (i, j) and (j, i) share a code: drop i == j, then halve
+                    selfs = u.x_entry[sel & (u.x_entry == u.ys)]
+                    rows = np.isin(u.codes_a, selfs)
+                    t[np.diag_indices_from(t)] -= np.bincount(self.prof_a[rows], minlength=self.p_a)
+                    t /= 2.0
+                w = t.reshape(-1)
+                nz = np.flatnonzero(w)
+                np.add.at(counts, base[nz] + int(delta), w[nz])
+                np.add.at(counts, base[nz], -w[nz])
+
+    def _multi_field_terms(self, counts: np.ndarray, i: np.ndarray, j: np.ndarray, code: np.ndarray) -> None:
+        """Put right the pairs ``(i, j)`` with pattern ``code`` that agree on several sparse fields: +1 at the true
+        code, -1 at each single-field code :meth:`_single_field_terms` moved them to, and (fields - 1) back at the
+        base code."""
+        n = self.n_patterns
+        code = code.astype(np.int64)
+        base = self._base_flat[self.prof_a[i] * self.p_b + self.prof_b[j]]
+        counts += np.bincount(code, minlength=n)
+        # code - base spells, in mixed radix, the level rise of each agreeing field: histogram the (rise, base)
+        # combinations (few distinct), then correct once per combination
+        rise = code - base
+        rise_u = np.flatnonzero(np.bincount(rise, minlength=n))
+        base_u = np.flatnonzero(np.bincount(base, minlength=n))
+        if rise_u.shape[0] * base_u.shape[0] <= (1 << 24):
+            # dense ids through lookup tables (np.unique's inverse would sort)
+            ids = np.zeros(n, dtype=np.int64)
+            ids[rise_u] = np.arange(rise_u.shape[0]) * base_u.shape[0]
+            joint = ids[rise]
+            ids[base_u] = np.arange(base_u.shape[0])
+            joint += ids[base]
+            mult = np.bincount(joint, minlength=rise_u.shape[0] * base_u.shape[0])
+            nz = np.flatnonzero(mult)
+            r, b, mult = rise_u[nz // base_u.shape[0]], base_u[nz % base_u.shape[0]], mult[nz].astype(np.float64)
+        else:
+            key, mult = np.unique(rise * n + base, return_counts=True)
+            r, b = np.divmod(key, n)
+            mult = mult.astype(np.float64)
+        n_agree = np.zeros(r.shape[0], dtype=np.int64)
+        for u in self._sparse:
+            step = np.zeros(r.shape[0], dtype=np.int64)
+            for f in u.fields:
+                step += (r // self.radix[f]) % self.n_levels[f] * self.radix[f]
+            agree = step > 0
+            n_agree += agree
+            counts -= np.bincount(b[agree] + step[agree], weights=mult[agree], minlength=n)
+        counts += np.bincount(b, weights=mult * (n_agree - 1), minlength=n)
+
+    def pattern_counts(self) -> np.ndarray:
+        """Number of pairs with each pattern: shape (n_patterns,) int64, summing to :attr:`total_pairs`.
+
+        Exact, without visiting every pair: base counts from the profile histograms; for each sparse field, the
+        pairs agreeing on it from value x profile histograms; only pairs agreeing on two or more sparse fields are
+        enumerated (through every sparse field but the densest, whose level is looked up), and kept for
+        :meth:`iter_pairs_with_codes` when there are at most ``_MAX_KEPT_PAIRS`` of them.
+        """
+        counts = self.base_counts().astype(np.float64)
+        self._single_field_terms(counts)
+        self._kept = None
+        n_multi = 0
+        if len(self._sparse) >= 2:
+            densest = max(range(len(self._sparse)), key=lambda pos: self._sparse[pos].density)
+            drivers = [pos for pos in range(len(self._sparse)) if pos != densest]
+            for pos in range(len(self._sparse)):
+                if pos not in drivers:
+                    self._lookup(pos)  # built before the threads share it
+            lock = threading.Lock()
+            state = {"n_multi": 0, "keep": True, "pending": [], "n_pending": 0}
+
+            def count_rows(r_from: int, r_to: int) -> None:
+                for i, j, code, _, n_agree, _ in self._iter_blocks(drivers=drivers, rows_from=r_from, rows_to=r_to):
+                    multi = np.flatnonzero(n_agree >= 2)
+                    if multi.shape[0] == 0:
+                        continue
+                    part = (i[multi].astype(np.int32), j[multi].astype(np.int32), code[multi].astype(np.int32))
+                    with lock:
+                        state["n_multi"] += multi.shape[0]
+                        state["n_pending"] += multi.shape[0]
+                        state["pending"].append(part)
+                        if state["keep"] and state["n_multi"] > _MAX_KEPT_PAIRS:
+                            state["keep"] = False
+                            logger.info("more than %d pairs agree on several sparse fields: prediction "
+                                        "re-enumerates", _MAX_KEPT_PAIRS)
+                        if not state["keep"] and state["n_pending"] >= _MAX_KEPT_PAIRS // 8:
+                            self._multi_field_terms(counts, *(np.concatenate(p) for p in zip(*state["pending"])))
+                            state["pending"], state["n_pending"] = [], 0
+
+            # numpy releases the GIL in its array loops: row ranges run in parallel threads
+            n_threads = max(1, min(self.threads, -(-self.n_a // self.block_rows)))
+            bounds = [self.n_a * t // n_threads // self.block_rows * self.block_rows for t in range(n_threads)]
+            bounds.append(self.n_a)
+            if n_threads == 1:
+                count_rows(0, self.n_a)
             else:
-                for arr, sign in ((code, 1), (base, -1)):
-                    uniq, cnt = np.unique(arr, return_counts=True)
-                    np.add.at(counts, uniq, sign * cnt)
-        self.n_agreeing_pairs = n_agree
-        logger.info("counted %d pairs: %d agree on some sparse field", self.total_pairs, n_agree)
-        return counts
+                with ThreadPoolExecutor(n_threads) as pool:
+                    for fut in [pool.submit(count_rows, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
+                        fut.result()
+            n_multi = state["n_multi"]
+            pending = state["pending"]
+            parts = [np.concatenate(p) for p in zip(*pending)] if pending else [np.empty(0, np.int32)] * 3
+            self._multi_field_terms(counts, *parts)
+            if state["keep"]:
+                self._kept = (parts[0], parts[1], parts[2])
+        self.n_agreeing_pairs = int(round(self.total_pairs - counts[np.unique(self.base_code)].sum()))
+        self.n_multi_agreeing_pairs = n_multi
+        logger.info("counted %d pairs: %d agree on some sparse field, %d on several", self.total_pairs,
+                    self.n_agreeing_pairs, n_multi)
+        out = np.rint(counts).astype(np.int64)
+        if np.any(out < 0) or int(out.sum()) != self.total_pairs:
+            raise RuntimeError(f"pattern counts are inconsistent: sum {int(out.sum())}, expected {self.total_pairs}")
+        return out
 
     # ------------------------------------------------------------------ emission
+    def driver_fields(self, accept: np.ndarray) -> list[int]:
+        """Sparse fields (indices into :attr:`fields`) on one of which every pair with an accepted pattern agrees.
+
+        A pair that disagrees (or is missing) on every driver field has a pattern in which all drivers are at level
+        0 or 1; if no such pattern is accepted, emission only needs to enumerate pairs agreeing on some driver, and
+        the other sparse fields' levels are looked up for those pairs alone. The drivers are chosen so that every
+        accepted pattern that some pair can have agrees on one of them, at the least total agreement density (all
+        subsets are tried for up to 12 sparse fields; beyond, fields are dropped greedily, densest first). Patterns
+        with no sparse field agreeing are base patterns: only accepted when some base code is (then every sparse
+        field stays a driver and base pairs are emitted too).
+
+        Args:
+            accept: Boolean mask over pattern codes, shape (n_patterns,).
+
+        Returns:
+            The driver fields, a subset of :attr:`sparse_fields` (all of them when nothing can be dropped).
+        """
+        accept = np.asarray(accept, dtype=bool)
+        if not self.sparse_fields or bool(accept[self.base_code].any()):
+            return list(self.sparse_fields)
+        codes = np.flatnonzero(accept)
+        levels = decode_patterns(codes, self.n_levels)
+        # per unit (a sparse field, or fields enumerated jointly): does the pattern agree on it
+        agree = np.stack([(levels[:, u.fields] > DISAGREE_LEVEL).any(axis=1) for u in self._sparse], axis=1)
+        # a pattern with no sparse agreement is not a realised base code (checked above): no pair has it
+        agree = agree[agree.any(axis=1)]
+        n_s = len(self._sparse)
+        cost = np.array([u.density for u in self._sparse])
+        if agree.shape[0] == 0:
+            return []
+        if n_s <= _EXHAUSTIVE_DRIVERS:
+            # the cheapest cover: every subset of units, as bit masks
+            masks = np.unique(agree.astype(np.int64) @ (1 << np.arange(n_s, dtype=np.int64)))
+            subsets = np.arange(1, 1 << n_s, dtype=np.int64)
+            valid = np.ones(subsets.shape[0], dtype=bool)
+            for m in masks.tolist():
+                valid &= (subsets & m) != 0
+            bits = (subsets[:, None] >> np.arange(n_s)) & 1
+            best = int(subsets[valid][np.argmin(bits[valid] @ cost)])
+            keep = [t for t in range(n_s) if best >> t & 1]
+        else:
+            keep = list(range(n_s))
+            for t in sorted(keep, key=lambda t: -cost[t]):
+                trial = [v for v in keep if v != t]
+                if trial and bool(agree[:, trial].any(axis=1).all()):
+                    keep = trial
+        return sorted(f for t in keep for f in self._sparse[t].fields)
+
+    def single_field_accepted(self, accept: np.ndarray) -> list[int]:
+        """Sparse fields (indices into :attr:`fields`) such that a pair agreeing on that field alone (or on its
+        unit alone, for fields enumerated jointly) can have an accepted pattern: some base code raised by one of
+        the unit's code deltas, on fields present in both records, is accepted."""
+        base = self.base_code.reshape(-1)
+        out = []
+        for u in self._sparse:
+            for delta in np.unique(u.delta).tolist():
+                ok = np.ones(base.shape[0], dtype=bool)
+                for f in u.fields:
+                    if (delta // self.radix[f]) % self.n_levels[f]:
+                        ok &= (base // self.radix[f]) % self.n_levels[f] == DISAGREE_LEVEL
+                if bool(accept[base[ok] + int(delta)].any()):
+                    out.extend(u.fields)
+                    break
+        return sorted(out)
+
     def iter_pairs_with_codes(self, accept: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Pairs whose pattern code is accepted, block by block of left rows.
+
+        After :meth:`pattern_counts` (and unless a base code is accepted), the pairs kept there (those agreeing on
+        several sparse fields) are filtered, and only pairs agreeing on a field of :meth:`single_field_accepted` are
+        enumerated, keeping those that agree on it alone. Otherwise only pairs agreeing on a :meth:`driver_fields`
+        field are enumerated (exact: no other pair can have an accepted pattern); when base patterns are accepted,
+        every pair is considered.
 
         Args:
             accept: Boolean mask over pattern codes, shape (n_patterns,).
@@ -341,15 +815,44 @@ class AllPairsSpace:
         accept = np.asarray(accept, dtype=bool)
         if accept.shape != (self.n_patterns,):
             raise ValueError(f"accept must have shape ({self.n_patterns},), got {accept.shape}")
+        if not accept.any():
+            return
+        if self._kept is not None and not bool(accept[self.base_code].any()):
+            singles = self.single_field_accepted(accept)
+            logger.info("emission filters the %d kept pairs that agree on several sparse fields; enumerates pairs "
+                        "agreeing on %s alone", len(self._kept[0]), [self.fields[f].name for f in singles])
+            i, j, code = self._kept
+            step = max(self.block_rows * self.n_b, 1)
+            for k0 in range(0, i.shape[0], step):
+                sel = accept[code[k0:k0 + step]]
+                yield (i[k0:k0 + step][sel].astype(np.int64), j[k0:k0 + step][sel].astype(np.int64),
+                       code[k0:k0 + step][sel].astype(np.int64))
+            for pos in [p for p, u in enumerate(self._sparse) if u.fields[0] in singles]:
+                for i, j, delta in self._iter_unit_pairs(pos):
+                    # agreeing on this unit alone, a pair has exactly base + delta; look the others up for those
+                    # whose code is accepted (if another unit agrees, the pair is among the kept ones)
+                    code = self._base_flat[self.prof_a[i] * self.p_b + self.prof_b[j]] + delta
+                    sel = np.flatnonzero(accept[code])
+                    i, j, code = i[sel], j[sel], code[sel]
+                    alone = np.ones(i.shape[0], dtype=bool)
+                    for other in range(len(self._sparse)):
+                        if other != pos:
+                            alone &= self._deltas_of(other, i, j) == 0
+                    yield i[alone], j[alone], code[alone]
+            return
         base_ok = accept[self.base_code]
         any_base = bool(base_ok.any())
+        drivers = self.driver_fields(accept)
+        logger.info("emission enumerates pairs agreeing on %s (of sparse fields %s)",
+                    [self.fields[f].name for f in drivers], [self.fields[f].name for f in self.sparse_fields])
         if any_base:
             n_base = int((np.outer(self.hist_a, self.hist_b) * base_ok).sum())
             logger.warning(
                 "%d pairs are accepted on their base pattern alone (no sparse field agrees): all are emitted", n_base
             )
             rows_b_of = [np.flatnonzero(self.prof_b == q) for q in range(self.p_b)]
-        for i, j, code, _, (r0, r1, acc) in self._iter_blocks(keep_acc=True):
+        positions = [pos for pos, u in enumerate(self._sparse) if u.fields[0] in drivers]
+        for i, j, code, _, _, (r0, r1, acc) in self._iter_blocks(drivers=positions):
             keep = accept[code]
             out_i, out_j, out_c = [i[keep]], [j[keep]], [code[keep]]
             if any_base:

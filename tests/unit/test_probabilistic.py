@@ -18,6 +18,7 @@ from linkage_pipeline.probabilistic import (
     link,
     resolve_one_to_one,
 )
+from linkage_pipeline.probabilistic import comparisons as fs_comparisons
 from linkage_pipeline.probabilistic import em as fs_em
 from linkage_pipeline.probabilistic import patterns as fs_patterns
 from linkage_pipeline.probabilistic.comparisons import (
@@ -70,6 +71,27 @@ def test_jaro_winkler_on_unique_values_equals_rapidfuzz_per_pair(alphabet, thres
     assert pairs.level.dtype == np.uint8 and pairs.x.dtype == pairs.y.dtype == np.int32
 
 
+@pytest.mark.parametrize("alphabet", sorted(ALPHABETS))
+@pytest.mark.parametrize("thresholds", [(0.88, 0.94), (0.7, 0.9), (0.95,)])
+def test_jaro_winkler_pruned_by_character_counts_equals_rapidfuzz_per_pair(monkeypatch, alphabet, thresholds):
+    # the bound path (character-count product, per-first-character blocks) on every size of input
+    monkeypatch.setattr(fs_comparisons, "_PRUNE_MIN_PAIRS", 0)
+    rng = np.random.default_rng(3 + len(alphabet))
+    left = _random_strings(rng, ALPHABETS[alphabet] + "xyz", 150, 12)
+    # near copies of left values with their first character changed, so that different first characters agree
+    right = sorted(set(_random_strings(rng, ALPHABETS[alphabet] + "xyz", 100, 12)
+                       + ["z" + v[1:] for v in left[:40] if len(v) > 3]))
+    pairs = jaro_winkler_level_pairs(left, right, thresholds)
+    got = {(int(x), int(y)): int(lv) for x, y, lv in zip(pairs.x, pairs.y, pairs.level)}
+    expected = _brute_levels(left, right, thresholds)
+    assert got == expected
+    if thresholds[0] < 0.9:
+        assert any(left[x][0] != right[y][0] for x, y in expected)  # the bound had pairs to admit
+    assert pairs.level.dtype == np.uint8 and pairs.x.dtype == pairs.y.dtype == np.int32
+    # a threshold too low to prune falls back to the dense path
+    assert fs_comparisons._jaro_winkler_pruned(left, right, (0.6,), -1) is None
+
+
 def test_jaro_winkler_handles_more_rows_than_one_block(monkeypatch):
     import linkage_pipeline.probabilistic.comparisons as comparisons
 
@@ -107,7 +129,11 @@ def test_similarity_exactly_at_a_threshold_reaches_the_upper_level(a, b):
 @pytest.mark.parametrize("max_edits", [(1,), (2,), (2, 1)])
 @pytest.mark.parametrize("alphabet", ["abc12", "東京会社株式"])
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_levenshtein_levels_from_deletion_variants_equal_brute_force(max_edits, alphabet, symmetric):
+@pytest.mark.parametrize("hashed", [True, False])  # numpy hashes of deletion variants / Python sets of them
+def test_levenshtein_levels_from_deletion_variants_equal_brute_force(monkeypatch, max_edits, alphabet, symmetric,
+                                                                     hashed):
+    if not hashed:
+        monkeypatch.setattr(fs_comparisons, "_MAX_HASHED_LENGTH", 0)
     rng = np.random.default_rng(7)
     left = _random_strings(rng, alphabet, 100, 6)
     right = left if symmetric else _random_strings(rng, alphabet, 80, 6)
@@ -218,6 +244,156 @@ def test_chunked_pattern_counts_equal_direct_computation(monkeypatch, dedup_mode
             assert (ii, jj) not in got
             got[(ii, jj)] = cc
     assert got == {k: c for k, c in direct.items() if accept[c]}
+
+
+def _wide_tables(rng: np.random.Generator, n_a: int, n_b: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Five fields, CJK and Latin values, 10-25 % missing: every sparse-counting case (pairs agreeing on none, one
+    or several sparse fields, missing values in and out of profiles) occurs."""
+    given = ["anna", "anne", "annie", "bob", "bobby", "東京", "東亰", "maria", "mario", "한글"]
+    surname = ["smith", "smyth", "東京会社", "東京會社", "株式会社三井", "jones", "johns", "li", "lee", "müller"]
+
+    def col(n, vocab, p_missing):
+        v = rng.choice(np.array(vocab, dtype=object), n)
+        v[rng.random(n) < p_missing] = None
+        return v
+
+    def table(n):
+        return pd.DataFrame({
+            "name": col(n, given, 0.1),
+            "surname": col(n, surname, 0.15),
+            "state": col(n, ["nsw", "vic", "qld"], 0.2),
+            "code": col(n, ["1201", "1202", "1210", "2201", "9999", "12"], 0.1),
+            "id": col(n, [f"{k:03d}" for k in range(40)], 0.25),
+        })
+
+    return table(n_a), table(n_b)
+
+
+WIDE_FIELDS = [FieldSpec("name"), FieldSpec("surname"), FieldSpec("state", "exact"),
+               FieldSpec("code", "levenshtein"), FieldSpec("id", "exact")]
+
+
+def _emitted(space, accept) -> dict[tuple[int, int], int]:
+    got = {}
+    for i, j, code in space.iter_pairs_with_codes(accept):
+        for ii, jj, cc in zip(i.tolist(), j.tolist(), code.tolist()):
+            assert (ii, jj) not in got
+            got[(ii, jj)] = cc
+    return got
+
+
+@pytest.mark.parametrize("dedup_mode", [False, True])
+@pytest.mark.parametrize("expanded", [True, False])  # value -> right rows lists / two-level expansion
+def test_sparse_counts_and_every_emission_path_equal_full_enumeration(monkeypatch, dedup_mode, expanded):
+    if not expanded:
+        monkeypatch.setattr(fs_patterns, "_MAX_EXPANDED", 0)
+    monkeypatch.setattr(fs_patterns, "_PROFILE_MAX_UNIQUE", 5)  # 'state' is the one profile field
+    monkeypatch.setattr(fs_patterns, "_PROFILE_MIN_DENSITY", 0.0)
+    a, b = _wide_tables(np.random.default_rng(5), 61, 47)
+    if dedup_mode:
+        b = a
+    model = FellegiSunter(WIDE_FIELDS, block_cells=300, max_iter=20, dependent_fields=None).fit(
+        a, None if dedup_mode else b)
+    direct = _direct_codes(model, a, b, dedup_mode)
+    np.testing.assert_array_equal(model.pattern_counts_, np.bincount(list(direct.values()),
+                                                                     minlength=model.n_patterns))
+    space = model._data["space"]
+    assert [space.fields[f].name for f in space.sparse_fields] == ["name", "surname", "code", "id"]
+    levels = fs_patterns.decode_patterns(np.arange(model.n_patterns), model.n_levels)
+    n_sparse_agree = (levels[:, space.sparse_fields] >= 2).sum(axis=1)
+    several = n_sparse_agree >= 2
+    # pairs agreeing on two or more units (a field, or fields the space enumerates jointly) are enumerated
+    units_agreeing = sum((levels[:, u.fields] >= 2).any(axis=1) for u in space._sparse)
+    assert space.n_multi_agreeing_pairs == sum(units_agreeing[c] >= 2 for c in direct.values()) > 0
+    id_alone = (n_sparse_agree == 1) & (levels[:, 4] == 2)
+    masks = {
+        "several": several,                                         # kept pairs only
+        "several or id alone": several | id_alone,                  # kept pairs + pairs agreeing on 'id' alone
+        "random": np.random.default_rng(0).random(model.n_patterns) < 0.3,  # base codes too: every pair
+        "fitted": model.pattern_probabilities() >= 0.5,
+    }
+    threaded = fs_patterns.AllPairsSpace(space.fields, space.n_a, space.n_b, dedup=dedup_mode, block_cells=300,
+                                         threads=2)
+    np.testing.assert_array_equal(threaded.pattern_counts(), model.pattern_counts_)
+    assert space.single_field_accepted(masks["several"]) == []
+    assert space.single_field_accepted(masks["several or id alone"]) == [4]
+    for name, accept in masks.items():
+        expected = {k: c for k, c in direct.items() if accept[c]}
+        assert _emitted(space, accept) == expected, name
+    # without the kept pairs (too many of them), emission enumerates driver fields: same pairs
+    kept, space._kept = space._kept, None
+    for name, accept in masks.items():
+        assert _emitted(space, accept) == {k: c for k, c in direct.items() if accept[c]}, name
+    space._kept = kept
+
+
+@pytest.mark.parametrize("dedup_mode", [False, True])
+def test_dependent_sparse_fields_enumerated_jointly_give_the_same_counts_and_links(monkeypatch, dedup_mode):
+    monkeypatch.setattr(fs_patterns, "_PROFILE_MAX_UNIQUE", 5)
+    monkeypatch.setattr(fs_patterns, "_PROFILE_MIN_DENSITY", 0.0)
+    rng = np.random.default_rng(9)
+    a, b = _wide_tables(rng, 57, 43)
+    towns = np.array(["緑町", "midori", "kita", "minami", "higashi", "nishi", "chuo", "sakae"], dtype=object)
+    posts = np.array(["4601", "4602", "4603", "4604", "4605", "4606", "4607", "4608"], dtype=object)
+    for df in (a, b):
+        k = rng.integers(0, 8, len(df))
+        df["town"], df["post"] = towns[k], posts[k]  # same town, same postcode
+        df.loc[rng.random(len(df)) < 0.1, "town"] = None
+        df.loc[rng.random(len(df)) < 0.1, "post"] = None
+    if dedup_mode:
+        b = a
+    fields = WIDE_FIELDS + [FieldSpec("town"), FieldSpec("post", "exact")]
+    model = FellegiSunter(fields, block_cells=200, max_iter=20, dependent_fields=None).fit(
+        a, None if dedup_mode else b)
+    space = model._data["space"]
+    assert [u.fields for u in space._sparse if len(u.fields) > 1] == [[5, 6]]  # town + post
+    direct = _direct_codes(model, a, b, dedup_mode)
+    np.testing.assert_array_equal(model.pattern_counts_, np.bincount(list(direct.values()),
+                                                                     minlength=model.n_patterns))
+    levels = fs_patterns.decode_patterns(np.arange(model.n_patterns), model.n_levels)
+    n_agree = (levels[:, space.sparse_fields] >= 2).sum(axis=1)
+    town_alone = (levels[:, 5] >= 2) & (n_agree == 1)
+    for accept in (n_agree >= 2, (n_agree >= 3) | town_alone, model.pattern_probabilities() >= 0.5,
+                   np.random.default_rng(1).random(model.n_patterns) < 0.2):
+        expected = {k: c for k, c in direct.items() if accept[c]}
+        assert _emitted(space, accept) == expected
+        kept, space._kept = space._kept, None
+        assert _emitted(space, accept) == expected
+        space._kept = kept
+
+
+def test_driver_fields_drop_fields_only_when_exact(monkeypatch):
+    monkeypatch.setattr(fs_patterns, "_PROFILE_MAX_UNIQUE", 5)
+    monkeypatch.setattr(fs_patterns, "_PROFILE_MIN_DENSITY", 0.0)
+    a, b = _wide_tables(np.random.default_rng(6), 40, 30)
+    model = FellegiSunter(WIDE_FIELDS, max_iter=5, dependent_fields=None).fit(a, b)
+    space = model._data["space"]
+    assert space.sparse_fields == [0, 1, 3, 4]
+    levels = fs_patterns.decode_patterns(np.arange(model.n_patterns), model.n_levels)
+    agree = levels[:, space.sparse_fields] >= 2
+    # accepted patterns all agree on 'id' (and something else): 'id' alone drives the enumeration
+    accept = agree.sum(axis=1) >= 2
+    accept &= levels[:, 4] == 2
+    assert space.driver_fields(accept) == [4]
+    # accepted patterns that agree on two sparse fields: all but one field must stay drivers
+    drivers = space.driver_fields(agree.sum(axis=1) >= 2)
+    assert len(drivers) == len(space.sparse_fields) - 1
+    # a base code is accepted: every pair may be a link, nothing is dropped
+    accept = np.zeros(model.n_patterns, dtype=bool)
+    accept[space.base_code.reshape(-1)[0]] = True
+    assert space.driver_fields(accept) == space.sparse_fields
+
+
+def test_links_do_not_depend_on_the_kept_pairs(monkeypatch):
+    a, b = _wide_tables(np.random.default_rng(8), 80, 70)
+    fitted = FellegiSunter(WIDE_FIELDS, threshold=0.3).fit(a, b)
+    links = fitted.predict()
+    monkeypatch.setattr(fs_patterns, "_MAX_KEPT_PAIRS", 0)
+    again = FellegiSunter(WIDE_FIELDS, threshold=0.3).fit(a, b)
+    assert again._data["space"]._kept is None
+    assert len(links) > 0
+    pd.testing.assert_frame_equal(links, again.predict())
+    np.testing.assert_array_equal(fitted.pattern_counts_, again.pattern_counts_)
 
 
 # ---------------------------------------------------------------------------------------------------- EM
