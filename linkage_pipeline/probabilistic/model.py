@@ -436,11 +436,13 @@ class FellegiSunter:
         if self.blocking is not None:
             sample_levels, sample_counts = self._random_pair_patterns(data)
         if self.dependent_fields == "auto":
+            # co-agreement must exceed what the matches alone can produce (at most one per record of the
+            # larger side, twice that for slack): on a tiny table the true pairs are most co-agreeing pairs
             if self.blocking is None:
-                groups = detect_dependent_groups(levels, obs_counts, self.n_levels, min_pairs=float(larger))
+                groups = detect_dependent_groups(levels, obs_counts, self.n_levels, min_pairs=2.0 * larger)
             else:
                 groups = detect_dependent_groups(sample_levels, sample_counts, self.n_levels,
-                                                 min_pairs=max(20.0, larger * sample_counts.sum() / all_pairs))
+                                                 min_pairs=max(20.0, 2.0 * larger * sample_counts.sum() / all_pairs))
         elif self.dependent_fields is None:
             groups = [[f] for f in range(len(self.fields))]
         else:

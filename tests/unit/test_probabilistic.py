@@ -762,3 +762,26 @@ def test_triton_kernel_in_interpreter_mode_equals_rapidfuzz(monkeypatch):
     expected = np.array([[JaroWinkler.normalized_similarity(x, y) for y in right] for x in left], dtype=np.float32)
     np.testing.assert_array_equal(got, expected)
     monkeypatch.setattr(gpu, "_KERNEL", None)
+
+
+def test_auto_dependence_does_not_mistake_the_true_matches_of_a_tiny_table_for_dependent_fields():
+    # 16 firms and a noisy copy of each: every co-agreement of name, city and postcode comes from the 16 true
+    # pairs, which is no evidence of dependence among non-matches (it once merged all three fields into one
+    # composite field and left the true pairs near posterior 0.5)
+    names = ["Acme Corporation", "Globex Industries", "Initech Software", "Umbrella Pharmaceuticals",
+             "Stark Engineering", "Wayne Shipping", "Wonka Confectionery", "Tyrell Robotics", "Cyberdyne Systems",
+             "Soylent Foods", "Hooli Networks", "Vandelay Imports", "Oscorp Chemicals", "Gringotts Banking",
+             "Monarch Textiles", "Prestige Worldwide"]
+    cities = ["Springfield", "Cypress Creek", "Austin", "Raccoon City", "New York", "Gotham", "Manchester",
+              "Los Angeles", "Sunnyvale", "Chicago", "Palo Alto", "Queens", "Newark", "London", "Boston", "Denver"]
+    codes = ["62701", "90210", "73301", "10001", "10012", "07001", "30301", "90001", "94085", "60601", "94301",
+             "11101", "07101", "20001", "02108", "80201"]
+    left = pd.DataFrame({"name": names, "city": cities, "postcode": codes})
+    right = pd.DataFrame({"name": [n[:-1] for n in names], "city": [c.replace("o", "0", 1) for c in cities],
+                          "postcode": codes}).iloc[::-1].reset_index(drop=True)
+    fs = FellegiSunter(["name", "city", FieldSpec("postcode", comparison="exact")]).fit(left, right)
+    assert fs.groups_ == [("name",), ("city",), ("postcode",)]
+    links = fs.predict(one_to_one=True)
+    assert len(links) == 16
+    assert (links["left_id"] == 15 - links["right_id"]).all()
+    assert links["match_probability"].min() > 0.9
