@@ -21,6 +21,7 @@ import abc
 import csv
 import io
 import logging
+import math
 import os
 import re
 import subprocess
@@ -342,11 +343,23 @@ class RapidOcrEngine(OcrEngine):
     """rapidocr 3.10 recognition only (PP-OCRv6 small, multilingual) on onnxruntime.
 
     The crop is already one line, so the detector and the angle classifier never run. Vertical crops are
-    first re-flowed into a horizontal line with :func:`linkage_pipeline.crops.reflow_vertical`. Crops are
-    recognised in batches (rapidocr sorts a batch by aspect ratio and pads to the widest).
+    first re-flowed into a horizontal line with :func:`linkage_pipeline.crops.reflow_vertical`.
+
+    A crop's reading depends on the crop alone, never on which other crops share its batch: rapidocr's own
+    batching pads every crop to the widest one in its batch, so the same crop read in an incremental run
+    (only a new page's crops) and in a from-scratch run came back different about 0.5 % of the time. Here
+    each crop is resized to the recogniser's input height as rapidocr does, padded (with rapidocr's
+    padding value, 0 after normalisation) to its own width bucket (the resized width rounded up to a
+    multiple of ``width_step``, at least the model's 320 px input width), and each bucket goes through the
+    model as batches of its own, so padding never depends on the neighbours. The onnxruntime CPU kernels
+    compute each batch row independently, so the batch size and a crop's position in the batch do not change
+    its result either (checked in ``tests/unit/test_ocr.py``); on CUDA, cuDNN may pick different algorithms
+    for different batch shapes, and bit-identical readings across batch sizes are not promised there.
 
     Args:
-        batch_size: Crops per forward pass.
+        batch_size: Crops per forward pass (at most; a width bucket with fewer crops runs a smaller batch).
+        width_step: Bucket granularity in pixels of the resized crop (a multiple of 8, the model's horizontal
+            stride). Smaller steps pad less but make more, smaller batches.
         device: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (needs onnxruntime-gpu), or ``"auto"`` (CUDA when
             onnxruntime offers it, else CPU).
         threads: onnxruntime intra-op threads; ``None`` lets onnxruntime choose (one per core).
@@ -361,6 +374,7 @@ class RapidOcrEngine(OcrEngine):
         self,
         *,
         batch_size: int = 16,
+        width_step: int = 32,
         device: str = "cpu",
         threads: int | None = None,
         model_path: str | os.PathLike[str] | None = None,
@@ -368,21 +382,27 @@ class RapidOcrEngine(OcrEngine):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if width_step < 8 or width_step % 8:
+            raise ValueError(f"width_step must be a positive multiple of 8 pixels, got {width_step}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         self.batch_size = batch_size
+        self.width_step = width_step
         self.device = device
         self.threads = threads
         self.model_path = Path(model_path) if model_path is not None else None
         self.unicode_form = _check_unicode_form(unicode_form)
-        self._ocr: Any = None
+        self._rec: Any = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         model = str(self.model_path) if self.model_path is not None else f"bundled {RAPIDOCR_REC_MODEL}"
-        return f"RapidOcrEngine(batch_size={self.batch_size}, device={self.device!r}, model={model!r})"
+        return (
+            f"RapidOcrEngine(batch_size={self.batch_size}, width_step={self.width_step}, "
+            f"device={self.device!r}, model={model!r})"
+        )
 
     def _model_file(self) -> Path:
         if self.model_path is not None:
@@ -429,12 +449,12 @@ class RapidOcrEngine(OcrEngine):
         self._use_cuda()
 
     def _load(self) -> Any:
-        """The rapidocr pipeline with only recognition enabled, loaded once."""
-        if self._ocr is not None:
-            return self._ocr
+        """rapidocr's text recogniser (session, input shape, CTC decoder), loaded once."""
+        if self._rec is not None:
+            return self._rec
         with self._lock:
-            if self._ocr is not None:
-                return self._ocr
+            if self._rec is not None:
+                return self._rec
             self.check_available()
             from rapidocr import RapidOCR
 
@@ -446,7 +466,6 @@ class RapidOcrEngine(OcrEngine):
                 "Global.log_level": "warning",
                 # An explicit model_path bypasses rapidocr's download-if-missing logic.
                 "Rec.model_path": str(model),
-                "Rec.rec_batch_num": self.batch_size,
                 "EngineConfig.onnxruntime.use_cuda": use_cuda,
                 "EngineConfig.onnxruntime.cuda_ep_cfg.device_id": device_id,
             }
@@ -460,22 +479,56 @@ class RapidOcrEngine(OcrEngine):
                     f"{model} carries no character list in its metadata; rapidocr would download one. "
                     "Use a PP-OCR .onnx exported with its character list."
                 )
+            if len(rec.rec_image_shape) != 3 or rec.rec_image_shape[0] != 3:
+                raise EngineUnavailableError(
+                    f"{model}: rapidocr recogniser input shape {rec.rec_image_shape}, expected (3, H, W)"
+                )
             logger.info("rapidocr recognition model %s loaded (cuda=%s)", model, use_cuda)
-            self._ocr = ocr
-            return ocr
+            self._rec = rec
+            return rec
 
     def _read_batch(self, images: list[Image.Image], direction: str) -> list[OcrResult]:
-        ocr = self._load()
+        rec = self._load()
         if direction == "vertical":
             images = [reflow_vertical(img) for img in images]
-        # rapidocr follows OpenCV: (H, W, 3) uint8 BGR.
-        arrays = [np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1]) for img in images]
-        output = ocr.recognize_txt(arrays)
-        results = []
-        for text, score in zip(output.txts, output.scores, strict=True):
-            text = str(text).strip()
-            results.append(OcrResult(text, float(np.clip(score, 0.0, 1.0))) if text else EMPTY)
+        _, height, min_width = (int(v) for v in rec.rec_image_shape)
+        lines = [_rec_input(img, height) for img in images]
+        buckets: dict[int, list[int]] = {}
+        for i, line in enumerate(lines):
+            width = max(min_width, -(-line.shape[2] // self.width_step) * self.width_step)
+            buckets.setdefault(width, []).append(i)
+        results = [EMPTY] * len(images)
+        for width, members in sorted(buckets.items()):
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                # Zero is rapidocr's padding value (mid-grey after its (x / 255 - 0.5) / 0.5 normalisation).
+                batch = np.zeros((len(chunk), 3, height, width), dtype=np.float32)
+                for row, i in enumerate(chunk):
+                    batch[row, :, :, : lines[i].shape[2]] = lines[i]
+                decoded, _ = rec.postprocess_op(rec.session(batch), False)
+                for i, (text, score) in zip(chunk, decoded, strict=True):
+                    text = str(text).strip()
+                    results[i] = OcrResult(text, float(np.clip(score, 0.0, 1.0))) if text else EMPTY
         return results
+
+
+def _rec_input(img: Image.Image, height: int) -> np.ndarray:
+    """One crop as the PP-OCR recogniser wants it, before padding (as rapidocr's ``resize_norm_img``).
+
+    Args:
+        img: An RGB crop holding one horizontal line.
+        height: The recogniser's input height (48 for PP-OCRv6).
+
+    Returns:
+        float32 array of shape ``(3, height, w)``, BGR, values in [-1, 1], ``w = ceil(height * W / H)``.
+    """
+    import cv2
+
+    # rapidocr follows OpenCV: BGR channel order, bilinear resize, then (x / 255 - 0.5) / 0.5.
+    bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
+    width = max(1, math.ceil(height * img.width / img.height))
+    resized = cv2.resize(bgr, (width, height)).astype(np.float32)
+    return (resized.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5
 
 
 _ENGINE_CLASSES: dict[str, type[OcrEngine]] = {"tesseract": TesseractEngine, "rapidocr": RapidOcrEngine}

@@ -76,10 +76,6 @@ def grown(tmp_path_factory: pytest.TempPathFactory):
     """A corpus processed without its last list page and last directory page, then given both back, one by one."""
     data_dir = tmp_path_factory.mktemp("grown") / "c"
     generate_corpus(data_dir, seed=5, n_firms=40, n_list_pages=3)
-    # tesseract only: rapidocr pads each recognition batch to its widest crop, so a crop's reading can change
-    # with its batch neighbours (about 0.5 % of readings here), and a from-scratch run batches crops differently
-    yaml_path = data_dir / "sources.yaml"
-    yaml_path.write_text(yaml_path.read_text().replace("ocr: [tesseract, rapidocr]", "ocr: [tesseract]"))
     held = data_dir.parent / "held"
     held.mkdir()
     new_list_page = data_dir / "supplier_lists" / "pages" / "page_003.png"
@@ -156,7 +152,7 @@ def test_a_new_query_page_costs_only_its_own_crops(grown) -> None:
     n_new = int((crops["page_id"] == new_page).sum())
     assert n_new > 5
     assert _meta(source, "region_crops")["crops_cut"] == n_new
-    n_engines = 1
+    n_engines = 2  # tesseract and rapidocr
     assert _meta(source, "ocr_texts")["crops_read"] == n_new * n_engines
     embedded = _meta(source, "crop_embeddings")
     assert 0 < embedded["embedded_images"] <= n_new  # titles and entries only: headings are not embedded
@@ -164,7 +160,7 @@ def test_a_new_query_page_costs_only_its_own_crops(grown) -> None:
     index = _meta(linkage, "faiss_index")  # the query source grew: the target indexes stay as they are
     assert index["rebuilt"] == 0 and index["extended"] == 0 and index["unchanged"] > 0
     links = _meta(linkage, "embedding_links")
-    n_methods, n_conditions = 3, 2  # vision/language/multimodal x tesseract/ground_truth
+    n_methods, n_conditions = 3, 3  # vision/language/multimodal x tesseract/rapidocr/ground_truth
     assert 0 < links["queries_searched"] <= embedded["embedded_images"] * n_methods * n_conditions
     assert links["queries_checked"] == 0 and links["queries_kept"] > links["queries_searched"]
 

@@ -125,6 +125,22 @@ def test_rapidocr_reads_old_forms_exactly(rapid, direction):
 
 
 @needs_fonts
+@pytest.mark.parametrize("direction", ["horizontal", "vertical"])
+def test_rapidocr_reading_does_not_depend_on_the_batch(rapid, direction):
+    # Runs are incremental (only new crops are OCRed), so a crop must read the same, text and confidence,
+    # alone, beside any other crops, in any order and batch size. rapidocr's own batching padded each crop to
+    # the widest in its batch, which changed almost every confidence and about 0.5 % of the texts.
+    names = [*NAMES, "東洋紡績株式會社大日本製藥(株)明治製菓"]  # one crop much wider than the rest
+    images = [render(name, direction, font, noise=True) for font in FONTS for name in names]
+    together = rapid.read(images, direction=direction)
+    alone = [rapid.read([img], direction=direction)[0] for img in images]
+    reversed_in_threes = RapidOcrEngine(batch_size=3).read(images[::-1], direction=direction)[::-1]
+    assert alone == together
+    assert reversed_in_threes == together
+    assert char_accuracy([name for _ in FONTS for name in names], [r.text for r in together]) >= 0.95
+
+
+@needs_fonts
 @needs_tesseract
 def test_tesseract_horizontal_exact_and_workers_keep_order(tesseract):
     images = [render(name, "horizontal", FONTS[0]) for name in ["明治製菓", "東洋紡績株式會社", "大日本製藥(株)"]]
@@ -264,6 +280,7 @@ def test_unknown_engine_lists_known_names(name):
         ("tesseract", {"workers": 0}, "workers must be >= 1"),
         ("tesseract", {"psm": 6}, r"bad options \['psm'\] for OCR engine 'tesseract'; accepted: .*lang_vertical"),
         ("rapidocr", {"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ("rapidocr", {"width_step": 20}, "width_step must be a positive multiple of 8 pixels, got 20"),
         ("rapidocr", {"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
         ("rapidocr", {"unicode_form": "NFX"}, "unicode_form must be None, 'NFC', 'NFKC', 'NFD' or 'NFKD'"),
     ],
