@@ -115,17 +115,17 @@ def test_merge_string_methods_find_every_partner(left: pd.DataFrame, right: pd.D
     assert list(out.columns) == ["name", "city", "postcode", "left_key", "firm", "town", "zip", "firm_id", "score"]
 
 
-# On 16 x 16 rows the engine's dependent-field detection ("auto") joins all three fields into one composite and
-# the posteriors of true pairs land near 0.5; with independent fields (Fast-ER's model) they are ~1.
-FS_INDEPENDENT = {"dependent_fields": None}
+# The engine's defaults (dependent-field detection "auto" included) on 16 x 16 rows: the true pairs must not be
+# mistaken for dependent fields (they once merged all three fields and left true pairs near posterior 0.5).
+FS_DEFAULTS: dict[str, object] = {}
 
 
 def test_merge_fellegi_sunter_on_three_fields(left: pd.DataFrame, right: pd.DataFrame) -> None:
     cols = dict(left_on=["name", "city", "postcode"], right_on=["firm", "town", "zip"])
-    out = api.merge(left, right, **cols, fs_options=FS_INDEPENDENT)
+    out = api.merge(left, right, **cols, fs_options=FS_DEFAULTS)
     assert out["firm_id"].tolist() == list(range(len(left)))  # method="auto" picked Fellegi-Sunter
     assert (out["score"] >= 0.99).all() and (out["score"] <= 1.0).all()
-    exact_zip = api.merge(left, right, **cols, fs_options={**FS_INDEPENDENT, "comparisons": ["jaro_winkler"] * 2
+    exact_zip = api.merge(left, right, **cols, fs_options={**FS_DEFAULTS, "comparisons": ["jaro_winkler"] * 2
                                                            + ["exact"]})
     assert exact_zip["firm_id"].tolist() == list(range(len(left)))
     default = api.merge(left, right, **cols, threshold=0.01)  # engine defaults: top-1 still right
@@ -149,7 +149,7 @@ def test_merge_threshold_leaves_unmatched_rows_nan(left: pd.DataFrame, right: pd
     assert out[["firm", "town", "zip", "firm_id", "score"]].iloc[16:].isna().all().all()
     assert out["name"].tolist() == lf["name"].tolist()  # the left side is kept whole
     fs = api.merge(lf, right, left_on=["name", "city", "postcode"], right_on=["firm", "town", "zip"],
-                   method="fellegi_sunter", threshold=0.9, fs_options=FS_INDEPENDENT)
+                   method="fellegi_sunter", threshold=0.9, fs_options=FS_DEFAULTS)
     assert fs["firm_id"].iloc[:16].tolist() == list(range(16))
     assert fs["firm_id"].iloc[16:].isna().all()
 
@@ -210,10 +210,10 @@ def test_dedup_rows_fellegi_sunter(left: pd.DataFrame) -> None:
     noisy = pd.DataFrame(NOISY[:6], columns=["name", "city", "postcode"])
     df = pd.concat([left[["name", "city", "postcode"]], noisy], ignore_index=True)
     cols = ["name", "city", "postcode"]
-    clusters = api.cluster_rows(df, on=cols, method="fellegi_sunter", fs_options=FS_INDEPENDENT)
+    clusters = api.cluster_rows(df, on=cols, method="fellegi_sunter", fs_options=FS_DEFAULTS)
     assert clusters["cluster_id"].iloc[16:].tolist() == list(range(6))  # each copy joins its original
     assert clusters["cluster_id"].iloc[:16].tolist() == list(range(16))
-    out = api.dedup_rows(df, on=cols, fs_options=FS_INDEPENDENT)
+    out = api.dedup_rows(df, on=cols, fs_options=FS_DEFAULTS)
     assert len(out) == 16 and out.index.tolist() == list(range(16))
 
 
@@ -251,6 +251,73 @@ def test_tiny_bert_embedding_merge_offline(tiny_model: Path, left: pd.DataFrame)
     knn = api.merge_knn(left, right, on="name", model=tiny_model, k=2, device="cpu")  # auto -> embedding
     assert len(knn) == 2 * len(left)
     assert knn.loc[knn["rank"] == 1, "left_key_y"].tolist() == left["left_key"].tolist()
+
+
+def test_encode_embeds_each_distinct_text_once_in_tight_batches(tiny_model: Path) -> None:
+    enc = api.TextEncoder(tiny_model, device="cpu")
+    texts = ["acme corporation springfield", "zeta", "acme corporation springfield", "globex industries", "",
+             "zeta", "wayne shipping gotham", "hooli"]
+    widths: list[tuple[int, int]] = []  # (rows, padded width) of every forward pass
+    hook = enc.model.register_forward_hook(lambda mod, args, kw, out: widths.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
+    emb = enc.encode(texts, batch_size=2)
+    hook.remove()
+    n_tokens = {t: len(enc.tokenizer(t)["input_ids"]) for t in set(texts)}
+    assert sum(rows for rows, _ in widths) == len(set(texts))  # duplicates are embedded once
+    assert [w for _, w in widths] == sorted(n_tokens.values(), reverse=True)[::2]  # longest first, no extra padding
+    assert np.array_equal(emb[0], emb[2]) and np.array_equal(emb[1], emb[5])
+    one_by_one = np.stack([enc.encode([t], batch_size=1)[0] for t in texts])
+    assert np.allclose(emb, one_by_one, atol=1e-5)  # batching and padding do not change a text's vector
+    assert np.array_equal(enc.encode(texts, batch_size=2), emb)  # the same vectors, bit for bit, every run
+    assert np.allclose(enc.encode(texts[::-1], batch_size=3)[::-1], emb, atol=1e-5)
+    assert enc.encode([]).shape == (0, 32)
+
+
+def test_embedding_dedup_and_threshold_keep_singletons(tiny_model: Path, left: pd.DataFrame) -> None:
+    df = pd.concat([left, left.iloc[[2, 7]]], ignore_index=True)  # two exact copies among 16 distinct firms
+    out = api.dedup_rows(df, on=["name", "city"], method="embedding", model=tiny_model, threshold=0.99999,
+                         device="cpu")
+    assert out.index.tolist() == list(range(16))  # the copies go, every singleton stays
+    ids = api.cluster_rows(df, on=["name", "city"], method="embedding", model=tiny_model, threshold=0.99999,
+                           device="cpu")["cluster_id"]
+    assert ids.iloc[16:].tolist() == [2, 7] and ids.iloc[:16].tolist() == list(range(16))
+    right = left.iloc[:10].sample(frac=1.0, random_state=1).reset_index(drop=True)
+    merged = api.merge(left, right, on=["name", "city"], model=tiny_model, method="embedding", threshold=0.99999,
+                       device="cpu")
+    assert merged["left_key_y"].iloc[:10].tolist() == left["left_key"].iloc[:10].tolist()
+    assert merged[["left_key_y", "score"]].iloc[10:].isna().all().all()  # no partner above the threshold: NaN
+
+
+_HASH_SEED_SCRIPT = """
+import json, pandas as pd
+from linkage_pipeline import api
+a = pd.DataFrame({"name": ["Acme Corp", "Zeta Ltd"], "city": ["Oslo", None], "zip": ["1", "2"], "k": [0, 1]})
+b = pd.DataFrame({"zip": ["2", "1"], "city": ["Lima", "Oslo"], "name": ["Zeta Limited", "ACME Corp"], "k": [1, 0]})
+m = api.merge(a, b, on=["name", "city", "zip"], method="jaro_winkler")
+knn = api.merge_knn(a, b, on=["zip", "name"], method="jaro_winkler", k=2)
+print(json.dumps([api.row_texts(a, ["zip", "city", "name"]), list(m.columns), m["score"].round(6).tolist(),
+                  list(knn.columns), list(api.dedup_rows(b, on=["city", "name"], method="ngram").columns)]))
+"""
+
+
+def test_text_and_column_order_do_not_depend_on_the_hash_seed() -> None:
+    """LinkTransformer takes its columns from a set, so its texts change with PYTHONHASHSEED; ours must not."""
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        res = subprocess.run([sys.executable, "-c", _HASH_SEED_SCRIPT], capture_output=True, text=True, env=env,
+                             timeout=120, check=True)
+        outs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    assert outs[0] == outs[1] == outs[2]
+    texts, merge_cols, _, knn_cols, dedup_cols = outs[0]
+    assert texts == ["1 Oslo Acme Corp", "2 Zeta Ltd"]
+    assert merge_cols == ["name_x", "city_x", "zip_x", "k_x", "zip_y", "city_y", "name_y", "k_y", "score"]
+    assert knn_cols == ["name_x", "city_x", "zip_x", "k_x", "zip_y", "city_y", "name_y", "k_y", "rank", "score"]
+    assert dedup_cols == ["zip", "city", "name", "k"]
 
 
 def test_aggregate_rows_maps_fine_rows_to_coarse_keys(tiny_model: Path) -> None:
