@@ -34,7 +34,7 @@ nickname               0.05    given name replaced by a prefix of it (3-4 charac
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

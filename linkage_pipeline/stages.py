@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ from linkage_pipeline.layout import detect_layout, layout_to_records
 from linkage_pipeline.ocr import OcrEngine
 from linkage_pipeline.paths import atomic_write_bytes, safe_child
 from linkage_pipeline.strings import normalize, topk_string_matches
+
+if TYPE_CHECKING:  # training imports torch; this module must stay light
+    from linkage_pipeline.training import TrainingSet
 
 logger = logging.getLogger(__name__)
 
@@ -546,7 +550,7 @@ def build_network(
 
 
 # ----------------------------------------------------------------------------------------------- training
-def labelled_training_rows(regions: pd.DataFrame, crop_texts: pd.DataFrame, *, split: str = "train") -> "TrainingSet":
+def labelled_training_rows(regions: pd.DataFrame, crop_texts: pd.DataFrame, *, split: str = "train") -> TrainingSet:
     """The labelled crops of firms in the ``split`` split (by firm hash, as the evaluation) as training rows.
 
     Each crop contributes its readings by every OCR engine (ground truth excluded); crops of one entity are

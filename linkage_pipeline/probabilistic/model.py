@@ -813,7 +813,6 @@ __all__ = [
     "FellegiSunter",
     "clusters_from_links",
     "dedup",
-    "level_frequencies",
     "link",
     "resolve_one_to_one",
 ]
