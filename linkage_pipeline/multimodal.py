@@ -298,38 +298,9 @@ def link_with_indexes(
     Returns:
         ``embedding_links`` rows (:data:`EMBEDDING_LINKS`), best first.
     """
-    if embeddings.empty:
-        return _empty(EMBEDDING_LINKS)
-    model_id = _check_one_model(embeddings)
-    frames = []
-    for query_source, target_source in linkages:
-        q_all = embeddings[embeddings["source"] == query_source]
-        for condition in sorted(set(q_all["ocr"])):
-            q = q_all[q_all["ocr"] == condition].sort_values("crop_id")
-            for method in methods:
-                found = indexes.get((target_source, condition, method))
-                if found is None or q.empty:
-                    continue
-                index, target_ids = found
-                scores, ids = search(index, method_embeddings(q, method, weight), k)
-                cols = topk_frame_arrays(scores, ids, q["crop_id"].tolist(), target_ids)
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "query_crop_id": cols["query_id"],
-                            "target_crop_id": cols["target_id"],
-                            "query_source": query_source,
-                            "target_source": target_source,
-                            "method": method,
-                            "ocr": condition,
-                            "rank": cols["rank"],
-                            "score": cols["score"],
-                            "training": training,
-                            "model_id": model_id,
-                        }
-                    )
-                )
-    return pd.concat(frames, ignore_index=True) if frames else _empty(EMBEDDING_LINKS)
+    links, _, _ = relink(embeddings, embeddings, linkages, indexes, methods=methods, weight=weight, k=k,
+                         training=training)
+    return links
 
 
 def embedding_links(

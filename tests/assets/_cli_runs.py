@@ -39,3 +39,19 @@ def materialize_cmd(partition: str, selection: str = CHAIN) -> list[str]:
     """The `dagster asset materialize` command line for one partition."""
     return [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "assets_defs.definitions",
             "--select", selection, "--partition", partition]
+
+
+def materialize_chain_in_process(data_dir: Path, sources: Sequence[str]) -> None:
+    """The reference of the multi-process tests: :data:`CHAIN` of every source, sequential and in process."""
+    import dagster as dg
+
+    from assets_defs.definitions import all_assets
+    from resources import ComputeResource, EnginesResource
+
+    resources = {"linkage_store": LinkageStore(data_dir=str(data_dir)), "compute": ComputeResource(device="cpu"),
+                 "engines": EnginesResource()}
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, list(sources))
+    for name in sources:
+        assert dg.materialize(all_assets, selection=dg.AssetSelection.assets(*CHAIN.split(",")), partition_key=name,
+                              instance=instance, resources=resources).success

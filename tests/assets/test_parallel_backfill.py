@@ -5,14 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
-from _cli_runs import CHAIN, REPO, cli_env, comparable_table, materialize_cmd
+from _cli_runs import REPO, cli_env, comparable_table, materialize_chain_in_process, materialize_cmd
 
-from assets_defs.definitions import all_assets
-from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from linkage_pipeline.documents.synthetic import generate_corpus
-from resources import ComputeResource, EnginesResource, LinkageStore
 
 SOURCES = ("firm_directory", "supplier_lists")
 PER_SOURCE_TABLES = ("page_images", "layout_regions", "region_crops", "ocr_texts", "labelled_regions", "rejected_inputs")
@@ -24,14 +20,7 @@ def test_parallel_partition_runs_equal_sequential_run(tmp_path: Path) -> None:
         generate_corpus(d, seed=9, n_firms=14, n_list_pages=2)
 
     # sequential, in process
-    resources = {"linkage_store": LinkageStore(data_dir=str(seq_dir)), "compute": ComputeResource(device="cpu"),
-                 "engines": EnginesResource()}
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, list(SOURCES))
-    for name in SOURCES:
-        assert dg.materialize(all_assets, selection=dg.AssetSelection.assets(*CHAIN.split(",")), partition_key=name,
-                              instance=instance,
-                              resources=resources).success
+    materialize_chain_in_process(seq_dir, SOURCES)
 
     # parallel: one `dagster asset materialize` process per source, started together, sharing one DuckDB file
     env = cli_env(tmp_path / "dagster_home", par_dir, SOURCES)

@@ -20,12 +20,10 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from _cli_runs import CHAIN, REPO, cli_env, comparable_table, materialize_cmd
+from _cli_runs import CHAIN, REPO, cli_env, comparable_table, materialize_chain_in_process, materialize_cmd
 
-from assets_defs.definitions import all_assets, default_executor
-from assets_defs.partitions import SOURCE_PARTITIONS_NAME
+from assets_defs.definitions import default_executor
 from linkage_pipeline.documents.synthetic import generate_corpus
-from resources import ComputeResource, EnginesResource, LinkageStore
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.scale_out
@@ -162,13 +160,7 @@ def test_celery_workers_run_the_partitions_and_equal_a_sequential_run(tmp_path: 
                     env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
         # meanwhile the reference: the same chain, sequential and in process, on a corpus of its own
-        resources = {"linkage_store": LinkageStore(data_dir=str(seq_dir)), "compute": ComputeResource(device="cpu"),
-                     "engines": EnginesResource()}
-        instance = dg.DagsterInstance.ephemeral()
-        instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, list(SOURCES))
-        for name in SOURCES:
-            assert dg.materialize(all_assets, selection=dg.AssetSelection.assets(*CHAIN.split(",")), partition_key=name,
-                                  instance=instance, resources=resources).success
+        materialize_chain_in_process(seq_dir, SOURCES)
 
         _wait_for_workers(redis_url, WORKERS, workers, logs)
         worker_pids = set().union(*(_group_pids(w.pid) for w in workers))
