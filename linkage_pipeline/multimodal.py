@@ -221,6 +221,15 @@ def _index_name(target_source: str, condition: str, method: str) -> str:
     return f"{target_source}__{condition}__{method}.faiss"
 
 
+def _target_groups(embeddings: pd.DataFrame, target_sources: Sequence[str]):
+    """(source, condition, rows sorted by crop id, crop ids) of every target source and text condition."""
+    for source in dict.fromkeys(target_sources):
+        t_all = embeddings[embeddings["source"] == source]
+        for condition in sorted(set(t_all["ocr"])):
+            t = t_all[t_all["ocr"] == condition].sort_values("crop_id")
+            yield source, condition, t, t["crop_id"].tolist()
+
+
 def index_targets(
     embeddings: pd.DataFrame,
     target_sources: Sequence[str],
@@ -252,25 +261,21 @@ def index_targets(
     if embeddings.empty:
         return out, pd.DataFrame(rows, columns=list(FAISS_INDEXES))
     model_id = _check_one_model(embeddings)
-    for source in dict.fromkeys(target_sources):
-        t_all = embeddings[embeddings["source"] == source]
-        for condition in sorted(set(t_all["ocr"])):
-            t = t_all[t_all["ocr"] == condition].sort_values("crop_id")
-            ids = t["crop_id"].tolist()
-            for method in methods:
-                index = build_index(method_embeddings(t, method, weight), spec)
-                path = ""
-                if out_dir is not None:
-                    meta = IndexMeta(
-                        model_id,
-                        ids,
-                        spec.kind,
-                        int(index.d),
-                        {"source": source, "ocr": condition, "method": method, "weight": weight},
-                    )
-                    path = str(save_index(index, out_dir / _index_name(source, condition, method), meta))
-                out[(source, condition, method)] = (index, ids)
-                rows.append((source, condition, method, model_id, spec.kind, weight, len(ids), int(index.d), path))
+    for source, condition, t, ids in _target_groups(embeddings, target_sources):
+        for method in methods:
+            index = build_index(method_embeddings(t, method, weight), spec)
+            path = ""
+            if out_dir is not None:
+                meta = IndexMeta(
+                    model_id,
+                    ids,
+                    spec.kind,
+                    int(index.d),
+                    {"source": source, "ocr": condition, "method": method, "weight": weight},
+                )
+                path = str(save_index(index, out_dir / _index_name(source, condition, method), meta))
+            out[(source, condition, method)] = (index, ids)
+            rows.append((source, condition, method, model_id, spec.kind, weight, len(ids), int(index.d), path))
     return out, pd.DataFrame(rows, columns=list(FAISS_INDEXES))
 
 
@@ -429,40 +434,36 @@ def update_target_indexes(
     if embeddings.empty:
         return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
     model_id = _check_one_model(embeddings)
-    for source in dict.fromkeys(target_sources):
-        t_all = embeddings[embeddings["source"] == source]
-        for condition in sorted(set(t_all["ocr"])):
-            t = t_all[t_all["ocr"] == condition].sort_values("crop_id")
-            ids = t["crop_id"].tolist()
-            for method in methods:
-                path = Path(out_dir) / _index_name(source, condition, method)
-                old = None
-                if path.is_file():
-                    try:
-                        index, meta = load_index(path, model_id=model_id)
-                        if meta.kind == spec.kind and float(meta.extra.get("weight", -1)) == weight:
-                            old = (index, meta.ids)
-                    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-                        logger.info("rebuilding index %s: %s", path.name, exc)
-                if old is not None and set(old[1]) <= set(ids):
-                    index, have = old
-                    new = t[~t["crop_id"].isin(set(have))]
-                    ordered, dirty = list(have) + new["crop_id"].tolist(), len(new) > 0
-                    if dirty:
-                        index.add(method_embeddings(new, method, weight))
-                        stats["extended"] += 1
-                        stats["vectors_added"] += len(new)
-                    else:
-                        stats["unchanged"] += 1
-                else:
-                    index, ordered, dirty = build_index(method_embeddings(t, method, weight), spec), ids, True
-                    stats["rebuilt"] += 1
-                    stats["vectors_added"] += len(ids)
+    for source, condition, t, ids in _target_groups(embeddings, target_sources):
+        for method in methods:
+            path = Path(out_dir) / _index_name(source, condition, method)
+            old = None
+            if path.is_file():
+                try:
+                    index, meta = load_index(path, model_id=model_id)
+                    if meta.kind == spec.kind and float(meta.extra.get("weight", -1)) == weight:
+                        old = (index, meta.ids)
+                except (ValueError, FileNotFoundError, RuntimeError) as exc:
+                    logger.info("rebuilding index %s: %s", path.name, exc)
+            if old is not None and set(old[1]) <= set(ids):
+                index, have = old
+                new = t[~t["crop_id"].isin(set(have))]
+                ordered, dirty = list(have) + new["crop_id"].tolist(), len(new) > 0
                 if dirty:
-                    meta = IndexMeta(model_id, ordered, spec.kind, int(index.d),
-                                     {"source": source, "ocr": condition, "method": method, "weight": weight})
-                    save_index(index, path, meta)
-                rows.append((source, condition, method, model_id, spec.kind, weight, len(ordered), int(index.d), str(path)))
+                    index.add(method_embeddings(new, method, weight))
+                    stats["extended"] += 1
+                    stats["vectors_added"] += len(new)
+                else:
+                    stats["unchanged"] += 1
+            else:
+                index, ordered, dirty = build_index(method_embeddings(t, method, weight), spec), ids, True
+                stats["rebuilt"] += 1
+                stats["vectors_added"] += len(ids)
+            if dirty:
+                meta = IndexMeta(model_id, ordered, spec.kind, int(index.d),
+                                 {"source": source, "ocr": condition, "method": method, "weight": weight})
+                save_index(index, path, meta)
+            rows.append((source, condition, method, model_id, spec.kind, weight, len(ordered), int(index.d), str(path)))
     return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
 
 

@@ -14,7 +14,10 @@ from linkage_pipeline.multimodal import (
     embed_crops,
     embedding_inputs,
     embedding_links,
+    index_targets,
     method_embeddings,
+    relink,
+    update_target_indexes,
 )
 
 
@@ -149,3 +152,72 @@ def test_embedding_inputs_keep_linkable_crops_and_add_ground_truth() -> None:
         ("c1", "tesseract", "a"),
         ("c3", "tesseract", "c"),
     ]
+
+
+def _unit(rng: np.random.Generator, n: int, d: int = 8) -> np.ndarray:
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _loaded(rows: pd.DataFrame) -> dict:
+    from linkage_pipeline.matching import load_index
+
+    out = {}
+    for r in rows.itertuples(index=False):
+        index, meta = load_index(r.path)
+        out[(r.target_source, r.ocr, r.method)] = (index, meta.ids)
+    return out
+
+
+def _sorted(links: pd.DataFrame) -> pd.DataFrame:
+    return links.sort_values(["method", "query_crop_id", "rank"]).reset_index(drop=True)
+
+
+def test_grown_indexes_and_relinked_queries_equal_a_full_search(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    targets = _frame("t", [f"t{i:03d}" for i in range(50)], _unit(rng, 50), _unit(rng, 50))
+    queries = _frame("q", [f"q{i:03d}" for i in range(30)], _unit(rng, 30), _unit(rng, 30))
+    out = tmp_path / "idx"
+    rows, stats = update_target_indexes(targets.iloc[:40], ["t"], out, weight=0.6)
+    assert stats == {"unchanged": 0, "extended": 0, "rebuilt": 3, "vectors_added": 120}
+    first, linked, s1 = relink(queries.iloc[:20], targets.iloc[:40], [("q", "t")], _loaded(rows), weight=0.6)
+    assert s1["queries_searched"] == 20 * 3 and len(first) == 20 * 3 * 5
+
+    # 10 new targets and 10 new queries: the indexes grow, old queries are checked against the new targets only
+    rows, stats = update_target_indexes(targets, ["t"], out, weight=0.6)
+    assert stats == {"unchanged": 0, "extended": 3, "rebuilt": 0, "vectors_added": 30}
+    grown, linked, s2 = relink(queries, targets, [("q", "t")], _loaded(rows), previous=first,
+                               previous_targets=linked, weight=0.6)
+    assert s2["queries_searched"] == 10 * 3 and s2["queries_checked"] == 20 * 3 and s2["queries_kept"] == 0
+    assert 0 < s2["queries_changed"] <= s2["queries_checked"]
+    full = relink(queries, targets, [("q", "t")], index_targets(targets, ["t"], weight=0.6)[0], weight=0.6)[0]
+    a, b = _sorted(grown), _sorted(full)
+    cols = ["query_crop_id", "target_crop_id", "method", "rank"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    np.testing.assert_allclose(a["score"], b["score"], atol=1e-6)
+
+    # nothing new: nothing searched; k raised: every list is searched again
+    rows, stats = update_target_indexes(targets, ["t"], out, weight=0.6)
+    assert stats["unchanged"] == 3 and stats["vectors_added"] == 0
+    _, _, s3 = relink(queries, targets, [("q", "t")], _loaded(rows), previous=grown, previous_targets=linked, weight=0.6)
+    assert s3 == {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0, "queries_kept": 90}
+    _, _, s4 = relink(queries, targets, [("q", "t")], _loaded(rows), previous=grown, previous_targets=linked,
+                      weight=0.6, k=7)
+    assert s4["queries_searched"] == 90
+
+
+def test_a_removed_target_or_a_new_weight_rebuilds_and_relinks_everything(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    targets = _frame("t", [f"t{i:03d}" for i in range(20)], _unit(rng, 20), _unit(rng, 20))
+    queries = _frame("q", [f"q{i:03d}" for i in range(6)], _unit(rng, 6), _unit(rng, 6))
+    out = tmp_path / "idx"
+    rows, _ = update_target_indexes(targets, ["t"], out, weight=0.5)
+    links, linked, _ = relink(queries, targets, [("q", "t")], _loaded(rows), weight=0.5)
+    fewer = targets.iloc[1:]
+    rows, stats = update_target_indexes(fewer, ["t"], out, weight=0.5)
+    assert stats["rebuilt"] == 3 and stats["extended"] == 0
+    relinked, _, s = relink(queries, fewer, [("q", "t")], _loaded(rows), previous=links, previous_targets=linked,
+                            weight=0.5)
+    assert s["queries_searched"] == 18 and "t000" not in set(relinked["target_crop_id"])
+    rows, stats = update_target_indexes(fewer, ["t"], out, weight=0.7)
+    assert stats["rebuilt"] == 3

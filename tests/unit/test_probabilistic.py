@@ -172,14 +172,19 @@ def test_code_points_not_bytes():
 
 
 # ---------------------------------------------------------------------------------------------------- patterns
+def _column(rng: np.random.Generator, n: int, vocab: list[str], p_missing: float) -> np.ndarray:
+    """``n`` values drawn from ``vocab``, each missing (None) with probability ``p_missing``."""
+    v = rng.choice(np.array(vocab, dtype=object), n)
+    v[rng.random(n) < p_missing] = None
+    return v
+
+
 def _small_tables(rng: np.random.Generator, n_a: int, n_b: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     names = ["anna", "anne", "annie", "bob", "bobby", "robert", "東京会社", "東京會社", "株式会社三井", "maria",
              "mario"]
 
     def col(n, vocab, p_missing):
-        v = rng.choice(np.array(vocab, dtype=object), n)
-        v[rng.random(n) < p_missing] = None
-        return v
+        return _column(rng, n, vocab, p_missing)
 
     def table(n):
         return pd.DataFrame({
@@ -253,9 +258,7 @@ def _wide_tables(rng: np.random.Generator, n_a: int, n_b: int) -> tuple[pd.DataF
     surname = ["smith", "smyth", "東京会社", "東京會社", "株式会社三井", "jones", "johns", "li", "lee", "müller"]
 
     def col(n, vocab, p_missing):
-        v = rng.choice(np.array(vocab, dtype=object), n)
-        v[rng.random(n) < p_missing] = None
-        return v
+        return _column(rng, n, vocab, p_missing)
 
     def table(n):
         return pd.DataFrame({
