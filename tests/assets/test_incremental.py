@@ -82,8 +82,15 @@ def grown(tmp_path_factory: pytest.TempPathFactory):
     new_directory_page = data_dir / "firm_directory" / "pages" / "page_002.png"
     shutil.move(new_list_page, held / "list.png")
     shutil.move(new_directory_page, held / "directory.png")
-    with dg.instance_for_test() as instance:  # a schedule tick needs an instance with a reference
+    # a schedule tick needs an instance with a reference (an ephemeral one has none); not entered as a context
+    # manager: that would set a context variable which a module fixture's teardown cannot reset
+    home = data_dir.parent / "dagster_home"
+    home.mkdir()
+    instance = dg.DagsterInstance.local_temp(str(home))
+    try:
         yield _grow(data_dir, held, new_list_page, new_directory_page, instance)
+    finally:
+        instance.dispose()
 
 
 def _grow(data_dir: Path, held: Path, new_list_page: Path, new_directory_page: Path, instance: dg.DagsterInstance):
