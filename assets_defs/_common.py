@@ -1,7 +1,8 @@
-"""Small helpers shared by the asset modules (metadata only; no domain logic)."""
+"""Small helpers shared by the asset modules (metadata, rejections, check results, sensor answers; no domain logic)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import dagster as dg
@@ -38,4 +39,41 @@ def check_result(name: str, outcome: CheckOutcome, *, warn_only: bool = False) -
         severity=dg.AssetCheckSeverity.WARN if warn_only else dg.AssetCheckSeverity.ERROR,
         description=outcome.description,
         metadata=outcome.metadata,
+    )
+
+
+def changed_partitions_result(
+    context: dg.SensorEvaluationContext,
+    fingerprints: dict[str, str],
+    partitions_name: str,
+    *,
+    new_reason: str,
+    changed_reason: str,
+    nothing: str,
+) -> dg.SensorResult:
+    """A sensor's answer for dynamic partitions watched by fingerprint (one per partition, kept in the cursor).
+
+    New partitions are added and run; a known partition runs again when its fingerprint differs from the one in
+    the cursor. A known partition the sensor has not fingerprinted yet (switched on after it was processed) is
+    recorded, not run; from then on every change of its files runs it.
+    """
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(partitions_name))
+    new = sorted(name for name in fingerprints if name not in known)
+    requests = [
+        dg.RunRequest(
+            partition_key=name,
+            run_key=f"{name}-{fingerprint}",
+            tags={"linkage/reason": new_reason if name in new else changed_reason, "linkage/fingerprint": fingerprint},
+        )
+        for name, fingerprint in sorted(fingerprints.items())
+        if name in new or (name in seen and seen[name] != fingerprint)
+    ]
+    cursor = json.dumps(fingerprints, sort_keys=True)
+    if not requests:
+        return dg.SensorResult(skip_reason=nothing, cursor=cursor)
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(partitions_name, new)] if new else [],
+        cursor=cursor,
     )

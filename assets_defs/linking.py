@@ -2,7 +2,6 @@
 
 
 import math
-import shutil
 import time
 
 import dagster as dg
@@ -171,10 +170,9 @@ def faiss_index(config: FaissIndexConfig, linkage_store: LinkageStore, compute: 
     t0 = time.perf_counter()
     emb = _target_embeddings(linkage_store, str(model["model_id"]), targets)
     out_dir = store.artifact_dir / "indexes" / str(model["model_id"])[:16]
-    if config.rebuild and out_dir.is_dir():
-        shutil.rmtree(out_dir)
     rows, stats = multimodal.update_target_indexes(
-        emb, targets, out_dir, methods=config.methods, weight=_pooling_weight(config.pooling_weight, model), spec=spec
+        emb, targets, out_dir, methods=config.methods, weight=_pooling_weight(config.pooling_weight, model), spec=spec,
+        rebuild=config.rebuild,
     )
     store.replace_table("faiss_indexes", rows, multimodal.FAISS_INDEXES)
     return dg.MaterializeResult(

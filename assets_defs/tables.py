@@ -2,13 +2,12 @@
 
 
 import base64
-import json
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import preview, write_rejections
+from assets_defs._common import changed_partitions_result, preview, write_rejections
 from assets_defs.jobs import table_job
 from linkage_pipeline import tables
 from resources import ComputeResource, LinkageStore
@@ -97,21 +96,8 @@ def fellegi_sunter_table_linkage(linkage_store: LinkageStore, compute: ComputeRe
 @dg.sensor(job=table_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
 def table_source_sensor(context: dg.SensorEvaluationContext, linkage_store: LinkageStore) -> dg.SensorResult:
     """Adds each new table source in sources.yaml as a partition and reads it; rereads a table whose file or entry changed."""
-    registry = tables.load_table_sources(linkage_store.data_path)
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    known = set(context.instance.get_dynamic_partitions(TABLE_PARTITIONS_NAME))
-    new = sorted(s.name for s in registry.sources if s.name not in known)
-    now = {s.name: s.fingerprint() for s in registry.sources}
-    requests = [
-        dg.RunRequest(partition_key=name, run_key=f"{name}-{fp}",
-                      tags={"linkage/reason": "new table source" if name in new else "table file or entry changed"})
-        for name, fp in sorted(now.items()) if name in new or (name in seen and seen[name] != fp)
-    ]
-    cursor = json.dumps(now, sort_keys=True)
-    if not requests:
-        return dg.SensorResult(skip_reason="no new or changed table sources", cursor=cursor)
-    return dg.SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(TABLE_PARTITIONS_NAME, new)] if new else [],
-        cursor=cursor,
+    fingerprints = {s.name: s.fingerprint() for s in tables.load_table_sources(linkage_store.data_path).sources}
+    return changed_partitions_result(
+        context, fingerprints, TABLE_PARTITIONS_NAME, new_reason="new table source",
+        changed_reason="table file or entry changed", nothing="no new or changed table sources",
     )

@@ -19,7 +19,15 @@ import pandas as pd
 from PIL import Image
 
 from linkage_pipeline.encoders import MultimodalEncoder, pool_embeddings
-from linkage_pipeline.matching import IndexMeta, IndexSpec, build_index, save_index, search, topk_frame_arrays
+from linkage_pipeline.matching import (
+    IndexMeta,
+    IndexSpec,
+    build_index,
+    load_index,
+    save_index,
+    search,
+    topk_frame_arrays,
+)
 from linkage_pipeline.stages import STRING_LINKS
 
 logger = logging.getLogger(__name__)
@@ -411,6 +419,7 @@ def update_target_indexes(
     methods: Sequence[str] = EMBEDDING_METHODS,
     weight: float = 0.5,
     spec: IndexSpec | None = None,
+    rebuild: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Bring the saved indexes under ``out_dir`` up to date with ``embeddings``, adding only new targets.
 
@@ -418,14 +427,13 @@ def update_target_indexes(
     ``out_dir``) is kept when it already holds exactly these targets, extended with the new targets' vectors
     when it holds a subset of them (same model, kind and pooling weight), and rebuilt otherwise (a target
     removed, another kind or weight, no file). An extended flat index answers every search exactly as a
-    rebuilt one; an extended IVF index keeps its trained centroids.
+    rebuilt one; an extended IVF index keeps its trained centroids. ``rebuild`` ignores the saved indexes
+    (each is replaced atomically, so a stopped run leaves the old file or the new one).
 
     Returns:
         ``faiss_indexes`` rows and counts ``{"unchanged", "extended", "rebuilt", "vectors_added"}`` (vectors
         added to extended indexes; a rebuilt index adds all of its vectors).
     """
-    from linkage_pipeline.matching import load_index
-
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
     spec = spec or IndexSpec()
@@ -438,7 +446,7 @@ def update_target_indexes(
         for method in methods:
             path = Path(out_dir) / _index_name(source, condition, method)
             old = None
-            if path.is_file():
+            if path.is_file() and not rebuild:
                 try:
                     index, meta = load_index(path, model_id=model_id)
                     if meta.kind == spec.kind and float(meta.extra.get("weight", -1)) == weight:
@@ -480,6 +488,14 @@ def _topk_rows(found: pd.DataFrame, k: int) -> pd.DataFrame:
     found = found.groupby("query_crop_id", sort=False).head(k).copy()
     found["rank"] = found.groupby("query_crop_id", sort=False).cumcount() + 1
     return found
+
+
+def _hits(index: object, target_ids: Sequence[str], queries: pd.DataFrame, method: str, weight: float, k: int
+          ) -> pd.DataFrame:
+    """query_crop_id, target_crop_id, score of the ``k`` best targets in ``index`` for each of ``queries``."""
+    scores, ids = search(index, method_embeddings(queries, method, weight), k)
+    cols = topk_frame_arrays(scores, ids, queries["crop_id"].tolist(), target_ids)
+    return pd.DataFrame({"query_crop_id": cols["query_id"], "target_crop_id": cols["target_id"], "score": cols["score"]})
 
 
 def relink(
@@ -526,9 +542,11 @@ def relink(
     prev = previous if previous is not None and not previous.empty else None
     if prev is not None:
         prev = prev[(prev["model_id"] == model_id) & (prev["training"] == training)]
-    prev_t = previous_targets if previous_targets is not None and not previous_targets.empty else None
-    if prev_t is not None:
-        prev_t = prev_t[(prev_t["model_id"] == model_id) & (prev_t["weight"] == weight)]
+    # the targets each earlier top-k list was computed against, per index (same model and pooling weight)
+    linked_before: dict[tuple[str, str, str], set[str]] = {}
+    if previous_targets is not None and not previous_targets.empty:
+        same = previous_targets[(previous_targets["model_id"] == model_id) & (previous_targets["weight"] == weight)]
+        linked_before = {key: set(g["crop_id"]) for key, g in same.groupby(["target_source", "ocr", "method"])}
     for query_source, target_source in linkages:
         q_all = queries[queries["source"] == query_source]
         for condition in sorted(set(q_all["ocr"])):
@@ -540,9 +558,7 @@ def relink(
                 index, target_ids = found
                 linked.append(pd.DataFrame({"target_source": target_source, "ocr": condition, "method": method,
                                             "model_id": model_id, "weight": weight, "crop_id": list(target_ids)}))
-                key = (prev_t["target_source"] == target_source) & (prev_t["ocr"] == condition) & (prev_t["method"] == method) \
-                    if prev_t is not None else None
-                before = set(prev_t.loc[key, "crop_id"]) if key is not None and key.any() else None
+                before = linked_before.get((target_source, condition, method))
                 old = None
                 if prev is not None and before is not None and before <= set(target_ids):
                     old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
@@ -555,23 +571,17 @@ def relink(
                 fresh = q[~q["crop_id"].isin(seen)]
                 parts = []
                 if len(fresh):
-                    scores, ids = search(index, method_embeddings(fresh, method, weight), k)
-                    cols = topk_frame_arrays(scores, ids, fresh["crop_id"].tolist(), target_ids)
-                    parts.append(pd.DataFrame({"query_crop_id": cols["query_id"], "target_crop_id": cols["target_id"],
-                                               "score": cols["score"]}))
+                    parts.append(_hits(index, target_ids, fresh, method, weight, k))
                     stats["queries_searched"] += len(fresh)
                 if seen:
-                    kept = old[["query_crop_id", "target_crop_id", "score"]]
+                    kept = _topk_rows(old[["query_crop_id", "target_crop_id", "score"]], k)
                     added = [t for t in target_ids if t not in before]
                     if added:
                         t_rows = targets[(targets["source"] == target_source) & (targets["ocr"] == condition)]
                         t_rows = t_rows.set_index("crop_id").loc[added].reset_index()
                         q_old = q[q["crop_id"].isin(seen)]
                         small = build_index(method_embeddings(t_rows, method, weight), IndexSpec())
-                        scores, ids = search(small, method_embeddings(q_old, method, weight), k)
-                        cols = topk_frame_arrays(scores, ids, q_old["crop_id"].tolist(), added)
-                        hits = pd.DataFrame({"query_crop_id": cols["query_id"], "target_crop_id": cols["target_id"],
-                                             "score": cols["score"]})
+                        hits = _hits(small, added, q_old, method, weight, k)
                         merged = _topk_rows(pd.concat([kept, hits], ignore_index=True), k)
                         before_lists = kept.groupby("query_crop_id")["target_crop_id"].apply(tuple)
                         after_lists = merged.groupby("query_crop_id")["target_crop_id"].apply(tuple)

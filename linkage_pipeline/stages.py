@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,9 +136,9 @@ def extract_crops(
 
 
 def read_crops(
-    crops: pd.DataFrame, source: SourceConfig, engines: Mapping[str, OcrEngine]
+    crops: pd.DataFrame, source: SourceConfig, engines: Mapping[str, OcrEngine], *, names: Sequence[str] | None = None
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """OCRs every crop of one source with each configured engine.
+    """OCRs every crop of one source with each configured engine (or only the engines in ``names``).
 
     Returns:
         ``ocr_texts`` rows (one per crop and engine) and seconds spent per engine.
@@ -151,7 +151,7 @@ def read_crops(
             images.append(im.convert("RGB"))
     frames = []
     timings: dict[str, float] = {}
-    for name in source.ocr:
+    for name in source.ocr if names is None else names:
         engine = engines[name]
         t0 = time.perf_counter()
         results = engine.read(images, direction=source.direction) if images else []
@@ -607,9 +607,10 @@ class IncrementalResult:
 
 
 def _kept_rows(previous: pd.DataFrame | None, key: str, wanted: pd.Series, same: Mapping[str, object]) -> pd.DataFrame:
-    """Rows of ``previous`` whose ``key`` is still wanted and whose ``same`` columns hold the given values."""
-    if previous is None or previous.empty:
-        return previous.iloc[0:0] if previous is not None else pd.DataFrame()
+    """Rows of ``previous`` whose ``key`` is still wanted and whose ``same`` columns hold the given values
+    (no rows, but the ``key`` column, when there is nothing earlier)."""
+    if previous is None:
+        return pd.DataFrame({key: pd.Series(dtype="object")})
     keep = previous[key].isin(set(wanted))
     for col, value in same.items():
         keep &= previous[col] == value
@@ -636,11 +637,10 @@ def detect_page_regions_incremental(
     """
     t0 = time.perf_counter()
     kept = _kept_rows(previous, "page_id", pages["page_id"], {"detector": source.layout, "direction": source.direction})
-    todo = pages[~pages["page_id"].isin(set(kept["page_id"]) if not kept.empty else set())]
+    todo = pages[~pages["page_id"].isin(set(kept["page_id"]))]
     new, rejected = detect_page_regions(todo, source)
     rows = _combined(kept, new, schema.LAYOUT_REGIONS, ["page_id", "reading_order", "region_id"])
-    n_kept_pages = kept["page_id"].nunique() if not kept.empty else 0
-    return IncrementalResult(rows, rejected, len(todo), int(n_kept_pages), {"layout": time.perf_counter() - t0})
+    return IncrementalResult(rows, rejected, len(todo), kept["page_id"].nunique(), {"layout": time.perf_counter() - t0})
 
 
 def extract_crops_incremental(
@@ -652,8 +652,8 @@ def extract_crops_incremental(
     kept = _kept_rows(previous, "region_id", regions["region_id"], {})
     if not kept.empty:
         on_disk = [Path(a).is_file() and Path(b).is_file() for a, b in zip(kept["crop_path"], kept["square_path"], strict=True)]
-        kept = kept[on_disk]
-    todo = regions[~regions["region_id"].isin(set(kept["region_id"]) if not kept.empty else set())]
+        kept = kept[np.array(on_disk, dtype=bool)]
+    todo = regions[~regions["region_id"].isin(set(kept["region_id"]))]
     new, rejected = extract_crops(pages, todo, source, crop_dir)
     rows = _combined(kept, new, schema.REGION_CROPS, ["page_id", "region_id"])
     return IncrementalResult(rows, rejected, len(new), len(kept), {"crops": time.perf_counter() - t0})
@@ -670,8 +670,8 @@ def read_crops_incremental(
     frames, done, reused, timings = [], 0, 0, {}
     for name in source.ocr:
         kept = _kept_rows(previous, "crop_id", crops["crop_id"], {"engine": name})
-        todo = crops[~crops["crop_id"].isin(set(kept["crop_id"]) if not kept.empty else set())]
-        new, seconds = read_crops(todo, replace(source, ocr=(name,), primary_ocr=name), engines)
+        todo = crops[~crops["crop_id"].isin(set(kept["crop_id"]))]
+        new, seconds = read_crops(todo, source, engines, names=(name,))
         timings[name] = seconds.get(name, 0.0)
         frames += [kept, new]
         done, reused = done + len(todo), reused + len(kept)
