@@ -26,7 +26,6 @@ compared through their decimal text (``4223``, not ``4223.0``).
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import math
@@ -65,7 +64,7 @@ _QUANT = 255
 _CUTOFF_MARGIN = 1e-6
 # Unique-value pairs from which Jaro-Winkler first bounds similarities by character counts (a matrix product) and
 # compares only the pairs the bound admits; and the widest character code that bound may use.
-_PRUNE_MIN_PAIRS = 1 << 26
+_PRUNE_MIN_PAIRS = 1 << 21
 _PRUNE_MAX_WIDTH = 512
 
 
@@ -336,8 +335,8 @@ def _jaro_winkler_pruned(left: list[str], right: list[str], thresholds: tuple[fl
     ``c`` and ``k``: the dot product of two rows is ``sum_c min(count_a(c), count_b(c))``), in which a large
     negative weight on equal first characters removes those pairs. Pairs whose bound reaches the lowest threshold
     are compared exactly (``rapidfuzz.process.cpdist``); pairs sharing their first character are compared by the
-    dense path, one first character at a time (about 1/15 of all pairs for Latin names). Exact: no pair that
-    reaches a threshold is skipped.
+    dense path, one first character at a time (about 1/15 of all pairs for Latin names: cheaper there than a
+    prefix-aware bound, which admits too many of them). Exact: no pair that reaches a threshold is skipped.
 
     Returns:
         The agreeing pairs as :func:`jaro_winkler_level_pairs`, or ``None`` when the bound cannot prune (low
@@ -346,33 +345,23 @@ def _jaro_winkler_pruned(left: list[str], right: list[str], thresholds: tuple[fl
     need = 3.0 * thresholds[0] - 1.0
     if need <= 1.0:
         return None
-    chars: dict[str, int] = {}
-    firsts: dict[str, int] = {}
-    count_cap: list[int] = []
-    for text in itertools.chain(left, right):
-        firsts.setdefault(text[0], len(firsts))
-        for c, k in collections.Counter(text).items():
-            idx = chars.setdefault(c, len(chars))
-            if idx == len(count_cap):
-                count_cap.append(0)
-            count_cap[idx] = max(count_cap[idx], k)
-    n_fc = len(firsts)
-    width = sum(count_cap) + n_fc
+    n_a = len(left)
+    if max(map(len, itertools.chain(left, right))) > _PRUNE_MAX_WIDTH:
+        return None  # its characters alone would need more columns
+    rows_all, columns, n_columns, first = _thermometer_columns(left + right)
+    width = n_columns + int(first.max()) + 1
     if width > _PRUNE_MAX_WIDTH:
         return None
-    offset = np.concatenate([[0], np.cumsum(count_cap)]).astype(np.int64)
 
-    def codes(values: list[str], first_weight: float) -> np.ndarray:
-        out = np.zeros((len(values), width), dtype=np.float32)
-        for r, text in enumerate(values):
-            for c, k in collections.Counter(text).items():
-                o = offset[chars[c]]
-                out[r, o:o + k] = 1.0
-            out[r, width - n_fc + firsts[text[0]]] = first_weight
+    def codes(lo: int, hi: int, first_weight: float) -> np.ndarray:
+        out = np.zeros((hi - lo, width), dtype=np.float32)
+        sel = slice(*np.searchsorted(rows_all, [lo, hi]))
+        out[rows_all[sel] - lo, columns[sel]] = 1.0
+        out[np.arange(hi - lo), n_columns + first[lo:hi]] = first_weight
         return out
 
     # equal first characters add -4096 to the product: those pairs never pass the bound (compared below)
-    code_a, code_b_t = codes(left, 1.0), np.ascontiguousarray(codes(right, -4096.0).T)
+    code_a, code_b_t = codes(0, n_a, 1.0), np.ascontiguousarray(codes(n_a, n_a + len(right), -4096.0).T)
     len_a = np.fromiter((len(v) for v in left), dtype=np.float64, count=len(left))
     len_b = np.fromiter((len(v) for v in right), dtype=np.float64, count=len(right))
     xs: list[np.ndarray] = []
@@ -396,8 +385,7 @@ def _jaro_winkler_pruned(left: list[str], right: list[str], thresholds: tuple[fl
     keep = level >= 2
     parts_x, parts_y, parts_l = [x[keep]], [y[keep]], [level[keep]]
     # pairs with equal first characters: the dense path, per first character
-    first_a = np.fromiter((firsts[v[0]] for v in left), dtype=np.int64, count=len(left))
-    first_b = np.fromiter((firsts[v[0]] for v in right), dtype=np.int64, count=len(right))
+    first_a, first_b = first[:n_a], first[n_a:]
     by_first_b = {int(k): np.flatnonzero(first_b == k) for k in np.unique(first_b)}
     for k in np.unique(first_a).tolist():
         rows_b = by_first_b.get(k)
@@ -413,6 +401,37 @@ def _jaro_winkler_pruned(left: list[str], right: list[str], thresholds: tuple[fl
     level = np.concatenate(parts_l).astype(np.uint8)
     order = np.lexsort((y, x))
     return LevelPairs(x[order], y[order], level[order])
+
+
+def _thermometer_columns(values: list[str]) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Thermometer code of each string's character multiset, as the positions of its ones, and first characters.
+
+    Character ``c`` owns ``cap(c)`` columns (its largest count in any string); a string with ``k`` copies of
+    ``c`` has ones in the first ``k`` of them. Vectorised over code points (UTF-32), so any script works.
+
+    Returns:
+        ``(rows, columns, n_columns, first)``: the ones as (row, column) sorted by row, the number of columns, and
+        a small id of each string's first character, shape (len(values),).
+    """
+    n = len(values)
+    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=n)
+    longest = int(lengths.max())
+    points = np.array(values, dtype=f"<U{longest}").view(np.uint32).reshape(n, longest)
+    inside = np.arange(longest)[None, :] < lengths[:, None]
+    rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    chars, char_id = np.unique(points[inside], return_inverse=True)
+    char_id = char_id.reshape(-1).astype(np.int64)
+    # k-th copy of a character within its string: rank within equal (row, character) runs
+    key = rows * chars.shape[0] + char_id
+    order = np.argsort(key, kind="stable")
+    run_start = np.flatnonzero(np.concatenate([[True], key[order][1:] != key[order][:-1]]))
+    rank = np.empty(key.shape[0], dtype=np.int64)
+    rank[order] = np.arange(key.shape[0]) - np.repeat(run_start, np.diff(np.append(run_start, key.shape[0])))
+    cap = np.zeros(chars.shape[0], dtype=np.int64)
+    np.maximum.at(cap, char_id, rank + 1)
+    offset = np.concatenate([[0], np.cumsum(cap)])
+    _, first = np.unique(points[:, 0], return_inverse=True)
+    return rows, offset[char_id] + rank, int(offset[-1]), first.reshape(-1).astype(np.int64)
 
 
 def _jaro_winkler_dense(left: list[str], right: list[str], thresholds: tuple[float, ...], symmetric: bool,

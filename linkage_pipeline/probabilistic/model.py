@@ -141,7 +141,8 @@ class FellegiSunter:
         max_iter: Most EM iterations.
         tol: EM convergence tolerance on the largest parameter change per iteration.
         workers: rapidfuzz threads (``-1``: all cores).
-        block_cells: Cells of the dense accumulator of the all-pairs pass (left rows per block times n_b).
+        block_pairs: Pairs listed per block of left rows in the all-pairs pass, about (bounds its memory, about 16
+            bytes per pair).
 
     Attributes (after :meth:`fit`):
         lambda_: Prior match probability among compared pairs.
@@ -171,7 +172,7 @@ class FellegiSunter:
         max_iter: int = 1000,
         tol: float = 1e-7,
         workers: int = -1,
-        block_cells: int = 1 << 21,
+        block_pairs: int = 1 << 21,
     ) -> None:
         self.fields = _as_specs(fields)
         self.thresholds = check_thresholds(thresholds)
@@ -205,7 +206,7 @@ class FellegiSunter:
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers == 0 or workers < -1:
             raise ValueError(f"workers must be a positive int or -1 (all cores), got {workers!r}")
         self.workers = int(workers)
-        self.block_cells = int(block_cells)
+        self.block_pairs = int(block_pairs)
         self.n_levels = [n_levels_of(s, self.thresholds) for s in self.fields]
         self.radix = pattern_radix(self.n_levels)
         self.n_patterns = int(np.prod(self.n_levels, dtype=np.int64))
@@ -307,7 +308,7 @@ class FellegiSunter:
                 levels.append(FieldLevels(spec.name, n_levels_of(spec, self.thresholds), codes_a, codes_b,
                                           len(uniq_a), len(uniq_b), pairs))
             data["space"] = AllPairsSpace(levels, data["n_a"], data["n_b"], dedup=data["dedup"],
-                                          block_cells=self.block_cells)
+                                          block_pairs=self.block_pairs)
             data["total_pairs"] = data["space"].total_pairs
         else:
             i, j = self._candidates(data)

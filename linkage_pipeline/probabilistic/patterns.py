@@ -62,8 +62,6 @@ _AGREE_SHIFT = 24
 _AGREE_UNIT = 1 << _AGREE_SHIFT
 # Pairs agreeing on two or more sparse fields are kept (int32 rows and codes) for prediction up to this many.
 _MAX_KEPT_PAIRS = 1 << 25
-# A sparse field's agreeing value pairs are expanded to (left value, right row) entries up to this many.
-_MAX_EXPANDED = 1 << 26
 # Two sparse fields are enumerated jointly when both agree on at least this share of all pairs, pairs agreeing on
 # both make at least this share of the rarer one's agreeing pairs, and their value-combination pair list has at
 # most this many entries.
@@ -71,8 +69,8 @@ _MIN_FUSION_DENSITY = 1e-4
 _MIN_FUSION_SHARE = 0.5
 _MAX_FUSED_ENTRIES = 1 << 22
 _FUSION_SAMPLE = 512
-# Pairs per chunk when one sparse unit's agreeing pairs are listed on their own.
-_UNIT_CHUNK_PAIRS = 1 << 21
+# Rows of pairs listed per chunk when kept pairs are filtered for emission.
+_EMIT_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -153,8 +151,18 @@ class _Unit(NamedTuple):
     indptr: np.ndarray  # (n_x + 2,) CSR over x_entry
     order_b: np.ndarray  # right rows sorted by value (missing left out)
     start_b: np.ndarray  # (n_y + 1,) first position of each right value in order_b
-    expanded: tuple | None  # (row_indptr, right rows, delta + _AGREE_UNIT) per left value, or None
     density: float
+
+
+class _Lookup(NamedTuple):
+    """A sparse unit's code delta for any row pair ``(i, j)``: key ``row_a[i] + col_b[j]`` (a missing right value
+    maps to a key that never agrees)."""
+
+    dense: np.ndarray | None  # uint8 delta id per key (0: disagree), or None: ``table`` holds sorted keys
+    table: np.ndarray  # dense: delta per id (id 0 -> 0); else the sorted keys of the agreeing value pairs
+    delta: np.ndarray  # not dense: the delta of each key in ``table``
+    row_a: np.ndarray  # (n_a,) left value * key width (missing: the last, empty row)
+    col_b: np.ndarray  # (n_b,) right value (missing: the last column)
 
 
 class AllPairsSpace:
@@ -166,22 +174,23 @@ class AllPairsSpace:
         n_b: Right rows.
         dedup: Left and right are the same table: pairs ``i < j`` only. Requires ``codes_a == codes_b`` and
             symmetric ``pairs`` for every field.
-        block_cells: Left rows per block times n_b; the dense accumulator has this many int32 cells (one per
-            thread).
+        block_pairs: Pairs listed per block of left rows, about: a block holds as many left rows as, at the
+            agreement rate of the fields it enumerates, agree with about this many right rows. Bounds the memory
+            of counting and emission (about 16 bytes per pair).
         threads: Threads counting row ranges in parallel (``-1``: one per CPU). Numpy releases the GIL in its
             array loops, but on 2 shared cores two threads measured slower than one, hence the default.
     """
 
     def __init__(
-        self, fields: Sequence[FieldLevels], n_a: int, n_b: int, *, dedup: bool = False, block_cells: int = 1 << 21,
+        self, fields: Sequence[FieldLevels], n_a: int, n_b: int, *, dedup: bool = False, block_pairs: int = 1 << 21,
         threads: int = 1,
     ) -> None:
         if not fields:
             raise ValueError("at least one field is needed to compare records, got none")
         if dedup and n_a != n_b:
             raise ValueError(f"dedup compares a table with itself: n_a must equal n_b, got {n_a} and {n_b}")
-        if block_cells < 1:
-            raise ValueError(f"block_cells must be positive, got {block_cells}")
+        if block_pairs < 1:
+            raise ValueError(f"block_pairs must be positive, got {block_pairs}")
         for fl in fields:
             if fl.codes_a.shape != (n_a,) or fl.codes_b.shape != (n_b,):
                 raise ValueError(
@@ -194,11 +203,12 @@ class AllPairsSpace:
         self.radix = pattern_radix(self.n_levels)
         self.n_patterns = int(np.prod(self.n_levels, dtype=np.int64))
         self.total_pairs = self.n_a * (self.n_a - 1) // 2 if dedup else self.n_a * self.n_b
-        self.block_rows = max(1, min(self.n_a, block_cells // max(self.n_b, 1)))
+        self.block_pairs = int(block_pairs)
         self.threads = (os.cpu_count() or 1) if threads == -1 else max(1, int(threads))
         self._choose_profile_fields()
         self._build_profiles()
-        self._lookups: dict[tuple[int, ...], tuple[np.ndarray | None, np.ndarray, np.ndarray, int]] = {}
+        self._lookups: dict[tuple[int, ...], _Lookup] = {}
+        self._matrices: dict[tuple[tuple[int, ...], ...], tuple[sp.csr_matrix, sp.csr_matrix]] = {}
         self._build_sparse()
         self._kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -286,9 +296,8 @@ class AllPairsSpace:
         self.p_a, self.p_b = p_a, p_b
 
     def _build_sparse(self) -> None:
-        fits = max(self.block_rows * self.n_b, self.n_b, _MAX_EXPANDED) < (1 << 31)
-        self._key_dtype = np.int32 if fits else np.int64
         self._lookups = {}
+        self._matrices = {}
         self._sparse: list[_Unit] = [self._make_unit([f]) for f in self.sparse_fields]
         fusions = self._fusions()
         if fusions:
@@ -312,14 +321,10 @@ class AllPairsSpace:
         for f, g in itertools.combinations(self.sparse_fields, 2):
             if min(self.density[f], self.density[g]) < _MIN_FUSION_DENSITY:
                 continue
-            uf = self._sparse[pos_of[f]]
-            if uf.expanded is None:
-                continue
-            row_indptr, rows_exp, _ = uf.expanded
-            x = uf.codes_a[sample]
-            lo, nnz = row_indptr[x], row_indptr[x + 1] - row_indptr[x]
-            i = np.repeat(sample, nnz)
-            j = rows_exp[np.repeat(lo - (np.cumsum(nnz) - nnz), nnz) + np.arange(int(nnz.sum()))].astype(np.int64)
+            left, right = self._driver_matrices([pos_of[f]])
+            pairs = left[sample] @ right
+            i = np.repeat(sample, np.diff(pairs.indptr))
+            j = pairs.indices.astype(np.int64)
             if self.dedup:
                 keep = i != j  # a row agrees with itself on everything; ordered pairs otherwise, as the densities
                 i, j = i[keep], j[keep]
@@ -364,7 +369,7 @@ class AllPairsSpace:
             total += int(np.dot(ca[hl.pairs.x].astype(np.float64), cb[hl.pairs.y].astype(np.float64)))
         return total
 
-    def _make_unit(self, fields: list[int], expand: bool = True) -> _Unit:
+    def _make_unit(self, fields: list[int]) -> _Unit:
         """The agreeing value pairs of one sparse field, or of a combination of fields, as CSR structures."""
         if len(fields) == 1:
             f = fields[0]
@@ -404,8 +409,10 @@ class AllPairsSpace:
             delta = np.add.reduceat(dsum, first) if key.size else np.empty(0, np.int64)
             n_agree = np.diff(np.append(first, key.shape[0]))
             x, y = np.divmod(key[first], n_y) if key.size else (np.empty(0, np.int64), np.empty(0, np.int64))
-        order = np.lexsort((y, x))
-        x, y, delta, n_agree = x[order], y[order], delta[order].astype(np.int32), n_agree[order]
+        if x.shape[0] > 1 and not bool(np.all(np.diff(x * n_y + y) > 0)):  # comparisons list them sorted
+            order = np.lexsort((y, x))
+            x, y, delta, n_agree = x[order], y[order], delta[order], n_agree[order]
+        delta = delta.astype(np.int32)
         # CSR over left values, with an empty extra row for missing (-1 -> n_x)
         indptr = np.zeros(n_x + 2, dtype=np.int64)
         np.cumsum(np.bincount(x, minlength=n_x + 1), out=indptr[1:])
@@ -415,19 +422,38 @@ class AllPairsSpace:
         start_b = np.zeros(n_y + 1, dtype=np.int64)
         np.cumsum(cnt_b, out=start_b[1:])
         codes_a = np.where(codes_a_raw >= 0, codes_a_raw, n_x).astype(np.int64)
-        expanded = None
-        if expand:
-            # the same CSR expanded to right rows: left value -> (right row, delta), one gather per emitted pair
-            c = cnt_b[y]
-            row_indptr = np.zeros(n_x + 2, dtype=np.int64)
-            np.cumsum(np.bincount(x, weights=c, minlength=n_x + 1).astype(np.int64), out=row_indptr[1:])
-            n_exp = int(row_indptr[-1])
-            if n_exp <= _MAX_EXPANDED:
-                src = np.repeat(np.arange(y.shape[0], dtype=np.int64), c)
-                rows = order_b[np.repeat(start_b[y] - (np.cumsum(c) - c), c) + np.arange(n_exp, dtype=np.int64)]
-                expanded = (row_indptr, rows.astype(self._key_dtype), delta[src] + np.int32(_AGREE_UNIT))
-        return _Unit(fields, codes_a, codes_b, n_x, n_y, x, y, delta, n_agree, indptr, order_b, start_b, expanded,
+        return _Unit(fields, codes_a, codes_b, n_x, n_y, x, y, delta, n_agree, indptr, order_b, start_b,
                      float(sum(self.density[f] for f in fields)))
+
+    def _driver_matrices(self, drivers: Sequence[int]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Sparse factors of the pairs agreeing on some driver unit (positions in ``self._sparse``), built once.
+
+        ``left`` (n_a x the units' right values) holds, for each left row and each unit, the right values its
+        value agrees with, valued ``delta + _AGREE_UNIT``; ``right`` maps each right value to the right rows
+        holding it. Cell ``(i, j)`` of ``left @ right`` is the sum, over the units on which rows i and j agree, of
+        ``delta + _AGREE_UNIT`` (a unit lists each value pair once), and the product lists exactly the pairs that
+        agree on some driver: scipy's sparse product merges each left row's pairs in compiled code.
+        """
+        key = tuple(tuple(self._sparse[pos].fields) for pos in drivers)
+        if key not in self._matrices:
+            lefts, rights = [], []
+            for pos in drivers:
+                u = self._sparse[pos]
+                # (n_x + 1) x n_y: the agreeing right values of each left value; the last row (missing) is empty
+                agree = sp.csr_matrix((u.delta.astype(np.int32) + np.int32(_AGREE_UNIT), u.ys, u.indptr),
+                                      shape=(u.n_x + 1, u.n_y))
+                lefts.append(agree[u.codes_a])
+                rights.append(sp.csr_matrix((np.ones(u.order_b.shape[0], dtype=np.int32), u.order_b, u.start_b),
+                                            shape=(u.n_y, self.n_b)))
+            left = lefts[0] if len(lefts) == 1 else sp.hstack(lefts, format="csr")
+            right = rights[0] if len(rights) == 1 else sp.vstack(rights, format="csr")
+            self._matrices[key] = (left.tocsr(), right.tocsr())
+        return self._matrices[key]
+
+    def _rows_per_block(self, drivers: Sequence[int]) -> int:
+        """Left rows per block such that a block lists about ``block_pairs`` pairs agreeing on some driver."""
+        per_row = sum(self._sparse[pos].density for pos in drivers) * self.n_b
+        return int(max(1, min(max(self.n_a, 1), self.block_pairs // max(per_row, 1e-9))))
 
     # ------------------------------------------------------------------ counting
     def base_counts(self) -> np.ndarray:
@@ -448,153 +474,121 @@ class AllPairsSpace:
         """
         yield from (blk[:4] for blk in self._iter_blocks())
 
-    def _lookup(self, pos: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, int]:
+    def _lookup(self, pos: int) -> _Lookup:
         """Code-delta lookup of one sparse unit for arbitrary row pairs (see :meth:`_deltas_of`), built once."""
         u = self._sparse[pos]
         name = tuple(u.fields)  # by fields, not position: positions change when fields are fused
         if name not in self._lookups:
-            n_y = max(u.n_y, 1)
-            keys = u.x_entry * n_y + u.ys
             distinct, which = np.unique(u.delta, return_inverse=True)
-            if (u.n_x + 1) * n_y <= _DENSE_LOOKUP_CELLS and distinct.shape[0] < 255:
-                # small value sets (names): a dense table of delta ids (0: disagree), one gather per pair
-                dense = np.zeros((u.n_x + 1) * n_y, dtype=np.uint8)
-                dense[keys] = which.reshape(-1).astype(np.uint8) + 1
-                table = np.concatenate([[0], distinct]).astype(np.int64)
-                self._lookups[name] = (dense, table, np.empty(0, np.int32), n_y)
+            width = u.n_y + 1  # a last column for a missing right value: never agrees
+            if (u.n_x + 1) * width <= _DENSE_LOOKUP_CELLS and distinct.shape[0] < 255:
+                # small value sets (names): a dense table of delta ids (0: disagree), one gather per pair; the
+                # last row (missing left value) and last column stay 0
+                dense = np.zeros((u.n_x + 1) * width, dtype=np.uint8)
+                dense[u.x_entry * width + u.ys] = which.reshape(-1).astype(np.uint8) + 1
+                self._lookups[name] = _Lookup(
+                    dense, np.concatenate([[0], distinct]).astype(np.int64), np.empty(0, np.int32),
+                    (u.codes_a * width).astype(np.int32), np.where(u.codes_b >= 0, u.codes_b, u.n_y).astype(np.int32),
+                )
             else:
                 # entries are sorted by x then y, so the keys are sorted: binary search
-                self._lookups[name] = (None, keys, u.delta, n_y)
+                self._lookups[name] = _Lookup(None, u.x_entry * width + u.ys, u.delta, u.codes_a * width,
+                                              np.where(u.codes_b >= 0, u.codes_b, u.n_y))
         return self._lookups[name]
 
     def _deltas_of(self, pos: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Code delta of sparse unit ``self._sparse[pos]`` for row pairs ``(i, j)``: the sum of ``(level - 1) *
         radix`` over its agreeing fields, 0 where none agrees or values are missing (the base code says which)."""
-        u = self._sparse[pos]
-        dense, keys, delta, n_y = self._lookup(pos)
-        x = u.codes_a[i]
-        y = u.codes_b[j]
-        if dense is not None:
-            out = keys[dense[x * n_y + np.maximum(y, 0)]]
-            out[y < 0] = 0
-            return out
-        if keys.shape[0] == 0:
-            return np.zeros(x.shape[0], dtype=np.int64)
-        key = np.where(y >= 0, x * n_y + y, -1)
-        at = np.minimum(np.searchsorted(keys, key), keys.shape[0] - 1)
-        return np.where(keys[at] == key, delta[at], 0).astype(np.int64)
-
-    def _iter_unit_pairs(self, pos: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """All pairs agreeing on sparse unit ``self._sparse[pos]``, with the unit's code delta: ``(i, j, delta)``,
-        each (k,) int64, in chunks of left rows (``i < j`` in dedup mode). One unit needs no accumulator."""
-        u = self._sparse[pos]
-        rows = max(1, min(self.n_a, _UNIT_CHUNK_PAIRS // max(1, int(u.density * self.n_b) + 1)))
-        for r0 in range(0, self.n_a, rows):
-            r1 = min(r0 + rows, self.n_a)
-            xa = u.codes_a[r0:r1]
-            lo = u.indptr[xa]
-            nnz = u.indptr[xa + 1] - lo
-            n_ent = int(nnz.sum())
-            if n_ent == 0:
-                continue
-            i = np.repeat(np.arange(r0, r1, dtype=np.int64), nnz)
-            ent = np.repeat(lo - (np.cumsum(nnz) - nnz), nnz) + np.arange(n_ent, dtype=np.int64)
-            y = u.ys[ent]
-            c = u.start_b[y + 1] - u.start_b[y]
-            n_out = int(c.sum())
-            src = np.repeat(np.arange(n_ent, dtype=np.int64), c)
-            j = u.order_b[np.repeat(u.start_b[y] - (np.cumsum(c) - c), c) + np.arange(n_out, dtype=np.int64)]
-            i, delta = i[src], u.delta[ent[src]].astype(np.int64)
-            if self.dedup:
-                keep = j > i
-                i, j, delta = i[keep], j[keep], delta[keep]
-            yield i, j, delta
+        lk = self._lookup(pos)
+        key = lk.row_a[i].astype(np.int64) + lk.col_b[j]
+        if lk.dense is not None:
+            return lk.table[lk.dense[key]]
+        if lk.table.shape[0] == 0:
+            return np.zeros(key.shape[0], dtype=np.int64)
+        at = np.minimum(np.searchsorted(lk.table, key), lk.table.shape[0] - 1)
+        return np.where(lk.table[at] == key, lk.delta[at], 0).astype(np.int64)
 
     def _iter_blocks(self, drivers: Sequence[int] | None = None, lookup: bool = True,
-                     rows_from: int = 0, rows_to: int | None = None) -> Iterator[tuple]:
-        """Pairs agreeing on at least one *driver* sparse field (positions in ``self._sparse``; ``None``: all), with
-        their full codes: the other sparse fields' levels are looked up per emitted pair (``lookup=False``: not,
-        codes and ``n_agree`` then cover the drivers only), for left rows ``rows_from:rows_to`` (default all).
+                     rows_from: int = 0, rows_to: int | None = None, max_rows: int | None = None) -> Iterator[tuple]:
+        """Pairs agreeing on at least one *driver* sparse unit (positions in ``self._sparse``; ``None``: all), with
+        their full codes: the other units' levels are looked up per listed pair (``lookup=False``: not, codes and
+        ``n_agree`` then cover the drivers only), for left rows ``rows_from:rows_to`` (default all), at most
+        ``max_rows`` left rows per block.
 
-        Yields ``(i, j, code, base, n_agree, (r0, r1, acc))`` per block of left rows ``r0:r1``: ``n_agree`` is the
-        number of sparse fields the pair agrees on; ``acc`` (non-zero exactly at the block's emitted pairs, cell
-        ``(i - r0) * n_b + j``) is valid until the next block.
+        Yields ``(i, j, code, base, n_agree, (r0, r1, indptr))`` per block of left rows ``r0:r1``, each array (k,)
+        int64: ``n_agree`` is the number of units the pair agrees on; the pairs of left row ``r`` are
+        ``indptr[r - r0]:indptr[r - r0 + 1]``. In dedup mode ``i < j``.
         """
-        n_b = self.n_b
-        rows = self.block_rows
-        acc = np.zeros(rows * n_b, dtype=np.int32)
-        kt = self._key_dtype
         drivers = list(range(len(self._sparse))) if drivers is None else list(drivers)
         others = [pos for pos in range(len(self._sparse)) if pos not in drivers]
         stop = self.n_a if rows_to is None else rows_to
+        rows = self._rows_per_block(drivers) if drivers else max(stop - rows_from, 1)
+        rows = rows if max_rows is None else max(1, min(rows, max_rows))
+        if not drivers:
+            for r0 in range(rows_from, stop, rows):
+                r1 = min(r0 + rows, stop)
+                yield (np.empty(0, np.int64),) * 5 + ((r0, r1, np.zeros(r1 - r0 + 1, np.int64)),)
+            return
+        left, right = self._driver_matrices(drivers)
         for r0 in range(rows_from, stop, rows):
             r1 = min(r0 + rows, stop)
-            distinct: list[np.ndarray] = []
-            for pos in drivers:
-                u = self._sparse[pos]
-                indptr, ys, delta, expanded = u.indptr, u.ys, u.delta, u.expanded
-                order_b, start_b = u.order_b, u.start_b
-                xa = u.codes_a[r0:r1]
-                if expanded is not None:
-                    # int32 keys and offsets where they fit: half the memory traffic of int64
-                    row_indptr, rows_exp, delta_exp = expanded
-                    lo = row_indptr[xa]
-                    nnz = row_indptr[xa + 1] - lo
-                    n_out = int(nnz.sum())
-                    if n_out == 0:
-                        continue
-                    ent = (np.repeat((lo - (np.cumsum(nnz) - nnz)).astype(kt), nnz)
-                           + np.arange(n_out, dtype=kt))
-                    j = rows_exp[ent]
-                    key = np.repeat(np.arange(0, (r1 - r0) * n_b, n_b, dtype=kt), nnz) + j
-                    val = delta_exp[ent]
-                    if self.dedup:
-                        keep = j > np.repeat(np.arange(r0, r1, dtype=kt), nnz)
-                        key, val = key[keep], val[keep]
-                    prev = acc[key]
-                    distinct.append(key[prev == 0])
-                    acc[key] = prev + val
-                    continue
-                lo = indptr[xa]
-                nnz = indptr[xa + 1] - lo
-                n_ent = int(nnz.sum())
-                if n_ent == 0:
-                    continue
-                ent_row = np.repeat(np.arange(r1 - r0, dtype=np.int64), nnz)
-                ent = np.repeat(lo - (np.cumsum(nnz) - nnz), nnz) + np.arange(n_ent, dtype=np.int64)
-                y = ys[ent]
-                c = start_b[y + 1] - start_b[y]
-                n_out = int(c.sum())
-                if n_out == 0:
-                    continue
-                src = np.repeat(np.arange(n_ent, dtype=np.int64), c)
-                j = order_b[np.repeat(start_b[y] - (np.cumsum(c) - c), c) + np.arange(n_out, dtype=np.int64)]
-                i_loc = ent_row[src]
-                val = delta[ent[src]] + _AGREE_UNIT
-                if self.dedup:
-                    keep = j > i_loc + r0
-                    j, i_loc, val = j[keep], i_loc[keep], val[keep]
-                key = i_loc * n_b + j
-                prev = acc[key]
-                distinct.append(key[prev == 0])
-                acc[key] = prev + val
-            if not distinct:
-                yield (np.empty(0, np.int64),) * 5 + ((r0, r1, acc),)
-                continue
-            keys = np.concatenate(distinct).astype(np.int64)
-            tally = acc[keys].astype(np.int64)
+            block = left[r0:r1] @ right
+            per_row = np.diff(block.indptr).astype(np.int64)
+            i = np.repeat(np.arange(r0, r1, dtype=np.int64), per_row)
+            j = block.indices.astype(np.int64)
+            tally = block.data.astype(np.int64)
+            if self.dedup:
+                keep = j > i
+                i, j, tally = i[keep], j[keep], tally[keep]
+                per_row = np.bincount(i - r0, minlength=r1 - r0).astype(np.int64)
+            indptr = np.zeros(r1 - r0 + 1, dtype=np.int64)
+            np.cumsum(per_row, out=indptr[1:])
             delta_sum = tally & (_AGREE_UNIT - 1)
             n_agree = tally >> _AGREE_SHIFT
-            i_loc = keys // n_b
-            j = keys - i_loc * n_b
-            i = i_loc + r0
             for pos in others if lookup else ():
                 d = self._deltas_of(pos, i, j)
                 delta_sum += d
                 n_agree += d > 0
             base = self._base_flat[self.prof_a[i] * self.p_b + self.prof_b[j]]
-            yield i, j, base + delta_sum, base, n_agree, (r0, r1, acc)
-            acc[keys] = 0
+            yield i, j, base + delta_sum, base, n_agree, (r0, r1, indptr)
+
+    def _iter_multi_agreeing(self, drivers: Sequence[int], rows_from: int, rows_to: int
+                             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Pairs agreeing on two or more sparse units, for left rows ``rows_from:rows_to``: those agreeing on some
+        driver unit are listed (:meth:`_driver_matrices`), the other units are looked up, and only the pairs that
+        agree on several units get their full code. Yields ``(i, j, code)``, each (k,) int32."""
+        others = [pos for pos in range(len(self._sparse)) if pos not in drivers]
+        lookups = [self._lookup(pos) for pos in others]
+        left, right = self._driver_matrices(drivers)
+        rows = self._rows_per_block(drivers)
+        for r0 in range(rows_from, rows_to, rows):
+            r1 = min(r0 + rows, rows_to)
+            block = left[r0:r1] @ right
+            i = np.repeat(np.arange(r0, r1, dtype=np.int32), np.diff(block.indptr))
+            j = block.indices.astype(np.int32, copy=False)
+            tally = block.data
+            if self.dedup:
+                keep = j > i
+                i, j, tally = i[keep], j[keep], tally[keep]
+            n_agree = tally >> _AGREE_SHIFT
+            ids = []
+            for lk in lookups:
+                if lk.dense is not None:
+                    found = lk.dense[lk.row_a[i] + lk.col_b[j]]
+                    n_agree += found > 0
+                    ids.append(found)
+                else:
+                    ids.append(None)
+                    n_agree += self._deltas_of(others[len(ids) - 1], i, j) > 0
+            multi = np.flatnonzero(n_agree >= 2)
+            if multi.shape[0] == 0:
+                continue
+            i, j = i[multi], j[multi]
+            code = (tally[multi] & (_AGREE_UNIT - 1)).astype(np.int64)
+            code += self._base_flat[self.prof_a[i].astype(np.int64) * self.p_b + self.prof_b[j]]
+            for pos, lk, found in zip(others, lookups, ids):
+                code += lk.table[found[multi]] if found is not None else self._deltas_of(pos, i, j)
+            yield i, j, code.astype(np.int32)
 
     def _value_profile_matrix(self, codes: np.ndarray, n_values: int, prof: np.ndarray, n_prof: int) -> sp.csr_matrix:
         """Rows per (value, profile): sparse (n_values, n_prof) float64; missing values are not counted."""
@@ -689,14 +683,10 @@ class AllPairsSpace:
             state = {"n_multi": 0, "keep": True, "pending": [], "n_pending": 0}
 
             def count_rows(r_from: int, r_to: int) -> None:
-                for i, j, code, _, n_agree, _ in self._iter_blocks(drivers=drivers, rows_from=r_from, rows_to=r_to):
-                    multi = np.flatnonzero(n_agree >= 2)
-                    if multi.shape[0] == 0:
-                        continue
-                    part = (i[multi].astype(np.int32), j[multi].astype(np.int32), code[multi].astype(np.int32))
+                for part in self._iter_multi_agreeing(drivers, r_from, r_to):
                     with lock:
-                        state["n_multi"] += multi.shape[0]
-                        state["n_pending"] += multi.shape[0]
+                        state["n_multi"] += part[0].shape[0]
+                        state["n_pending"] += part[0].shape[0]
                         state["pending"].append(part)
                         if state["keep"] and state["n_multi"] > _MAX_KEPT_PAIRS:
                             state["keep"] = False
@@ -707,8 +697,9 @@ class AllPairsSpace:
                             state["pending"], state["n_pending"] = [], 0
 
             # numpy releases the GIL in its array loops: row ranges run in parallel threads
-            n_threads = max(1, min(self.threads, -(-self.n_a // self.block_rows)))
-            bounds = [self.n_a * t // n_threads // self.block_rows * self.block_rows for t in range(n_threads)]
+            rows = self._rows_per_block(drivers)
+            n_threads = max(1, min(self.threads, -(-self.n_a // rows)))
+            bounds = [self.n_a * t // n_threads // rows * rows for t in range(n_threads)]
             bounds.append(self.n_a)
             if n_threads == 1:
                 count_rows(0, self.n_a)
@@ -822,16 +813,14 @@ class AllPairsSpace:
             logger.info("emission filters the %d kept pairs that agree on several sparse fields; enumerates pairs "
                         "agreeing on %s alone", len(self._kept[0]), [self.fields[f].name for f in singles])
             i, j, code = self._kept
-            step = max(self.block_rows * self.n_b, 1)
-            for k0 in range(0, i.shape[0], step):
-                sel = accept[code[k0:k0 + step]]
-                yield (i[k0:k0 + step][sel].astype(np.int64), j[k0:k0 + step][sel].astype(np.int64),
-                       code[k0:k0 + step][sel].astype(np.int64))
+            for k0 in range(0, i.shape[0], _EMIT_CHUNK):
+                sel = accept[code[k0:k0 + _EMIT_CHUNK]]
+                yield (i[k0:k0 + _EMIT_CHUNK][sel].astype(np.int64), j[k0:k0 + _EMIT_CHUNK][sel].astype(np.int64),
+                       code[k0:k0 + _EMIT_CHUNK][sel].astype(np.int64))
             for pos in [p for p, u in enumerate(self._sparse) if u.fields[0] in singles]:
-                for i, j, delta in self._iter_unit_pairs(pos):
-                    # agreeing on this unit alone, a pair has exactly base + delta; look the others up for those
-                    # whose code is accepted (if another unit agrees, the pair is among the kept ones)
-                    code = self._base_flat[self.prof_a[i] * self.p_b + self.prof_b[j]] + delta
+                for i, j, code, _, _, _ in self._iter_blocks(drivers=[pos], lookup=False):
+                    # agreeing on this unit alone, a pair has exactly base + the unit's delta; look the others up
+                    # for those whose code is accepted (if another unit agrees, the pair is among the kept ones)
                     sel = np.flatnonzero(accept[code])
                     i, j, code = i[sel], j[sel], code[sel]
                     alone = np.ones(i.shape[0], dtype=bool)
@@ -852,7 +841,10 @@ class AllPairsSpace:
             )
             rows_b_of = [np.flatnonzero(self.prof_b == q) for q in range(self.p_b)]
         positions = [pos for pos, u in enumerate(self._sparse) if u.fields[0] in drivers]
-        for i, j, code, _, _, (r0, r1, acc) in self._iter_blocks(drivers=positions):
+        # with base pairs emitted too, a block may list every pair of its rows
+        max_rows = max(1, self.block_pairs // max(self.n_b, 1)) if any_base else None
+        listed = np.zeros(self.n_b, dtype=bool)
+        for i, j, code, _, _, (r0, r1, indptr) in self._iter_blocks(drivers=positions, max_rows=max_rows):
             keep = accept[code]
             out_i, out_j, out_c = [i[keep]], [j[keep]], [code[keep]]
             if any_base:
@@ -863,7 +855,10 @@ class AllPairsSpace:
                     cand = np.concatenate([rows_b_of[q] for q in qs])
                     if self.dedup:
                         cand = cand[cand > row]
-                    cand = cand[acc[(row - r0) * self.n_b + cand] == 0]
+                    own = j[indptr[row - r0]:indptr[row - r0 + 1]]
+                    listed[own] = True
+                    cand = cand[~listed[cand]]
+                    listed[own] = False
                     out_i.append(np.full(cand.shape[0], row, dtype=np.int64))
                     out_j.append(cand)
                     out_c.append(self._base_flat[self.prof_a[row] * self.p_b + self.prof_b[cand]])

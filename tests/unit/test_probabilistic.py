@@ -225,15 +225,15 @@ def _direct_codes(
 
 
 @pytest.mark.parametrize("dedup_mode", [False, True])
-@pytest.mark.parametrize("block_cells", [1, 7, 1 << 22])
+@pytest.mark.parametrize("block_pairs", [1, 7, 1 << 22])
 @pytest.mark.parametrize("profile_unique", [0, 5, 255])  # no profile fields / only 'state' / all small fields
-def test_chunked_pattern_counts_equal_direct_computation(monkeypatch, dedup_mode, block_cells, profile_unique):
+def test_chunked_pattern_counts_equal_direct_computation(monkeypatch, dedup_mode, block_pairs, profile_unique):
     monkeypatch.setattr(fs_patterns, "_PROFILE_MAX_UNIQUE", profile_unique)
     monkeypatch.setattr(fs_patterns, "_PROFILE_MIN_DENSITY", 0.0)
     a, b = _small_tables(np.random.default_rng(11), 37, 29)
     if dedup_mode:
         b = a
-    model = FellegiSunter(FIELDS, block_cells=block_cells, max_iter=5).fit(a, None if dedup_mode else b)
+    model = FellegiSunter(FIELDS, block_pairs=block_pairs, max_iter=5).fit(a, None if dedup_mode else b)
     direct = _direct_codes(model, a, b, dedup_mode)
     expected = np.bincount(list(direct.values()), minlength=model.n_patterns)
     assert model.pattern_counts_.sum() == len(direct) == (37 * 36 // 2 if dedup_mode else 37 * 29)
@@ -286,16 +286,13 @@ def _emitted(space, accept) -> dict[tuple[int, int], int]:
 
 
 @pytest.mark.parametrize("dedup_mode", [False, True])
-@pytest.mark.parametrize("expanded", [True, False])  # value -> right rows lists / two-level expansion
-def test_sparse_counts_and_every_emission_path_equal_full_enumeration(monkeypatch, dedup_mode, expanded):
-    if not expanded:
-        monkeypatch.setattr(fs_patterns, "_MAX_EXPANDED", 0)
+def test_sparse_counts_and_every_emission_path_equal_full_enumeration(monkeypatch, dedup_mode):
     monkeypatch.setattr(fs_patterns, "_PROFILE_MAX_UNIQUE", 5)  # 'state' is the one profile field
     monkeypatch.setattr(fs_patterns, "_PROFILE_MIN_DENSITY", 0.0)
     a, b = _wide_tables(np.random.default_rng(5), 61, 47)
     if dedup_mode:
         b = a
-    model = FellegiSunter(WIDE_FIELDS, block_cells=300, max_iter=20, dependent_fields=None).fit(
+    model = FellegiSunter(WIDE_FIELDS, block_pairs=300, max_iter=20, dependent_fields=None).fit(
         a, None if dedup_mode else b)
     direct = _direct_codes(model, a, b, dedup_mode)
     np.testing.assert_array_equal(model.pattern_counts_, np.bincount(list(direct.values()),
@@ -315,7 +312,7 @@ def test_sparse_counts_and_every_emission_path_equal_full_enumeration(monkeypatc
         "random": np.random.default_rng(0).random(model.n_patterns) < 0.3,  # base codes too: every pair
         "fitted": model.pattern_probabilities() >= 0.5,
     }
-    threaded = fs_patterns.AllPairsSpace(space.fields, space.n_a, space.n_b, dedup=dedup_mode, block_cells=300,
+    threaded = fs_patterns.AllPairsSpace(space.fields, space.n_a, space.n_b, dedup=dedup_mode, block_pairs=300,
                                          threads=2)
     np.testing.assert_array_equal(threaded.pattern_counts(), model.pattern_counts_)
     assert space.single_field_accepted(masks["several"]) == []
@@ -346,7 +343,7 @@ def test_dependent_sparse_fields_enumerated_jointly_give_the_same_counts_and_lin
     if dedup_mode:
         b = a
     fields = WIDE_FIELDS + [FieldSpec("town"), FieldSpec("post", "exact")]
-    model = FellegiSunter(fields, block_cells=200, max_iter=20, dependent_fields=None).fit(
+    model = FellegiSunter(fields, block_pairs=200, max_iter=20, dependent_fields=None).fit(
         a, None if dedup_mode else b)
     space = model._data["space"]
     assert [u.fields for u in space._sparse if len(u.fields) > 1] == [[5, 6]]  # town + post
