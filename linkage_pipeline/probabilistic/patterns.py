@@ -51,9 +51,12 @@ _PROFILE_MIN_DENSITY = 0.005
 _MAX_PROFILES = 2048
 # The profile x profile table of base codes may hold at most this many cells.
 _MAX_PROFILE_CELLS = 1 << 25
-# A sparse field whose (left values + 1) x right values table has at most this many cells is looked up densely
-# (uint8 level per value pair) when its level is needed for pairs found through other fields.
+# A sparse field whose (left values + 1) x (right values + 1) table has at most this many cells is looked up
+# densely (uint8 level per value pair) when its level is needed for pairs found through other fields; up to
+# _BIT_LOOKUP_CELLS, a bit per value pair says whether it agrees (the level is then found by binary search, for
+# agreeing pairs only); beyond, binary search alone.
 _DENSE_LOOKUP_CELLS = 1 << 26
+_BIT_LOOKUP_CELLS = 1 << 31
 # Up to this many sparse fields the cheapest set of driver fields is found by trying every subset.
 _EXHAUSTIVE_DRIVERS = 12
 # The dense accumulator holds a pair's summed code deltas (< MAX_PATTERNS) in its low 24 bits and the number of
@@ -154,6 +157,11 @@ class _Unit(NamedTuple):
     density: float
 
 
+def _bit_set(bits: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Bits ``key`` of a little-endian bit set, as uint8 0/1."""
+    return (bits[key >> 3] >> (key & 7).astype(np.uint8)) & np.uint8(1)
+
+
 class _Lookup(NamedTuple):
     """A sparse unit's code delta for any row pair ``(i, j)``: key ``row_a[i] + col_b[j]`` (a missing right value
     maps to a key that never agrees)."""
@@ -161,6 +169,7 @@ class _Lookup(NamedTuple):
     dense: np.ndarray | None  # uint8 delta id per key (0: disagree), or None: ``table`` holds sorted keys
     table: np.ndarray  # dense: delta per id (id 0 -> 0); else the sorted keys of the agreeing value pairs
     delta: np.ndarray  # not dense: the delta of each key in ``table``
+    bits: np.ndarray | None  # not dense: bit ``key`` (little-endian in bytes) is set when the pair agrees
     row_a: np.ndarray  # (n_a,) left value * key width (missing: the last, empty row)
     col_b: np.ndarray  # (n_b,) right value (missing: the last column)
 
@@ -208,7 +217,7 @@ class AllPairsSpace:
         self._choose_profile_fields()
         self._build_profiles()
         self._lookups: dict[tuple[int, ...], _Lookup] = {}
-        self._matrices: dict[tuple[tuple[int, ...], ...], tuple[sp.csr_matrix, sp.csr_matrix]] = {}
+        self._matrices: dict[tuple, tuple[sp.csr_matrix | None, sp.csr_matrix]] = {}
         self._build_sparse()
         self._kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -318,18 +327,16 @@ class AllPairsSpace:
         sample = np.unique(np.random.default_rng(0).integers(0, self.n_a, size=min(self.n_a, _FUSION_SAMPLE)))
         pos_of = {u.fields[0]: pos for pos, u in enumerate(self._sparse)}
         cands = []
-        for f, g in itertools.combinations(self.sparse_fields, 2):
-            if min(self.density[f], self.density[g]) < _MIN_FUSION_DENSITY:
-                continue
-            left, right = self._driver_matrices([pos_of[f]])
-            pairs = left[sample] @ right
-            i = np.repeat(sample, np.diff(pairs.indptr))
-            j = pairs.indices.astype(np.int64)
+        dense_enough = [f for f in self.sparse_fields if self.density[f] >= _MIN_FUSION_DENSITY]
+        agreeing = {f: self._driver_product([pos_of[f]], sample) for f in dense_enough}
+        for f, g in itertools.combinations(dense_enough, 2):
+            both = agreeing[f].multiply(agreeing[g]).tocoo()
             if self.dedup:
-                keep = i != j  # a row agrees with itself on everything; ordered pairs otherwise, as the densities
-                i, j = i[keep], j[keep]
-            both = int(np.count_nonzero(self._deltas_of(pos_of[g], i, j)))
-            co = both / (sample.shape[0] * self.n_b)
+                # a row agrees with itself on everything; ordered pairs otherwise, as the densities
+                n_both = int(np.count_nonzero(both.col != sample[both.row]))
+            else:
+                n_both = both.nnz
+            co = n_both / (sample.shape[0] * self.n_b)
             if co >= _MIN_FUSION_SHARE * min(self.density[f], self.density[g]) and \
                     self._combined_size(f, g) <= _MAX_FUSED_ENTRIES:
                 cands.append((co, f, g))
@@ -425,30 +432,40 @@ class AllPairsSpace:
         return _Unit(fields, codes_a, codes_b, n_x, n_y, x, y, delta, n_agree, indptr, order_b, start_b,
                      float(sum(self.density[f] for f in fields)))
 
-    def _driver_matrices(self, drivers: Sequence[int]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """Sparse factors of the pairs agreeing on some driver unit (positions in ``self._sparse``), built once.
+    def _unit_factors(self, pos: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Sparse factors of the pairs agreeing on sparse unit ``self._sparse[pos]``, built once.
 
-        ``left`` (n_a x the units' right values) holds, for each left row and each unit, the right values its
-        value agrees with, valued ``delta + _AGREE_UNIT``; ``right`` maps each right value to the right rows
-        holding it. Cell ``(i, j)`` of ``left @ right`` is the sum, over the units on which rows i and j agree, of
-        ``delta + _AGREE_UNIT`` (a unit lists each value pair once), and the product lists exactly the pairs that
-        agree on some driver: scipy's sparse product merges each left row's pairs in compiled code.
+        ``agree`` ((n_x + 1) x n_y) holds the right values each left value agrees with, valued ``delta +
+        _AGREE_UNIT`` (the last row, a missing left value, is empty); ``right`` (n_y x n_b) maps each right value
+        to the right rows holding it. For left rows ``r``, ``agree[codes_a[r]] @ right`` lists exactly the pairs
+        agreeing on the unit, and a sum of such products over several units (one product of their side-by-side
+        factors) gives each pair the sum of ``delta + _AGREE_UNIT`` over the units it agrees on: scipy's sparse
+        product merges each left row's pairs in compiled code.
         """
+        u = self._sparse[pos]
+        key = tuple(u.fields)  # by fields, not position: positions change when fields are fused
+        if key not in self._matrices:
+            agree = sp.csr_matrix((u.delta.astype(np.int32) + np.int32(_AGREE_UNIT), u.ys, u.indptr),
+                                  shape=(u.n_x + 1, u.n_y))
+            right = sp.csr_matrix((np.ones(u.order_b.shape[0], dtype=np.int32), u.order_b, u.start_b),
+                                  shape=(u.n_y, self.n_b))
+            self._matrices[key] = (agree, right)
+        return self._matrices[key]
+
+    def _driver_product(self, drivers: Sequence[int], rows: np.ndarray | slice) -> sp.csr_matrix:
+        """Pairs of left ``rows`` agreeing on some driver unit, as a CSR matrix (len(rows) x n_b): each pair's cell
+        is the sum over the drivers it agrees on of ``delta + _AGREE_UNIT`` (see :meth:`_unit_factors`)."""
+        lefts, rights = [], []
+        for pos in drivers:
+            agree, right = self._unit_factors(pos)
+            lefts.append(agree[self._sparse[pos].codes_a[rows]])
+            rights.append(right)
+        if len(drivers) == 1:
+            return lefts[0] @ rights[0]
         key = tuple(tuple(self._sparse[pos].fields) for pos in drivers)
         if key not in self._matrices:
-            lefts, rights = [], []
-            for pos in drivers:
-                u = self._sparse[pos]
-                # (n_x + 1) x n_y: the agreeing right values of each left value; the last row (missing) is empty
-                agree = sp.csr_matrix((u.delta.astype(np.int32) + np.int32(_AGREE_UNIT), u.ys, u.indptr),
-                                      shape=(u.n_x + 1, u.n_y))
-                lefts.append(agree[u.codes_a])
-                rights.append(sp.csr_matrix((np.ones(u.order_b.shape[0], dtype=np.int32), u.order_b, u.start_b),
-                                            shape=(u.n_y, self.n_b)))
-            left = lefts[0] if len(lefts) == 1 else sp.hstack(lefts, format="csr")
-            right = rights[0] if len(rights) == 1 else sp.vstack(rights, format="csr")
-            self._matrices[key] = (left.tocsr(), right.tocsr())
-        return self._matrices[key]
+            self._matrices[key] = (None, sp.vstack(rights, format="csr"))
+        return sp.hstack(lefts, format="csr") @ self._matrices[key][1]
 
     def _rows_per_block(self, drivers: Sequence[int]) -> int:
         """Left rows per block such that a block lists about ``block_pairs`` pairs agreeing on some driver."""
@@ -474,8 +491,9 @@ class AllPairsSpace:
         """
         yield from (blk[:4] for blk in self._iter_blocks())
 
-    def _lookup(self, pos: int) -> _Lookup:
-        """Code-delta lookup of one sparse unit for arbitrary row pairs (see :meth:`_deltas_of`), built once."""
+    def _lookup(self, pos: int, bits: bool = False) -> _Lookup:
+        """Code-delta lookup of one sparse unit for arbitrary row pairs (see :meth:`_deltas_of`), built once;
+        ``bits``: with its agreement bit set, when not dense (for units looked up for many pairs)."""
         u = self._sparse[pos]
         name = tuple(u.fields)  # by fields, not position: positions change when fields are fused
         if name not in self._lookups:
@@ -487,14 +505,24 @@ class AllPairsSpace:
                 dense = np.zeros((u.n_x + 1) * width, dtype=np.uint8)
                 dense[u.x_entry * width + u.ys] = which.reshape(-1).astype(np.uint8) + 1
                 self._lookups[name] = _Lookup(
-                    dense, np.concatenate([[0], distinct]).astype(np.int64), np.empty(0, np.int32),
+                    dense, np.concatenate([[0], distinct]).astype(np.int64), np.empty(0, np.int32), None,
                     (u.codes_a * width).astype(np.int32), np.where(u.codes_b >= 0, u.codes_b, u.n_y).astype(np.int32),
                 )
             else:
-                # entries are sorted by x then y, so the keys are sorted: binary search
-                self._lookups[name] = _Lookup(None, u.x_entry * width + u.ys, u.delta, u.codes_a * width,
+                # entries are sorted by x then y, so the keys are sorted: binary search, behind a bit set
+                keys = u.x_entry * width + u.ys
+                self._lookups[name] = _Lookup(None, keys, u.delta, None, u.codes_a * width,
                                               np.where(u.codes_b >= 0, u.codes_b, u.n_y))
-        return self._lookups[name]
+        lk = self._lookups[name]
+        if bits and lk.dense is None and lk.bits is None and (u.n_x + 1) * (u.n_y + 1) <= _BIT_LOOKUP_CELLS:
+            keys = lk.table
+            packed = np.zeros(((u.n_x + 1) * (u.n_y + 1) + 7) // 8, dtype=np.uint8)
+            if keys.shape[0]:
+                byte = keys >> 3
+                start = np.flatnonzero(np.concatenate([[True], byte[1:] != byte[:-1]]))
+                packed[byte[start]] = np.bitwise_or.reduceat(np.left_shift(1, keys & 7).astype(np.uint8), start)
+            lk = self._lookups[name] = lk._replace(bits=packed)
+        return lk
 
     def _deltas_of(self, pos: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Code delta of sparse unit ``self._sparse[pos]`` for row pairs ``(i, j)``: the sum of ``(level - 1) *
@@ -503,8 +531,13 @@ class AllPairsSpace:
         key = lk.row_a[i].astype(np.int64) + lk.col_b[j]
         if lk.dense is not None:
             return lk.table[lk.dense[key]]
+        out = np.zeros(key.shape[0], dtype=np.int64)
         if lk.table.shape[0] == 0:
-            return np.zeros(key.shape[0], dtype=np.int64)
+            return out
+        if lk.bits is not None:
+            hit = np.flatnonzero(_bit_set(lk.bits, key))
+            out[hit] = lk.delta[np.searchsorted(lk.table, key[hit])]
+            return out
         at = np.minimum(np.searchsorted(lk.table, key), lk.table.shape[0] - 1)
         return np.where(lk.table[at] == key, lk.delta[at], 0).astype(np.int64)
 
@@ -529,10 +562,9 @@ class AllPairsSpace:
                 r1 = min(r0 + rows, stop)
                 yield (np.empty(0, np.int64),) * 5 + ((r0, r1, np.zeros(r1 - r0 + 1, np.int64)),)
             return
-        left, right = self._driver_matrices(drivers)
         for r0 in range(rows_from, stop, rows):
             r1 = min(r0 + rows, stop)
-            block = left[r0:r1] @ right
+            block = self._driver_product(drivers, slice(r0, r1))
             per_row = np.diff(block.indptr).astype(np.int64)
             i = np.repeat(np.arange(r0, r1, dtype=np.int64), per_row)
             j = block.indices.astype(np.int64)
@@ -555,15 +587,14 @@ class AllPairsSpace:
     def _iter_multi_agreeing(self, drivers: Sequence[int], rows_from: int, rows_to: int
                              ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Pairs agreeing on two or more sparse units, for left rows ``rows_from:rows_to``: those agreeing on some
-        driver unit are listed (:meth:`_driver_matrices`), the other units are looked up, and only the pairs that
+        driver unit are listed (:meth:`_driver_product`), the other units are looked up, and only the pairs that
         agree on several units get their full code. Yields ``(i, j, code)``, each (k,) int32."""
         others = [pos for pos in range(len(self._sparse)) if pos not in drivers]
-        lookups = [self._lookup(pos) for pos in others]
-        left, right = self._driver_matrices(drivers)
+        lookups = [self._lookup(pos, bits=True) for pos in others]
         rows = self._rows_per_block(drivers)
         for r0 in range(rows_from, rows_to, rows):
             r1 = min(r0 + rows, rows_to)
-            block = left[r0:r1] @ right
+            block = self._driver_product(drivers, slice(r0, r1))
             i = np.repeat(np.arange(r0, r1, dtype=np.int32), np.diff(block.indptr))
             j = block.indices.astype(np.int32, copy=False)
             tally = block.data
@@ -572,14 +603,17 @@ class AllPairsSpace:
                 i, j, tally = i[keep], j[keep], tally[keep]
             n_agree = tally >> _AGREE_SHIFT
             ids = []
-            for lk in lookups:
+            for pos, lk in zip(others, lookups):
                 if lk.dense is not None:
                     found = lk.dense[lk.row_a[i] + lk.col_b[j]]
                     n_agree += found > 0
                     ids.append(found)
                 else:
                     ids.append(None)
-                    n_agree += self._deltas_of(others[len(ids) - 1], i, j) > 0
+                    if lk.bits is not None:  # whether it agrees now, its level for the pairs kept below
+                        n_agree += _bit_set(lk.bits, lk.row_a[i].astype(np.int64) + lk.col_b[j])
+                    else:
+                        n_agree += self._deltas_of(pos, i, j) > 0
             multi = np.flatnonzero(n_agree >= 2)
             if multi.shape[0] == 0:
                 continue
@@ -678,7 +712,7 @@ class AllPairsSpace:
             drivers = [pos for pos in range(len(self._sparse)) if pos != densest]
             for pos in range(len(self._sparse)):
                 if pos not in drivers:
-                    self._lookup(pos)  # built before the threads share it
+                    self._lookup(pos, bits=True)  # built before the threads share it
             lock = threading.Lock()
             state = {"n_multi": 0, "keep": True, "pending": [], "n_pending": 0}
 

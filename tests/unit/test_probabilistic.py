@@ -286,7 +286,12 @@ def _emitted(space, accept) -> dict[tuple[int, int], int]:
 
 
 @pytest.mark.parametrize("dedup_mode", [False, True])
-def test_sparse_counts_and_every_emission_path_equal_full_enumeration(monkeypatch, dedup_mode):
+@pytest.mark.parametrize("lookup", ["dense", "bits", "search"])  # how looked-up fields find a pair's level
+def test_sparse_counts_and_every_emission_path_equal_full_enumeration(monkeypatch, dedup_mode, lookup):
+    if lookup != "dense":
+        monkeypatch.setattr(fs_patterns, "_DENSE_LOOKUP_CELLS", 0)
+    if lookup == "search":
+        monkeypatch.setattr(fs_patterns, "_BIT_LOOKUP_CELLS", 0)
     monkeypatch.setattr(fs_patterns, "_PROFILE_MAX_UNIQUE", 5)  # 'state' is the one profile field
     monkeypatch.setattr(fs_patterns, "_PROFILE_MIN_DENSITY", 0.0)
     a, b = _wide_tables(np.random.default_rng(5), 61, 47)
@@ -298,6 +303,9 @@ def test_sparse_counts_and_every_emission_path_equal_full_enumeration(monkeypatc
     np.testing.assert_array_equal(model.pattern_counts_, np.bincount(list(direct.values()),
                                                                      minlength=model.n_patterns))
     space = model._data["space"]
+    looked_up = list(space._lookups.values())
+    assert looked_up and all((lk.dense is not None) == (lookup == "dense") for lk in looked_up)
+    assert any(lk.bits is not None for lk in looked_up) == (lookup == "bits")
     assert [space.fields[f].name for f in space.sparse_fields] == ["name", "surname", "code", "id"]
     levels = fs_patterns.decode_patterns(np.arange(model.n_patterns), model.n_levels)
     n_sparse_agree = (levels[:, space.sparse_fields] >= 2).sum(axis=1)
