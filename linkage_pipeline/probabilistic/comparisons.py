@@ -664,6 +664,46 @@ def _candidate_pairs(left: list[str], right: list[str], depth: int, symmetric: b
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def _code_points(values: list[str], width: int, reverse: bool = False) -> np.ndarray:
+    """Code points of each string (reversed: last character first), padded to ``width`` with a value no code
+    point has: shape (n, width) uint32."""
+    n = len(values)
+    points = np.array([v[::-1] for v in values] if reverse else values, dtype=f"<U{width}").view(np.uint32)
+    points = points.reshape(n, width).copy()
+    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=n)
+    points[np.arange(width)[None, :] >= lengths[:, None]] = 0xFFFFFFFF
+    return points
+
+
+def _distance_up_to_one(left: list[str], right: list[str], x: np.ndarray, y: np.ndarray,
+                        chunk: int = 1 << 20) -> np.ndarray:
+    """Levenshtein distance of the pairs ``(left[x], right[y])`` where it is 0 or 1, else 2 (meaning "more"): exact,
+    vectorised over code points. Equal lengths: the distance is at most one exactly when the Hamming distance is;
+    lengths one apart: when the common prefix and the common suffix together cover the shorter string."""
+    width = max(map(len, itertools.chain(left, right))) + 1
+    len_a = np.fromiter((len(v) for v in left), dtype=np.int64, count=len(left))
+    len_b = np.fromiter((len(v) for v in right), dtype=np.int64, count=len(right))
+    fwd_a, fwd_b = _code_points(left, width), _code_points(right, width)
+    out = np.full(x.shape[0], 2, dtype=np.int32)
+    rev_a = rev_b = None
+    for k0 in range(0, x.shape[0], chunk):
+        xs, ys = x[k0:k0 + chunk], y[k0:k0 + chunk]
+        la, lb = len_a[xs], len_b[ys]
+        part = out[k0:k0 + chunk]
+        same = np.flatnonzero(la == lb)
+        part[same] = np.minimum(np.count_nonzero(fwd_a[xs[same]] != fwd_b[ys[same]], axis=1), 2)
+        near = np.flatnonzero(np.abs(la - lb) == 1)
+        if near.size:
+            if rev_a is None:
+                rev_a, rev_b = _code_points(left, width, reverse=True), _code_points(right, width, reverse=True)
+            xn, yn = xs[near], ys[near]
+            # padding never equals a character: both scans stop by the shorter string's end + 1
+            prefix = np.argmax(fwd_a[xn] != fwd_b[yn], axis=1)
+            suffix = np.argmax(rev_a[xn] != rev_b[yn], axis=1)
+            part[near[prefix + suffix >= np.minimum(la[near], lb[near])]] = 1
+    return out
+
+
 def _sorted_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct values of sorted ``keys``, the index of each one's first occurrence and its count."""
     if keys.shape[0] == 0:
@@ -712,8 +752,13 @@ def levenshtein_level_pairs(
     key = np.sort(x * len(right) + y)
     key = _sorted_groups(key)[0]  # np.unique hashes first: slower here
     x, y = key // len(right), key % len(right)
-    dist = process.cpdist([left[i] for i in x], [right[j] for j in y], scorer=Levenshtein.distance,
-                          dtype=np.int32, workers=workers) if key.size else np.empty(0, np.int32)
+    if not key.size:
+        dist = np.empty(0, np.int32)
+    elif max_edits[0] == 1 and max(map(len, itertools.chain(left, right))) <= _MAX_HASHED_LENGTH:
+        dist = _distance_up_to_one(left, right, x, y)
+    else:
+        dist = process.cpdist([left[i] for i in x], [right[j] for j in y], scorer=Levenshtein.distance,
+                              dtype=np.int32, workers=workers)
     level = np.ones(x.shape[0], dtype=np.uint8)
     for d in max_edits:
         level += dist <= d

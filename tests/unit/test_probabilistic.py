@@ -148,6 +148,23 @@ def test_levenshtein_levels_from_deletion_variants_equal_brute_force(monkeypatch
     assert got == expected
 
 
+@pytest.mark.parametrize("alphabet", ["ab", "abc12", "東京会社株式", "a\x00b"])  # NUL is a character like any other
+def test_distance_up_to_one_equals_rapidfuzz_on_every_pair(alphabet):
+    rng = np.random.default_rng(len(alphabet))
+
+    def strings(n):  # by index into the alphabet: numpy string arrays would drop NUL
+        return sorted({"".join(alphabet[k] for k in rng.integers(0, len(alphabet), int(rng.integers(1, 8))))
+                       for _ in range(n)})
+
+    left = strings(60)
+    right = strings(50) + [v[::-1] for v in left[:10]] + [v + v[-1] for v in left[:10]]
+    x, y = (g.reshape(-1) for g in np.meshgrid(np.arange(len(left)), np.arange(len(right)), indexing="ij"))
+    got = fs_comparisons._distance_up_to_one(left, right, x, y, chunk=257)
+    expected = [min(Levenshtein.distance(left[i], right[j]), 2) for i, j in zip(x.tolist(), y.tolist())]
+    assert got.tolist() == expected
+    assert {0, 1, 2} <= set(expected)
+
+
 @pytest.mark.parametrize(
     ("values", "codes", "uniques"),
     [
