@@ -64,7 +64,7 @@ defs = dg.Definitions(
     assets=[*all_assets, *table_assets],
     jobs=[source_job, linkage_job, training_job, table_job, table_linkage_job],
     schedules=[linkage_job_schedule],
-    sensors=[document_source_sensor, table_defs.table_source_sensor],
+    sensors=[document_source_sensor, table_defs.table_source_sensor, table_defs.table_linkage_sensor],
     resources=default_resources(),
     executor=default_executor(),
 )

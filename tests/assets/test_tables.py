@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from assets_defs.definitions import defs, table_assets
-from assets_defs.tables import TABLE_PARTITIONS_NAME, table_source_sensor
+from assets_defs.tables import TABLE_PARTITIONS_NAME, table_linkage_sensor, table_source_sensor
 from linkage_pipeline import tables
 from linkage_pipeline.documents.sources import load_sources
 from resources import ComputeResource, LinkageStore
@@ -358,6 +358,51 @@ def test_sensor_adds_new_tables_and_reruns_changed_ones(tmp_path: Path) -> None:
     assert [r.partition_key for r in changed.run_requests] == ["registry_b"]
 
 
+def test_linkage_sensor_relinks_after_new_records_or_a_changed_linkage(tmp_path: Path) -> None:
+    from dagster._core.utils import make_new_run_id
+
+    data = make_data_dir(tmp_path, GOOD_TABLES + LINKAGES)
+    instance = dg.DagsterInstance.ephemeral()
+    resources = _resources(data)
+
+    def evaluate(cursor):
+        return table_linkage_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+
+    def reasons(result):
+        return [r.tags["linkage/reason"] for r in result.run_requests]
+
+    nothing_read = evaluate(None)
+    assert not nothing_read.run_requests and nothing_read.skip_reason.skip_message == "no table records read yet"
+    instance.add_dynamic_partitions(TABLE_PARTITIONS_NAME, ["registry_a", "registry_b"])
+    for name in ("registry_a", "registry_b"):
+        assert dg.materialize(table_assets, selection=["table_records"], partition_key=name, instance=instance,
+                              resources=resources).success
+    read = evaluate(nothing_read.cursor)
+    assert reasons(read) == ["table records changed"]
+    # a table run in progress: wait, and keep the cursor
+    busy_run = instance.add_run(dg.DagsterRun(job_name="table_job", run_id=make_new_run_id(),
+                                              status=dg.DagsterRunStatus.STARTED))
+    busy = evaluate(read.cursor)
+    assert not busy.run_requests and "1 table run(s) in progress" in busy.skip_reason.skip_message
+    assert busy.cursor is None
+    instance.delete_run(busy_run.run_id)
+    assert dg.materialize(table_assets, selection=LINKAGE_ASSETS, instance=instance, resources=resources).success
+    linked = evaluate(read.cursor)
+    assert not linked.run_requests and linked.skip_reason.skip_message == "table links are up to date"
+    # a changed linkage entry relinks, once
+    (data / "sources.yaml").write_text(GOOD_TABLES + LINKAGES.replace("founded: levenshtein", "founded: exact"),
+                                       encoding="utf-8")
+    edited = evaluate(linked.cursor)
+    assert reasons(edited) == ["table_linkages changed"]
+    assert not evaluate(edited.cursor).run_requests
+    # records read again relink, with a new run key
+    assert dg.materialize(table_assets, selection=["table_records"], partition_key="registry_b", instance=instance,
+                          resources=resources).success
+    reread = evaluate(edited.cursor)
+    assert reasons(reread) == ["table records changed"]
+    assert reread.run_requests[0].run_key != read.run_requests[0].run_key
+
+
 def test_definitions_hold_the_table_jobs_and_sensor() -> None:
     table_job = defs.resolve_job_def("table_job")
     assert table_job.partitions_def is not None and table_job.partitions_def.name == TABLE_PARTITIONS_NAME
@@ -365,4 +410,6 @@ def test_definitions_hold_the_table_jobs_and_sensor() -> None:
     assert linkage_keys == {"table_sources", *LINKAGE_ASSETS}
     assert not {"table_records", *LINKAGE_ASSETS} & {
         k.to_user_string() for k in defs.resolve_job_def("linkage_job").asset_layer.executable_asset_keys}
-    assert {s.name: s for s in defs.sensors}["table_source_sensor"].job_name == "table_job"
+    sensors = {s.name: s for s in defs.sensors}
+    assert sensors["table_source_sensor"].job_name == "table_job"
+    assert sensors["table_linkage_sensor"].job_name == "table_linkage_job"
