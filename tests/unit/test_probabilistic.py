@@ -789,6 +789,27 @@ def test_triton_kernel_in_interpreter_mode_equals_rapidfuzz(monkeypatch):
     monkeypatch.setattr(gpu, "_KERNEL", None)
 
 
+@pytest.mark.skipif(not _triton_importable(), reason="needs Triton (its interpreter runs the kernel on the CPU)")
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_triton_level_pairs_in_interpreter_mode_equal_cpu_level_pairs(monkeypatch, symmetric):
+    """The device path's levels (tiles, thresholds, symmetric halves, long strings sent to the CPU) without a GPU."""
+    from linkage_pipeline.probabilistic import gpu
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(gpu, "_KERNEL", None)
+    rng = np.random.default_rng(16)
+    left = _random_strings(rng, ALPHABETS["mixed"], 40, 8)
+    # strings longer than MAX_GPU_LENGTH go to the CPU (all of a symmetric comparison would: none there)
+    left += [] if symmetric else ["a" * 70 + "東"]
+    right = left if symmetric else _random_strings(rng, ALPHABETS["mixed"], 30, 8) + ["a" * 69]
+    cpu = jaro_winkler_level_pairs(left, right, (0.7, 0.88), symmetric=symmetric)
+    dev = gpu.jaro_winkler_level_pairs_cuda(left, right, (0.7, 0.88), symmetric=symmetric, device="cpu")
+    assert len(cpu) > 40  # agreeing pairs at both levels
+    for name in ("x", "y", "level"):
+        np.testing.assert_array_equal(getattr(dev, name), getattr(cpu, name))
+    monkeypatch.setattr(gpu, "_KERNEL", None)
+
+
 def test_auto_dependence_does_not_mistake_the_true_matches_of_a_tiny_table_for_dependent_fields():
     # 16 firms and a noisy copy of each: every co-agreement of name, city and postcode comes from the 16 true
     # pairs, which is no evidence of dependence among non-matches (it once merged all three fields into one
