@@ -11,8 +11,9 @@ on a small fraction of pairs. Pairs agreeing on exactly one sparse field are cou
 field and level, (left values x profiles)^T . (agreeing value pairs) . (right values x profiles) gives the pairs
 per profile pair, moved from the base code to base + that level. Only pairs agreeing on two or more sparse fields
 are enumerated (they agree on some field other than the densest, so that field is never expanded, only looked
-up), block by block of left rows into a reusable dense accumulator, and put right (moved from their single-field
-codes to their true one). Dependent sparse fields (suburb and postcode: same town) are enumerated as one unit
+up), block by block of left rows, and put right (moved from their single-field codes to their true one). A block's
+pairs agreeing on some field come from one scipy sparse product, (left rows x agreeing right values) times (right
+values x right rows), which merges each left row's pairs in compiled code. Dependent sparse fields (suburb and postcode: same town) are enumerated as one unit
 over their value combinations, so that same-town pairs count as agreeing on one unit, not on two fields. Work
 and memory scale with the pairs agreeing on some sparse field other than the densest, not with n_a x n_b.
 
@@ -59,8 +60,8 @@ _DENSE_LOOKUP_CELLS = 1 << 26
 _BIT_LOOKUP_CELLS = 1 << 31
 # Up to this many sparse fields the cheapest set of driver fields is found by trying every subset.
 _EXHAUSTIVE_DRIVERS = 12
-# The dense accumulator holds a pair's summed code deltas (< MAX_PATTERNS) in its low 24 bits and the number of
-# sparse fields it agrees on above them.
+# A pair's cell in the sparse product (int32) holds its summed code deltas (< MAX_PATTERNS) in its low 24 bits and
+# the number of sparse units it agrees on above them (at most 24 units: MAX_PATTERNS allows no more fields).
 _AGREE_SHIFT = 24
 _AGREE_UNIT = 1 << _AGREE_SHIFT
 # Pairs agreeing on two or more sparse fields are kept (int32 rows and codes) for prediction up to this many.
