@@ -13,9 +13,10 @@ per profile pair, moved from the base code to base + that level. Only pairs agre
 are enumerated (they agree on some field other than the densest, so that field is never expanded, only looked
 up), block by block of left rows, and put right (moved from their single-field codes to their true one). A block's
 pairs agreeing on some field come from one scipy sparse product, (left rows x agreeing right values) times (right
-values x right rows), which merges each left row's pairs in compiled code. Dependent sparse fields (suburb and postcode: same town) are enumerated as one unit
-over their value combinations, so that same-town pairs count as agreeing on one unit, not on two fields. Work
-and memory scale with the pairs agreeing on some sparse field other than the densest, not with n_a x n_b.
+values x right rows), which merges each left row's pairs in compiled code. Dependent sparse fields (suburb and
+postcode: same town) are enumerated as one unit over their value combinations, so that same-town pairs count as
+agreeing on one unit, not on two fields. Work and memory scale with the pairs agreeing on some sparse field other
+than the densest, not with n_a x n_b.
 
 Prediction reuses the pairs kept by counting (those agreeing on several units) and enumerates pairs agreeing on
 one unit alone only for the units whose single agreement can reach an accepted pattern: an exact bound read off
