@@ -140,7 +140,7 @@ class FellegiSunter:
             a cluster of similar non-matches, not matches.
         max_iter: Most EM iterations.
         tol: EM convergence tolerance on the largest parameter change per iteration.
-        workers: rapidfuzz threads (``-1``: all cores).
+        workers: Threads of rapidfuzz and of pattern counting (``-1``: all cores).
         block_pairs: Pairs listed per block of left rows in the all-pairs pass, about (bounds its memory, about 16
             bytes per pair).
 
@@ -308,7 +308,7 @@ class FellegiSunter:
                 levels.append(FieldLevels(spec.name, n_levels_of(spec, self.thresholds), codes_a, codes_b,
                                           len(uniq_a), len(uniq_b), pairs))
             data["space"] = AllPairsSpace(levels, data["n_a"], data["n_b"], dedup=data["dedup"],
-                                          block_pairs=self.block_pairs)
+                                          block_pairs=self.block_pairs, threads=self.workers)
             data["total_pairs"] = data["space"].total_pairs
         else:
             i, j = self._candidates(data)
