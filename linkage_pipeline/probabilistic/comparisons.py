@@ -360,24 +360,40 @@ def _jaro_winkler_pruned(left: list[str], right: list[str], thresholds: tuple[fl
         out[np.arange(hi - lo), n_columns + first[lo:hi]] = first_weight
         return out
 
-    # equal first characters add -4096 to the product: those pairs never pass the bound (compared below)
-    code_a, code_b_t = codes(0, n_a, 1.0), np.ascontiguousarray(codes(n_a, n_a + len(right), -4096.0).T)
     len_a = np.fromiter((len(v) for v in left), dtype=np.float64, count=len(left))
     len_b = np.fromiter((len(v) for v in right), dtype=np.float64, count=len(right))
+    # right values by length: M <= min(l_a, l_b), so only l_b in [(need - 1) l_a, l_a / (need - 1)] can pass
+    order_b = np.argsort(len_b, kind="stable")
+    len_b = len_b[order_b]
+    # equal first characters add -4096 to the product: those pairs never pass the bound (compared below)
+    code_a = codes(0, n_a, 1.0)
+    code_b_t = np.ascontiguousarray(codes(n_a, n_a + len(right), -4096.0)[order_b].T)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     order_a = np.argsort(len_a, kind="stable")
-    rows = max(8, _BLOCK_CELLS // 4 // max(len(right), 1))
+    # one product and one mask buffer for every block: fresh 64 MiB arrays per block cost page faults
+    cells = _BLOCK_CELLS // 4
+    product_buf = np.empty(max(cells, 8 * len(right)), dtype=np.float32)
+    hit_buf = np.empty(product_buf.shape[0], dtype=bool)
     for la in np.unique(len_a):
         members = order_a[len_a[order_a] == la]
+        c0 = int(np.searchsorted(len_b, (need - 1.0) * la - 1e-6, side="left"))
+        c1 = int(np.searchsorted(len_b, la / (need - 1.0) + 1e-6, side="right"))
+        if c1 <= c0:
+            continue
+        lb = len_b[c0:c1]
         # M * (1/la + 1/lb) >= need  <=>  M >= need * la * lb / (la + lb); a margin keeps float error safe
-        bound = (need * la * len_b / (la + len_b) - 1e-3).astype(np.float32)
+        bound = (need * la * lb / (la + lb) - 1e-3).astype(np.float32)
+        rows = max(8, cells // (c1 - c0))
         for start in range(0, members.shape[0], rows):
             idx = members[start:start + rows]
-            hit = code_a[idx] @ code_b_t >= bound[None, :]
+            shape = (idx.shape[0], c1 - c0)
+            product = product_buf[:shape[0] * shape[1]].reshape(shape)
+            np.matmul(code_a[idx], code_b_t[:, c0:c1], out=product)
+            hit = np.greater_equal(product, bound[None, :], out=hit_buf[:product.size].reshape(shape))
             flat = _flat_nonzero_u8(hit.view(np.uint8))
-            xs.append(idx[flat // hit.shape[1]])
-            ys.append(flat % hit.shape[1])
+            xs.append(idx[flat // shape[1]])
+            ys.append(order_b[c0 + flat % shape[1]])
     x = np.concatenate(xs) if xs else np.empty(0, np.int64)
     y = np.concatenate(ys) if ys else np.empty(0, np.int64)
     sim = jaro_winkler_pair_similarity([left[i] for i in x], [right[j] for j in y], workers)
@@ -765,8 +781,9 @@ def levenshtein_level_pairs(
     level += dist == 0
     keep = level >= 2
     x, y, level = x[keep].astype(np.int32), y[keep].astype(np.int32), level[keep]
-    if symmetric:
-        off = x != y
-        x, y, level = np.concatenate([x, y[off]]), np.concatenate([y, x[off]]), np.concatenate([level, level[off]])
-    order = np.lexsort((y, x))
+    if not symmetric:
+        return LevelPairs(x, y, level)  # candidates came sorted by (x, y)
+    off = x != y
+    x, y, level = np.concatenate([x, y[off]]), np.concatenate([y, x[off]]), np.concatenate([level, level[off]])
+    order = np.argsort(x.astype(np.int64) * len(right) + y, kind="stable")
     return LevelPairs(x[order], y[order], level[order])

@@ -64,6 +64,7 @@ def test_jaro_winkler_on_unique_values_equals_rapidfuzz_per_pair(alphabet, thres
     left = _random_strings(rng, ALPHABETS[alphabet], 120)
     right = left if symmetric else _random_strings(rng, ALPHABETS[alphabet], 90)
     pairs = jaro_winkler_level_pairs(left, right, thresholds, symmetric=symmetric)
+    assert np.all(np.diff(pairs.x.astype(np.int64) * len(right) + pairs.y) > 0)  # sorted by (x, y), each once
     got = {(int(x), int(y)): int(lv) for x, y, lv in zip(pairs.x, pairs.y, pairs.level)}
     expected = _brute_levels(left, right, thresholds)
     assert got == expected
@@ -82,6 +83,7 @@ def test_jaro_winkler_pruned_by_character_counts_equals_rapidfuzz_per_pair(monke
     right = sorted(set(_random_strings(rng, ALPHABETS[alphabet] + "xyz", 100, 12)
                        + ["z" + v[1:] for v in left[:40] if len(v) > 3]))
     pairs = jaro_winkler_level_pairs(left, right, thresholds)
+    assert np.all(np.diff(pairs.x.astype(np.int64) * len(right) + pairs.y) > 0)
     got = {(int(x), int(y)): int(lv) for x, y, lv in zip(pairs.x, pairs.y, pairs.level)}
     expected = _brute_levels(left, right, thresholds)
     assert got == expected
@@ -138,6 +140,7 @@ def test_levenshtein_levels_from_deletion_variants_equal_brute_force(monkeypatch
     left = _random_strings(rng, alphabet, 100, 6)
     right = left if symmetric else _random_strings(rng, alphabet, 80, 6)
     pairs = levenshtein_level_pairs(left, right, max_edits, symmetric=symmetric)
+    assert np.all(np.diff(pairs.x.astype(np.int64) * len(right) + pairs.y) > 0)  # sorted by (x, y), each once
     got = {(int(x), int(y)): int(lv) for x, y, lv in zip(pairs.x, pairs.y, pairs.level)}
     expected = {}
     for (i, a), (j, b) in itertools.product(enumerate(left), enumerate(right)):
