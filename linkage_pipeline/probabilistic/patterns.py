@@ -316,6 +316,9 @@ class AllPairsSpace:
             base += level * self.radix[f]
         self.base_code = base
         self._base_flat = base.reshape(-1)
+        # int32 copies for per-pair arithmetic (codes < MAX_PATTERNS, profile cells < _MAX_PROFILE_CELLS)
+        self._base_flat32 = self._base_flat.astype(np.int32)
+        self._prof_a32, self._prof_b32 = self.prof_a.astype(np.int32), self.prof_b.astype(np.int32)
         self.p_a, self.p_b = p_a, p_b
 
     def _build_sparse(self) -> None:
@@ -503,7 +506,8 @@ class AllPairsSpace:
             ``(i, j, code, base)``: left rows (k,) int64, right rows (k,) int64, the pairs' pattern codes (k,) int64
             and their base codes (k,) int64. In dedup mode ``i < j``.
         """
-        yield from (blk[:4] for blk in self._iter_blocks())
+        for i, j, code, base, _, _ in self._iter_blocks():
+            yield i.astype(np.int64), j.astype(np.int64), code.astype(np.int64), base.astype(np.int64)
 
     def _lookup(self, pos: int, bits: bool = False) -> _Lookup:
         """Code-delta lookup of one sparse unit for arbitrary row pairs (see :meth:`_deltas_of`), built once;
@@ -563,8 +567,9 @@ class AllPairsSpace:
         ``max_rows`` left rows per block.
 
         Yields ``(i, j, code, base, n_agree, (r0, r1, indptr))`` per block of left rows ``r0:r1``, each array (k,)
-        int64: ``n_agree`` is the number of units the pair agrees on; the pairs of left row ``r`` are
-        ``indptr[r - r0]:indptr[r - r0 + 1]``. In dedup mode ``i < j``.
+        int32 (codes are below MAX_PATTERNS; half the memory traffic of int64): ``n_agree`` is the number of units
+        the pair agrees on; the pairs of left row ``r`` are ``indptr[r - r0]:indptr[r - r0 + 1]`` (int64). In dedup
+        mode ``i < j``.
         """
         drivers = list(range(len(self._sparse))) if drivers is None else list(drivers)
         others = [pos for pos in range(len(self._sparse)) if pos not in drivers]
@@ -574,28 +579,28 @@ class AllPairsSpace:
         if not drivers:
             for r0 in range(rows_from, stop, rows):
                 r1 = min(r0 + rows, stop)
-                yield (np.empty(0, np.int64),) * 5 + ((r0, r1, np.zeros(r1 - r0 + 1, np.int64)),)
+                yield (np.empty(0, np.int32),) * 5 + ((r0, r1, np.zeros(r1 - r0 + 1, np.int64)),)
             return
         for r0 in range(rows_from, stop, rows):
             r1 = min(r0 + rows, stop)
             block = self._driver_product(drivers, slice(r0, r1))
-            per_row = np.diff(block.indptr).astype(np.int64)
-            i = np.repeat(np.arange(r0, r1, dtype=np.int64), per_row)
-            j = block.indices.astype(np.int64)
-            tally = block.data.astype(np.int64)
+            per_row = np.diff(block.indptr)
+            i = np.repeat(np.arange(r0, r1, dtype=np.int32), per_row)
+            j = block.indices.astype(np.int32, copy=False)
+            tally = block.data
             if self.dedup:
                 keep = j > i
                 i, j, tally = i[keep], j[keep], tally[keep]
-                per_row = np.bincount(i - r0, minlength=r1 - r0).astype(np.int64)
+                per_row = np.bincount(i - r0, minlength=r1 - r0)
             indptr = np.zeros(r1 - r0 + 1, dtype=np.int64)
             np.cumsum(per_row, out=indptr[1:])
-            delta_sum = tally & (_AGREE_UNIT - 1)
-            n_agree = tally >> _AGREE_SHIFT
+            delta_sum = tally & np.int32(_AGREE_UNIT - 1)
+            n_agree = tally >> np.int32(_AGREE_SHIFT)
             for pos in others if lookup else ():
-                d = self._deltas_of(pos, i, j)
+                d = self._deltas_of(pos, i, j).astype(np.int32)
                 delta_sum += d
                 n_agree += d > 0
-            base = self._base_flat[self.prof_a[i] * self.p_b + self.prof_b[j]]
+            base = self._base_flat32[self._prof_a32[i] * np.int32(self.p_b) + self._prof_b32[j]]
             yield i, j, base + delta_sum, base, n_agree, (r0, r1, indptr)
 
     def _iter_multi_agreeing(self, drivers: Sequence[int], rows_from: int, rows_to: int
@@ -875,7 +880,7 @@ class AllPairsSpace:
                     for other in range(len(self._sparse)):
                         if other != pos:
                             alone &= self._deltas_of(other, i, j) == 0
-                    yield i[alone], j[alone], code[alone]
+                    yield i[alone].astype(np.int64), j[alone].astype(np.int64), code[alone].astype(np.int64)
             return
         base_ok = accept[self.base_code]
         any_base = bool(base_ok.any())
@@ -894,7 +899,7 @@ class AllPairsSpace:
         listed = np.zeros(self.n_b, dtype=bool)
         for i, j, code, _, _, (r0, r1, indptr) in self._iter_blocks(drivers=positions, max_rows=max_rows):
             keep = accept[code]
-            out_i, out_j, out_c = [i[keep]], [j[keep]], [code[keep]]
+            out_i, out_j, out_c = [i[keep].astype(np.int64)], [j[keep].astype(np.int64)], [code[keep].astype(np.int64)]
             if any_base:
                 for row in range(r0, r1):
                     qs = np.flatnonzero(base_ok[self.prof_a[row]])
