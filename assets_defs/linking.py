@@ -41,20 +41,33 @@ class RecordLinkConfig(dg.Config):
     max_accuracy_drop: float = 0.02  # blocking check: validation top-1 may fall at most this much between runs
 
 
+class StringLinksConfig(dg.Config):
+    """Whether earlier top-k lists of the string baselines are reused."""
+
+    relink_all: bool = False  # True: compare every query again; False: only new texts, old ones against new targets
+
+
 @dg.asset(group_name="linking", deps=["stg_crop_texts", "document_sources"], kinds={"duckdb"}, pool="duckdb")
-def string_links(linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
-    """One row per query crop, target crop and string method/text condition among the top 5; refreshed on demand."""
+def string_links(
+    config: StringLinksConfig, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
+    """One row per query crop, target crop and string method/text condition among the top 5; only new texts compared."""
     store, registry = linkage_store.store(), linkage_store.registry()
+    reuse = not config.relink_all and store.table_exists("string_links") and store.table_exists("string_link_inputs")
     t0 = time.perf_counter()
-    links = stages.link_sources_by_strings(
+    links, inputs, stats = stages.relink_sources_by_strings(
         store.read_table("stg_crop_texts"),
         [(lk.query, lk.target) for lk in registry.linkages],
         methods=STRING_METHODS,
         workers=compute.workers(),
+        previous=store.read_table("string_links") if reuse else None,
+        previous_inputs=store.read_table("string_link_inputs") if reuse else None,
     )
     seconds = time.perf_counter() - t0
+    # links first: a run stopped in between leaves the older inputs, so the newer texts are compared again
     n = store.replace_table("string_links", links, stages.STRING_LINKS)
-    return dg.MaterializeResult(metadata={"rows": n, "seconds": seconds, "preview": preview(links)})
+    store.replace_table("string_link_inputs", inputs, stages.STRING_LINK_INPUTS)
+    return dg.MaterializeResult(metadata={"rows": n, **stats, "seconds": seconds, "preview": preview(links)})
 
 
 @dg.asset(

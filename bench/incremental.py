@@ -108,7 +108,8 @@ def main() -> None:
                      f"{_meta(result, 'ocr_texts').get('crops_read')} readings"))
         # crop embeddings stay keyed by crop and text, so identical readings are not embedded again either way
         result, r_link = run("linkage_job", ops={"faiss_index": {"config": {"rebuild": True}},
-                                                 "embedding_links": {"config": {"relink_all": True}}})
+                                                 "embedding_links": {"config": {"relink_all": True}},
+                                                 "string_links": {"config": {"relink_all": True}}})
         rows.append(("recompute: linkage_job (rebuild, relink all)", r_link,
                      f"{_meta(result, 'embedding_links').get('queries_searched')} queries searched"))
         rows.append(("recompute: total", r_source + r_link, ""))

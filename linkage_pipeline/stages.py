@@ -280,6 +280,114 @@ def link_sources_by_strings(
     return pd.concat(frames, ignore_index=True) if frames else _empty(STRING_LINKS)
 
 
+#: The crop texts earlier string links were computed from: one row per source, text condition and crop, with a hash
+#: of the text (an OCR engine that now reads a crop differently makes it a new text).
+STRING_LINK_INPUTS = {"source": "VARCHAR", "ocr": "VARCHAR", "crop_id": "VARCHAR", "text_hash": "VARCHAR"}
+
+
+def _text_hashes(texts: pd.Series) -> list[str]:
+    return [hashlib.sha256(t.encode("utf-8")).hexdigest()[:16] for t in texts.fillna("").astype(str)]
+
+
+def _topk_links(found: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Best ``k`` rows per query by score, ties by target id (the order of a full search over targets sorted by
+    id), ranks renumbered from 1; a target listed twice counts once."""
+    found = found.sort_values(["query_crop_id", "score", "target_crop_id"], ascending=[True, False, True],
+                              kind="stable")
+    found = found.drop_duplicates(["query_crop_id", "target_crop_id"])
+    found = found.groupby("query_crop_id", sort=False).head(k).copy()
+    found["rank"] = found.groupby("query_crop_id", sort=False).cumcount() + 1
+    return found
+
+
+def relink_sources_by_strings(
+    crop_texts: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    *,
+    methods: Sequence[str],
+    k: int = 5,
+    workers: int = -1,
+    previous: pd.DataFrame | None = None,
+    previous_inputs: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """:func:`link_sources_by_strings`, recomputing only what new or changed texts can change.
+
+    For each linkage, text condition and method, when ``previous`` holds its top-k lists and ``previous_inputs``
+    the texts they were computed from: a query whose text is unchanged is compared with the targets added since
+    only, and its list merged with the new hits; a new or changed query is compared with every target; a query
+    that is gone is dropped. When a target was removed or its text changed, every query is compared again. Scores
+    depend on the two texts alone, so the result equals a full :func:`link_sources_by_strings`.
+
+    Args:
+        crop_texts: rows of ``stg_crop_texts`` (crop_id, source, condition, text).
+        linkages: (query source, target source) pairs.
+        methods: string methods (``strings.STRING_METHODS``).
+        previous: earlier ``string_links`` rows.
+        previous_inputs: earlier :data:`STRING_LINK_INPUTS` rows.
+
+    Returns:
+        ``string_links`` rows, the :data:`STRING_LINK_INPUTS` rows for the next call, and counts
+        ``{"queries_searched", "queries_checked", "queries_kept"}`` per method: compared with every target, with
+        the new targets only, and reused untouched.
+    """
+    stats = {"queries_searched": 0, "queries_checked": 0, "queries_kept": 0}
+    texts = crop_texts.assign(text_hash=_text_hashes(crop_texts["text"]))
+    before: dict[tuple[str, str], dict[str, str]] = {}
+    if previous_inputs is not None and not previous_inputs.empty:
+        before = {key: dict(zip(g["crop_id"], g["text_hash"]))
+                  for key, g in previous_inputs.groupby(["source", "ocr"], sort=False)}
+    prev = previous if previous is not None and not previous.empty else None
+    frames, used = [], set()
+    for query_source, target_source in linkages:
+        q_all = texts[texts["source"] == query_source]
+        t_all = texts[texts["source"] == target_source]
+        for condition in sorted(set(q_all["condition"]) & set(t_all["condition"])):
+            used |= {(query_source, condition), (target_source, condition)}
+            q = q_all[q_all["condition"] == condition].sort_values("crop_id")
+            t = t_all[t_all["condition"] == condition].sort_values("crop_id")
+            t_before = before.get((target_source, condition))
+            t_now = dict(zip(t["crop_id"], t["text_hash"]))
+            old = None
+            if prev is not None and t_before is not None and all(t_now.get(c) == h for c, h in t_before.items()):
+                q_before = before.get((query_source, condition), {})
+                same_text = q["crop_id"].map(q_before) == q["text_hash"]
+                old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
+                           & (prev["ocr"] == condition) & prev["query_crop_id"].isin(set(q["crop_id"][same_text]))]
+            added = t[~t["crop_id"].isin(set(t_before))] if old is not None else t.iloc[:0]
+            for method in methods:
+                kept = None
+                if old is not None:
+                    kept = old[old["method"] == method]
+                    # a list shorter than k (k was raised since) is compared again
+                    kept = kept[kept.groupby("query_crop_id")["target_crop_id"].transform("size")
+                                == min(k, len(t_before))]
+                seen = set(kept["query_crop_id"]) if kept is not None else set()
+                fresh = q[~q["crop_id"].isin(seen)]
+                parts = []
+                if len(fresh):
+                    parts.append(string_links(fresh, t, methods=[method], condition=condition, k=k, workers=workers))
+                    stats["queries_searched"] += len(fresh)
+                if seen:
+                    parts.append(kept)
+                    if len(added):
+                        q_seen = q[q["crop_id"].isin(seen)]
+                        parts.append(string_links(q_seen, added, methods=[method], condition=condition, k=k,
+                                                  workers=workers))
+                        stats["queries_checked"] += len(seen)
+                    else:
+                        stats["queries_kept"] += len(seen)
+                parts = [p[["query_crop_id", "target_crop_id", "score"]] for p in parts if len(p)]
+                if not parts:
+                    continue
+                out = _topk_links(pd.concat(parts, ignore_index=True), k)
+                frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
+                                         ocr=condition))
+    links = pd.concat(frames, ignore_index=True)[list(STRING_LINKS)] if frames else _empty(STRING_LINKS)
+    keep = [(src, cond) in used for src, cond in zip(texts["source"], texts["condition"])]
+    inputs = texts[keep].rename(columns={"condition": "ocr"})[list(STRING_LINK_INPUTS)].reset_index(drop=True)
+    return links, inputs, stats
+
+
 # ------------------------------------------------------------------------------------------- evaluation
 def layout_evaluation_table(
     regions: pd.DataFrame, pages: pd.DataFrame, labels: pd.DataFrame, matched: pd.DataFrame

@@ -146,6 +146,8 @@ def test_a_run_with_nothing_new_recomputes_nothing(grown) -> None:
     assert index["rebuilt"] == 0 and index["extended"] == 0 and index["vectors_added"] == 0 and index["unchanged"] > 0
     links = _meta(linkage, "embedding_links")
     assert links["queries_searched"] == 0 and links["queries_checked"] == 0 and links["queries_kept"] > 0
+    strings = _meta(linkage, "string_links")
+    assert strings["queries_searched"] == 0 and strings["queries_checked"] == 0 and strings["queries_kept"] > 0
 
 
 def test_a_new_query_page_costs_only_its_own_crops(grown) -> None:
@@ -170,6 +172,8 @@ def test_a_new_query_page_costs_only_its_own_crops(grown) -> None:
     n_methods, n_conditions = 3, 3  # vision/language/multimodal x tesseract/rapidocr/ground_truth
     assert 0 < links["queries_searched"] <= embedded["embedded_images"] * n_methods * n_conditions
     assert links["queries_checked"] == 0 and links["queries_kept"] > links["queries_searched"]
+    strings = _meta(linkage, "string_links")  # only the new page's texts are compared, with every target
+    assert 0 < strings["queries_searched"] < strings["queries_kept"] and strings["queries_checked"] == 0
 
 
 def test_a_new_target_page_extends_the_indexes_and_checks_old_queries_against_it_only(grown) -> None:
@@ -184,6 +188,8 @@ def test_a_new_target_page_extends_the_indexes_and_checks_old_queries_against_it
     assert links["queries_searched"] == 0  # no new query
     assert links["queries_checked"] > 0 and links["queries_kept"] == 0
     assert 0 < links["queries_changed"] <= links["queries_checked"]
+    strings = _meta(linkage, "string_links")  # old queries against the new targets only
+    assert strings["queries_searched"] == 0 and strings["queries_checked"] > 0 and strings["queries_kept"] == 0
 
 
 def test_grown_bit_by_bit_equals_built_from_scratch(grown) -> None:
@@ -195,5 +201,6 @@ def test_grown_bit_by_bit_equals_built_from_scratch(grown) -> None:
     cols = ["query_crop_id", "target_crop_id", "query_source", "method", "ocr", "rank", "model_id"]
     pd.testing.assert_frame_equal(grown_links[cols], fresh_links[cols])
     np.testing.assert_allclose(grown_links["score"], fresh_links["score"], atol=1e-5)
-    for table in ("record_links", "mart_supply_chain_edges"):
+    # string scores depend on the two texts alone: the grown string links equal a full comparison exactly
+    for table in ("string_links", "string_link_inputs", "record_links", "mart_supply_chain_edges"):
         pd.testing.assert_frame_equal(_table(data_dir, table), _table(scratch, table), obj=table)
