@@ -28,7 +28,7 @@ from linkage_pipeline.matching import (
     search,
     topk_frame_arrays,
 )
-from linkage_pipeline.stages import STRING_LINKS
+from linkage_pipeline.stages import STRING_LINKS, topk_rows
 
 logger = logging.getLogger(__name__)
 
@@ -480,16 +480,6 @@ LINKED_TARGETS = {"target_source": "VARCHAR", "ocr": "VARCHAR", "method": "VARCH
                   "weight": "DOUBLE", "crop_id": "VARCHAR"}
 
 
-def _topk_rows(found: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Best ``k`` rows per query by score (ties by target id), ranks renumbered from 1."""
-    found = found.sort_values(["query_crop_id", "score", "target_crop_id"], ascending=[True, False, True], kind="stable")
-    # a target searched twice (a run stopped between writing the links and their target list) counts once
-    found = found.drop_duplicates(["query_crop_id", "target_crop_id"])
-    found = found.groupby("query_crop_id", sort=False).head(k).copy()
-    found["rank"] = found.groupby("query_crop_id", sort=False).cumcount() + 1
-    return found
-
-
 def _hits(index: object, target_ids: Sequence[str], queries: pd.DataFrame, method: str, weight: float, k: int
           ) -> pd.DataFrame:
     """query_crop_id, target_crop_id, score of the ``k`` best targets in ``index`` for each of ``queries``."""
@@ -574,7 +564,7 @@ def relink(
                     parts.append(_hits(index, target_ids, fresh, method, weight, k))
                     stats["queries_searched"] += len(fresh)
                 if seen:
-                    kept = _topk_rows(old[["query_crop_id", "target_crop_id", "score"]], k)
+                    kept = topk_rows(old[["query_crop_id", "target_crop_id", "score"]], k)
                     added = [t for t in target_ids if t not in before]
                     if added:
                         t_rows = targets[(targets["source"] == target_source) & (targets["ocr"] == condition)]
@@ -582,7 +572,7 @@ def relink(
                         q_old = q[q["crop_id"].isin(seen)]
                         small = build_index(method_embeddings(t_rows, method, weight), IndexSpec())
                         hits = _hits(small, added, q_old, method, weight, k)
-                        merged = _topk_rows(pd.concat([kept, hits], ignore_index=True), k)
+                        merged = topk_rows(pd.concat([kept, hits], ignore_index=True), k)
                         before_lists = kept.groupby("query_crop_id")["target_crop_id"].apply(tuple)
                         after_lists = merged.groupby("query_crop_id")["target_crop_id"].apply(tuple)
                         stats["queries_checked"] += len(q_old)
@@ -593,7 +583,7 @@ def relink(
                         parts.append(kept)
                 if not parts:
                     continue
-                out = _topk_rows(pd.concat(parts, ignore_index=True), k)
+                out = topk_rows(pd.concat(parts, ignore_index=True), k)
                 frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
                                          ocr=condition, training=training, model_id=model_id))
     links = (pd.concat(frames, ignore_index=True)[list(EMBEDDING_LINKS)] if frames else _empty(EMBEDDING_LINKS))

@@ -289,9 +289,10 @@ def _text_hashes(texts: pd.Series) -> list[str]:
     return [hashlib.sha256(t.encode("utf-8")).hexdigest()[:16] for t in texts.fillna("").astype(str)]
 
 
-def _topk_links(found: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Best ``k`` rows per query by score, ties by target id (the order of a full search over targets sorted by
-    id), ranks renumbered from 1; a target listed twice counts once."""
+def topk_rows(found: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Best ``k`` rows per ``query_crop_id`` by ``score``, ties by ``target_crop_id`` (the order of a full search
+    over targets sorted by id), ``rank`` renumbered from 1; a target listed twice for a query counts once (a run
+    stopped between writing links and what they were computed from lists it again)."""
     found = found.sort_values(["query_crop_id", "score", "target_crop_id"], ascending=[True, False, True],
                               kind="stable")
     found = found.drop_duplicates(["query_crop_id", "target_crop_id"])
@@ -379,7 +380,7 @@ def relink_sources_by_strings(
                 parts = [p[["query_crop_id", "target_crop_id", "score"]] for p in parts if len(p)]
                 if not parts:
                     continue
-                out = _topk_links(pd.concat(parts, ignore_index=True), k)
+                out = topk_rows(pd.concat(parts, ignore_index=True), k)
                 frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
                                          ocr=condition))
     links = pd.concat(frames, ignore_index=True)[list(STRING_LINKS)] if frames else _empty(STRING_LINKS)
