@@ -527,7 +527,7 @@ class AllPairsSpace:
                     (u.codes_a * width).astype(np.int32), np.where(u.codes_b >= 0, u.codes_b, u.n_y).astype(np.int32),
                 )
             else:
-                # entries are sorted by x then y, so the keys are sorted: binary search, behind a bit set
+                # entries are sorted by x then y, so the keys are sorted: binary search (behind a bit set on request)
                 keys = u.x_entry * width + u.ys
                 self._lookups[name] = _Lookup(None, keys, u.delta, None, u.codes_a * width,
                                               np.where(u.codes_b >= 0, u.codes_b, u.n_y))
