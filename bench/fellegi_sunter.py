@@ -16,7 +16,8 @@ imported libraries), all with fixed settings, the same on every data set:
   default EM settings; fields: Jaro-Winkler (0.88/0.94) on given name, surname, suburb; exact on street number,
   postcode, state; Levenshtein (equal / 1 edit / more) on address, date of birth and social-security id. Splink
   compares the address by Levenshtein too; Jaro-Winkler on all 25k x 29k distinct addresses of the 50k set costs
-  14 s or more of rapidfuzz on 2 shared cores (3.7 s at 20k), for an F1 within 0.0001 of this one.
+  2.6 s on 2 cores (0.8 s at 20k; about 600k agreeing value pairs where Levenshtein keeps 51k, which makes
+  counting slower too), for an F1 within 0.0001 of this one.
 - ``ours_blocked``: the same model restricted to Splink's prediction blocking rules (``blocking=``): m by EM on
   the candidates, u from a random sample of a million pairs, lambda rescaled to all pairs.
 - ``splink``: Splink on DuckDB with standard blocking rules for prediction (name pairs, date of birth, social
