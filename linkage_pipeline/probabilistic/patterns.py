@@ -499,16 +499,6 @@ class AllPairsSpace:
         counts = np.bincount(self._base_flat, weights=weights.reshape(-1), minlength=self.n_patterns)
         return np.rint(counts).astype(np.int64)
 
-    def iter_agreeing_pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Pairs that agree on at least one sparse field, block by block of left rows.
-
-        Yields:
-            ``(i, j, code, base)``: left rows (k,) int64, right rows (k,) int64, the pairs' pattern codes (k,) int64
-            and their base codes (k,) int64. In dedup mode ``i < j``.
-        """
-        for i, j, code, base, _, _ in self._iter_blocks():
-            yield i.astype(np.int64), j.astype(np.int64), code.astype(np.int64), base.astype(np.int64)
-
     def _lookup(self, pos: int, bits: bool = False) -> _Lookup:
         """Code-delta lookup of one sparse unit for arbitrary row pairs (see :meth:`_deltas_of`), built once;
         ``bits``: with its agreement bit set, when not dense (for units looked up for many pairs)."""
