@@ -18,8 +18,9 @@ imported libraries), all with fixed settings, the same on every data set:
   compares the address by Levenshtein too; Jaro-Winkler on all 25k x 29k distinct addresses of the 50k set costs
   2.6 s on 2 cores (0.8 s at 20k; about 600k agreeing value pairs where Levenshtein keeps 51k, which makes
   counting slower too), for an F1 within 0.0001 of this one.
-- ``ours_blocked``: the same model restricted to Splink's prediction blocking rules (``blocking=``): m by EM on
-  the candidates, u from a random sample of a million pairs, lambda rescaled to all pairs.
+- ``ours_blocked``: the same model restricted to Splink's prediction blocking rules (``blocking=``): u from a
+  random sample of a million pairs, m from one EM session per rule (u fixed, the rule's own fields left out),
+  lambda from EM on all candidates rescaled to all pairs.
 - ``splink``: Splink on DuckDB with standard blocking rules for prediction (name pairs, date of birth, social
   security id, surname+postcode), Jaro-Winkler levels for names, Levenshtein for address/date/id, exact for
   number/postcode/state; probability_two_random_records_match from deterministic rules (recall 0.8), u by random

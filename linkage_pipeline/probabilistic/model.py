@@ -128,9 +128,10 @@ class FellegiSunter:
             fastLink).
         blocking: Optional blocking rules, each a sequence of column names that must be equal (and non-missing)
             on both sides; a pair is compared if any rule holds. ``None`` (default) compares all pairs. With
-            blocking, m comes from EM on the candidate pairs, u from a random sample of a million pairs, and
-            lambda is the candidates' expected matches over all pairs (as Splink does); pairs outside every
-            block are never linked.
+            blocking, u comes from a random sample of a million pairs, m from one EM session per rule on that
+            rule's candidates (u fixed, the groups holding the rule's fields left out, m averaged over sessions),
+            and lambda is the expected matches of all candidates (EM on them) over all pairs, as Splink does;
+            pairs outside every block are never linked.
         id_column: Column holding record ids (the same name on both sides); ``None`` uses the DataFrame index.
         device: ``"cpu"`` (rapidfuzz), ``"cuda"``/``"cuda:N"`` (Triton kernel for Jaro-Winkler) or ``"auto"``.
         expected_match_share: Starting lambda for EM; ``None`` takes ``min(n_a, n_b)`` matches among all pairs
@@ -332,6 +333,43 @@ class FellegiSunter:
         observed = np.flatnonzero(counts)
         return decode_patterns(observed, self.n_levels), counts[observed]
 
+    def _m_by_rule_sessions(self, data: dict, groups: list[list[int]], u_all: list[np.ndarray],
+                            m_init: list[np.ndarray], share: float) -> list[np.ndarray] | None:
+        """m per group, averaged over one EM session per blocking rule (Splink's training): each session runs on
+        that rule's candidates with u fixed at its random-pair estimate, leaving out the groups that hold one of
+        the rule's fields (all of its candidates agree there, which says nothing about m). A group left out by
+        every rule keeps the m of the EM on all candidates; ``None`` when no session ran."""
+        sums = [np.zeros(n) for n in self._group_sizes]
+        seen = [0] * len(groups)
+        for rule, pos in zip(self.blocking or [], data.get("rule_positions", [])):
+            in_rule = {f for f, spec in enumerate(self.fields) if spec.name in rule or spec.right in rule}
+            keep = [g for g, group in enumerate(groups) if not in_rule & set(group)]
+            if not keep or pos.size == 0:
+                continue
+            counts = np.bincount(data["cand_code"][pos], minlength=self.n_patterns)
+            observed = np.flatnonzero(counts)
+            glevels, _ = group_levels(decode_patterns(observed, self.n_levels), self.n_levels, groups)
+            session = expectation_maximisation(
+                glevels[:, keep], counts[observed], [self._group_sizes[g] for g in keep],
+                lambda_init=min(max(share, 0.05), 0.5), m_init=[m_init[g] for g in keep],
+                u_init=[np.nan_to_num(u_all[g], nan=0.0) for g in keep], fix_u=True, max_lambda=1.0 - 1e-9,
+                max_iter=self.max_iter, tol=self.tol,
+            )
+            for g, m in zip(keep, session.m):
+                sums[g] += np.nan_to_num(m, nan=0.0)
+                seen[g] += 1
+        if not any(seen):
+            return None
+        out = []
+        for g, total in enumerate(sums):
+            if seen[g]:
+                m = total / seen[g]
+                m[MISSING_LEVEL] = np.nan
+                out.append(m)
+            else:
+                out.append(self.em_.m[g])
+        return out
+
     def _candidates(self, data: dict) -> tuple[np.ndarray, np.ndarray]:
         a, b = data["a"], data["b"]
         dedup = data["dedup"]
@@ -358,6 +396,8 @@ class FellegiSunter:
             ib = np.flatnonzero(valid_b)
             keys.append(_join_on_keys(ia, ka[ia], ib, kb[ib], n_b, dedup))
         key = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+        # each rule's candidates as positions in the union (one EM session per rule fits m)
+        data["rule_positions"] = [np.searchsorted(key, np.unique(k)) for k in keys]
         if key.size > _MANY_CANDIDATES:
             logger.warning("blocking rules produce %d candidate pairs", key.size)
         logger.info("blocking: %d candidate pairs of %d", key.size, n_a * (n_a - 1) // 2 if dedup else n_a * n_b)
@@ -458,11 +498,13 @@ class FellegiSunter:
             max_iter=self.max_iter, tol=self.tol,
         )
         if self.blocking is not None:
-            # score with the all-pairs model: u from random pairs, lambda = expected matches / all pairs
+            # score with the all-pairs model: u from random pairs, lambda = expected matches / all pairs, m from
+            # one EM session per blocking rule with u fixed, leaving out the groups that hold the rule's fields
             s_glevels, _ = group_levels(sample_levels, self.n_levels, groups)
             u_all = _smoothed_frequencies(s_glevels, sample_counts, self._group_sizes)
             lam_all = float(np.clip(self.em_.lambda_ * total / all_pairs, 1e-15, bound))
-            self.em_ = dataclasses.replace(self.em_, lambda_=lam_all, u=u_all)
+            m_all = self._m_by_rule_sessions(data, groups, u_all, m0, share)
+            self.em_ = dataclasses.replace(self.em_, lambda_=lam_all, u=u_all, m=m_all or self.em_.m)
             max_share = bound
         self.timings_["em"] = time.perf_counter() - t0
         if self.em_.lambda_ >= max_share * (1 - 1e-6):
