@@ -680,6 +680,35 @@ def _candidate_pairs(left: list[str], right: list[str], depth: int, symmetric: b
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def levenshtein_levels_of_pairs(
+    left: Sequence[str],
+    right: Sequence[str],
+    x: np.ndarray,
+    y: np.ndarray,
+    max_edits: Sequence[int] = DEFAULT_MAX_EDITS,
+    *,
+    workers: int = -1,
+) -> np.ndarray:
+    """Levenshtein levels (as :func:`levenshtein_level_pairs`, 1 for "more edits") of given value pairs
+    ``(left[x], right[y])``: shape (k,) uint8. One-edit levels use the vectorised exact check, others rapidfuzz."""
+    from rapidfuzz.distance import Levenshtein
+
+    max_edits = check_max_edits(max_edits)
+    if x.shape[0] == 0:
+        return np.empty(0, dtype=np.uint8)
+    left, right = list(left), list(right)
+    if max_edits[0] == 1 and max(map(len, itertools.chain(left, right))) <= _MAX_HASHED_LENGTH:
+        dist = _distance_up_to_one(left, right, np.asarray(x), np.asarray(y))
+    else:
+        dist = process.cpdist([left[i] for i in x], [right[j] for j in y], scorer=Levenshtein.distance,
+                              dtype=np.int32, workers=workers)
+    level = np.ones(x.shape[0], dtype=np.uint8)
+    for d in max_edits:
+        level += dist <= d
+    level += dist == 0
+    return level
+
+
 def _code_points(values: list[str], width: int, reverse: bool = False) -> np.ndarray:
     """Code points of each string (reversed: last character first), padded to ``width`` with a value no code
     point has: shape (n, width) uint32."""

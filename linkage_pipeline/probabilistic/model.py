@@ -40,6 +40,7 @@ from linkage_pipeline.probabilistic.comparisons import (
     exact_level_pairs,
     jaro_winkler_level_pairs,
     levenshtein_level_pairs,
+    levenshtein_levels_of_pairs,
     jaro_winkler_pair_similarity,
     level_of_similarity,
     n_levels_of,
@@ -413,24 +414,18 @@ class FellegiSunter:
             if spec.comparison == "exact":
                 y_of_x = pd.Index(uniq_b, dtype=object).get_indexer(uniq_a) if uniq_a else np.empty(0, np.int64)
                 level[present] = 1 + (y_of_x[x[present]] == y[present])
-            elif spec.comparison == "levenshtein":
-                from rapidfuzz import process
-                from rapidfuzz.distance import Levenshtein
-
-                combo, inv = np.unique(x[present] * max(len(uniq_b), 1) + y[present], return_inverse=True)
-                cx, cy = combo // max(len(uniq_b), 1), combo % max(len(uniq_b), 1)
-                dist = process.cpdist([uniq_a[k] for k in cx], [uniq_b[k] for k in cy], scorer=Levenshtein.distance,
-                                      dtype=np.int32, workers=self.workers) if combo.size else np.empty(0, np.int32)
-                lv = np.ones(combo.shape[0], dtype=np.int64)
-                for d in spec.thresholds or DEFAULT_MAX_EDITS:
-                    lv += dist <= d
-                lv += dist == 0
-                level[present] = lv[inv.reshape(-1)]
             else:
-                combo, inv = np.unique(x[present] * max(len(uniq_b), 1) + y[present], return_inverse=True)
+                # each distinct value pair once (hashing: no sort)
+                inv, combo = pd.factorize(x[present] * max(len(uniq_b), 1) + y[present])
                 cx, cy = combo // max(len(uniq_b), 1), combo % max(len(uniq_b), 1)
-                sim = jaro_winkler_pair_similarity([uniq_a[k] for k in cx], [uniq_b[k] for k in cy], self.workers)
-                level[present] = level_of_similarity(sim, self._field_thresholds(spec))[inv.reshape(-1)]
+                if spec.comparison == "levenshtein":
+                    lv = levenshtein_levels_of_pairs(uniq_a, uniq_b, cx, cy, spec.thresholds or DEFAULT_MAX_EDITS,
+                                                     workers=self.workers)
+                else:
+                    sim = jaro_winkler_pair_similarity([uniq_a[k] for k in cx], [uniq_b[k] for k in cy],
+                                                       self.workers)
+                    lv = level_of_similarity(sim, self._field_thresholds(spec))
+                level[present] = lv[inv]
             code += level * self.radix[f]
         return code
 

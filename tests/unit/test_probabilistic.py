@@ -151,6 +151,21 @@ def test_levenshtein_levels_from_deletion_variants_equal_brute_force(monkeypatch
     assert got == expected
 
 
+@pytest.mark.parametrize("max_edits", [(1,), (2, 1)])  # the vectorised one-edit check / rapidfuzz
+def test_levenshtein_levels_of_given_pairs_equal_rapidfuzz(max_edits):
+    rng = np.random.default_rng(21)
+    left = _random_strings(rng, "abc12東京", 50, 6)
+    right = _random_strings(rng, "abc12東京", 40, 6) + left[:10]
+    x = rng.integers(0, len(left), 3000)
+    y = rng.integers(0, len(right), 3000)
+    x[:10], y[:10] = np.arange(10), np.arange(len(right) - 10, len(right))  # equal values
+    got = fs_comparisons.levenshtein_levels_of_pairs(left, right, x, y, max_edits)
+    expected = [1 + sum(d <= m for m in max_edits) + (d == 0)
+                for d in (Levenshtein.distance(left[i], right[j]) for i, j in zip(x.tolist(), y.tolist()))]
+    assert got.dtype == np.uint8 and got.tolist() == expected
+    assert set(expected) == set(range(1, len(max_edits) + 3))  # every level occurs
+
+
 @pytest.mark.parametrize("alphabet", ["ab", "abc12", "東京会社株式", "a\x00b"])  # NUL is a character like any other
 def test_distance_up_to_one_equals_rapidfuzz_on_every_pair(alphabet):
     rng = np.random.default_rng(len(alphabet))
