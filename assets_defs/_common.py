@@ -77,3 +77,21 @@ def changed_partitions_result(
         dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(partitions_name, new)] if new else [],
         cursor=cursor,
     )
+
+
+_IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED]
+
+
+def runs_in_progress(instance: dg.DagsterInstance, jobs: Iterable[str]) -> int:
+    """Runs of these jobs that are queued, starting or running."""
+    return sum(len(instance.get_runs(filters=dg.RunsFilter(job_name=job, statuses=_IN_PROGRESS))) for job in jobs)
+
+
+def latest_materialization(instance: dg.DagsterInstance, asset: str, partition: str | None = None):
+    """The latest materialization record of ``asset`` (of one partition, or of any), or ``None``."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    return records[0] if records else None

@@ -5,6 +5,7 @@ import os
 
 import dagster as dg
 
+from assets_defs._common import latest_materialization, runs_in_progress
 from assets_defs.jobs import linkage_job
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from resources import LinkageStore
@@ -13,15 +14,6 @@ from resources import LinkageStore
 #: the Dagster daemon and the code server.
 LINKAGE_CRON = os.environ.get("LP_LINKAGE_CRON", "0 3 * * *")
 LINKAGE_TIMEZONE = os.environ.get("LP_LINKAGE_TIMEZONE", "UTC")
-_IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED]
-
-
-def _latest(instance: dg.DagsterInstance, asset: str, partition: str):
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    return records[0] if records else None
 
 
 def unprocessed_sources(instance: dg.DagsterInstance, linkage_store: LinkageStore) -> list[str]:
@@ -33,8 +25,8 @@ def unprocessed_sources(instance: dg.DagsterInstance, linkage_store: LinkageStor
     known = set(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
     stale = []
     for source in sorted(linkage_store.registry().sources, key=lambda s: s.name):
-        pages = _latest(instance, "page_images", source.name) if source.name in known else None
-        embedded = _latest(instance, "crop_embeddings", source.name) if pages is not None else None
+        pages = latest_materialization(instance, "page_images", source.name) if source.name in known else None
+        embedded = latest_materialization(instance, "crop_embeddings", source.name) if pages is not None else None
         recorded = pages.asset_materialization.metadata.get("fingerprint") if pages is not None else None
         if (
             pages is None
@@ -57,9 +49,9 @@ def unprocessed_sources(instance: dg.DagsterInstance, linkage_store: LinkageStor
 )
 def linkage_job_schedule(context: dg.ScheduleEvaluationContext, linkage_store: LinkageStore):
     """Requests one incremental linkage run per tick, unless source runs are still in progress."""
-    busy = context.instance.get_runs(filters=dg.RunsFilter(job_name="source_job", statuses=_IN_PROGRESS))
+    busy = runs_in_progress(context.instance, ["source_job"])
     if busy:
-        return dg.SkipReason(f"{len(busy)} source run(s) in progress; linking at the next tick")
+        return dg.SkipReason(f"{busy} source run(s) in progress; linking at the next tick")
     stale = unprocessed_sources(context.instance, linkage_store)
     tags = {"linkage/scheduled": "true"}
     if stale:

@@ -2,16 +2,22 @@
 
 
 import base64
-import hashlib
 import json
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import changed_partitions_result, preview, write_rejections
+from assets_defs._common import (
+    changed_partitions_result,
+    latest_materialization,
+    preview,
+    runs_in_progress,
+    write_rejections,
+)
 from assets_defs.jobs import table_job, table_linkage_job
 from linkage_pipeline import tables
+from linkage_pipeline.crops import content_id
 from resources import ComputeResource, LinkageStore
 
 #: Name of the dynamic partitions set of table sources (beside the document sources' set).
@@ -105,32 +111,20 @@ def table_source_sensor(context: dg.SensorEvaluationContext, linkage_store: Link
     )
 
 
-_IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED]
-
-
-def _latest_materialization(instance: dg.DagsterInstance, asset: str):
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset)), limit=1).records
-    return records[0] if records else None
-
-
 @dg.sensor(job=table_linkage_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
 def table_linkage_sensor(context: dg.SensorEvaluationContext, linkage_store: LinkageStore) -> dg.SensorResult:
     """Relinks the tables when their records changed (some table_records partition materialized after the last
     table_links) or a table_linkages entry in sources.yaml changed; waits while table runs are in progress."""
     linkages = tables.load_table_sources(linkage_store.data_path).linkages
-    fingerprint = hashlib.sha256(
-        json.dumps([link.to_record() for link in linkages], sort_keys=True, default=str).encode()
-    ).hexdigest()[:16]
+    fingerprint = content_id(json.dumps([link.to_record() for link in linkages], sort_keys=True, default=str).encode())
     if not linkages:
         return dg.SensorResult(skip_reason="no table_linkages in sources.yaml", cursor=fingerprint)
-    busy = [run for job in ("table_job", "table_linkage_job")
-            for run in context.instance.get_runs(filters=dg.RunsFilter(job_name=job, statuses=_IN_PROGRESS))]
+    busy = runs_in_progress(context.instance, ("table_job", "table_linkage_job"))
     if busy:
         # the cursor stays: what changed is still seen at the next evaluation
-        return dg.SensorResult(skip_reason=f"{len(busy)} table run(s) in progress; linking when they are done")
-    records = _latest_materialization(context.instance, "table_records")
-    links = _latest_materialization(context.instance, "table_links")
+        return dg.SensorResult(skip_reason=f"{busy} table run(s) in progress; linking when they are done")
+    records = latest_materialization(context.instance, "table_records")
+    links = latest_materialization(context.instance, "table_links")
     reasons = []
     if records is not None and (links is None or records.storage_id > links.storage_id):
         reasons.append("table records changed")

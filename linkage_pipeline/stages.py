@@ -286,7 +286,7 @@ STRING_LINK_INPUTS = {"source": "VARCHAR", "ocr": "VARCHAR", "crop_id": "VARCHAR
 
 
 def _text_hashes(texts: pd.Series) -> list[str]:
-    return [hashlib.sha256(t.encode("utf-8")).hexdigest()[:16] for t in texts.fillna("").astype(str)]
+    return [content_id(t.encode("utf-8")) for t in texts.fillna("").astype(str)]
 
 
 def topk_rows(found: pd.DataFrame, k: int) -> pd.DataFrame:

@@ -782,8 +782,6 @@ def levenshtein_level_pairs(
     Returns:
         The agreeing pairs (level >= 2), sorted by ``x`` then ``y``.
     """
-    from rapidfuzz.distance import Levenshtein
-
     max_edits = check_max_edits(max_edits)
     left, right = list(left), list(right)
     if symmetric and len(left) != len(right):
@@ -797,17 +795,7 @@ def levenshtein_level_pairs(
     key = np.sort(x * len(right) + y)
     key = _sorted_groups(key)[0]  # np.unique hashes first: slower here
     x, y = key // len(right), key % len(right)
-    if not key.size:
-        dist = np.empty(0, np.int32)
-    elif max_edits[0] == 1 and max(map(len, itertools.chain(left, right))) <= _MAX_HASHED_LENGTH:
-        dist = _distance_up_to_one(left, right, x, y)
-    else:
-        dist = process.cpdist([left[i] for i in x], [right[j] for j in y], scorer=Levenshtein.distance,
-                              dtype=np.int32, workers=workers)
-    level = np.ones(x.shape[0], dtype=np.uint8)
-    for d in max_edits:
-        level += dist <= d
-    level += dist == 0
+    level = levenshtein_levels_of_pairs(left, right, x, y, max_edits, workers=workers)
     keep = level >= 2
     x, y, level = x[keep].astype(np.int32), y[keep].astype(np.int32), level[keep]
     if not symmetric:
