@@ -28,7 +28,7 @@ table_sources_partitions = dg.DynamicPartitionsDefinition(name=TABLE_PARTITIONS_
 @dg.asset(group_name="tables", kinds={"duckdb"}, pool="duckdb")
 def table_sources(linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per table source declared in sources.yaml (and table_linkages per linkage); refreshed when sources.yaml changes."""
-    store, registry = linkage_store.store(), tables.load_table_sources(linkage_store.data_path)
+    store, registry = linkage_store.store(), linkage_store.table_registry()
     frame = pd.DataFrame([s.to_record() for s in registry.sources], columns=list(tables.TABLE_SOURCES))
     store.replace_table("table_sources", frame, tables.TABLE_SOURCES)
     linkages = pd.DataFrame([link.to_record() for link in registry.linkages], columns=list(tables.TABLE_LINKAGES))
@@ -44,7 +44,7 @@ def table_sources(linkage_store: LinkageStore) -> dg.MaterializeResult:
 def table_records(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per record of a table source, every value as normalised text (rejected rows recorded); refreshed per table source."""
     store = linkage_store.store()
-    source = tables.load_table_sources(linkage_store.data_path).get(context.partition_key)
+    source = linkage_store.table_registry().get(context.partition_key)
     records, rejected = tables.read_table_source(source)
     n = store.write_partition("table_records", source.name, records, tables.records_schema(source))
     n_rejected = write_rejections(store, "table_records", source.name, rejected)
@@ -75,7 +75,7 @@ def _chart(path: Path) -> str:
 )
 def fellegi_sunter_table_linkage(linkage_store: LinkageStore, compute: ComputeResource):
     """Fits Fellegi-Sunter once per table linkage; the four tables come from that one all-pairs pass and EM."""
-    store, registry = linkage_store.store(), tables.load_table_sources(linkage_store.data_path)
+    store, registry = linkage_store.store(), linkage_store.table_registry()
     out = tables.run_table_linkages(store, registry, device=str(compute.torch_device()), workers=compute.workers())
     write_rejections(store, "table_linkages", "all", out.rejected)
     store.replace_table("table_comparison_patterns", out.patterns, tables.PATTERNS)
@@ -104,7 +104,7 @@ def fellegi_sunter_table_linkage(linkage_store: LinkageStore, compute: ComputeRe
 @dg.sensor(job=table_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
 def table_source_sensor(context: dg.SensorEvaluationContext, linkage_store: LinkageStore) -> dg.SensorResult:
     """Adds each new table source in sources.yaml as a partition and reads it; rereads a table whose file or entry changed."""
-    fingerprints = {s.name: s.fingerprint() for s in tables.load_table_sources(linkage_store.data_path).sources}
+    fingerprints = {s.name: s.fingerprint() for s in linkage_store.table_registry().sources}
     return changed_partitions_result(
         context, fingerprints, TABLE_PARTITIONS_NAME, new_reason="new table source",
         changed_reason="table file or entry changed", nothing="no new or changed table sources",
@@ -115,7 +115,7 @@ def table_source_sensor(context: dg.SensorEvaluationContext, linkage_store: Link
 def table_linkage_sensor(context: dg.SensorEvaluationContext, linkage_store: LinkageStore) -> dg.SensorResult:
     """Relinks the tables when their records changed (some table_records partition materialized after the last
     table_links) or a table_linkages entry in sources.yaml changed; waits while table runs are in progress."""
-    linkages = tables.load_table_sources(linkage_store.data_path).linkages
+    linkages = linkage_store.table_registry().linkages
     fingerprint = content_id(json.dumps([link.to_record() for link in linkages], sort_keys=True, default=str).encode())
     if not linkages:
         return dg.SensorResult(skip_reason="no table_linkages in sources.yaml", cursor=fingerprint)

@@ -84,6 +84,16 @@ def conform(df: pd.DataFrame, schema: Mapping[str, str], *, table: str = "table"
     return pa.Table.from_pandas(frame, schema=target, preserve_index=False, safe=False)
 
 
+def duckdb_glob_literal(path: Path) -> str:
+    """``path`` as a DuckDB glob pattern that matches exactly that path.
+
+    DuckDB reads ``*``, ``?``, ``[...]`` and ``**`` in the paths given to ``read_parquet`` as wildcards, so a
+    folder named ``scans [1956]`` would match nothing and one named ``**`` everything below. Each of those
+    characters is wrapped in a one-character class (``[`` -> ``[[]``), which DuckDB matches literally.
+    """
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in str(path))
+
+
 def _atomic_write_parquet(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -114,6 +124,15 @@ class Store:
     def __post_init__(self) -> None:
         object.__setattr__(self, "database", Path(self.database))
         object.__setattr__(self, "artifact_dir", Path(self.artifact_dir))
+        if "?" in str(self.database):
+            # DuckDB names the write-ahead log by inserting '.wal' before the first '?' of the (resolved) path,
+            # reading the rest as URL parameters (duckdb/duckdb#13472): the first commit fails. No link helps.
+            raise ValueError(f"database path {self.database} contains '?', where DuckDB cannot keep its write-ahead "
+                             "log; expected a database path without '?' (the artifact folder may keep it)")
+        if os.sep == "/" and "\\" in str(self.artifact_dir):
+            # DuckDB reads '\\' as a path separator in the Parquet paths behind the views, on every platform.
+            raise ValueError(f"artifact folder {self.artifact_dir} contains a backslash, which DuckDB reads as a "
+                             "path separator; expected an artifact folder without '\\' in its path")
 
     # -- connections -------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -146,7 +165,7 @@ class Store:
     def write_partition(self, table: str, partition: str, df: pd.DataFrame, schema: Mapping[str, str]) -> int:
         """Replaces one source's rows of a per-source table atomically; returns the row count."""
         data = conform(df, schema, table=table)
-        self._ensure_view(table, schema)
+        self.ensure_view(table, schema)
         _atomic_write_parquet(data, self.partition_path(table, partition))
         logger.info("wrote %d rows to %s[%s]", data.num_rows, table, partition)
         return data.num_rows
@@ -169,11 +188,14 @@ class Store:
         d = self.table_dir(table)
         return sorted(p.stem for p in d.glob("*.parquet") if p.name != _SCHEMA_FILE) if d.exists() else []
 
-    def _ensure_view(self, table: str, schema: Mapping[str, str]) -> None:
+    def ensure_view(self, table: str, schema: Mapping[str, str]) -> None:
         """Creates the view over the table's partition files; a schema file keeps it valid when empty.
 
-        The view's existence is checked in DuckDB itself, not inferred from the schema file: a process killed
-        between writing the schema file and creating the view must not leave a table without its view.
+        The view reads a glob of the table's folder, with the folder's own glob characters escaped (see
+        :func:`duckdb_glob_literal`), so partitions written later by any process appear without touching the view.
+        The view is checked in DuckDB itself, not inferred from the schema file: a process killed between writing
+        the schema file and creating the view must not leave a table without its view, and a view over another
+        folder (an artifact folder moved or copied) is pointed at this one.
         """
         d = self.table_dir(table)
         schema_file = d / _SCHEMA_FILE
@@ -181,13 +203,14 @@ class Store:
         same_schema = schema_file.exists() and pq.read_schema(schema_file).equals(target)
         if not same_schema:
             _atomic_write_parquet(target.empty_table(), schema_file)
-        glob = str(d / "*.parquet").replace("'", "''")
+        literal = "'" + (duckdb_glob_literal(d) + os.sep + "*.parquet").replace("'", "''") + "'"
         with self.connect() as con:
             if same_schema:
-                found = con.execute("select count(*) from information_schema.tables where table_name = ?", [table])
-                if found.fetchone()[0]:
+                found = con.execute("select sql from duckdb_views() where view_name = ? and not internal", [table])
+                row = found.fetchone()
+                if row is not None and literal in (row[0] or ""):
                     return
-            con.execute(f"create or replace view {table} as select * from read_parquet('{glob}', union_by_name=true)")
+            con.execute(f"create or replace view {table} as select * from read_parquet({literal}, union_by_name=true)")
 
     # -- cross-source tables ------------------------------------------------------------------------------
     def replace_table(self, table: str, df: pd.DataFrame, schema: Mapping[str, str] | None = None) -> int:
@@ -218,6 +241,12 @@ class Store:
         if where_source is None:
             return self.query(f"select * from {table}")
         return self.query(f"select * from {table} where source = ?", [where_source])
+
+    def read_partitions(self, table: str, schema: Mapping[str, str]) -> pd.DataFrame:
+        """Every source's rows of a per-source table, through its view; empty with its columns when no source
+        has written the table yet (a data directory of table sources only, or before the first source run)."""
+        self.ensure_view(table, schema)
+        return self.read_table(table)
 
     def table_exists(self, table: str) -> bool:
         _check_name(table, "table")

@@ -52,7 +52,10 @@ from linkage_pipeline.documents.sources import (
     SOURCE_NAME_RE,
     Rejection,
     check_source_name,
+    log_rejections,
     read_sources_yaml,
+    short_repr,
+    source_label,
 )
 from linkage_pipeline.paths import safe_child
 from linkage_pipeline.probabilistic import (
@@ -239,7 +242,8 @@ class TableRegistry:
         for src in self.sources:
             if src.name == name:
                 return src
-        raise KeyError(f"table source {name!r} is not loaded; known table sources: {', '.join(self.names) or 'none'}")
+        raise KeyError(f"table source {short_repr(name)} is not loaded; "
+                       f"known table sources: {', '.join(self.names) or 'none'}")
 
 
 def _read_header(path: Path, fmt: str, delimiter: str, encoding: str) -> list[str]:
@@ -252,46 +256,51 @@ def _load_table(data_dir: Path, raw_name: Any, settings: Any) -> TableSourceConf
     """One table source from its YAML entry; raises ValueError with the reason."""
     name = check_source_name(raw_name)
     if not isinstance(settings, Mapping):
-        raise ValueError(f"settings {settings!r} are a {type(settings).__name__}; expected a mapping like "
+        raise ValueError(f"settings {short_repr(settings)} are a {type(settings).__name__}; expected a mapping like "
                          "{path: tables/firms.csv, id: firm_id}")
     unknown = [k for k in settings if k not in _TABLE_FIELDS]
     if unknown:
-        raise ValueError(f"unknown field {unknown[0]!r}; expected only {', '.join(_TABLE_FIELDS)}")
+        raise ValueError(f"unknown field {short_repr(unknown[0])}; expected only {', '.join(_TABLE_FIELDS)}")
     for required, example in (("path", "tables/firms.csv"), ("id", "firm_id")):
         if not isinstance(settings.get(required), str) or not settings[required]:
-            raise ValueError(f"field {required!r} is {settings.get(required)!r}; expected a non-empty string like "
+            raise ValueError(f"field {required!r} is {short_repr(settings.get(required))}; "
+                             "expected a non-empty string like "
                              f"{example!r}")
     file, id_column = settings["path"], settings["id"]
     fmt = TABLE_FORMATS.get(Path(file).suffix.lower())
     if fmt is None:
-        raise ValueError(f"path {file!r} has suffix {Path(file).suffix!r}; expected one of {', '.join(TABLE_FORMATS)}")
+        raise ValueError(f"path {short_repr(file)} has suffix {short_repr(Path(file).suffix)}; expected one of "
+                         f"{', '.join(TABLE_FORMATS)}")
     try:
         path = safe_child(data_dir, file)
     except ValueError as exc:  # its message names the path, where it resolves and what is expected
         raise ValueError(f"field 'path': {exc}") from None
     if not path.is_file():
-        raise ValueError(f"path {file!r}: file {path} not found; expected a {fmt} file there")
+        raise ValueError(f"path {short_repr(file)}: file {path} not found; expected a {fmt} file there")
     delimiter = settings.get("delimiter") or ("\t" if Path(file).suffix.lower() == ".tsv" else ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
-        raise ValueError(f"delimiter {delimiter!r} is not one character; expected e.g. ',' or ';'")
+        raise ValueError(f"delimiter {short_repr(delimiter)} is not one character; expected e.g. ',' or ';'")
     encoding = settings.get("encoding") or "utf-8"
     try:
         codecs.lookup(encoding)
     except (LookupError, TypeError):
-        raise ValueError(f"encoding {encoding!r} is not a known text encoding; expected e.g. 'utf-8' or 'cp932'") from None
+        raise ValueError(f"encoding {short_repr(encoding)} is not a known text encoding; expected e.g. 'utf-8' or "
+                         "'cp932'") from None
     if fmt == "parquet" and ("delimiter" in settings or "encoding" in settings):
-        raise ValueError(f"path {file!r} is a Parquet file; 'delimiter' and 'encoding' apply to CSV files only")
+        raise ValueError(f"path {short_repr(file)} is a Parquet file; "
+                         "'delimiter' and 'encoding' apply to CSV files only")
     try:
         header = _read_header(path, fmt, delimiter, encoding)
     except Exception as exc:  # noqa: BLE001 - any reader error becomes the entry's rejection
-        raise ValueError(f"path {file!r}: cannot read the header ({type(exc).__name__}: {exc}); expected a "
+        raise ValueError(f"path {short_repr(file)}: cannot read the header ({type(exc).__name__}: {exc}); expected a "
                          f"{fmt} file{' with a header row' if fmt == 'csv' else ''}") from None
     if id_column not in header:
-        raise ValueError(f"id column {id_column!r} is not in {file!r}; its columns are {', '.join(header)}")
+        raise ValueError(f"id column {short_repr(id_column)} is not in {short_repr(file)}; its columns are "
+                         f"{', '.join(header)}")
     columns = tuple(c for c in header if c != id_column)
     clash = [c for c in columns if c in RECORD_COLUMNS]
     if clash:
-        raise ValueError(f"column {clash[0]!r} of {file!r} has the name of a column table_records adds "
+        raise ValueError(f"column {clash[0]!r} of {short_repr(file)} has the name of a column table_records adds "
                          f"({', '.join(RECORD_COLUMNS)}); expected it renamed in the file")
     return TableSourceConfig(name=name, path=path, file=file, id_column=id_column, format=fmt, columns=columns,
                              delimiter=delimiter, encoding=encoding)
@@ -299,97 +308,99 @@ def _load_table(data_dir: Path, raw_name: Any, settings: Any) -> TableSourceConf
 
 def _field_spec(column: Any, setting: Any, left: TableSourceConfig, right: TableSourceConfig | None) -> FieldSpec:
     if not isinstance(column, str) or not column:
-        raise ValueError(f"field name {column!r} is not a column name; expected a string")
+        raise ValueError(f"field name {short_repr(column)} is not a column name; expected a string")
     if isinstance(setting, str) or setting is None:
         setting = {"comparison": setting or "jaro_winkler"}
     if not isinstance(setting, Mapping):
-        raise ValueError(f"field {column!r}: {setting!r} is a {type(setting).__name__}; expected a comparison "
+        raise ValueError(f"field {short_repr(column)}: {short_repr(setting)} is a {type(setting).__name__}; "
+                         "expected a comparison "
                          f"({', '.join(COMPARISONS)}) or a mapping with {', '.join(_FIELD_SETTINGS)}")
     unknown = [k for k in setting if k not in _FIELD_SETTINGS]
     if unknown:
-        raise ValueError(f"field {column!r}: unknown setting {unknown[0]!r}; expected only {', '.join(_FIELD_SETTINGS)}")
+        raise ValueError(f"field {short_repr(column)}: unknown setting {short_repr(unknown[0])}; expected only "
+                         f"{', '.join(_FIELD_SETTINGS)}")
     comparison = setting.get("comparison", "jaro_winkler")
     if comparison not in COMPARISONS:
-        raise ValueError(f"field {column!r}: comparison {comparison!r} is not one of {', '.join(COMPARISONS)}")
+        raise ValueError(f"field {short_repr(column)}: comparison {short_repr(comparison)} is not one of "
+                         f"{', '.join(COMPARISONS)}")
     right_column = setting.get("right")
     thresholds = setting.get("thresholds")
     try:
         spec = FieldSpec(column, comparison, tuple(thresholds) if isinstance(thresholds, list) else thresholds,
                          right_name=right_column if right_column != column else None)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"field {column!r}: {exc}") from None
+        raise ValueError(f"field {short_repr(column)}: {exc}") from None
     for side, table, name in (("left", left, spec.name), ("right", right, spec.right)):
         if table is None:
             continue
         if name == table.id_column:
-            raise ValueError(f"field {name!r} is the id column of table {table.name!r}; expected a data column")
+            raise ValueError(f"field {short_repr(name)} is the id column of table {table.name!r}; "
+                             "expected a data column")
         if name not in table.columns:
-            raise ValueError(f"field {name!r} is not a column of {side} table {table.name!r} ({table.file}); "
+            raise ValueError(f"field {short_repr(name)} is not a column of {side} table {table.name!r} ({table.file}); "
                              f"its columns are {', '.join(table.columns)}")
     return spec
 
 
-def _load_linkage(index: int, item: Any, tables: Mapping[str, TableSourceConfig], rejected_names: set[str]) -> TableLinkage:
-    """One table linkage from its YAML entry; raises ValueError with the reason."""
-    label = f"table linkage {index + 1}"
+def _load_linkage(item: Any, tables: Mapping[str, TableSourceConfig], rejected_names: set[str]) -> TableLinkage:
+    """One table linkage from its YAML entry; raises ValueError with the reason (without the entry's position,
+    which the caller adds where the rejection's source does not already name it)."""
     if not isinstance(item, Mapping):
-        raise ValueError(f"{label} is {item!r}; {_LINKAGE_HINT}")
+        raise ValueError(f"entry {short_repr(item)} is a {type(item).__name__}; {_LINKAGE_HINT}")
     unknown = [k for k in item if k not in _LINKAGE_FIELDS]
     if unknown:
-        raise ValueError(f"{label}: unknown field {unknown[0]!r}; expected only {', '.join(_LINKAGE_FIELDS)}")
+        raise ValueError(f"unknown field {short_repr(unknown[0])}; expected only {', '.join(_LINKAGE_FIELDS)}")
     dedup = "dedup" in item
     if dedup == ("left" in item or "right" in item) or (not dedup and not ("left" in item and "right" in item)):
-        raise ValueError(f"{label}: expected either 'dedup: <table>' or both 'left' and 'right'; {_LINKAGE_HINT}")
+        raise ValueError(f"expected either 'dedup: <table>' or both 'left' and 'right'; {_LINKAGE_HINT}")
 
     def table(place: str) -> TableSourceConfig:
         name = item[place]
         if isinstance(name, str) and name in tables:
             return tables[name]
-        why = "was rejected (see its own rejection)" if str(name) in rejected_names else "is not defined under 'tables'"
-        raise ValueError(f"{label}: {place} table {name!r} {why}; expected one of the loaded tables: "
+        rejected_before = source_label(name) in rejected_names
+        why = "was rejected (see its own rejection)" if rejected_before else "is not defined under 'tables'"
+        raise ValueError(f"{place} table {short_repr(name)} {why}; expected one of the loaded tables: "
                          f"{', '.join(tables) or 'none'}")
 
     left = table("dedup" if dedup else "left")
     right = None if dedup else table("right")
     name = item.get("name") or (f"{left.name}__dedup" if dedup else f"{left.name}__{right.name}")  # type: ignore[union-attr]
     if not isinstance(name, str) or not SOURCE_NAME_RE.match(name) or ".." in name:
-        raise ValueError(f"{label}: name {name!r} is not a safe name; expected 1-64 letters, digits, '_', '.', '-' "
+        raise ValueError(f"name {short_repr(name)} is not a safe name; expected 1-64 letters, digits, '_', '.', '-' "
                          "starting with a letter or digit")
     fields = item.get("fields")
     if not isinstance(fields, Mapping) or not fields:
-        raise ValueError(f"{label}: fields {fields!r} is not a non-empty mapping; expected column: comparison, "
+        raise ValueError(f"fields {short_repr(fields)} is not a non-empty mapping; expected column: comparison, "
                          "e.g. {name: jaro_winkler, city: exact}")
-    try:
-        specs = tuple(_field_spec(col, setting, left, right) for col, setting in fields.items())
-    except ValueError as exc:
-        raise ValueError(f"{label}: {exc}") from None
+    specs = tuple(_field_spec(col, setting, left, right) for col, setting in fields.items())
     threshold = item.get("threshold", DEFAULT_MATCH_THRESHOLD)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"{label}: threshold {threshold!r} is not a probability; expected a number in (0, 1)")
+        raise ValueError(f"threshold {short_repr(threshold)} is not a probability; expected a number in (0, 1)")
     one_to_one = item.get("one_to_one", False)
     if not isinstance(one_to_one, bool):
-        raise ValueError(f"{label}: one_to_one {one_to_one!r} is not true or false")
+        raise ValueError(f"one_to_one {short_repr(one_to_one)} is not true or false")
     if one_to_one and dedup:
-        raise ValueError(f"{label}: one_to_one applies to linking two tables; expected it left out for dedup")
+        raise ValueError(f"one_to_one applies to linking two tables; expected it left out for dedup")
     blocking = item.get("blocking")
     if blocking is not None:
         if not isinstance(blocking, list) or not blocking or not all(
             isinstance(r, list) and r and all(isinstance(c, str) for c in r) for r in blocking
         ):
-            raise ValueError(f"{label}: blocking {blocking!r}; expected a list of rules, each a list of column "
+            raise ValueError(f"blocking {short_repr(blocking)}; expected a list of rules, each a list of column "
                              "names, e.g. [[city], [founded, name]]")
         for rule in blocking:
             for col in rule:
                 for tbl in (left, right or left):
                     if col not in tbl.columns:
-                        raise ValueError(f"{label}: blocking column {col!r} is not a column of table {tbl.name!r}; "
+                        raise ValueError(f"blocking column {short_repr(col)} is not a column of table {tbl.name!r}; "
                                          f"its columns are {', '.join(tbl.columns)}")
         blocking = tuple(tuple(r) for r in blocking)
     return TableLinkage(name=name, left=left.name, right=None if right is None else right.name, fields=specs,
                         threshold=float(threshold), one_to_one=one_to_one, blocking=blocking)
 
 
-def load_table_sources(data_dir: Path, *, strict: bool = False) -> TableRegistry:
+def load_table_sources(data_dir: Path, *, strict: bool = False, log_repeats: bool = True) -> TableRegistry:
     """Reads and validates the ``tables`` and ``table_linkages`` of ``<data_dir>/sources.yaml``.
 
     A table entry is bad when its name is unsafe or already used by a document source or (up to letter case)
@@ -397,11 +408,15 @@ def load_table_sources(data_dir: Path, *, strict: bool = False) -> TableRegistry
     the data directory, its header cannot be read, or its id column is not in the header. A linkage is bad
     when it names a table that is not loaded, a column either table lacks, an unknown comparison, a threshold
     outside (0, 1), or a name already used. Bad entries become rejections (stage ``table_sources``, file
-    ``sources.yaml``); the others load. A file without ``tables`` gives an empty registry.
+    ``sources.yaml``); the others load. A file without ``tables`` gives an empty registry. A rejected linkage's
+    source is its ``name``, or ``table linkage <n>`` (its place in the list) when it has none; each rejection is
+    logged as a warning once per load (see :func:`~linkage_pipeline.documents.sources.log_rejections`).
 
     Args:
         data_dir: the data directory holding ``sources.yaml``.
         strict: raise instead of returning rejections.
+        log_repeats: ``False`` logs at debug level the rejections that the previous load of the same file in
+            this process already reported (for callers that reload the file for every asset or sensor tick).
 
     Returns:
         The registry: usable table sources and linkages in file order, and the rejections.
@@ -432,9 +447,7 @@ def load_table_sources(data_dir: Path, *, strict: bool = False) -> TableRegistry
     rejected: list[Rejection] = []
 
     def reject(source: str, reason: str) -> None:
-        rejection = Rejection(source=source, file=SOURCES_FILE, stage="table_sources", reason=reason)
-        logger.warning("%s", rejection)
-        rejected.append(rejection)
+        rejected.append(Rejection(source=source, file=SOURCES_FILE, stage="table_sources", reason=reason))
 
     tables: dict[str, TableSourceConfig] = {}
     folded: dict[str, str] = {}
@@ -442,7 +455,7 @@ def load_table_sources(data_dir: Path, *, strict: bool = False) -> TableRegistry
         try:
             src = _load_table(data_dir, raw_name, settings)
         except ValueError as exc:
-            reject(str(raw_name), str(exc))
+            reject(source_label(raw_name), str(exc))
             continue
         if src.name in document_sources:
             reject(src.name, f"name {src.name!r} is also a document source; expected distinct names")
@@ -457,11 +470,16 @@ def load_table_sources(data_dir: Path, *, strict: bool = False) -> TableRegistry
     rejected_names = {r.source for r in rejected}
     linkages: list[TableLinkage] = []
     for index, item in enumerate(raw_linkages):
-        label = str(item.get("name") or f"table linkage {index + 1}") if isinstance(item, Mapping) else f"table linkage {index + 1}"
+        position = f"table linkage {index + 1}"
+        name = item.get("name") if isinstance(item, Mapping) else None
         try:
-            linkage = _load_linkage(index, item, tables, rejected_names)
+            linkage = _load_linkage(item, tables, rejected_names)
         except ValueError as exc:
-            reject(label, str(exc))
+            # The source names the entry; the reason adds its position only when the source is its name.
+            if name:
+                reject(source_label(name), f"{position}: {exc}")
+            else:
+                reject(position, str(exc))
             continue
         if any(other.name == linkage.name for other in linkages):
             reject(linkage.name, f"table linkage {index + 1}: name {linkage.name!r} is already used; expected "
@@ -471,6 +489,7 @@ def load_table_sources(data_dir: Path, *, strict: bool = False) -> TableRegistry
 
     if strict and rejected:
         raise ValueError(f"{path}: {len(rejected)} problem(s):\n" + "\n".join(f"- {r}" for r in rejected))
+    log_rejections(path, "table_sources", rejected, repeats=log_repeats)
     logger.info("loaded %d table sources and %d table linkages from %s (%d rejected)", len(tables), len(linkages),
                 path, len(rejected))
     return TableRegistry(sources=tuple(tables.values()), linkages=tuple(linkages), rejected=tuple(rejected))
@@ -565,10 +584,12 @@ def read_table_source(source: TableSourceConfig) -> tuple[pd.DataFrame, list[Rej
         if no_id[k]:
             reason = f"row {row_number[k]}: empty id in column {source.id_column!r}; expected a non-empty id"
         elif duplicate[k]:
-            reason = (f"row {row_number[k]}: id {ids.iloc[k]!r} is already used by row {first_row[ids.iloc[k]]}; "
+            reason = (f"row {row_number[k]}: id {short_repr(ids.iloc[k])} is already used by row "
+                      f"{first_row[ids.iloc[k]]}; "
                       f"expected unique ids in column {source.id_column!r}")
         else:
-            reason = f"row {row_number[k]} (id {ids.iloc[k]!r}): every value is empty; expected at least one value"
+            reason = (f"row {row_number[k]} (id {short_repr(ids.iloc[k])}): every value is empty; "
+                      "expected at least one value")
         rejections.append(rejection(reason))
     keep = ~(no_id | duplicate | no_value)
     records = pd.DataFrame({"source": source.name, "record_id": ids[keep].to_numpy(), "row_number": row_number[keep]})

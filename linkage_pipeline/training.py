@@ -63,7 +63,11 @@ DEFAULT_VIEWS: tuple[tuple[str, str], ...] = (
 DATA_VERSION = 1
 CHECKPOINT_DIR = "last"
 _STATE_FILE = "trainer_state.json"
-_OPTIMIZER_FILE = "optimizer.pt"
+#: Optimizer state: its tensors as safetensors, the rest (hyperparameters, structure) as JSON; never pickle.
+_OPTIMIZER_TENSORS = "optimizer.safetensors"
+_OPTIMIZER_META = "optimizer.json"
+#: Where versions before safetensors-only checkpoints kept the optimizer state (a torch.save pickle).
+_LEGACY_OPTIMIZER_FILE = "optimizer.pt"
 _WEIGHTS_FILE = "model.safetensors"
 
 
@@ -695,6 +699,62 @@ def _epoch_batches(
     return hard_negative_batches(neighbours, labels, m=config.m, batch_size=config.batch_size, rng=rng)
 
 
+def _encode_state(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` as JSON, with each tensor moved to ``tensors`` under a dotted key and referenced by it."""
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().to("cpu").contiguous()
+        return {"__tensor__": key}
+    if isinstance(value, dict):  # keys may be ints (parameter ids): kept as pairs so their type survives
+        return {"__dict__": [[k, _encode_state(v, f"{key}.{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode_state(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode_state(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(f"optimizer state entry {key} is a {type(value).__name__}; expected tensors, numbers, strings, "
+                     "lists, tuples or dicts")
+
+
+def _decode_state(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode_state(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__tuple__" in value:
+            return tuple(_decode_state(v, tensors) for v in value["__tuple__"])
+        return {k: _decode_state(v, tensors) for k, v in value["__dict__"]}
+    return value
+
+
+def _save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Writes the optimizer state as ``optimizer.safetensors`` (tensors) and ``optimizer.json`` (the rest)."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta = _encode_state(optimizer.state_dict(), "optimizer", tensors)
+    save_file(tensors, str(directory / _OPTIMIZER_TENSORS), metadata={"format": "pt"})
+    (directory / _OPTIMIZER_META).write_text(json.dumps(meta), encoding="utf-8")
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Restores the optimizer state written by :func:`_save_optimizer` (no pickle is read).
+
+    Raises:
+        ValueError: when the checkpoint keeps its optimizer state as a pickle (older versions) or lacks it.
+    """
+    tensors_file, meta_file = directory / _OPTIMIZER_TENSORS, directory / _OPTIMIZER_META
+    if not (tensors_file.is_file() and meta_file.is_file()):
+        legacy = directory / _LEGACY_OPTIMIZER_FILE
+        if legacy.exists():
+            raise ValueError(f"checkpoint {directory} keeps its optimizer state in {legacy.name} (pickle), which is "
+                             f"never loaded; expected {_OPTIMIZER_TENSORS} (safetensors) and {_OPTIMIZER_META}: "
+                             "train into a new checkpoint_dir")
+        raise ValueError(f"checkpoint {directory} has no {_OPTIMIZER_TENSORS} and {_OPTIMIZER_META}; expected both "
+                         "beside its trainer state")
+    tensors = load_file(str(tensors_file), device="cpu")  # load_state_dict moves each entry to its parameter
+    optimizer.load_state_dict(_decode_state(json.loads(meta_file.read_text(encoding="utf-8")), tensors))
+
+
 def _save_checkpoint(
     directory: Path, encoder: MultimodalEncoder, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]
 ) -> None:
@@ -708,7 +768,7 @@ def _save_checkpoint(
     tmp.mkdir(parents=True)
     weights = {k: v.detach().to("cpu").contiguous() for k, v in encoder.model.state_dict().items()}
     save_file(weights, str(tmp / _WEIGHTS_FILE), metadata={"format": "pt"})
-    torch.save(optimizer.state_dict(), tmp / _OPTIMIZER_FILE)
+    _save_optimizer(optimizer, tmp)
     full = {**state, "scheduler": scheduler.state_dict()}
     (tmp / _STATE_FILE).write_text(json.dumps(full, indent=1, default=float), encoding="utf-8")
     shutil.rmtree(old, ignore_errors=True)
@@ -768,9 +828,7 @@ def train(
                 f"expected {config.stage!r} (use another checkpoint_dir per stage)"
             )
         model.load_state_dict(load_file(str(ckpt / CHECKPOINT_DIR / _WEIGHTS_FILE), device=str(encoder.device)))
-        optimizer.load_state_dict(
-            torch.load(ckpt / CHECKPOINT_DIR / _OPTIMIZER_FILE, weights_only=True, map_location=encoder.device)
-        )
+        _load_optimizer(optimizer, ckpt / CHECKPOINT_DIR)
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
         history = [float(x) for x in state.get("losses", [])]

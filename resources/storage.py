@@ -8,6 +8,7 @@ import dagster as dg
 
 from linkage_pipeline.documents.sources import SourceConfig, SourceRegistry, load_sources
 from linkage_pipeline.store import Store
+from linkage_pipeline.tables import TableRegistry, load_table_sources
 
 
 class LinkageStore(dg.ConfigurableResource):
@@ -37,7 +38,18 @@ class LinkageStore(dg.ConfigurableResource):
         return Store(self.database_path, self.artifact_path)
 
     def registry(self) -> SourceRegistry:
-        return load_sources(self.data_path)
+        """The document sources of sources.yaml, read afresh.
+
+        Every asset, sensor tick and schedule calls this, so a rejection already logged by an earlier read of the
+        unchanged file in this process is not logged again (it is recorded in ``rejected_inputs`` by
+        ``document_sources``).
+        """
+        return load_sources(self.data_path, log_repeats=False)
+
+    def table_registry(self) -> TableRegistry:
+        """The table sources and table linkages of sources.yaml, read afresh (rejections logged as by
+        :meth:`registry`)."""
+        return load_table_sources(self.data_path, log_repeats=False)
 
     def source(self, name: str) -> SourceConfig:
         """The configuration of one source; raises with the known names if it is not in sources.yaml."""

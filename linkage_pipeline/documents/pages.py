@@ -319,7 +319,9 @@ class _Scanner:
 
     def reject(self, file: str, reason: str) -> None:
         rejection = Rejection(source=self.source.name, file=file, stage=_STAGE, reason=reason)
-        logger.warning("rejected %s/%s: %s", self.source.name, file, reason)
+        # Debug only: the caller reports the returned rejections (the page_images asset logs each one to its run),
+        # so a warning here would show every rejection twice.
+        logger.debug("rejected %s/%s: %s", self.source.name, file, rejection.reason)
         self.rejected.append(rejection)
 
     def add(self, file: str, page_number: int, page_id: str, image_path: Path, size: tuple[int, int], sha: str) -> None:
@@ -419,6 +421,10 @@ class _Scanner:
         try:
             pdf = pdfium.PdfDocument(data)
         except pdfium.PdfiumError as exc:
+            # pypdfium2 also refuses a document that PDFium opened but found no pages in, with whatever error an
+            # earlier document left behind (PDFium sets none on success): ask PDFium itself first.
+            if _pdf_page_count(data) == 0:
+                raise _Reject(_NO_PAGES) from None
             code = getattr(exc, "err_code", None)
             if code == pdfium_c.FPDF_ERR_PASSWORD:
                 raise _Reject("encrypted PDF (password protected); expected an unencrypted PDF") from None
@@ -428,7 +434,7 @@ class _Scanner:
         try:
             n_pages = len(pdf)
             if n_pages == 0:
-                raise _Reject("PDF has no pages")
+                raise _Reject(_NO_PAGES)
             for n in range(n_pages):
                 try:
                     self.scan_pdf_page(rel, pdf, n, sha)
@@ -465,6 +471,20 @@ class _Scanner:
         _check_ink(rendered, self.min_ink_fraction)
         _write_render(out, _encode_png(rendered, dpi=self.pdf_dpi))
         self.add(rel, n, page_id, out, rendered.size, sha)
+
+
+_NO_PAGES = "PDF has no pages; expected at least one page"
+
+
+def _pdf_page_count(data: bytes) -> int | None:
+    """The number of pages PDFium finds in a PDF, or ``None`` when it cannot open the document at all."""
+    handle = pdfium_c.FPDF_LoadMemDocument64(data, len(data), None)
+    if not handle:
+        return None
+    try:
+        return int(pdfium_c.FPDF_GetPageCount(handle))
+    finally:
+        pdfium_c.FPDF_CloseDocument(handle)
 
 
 def _write_render(path: Path, data: bytes) -> None:
@@ -568,8 +588,10 @@ def scan_pages(
             logger.exception("unexpected error on %s/%s", source.name, shown)
             scanner.reject(shown, f"unexpected error: {type(exc).__name__}: {exc}")
     frame = _pages_frame(scanner.rows)
-    logger.info(
-        "scanned source %s: %d pages from %d files, %d rejected", source.name, len(frame), len(names), len(scanner.rejected)
+    logger.log(
+        logging.WARNING if scanner.rejected else logging.INFO,
+        "scanned source %s: %d pages from %d files, %d rejected",
+        source.name, len(frame), len(names), len(scanner.rejected),
     )
     return frame, scanner.rejected
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
 from assets_defs.definitions import all_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.schema import PAGE_IMAGES
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 
-def test_bad_inputs_are_rejected_with_reasons_and_good_pages_survive(tmp_path: Path) -> None:
+def test_bad_inputs_are_rejected_with_reasons_and_good_pages_survive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     data = tmp_path / "corpus"
     generate_corpus(data, seed=5, n_firms=12, n_list_pages=2)
     pages = data / "supplier_lists" / "pages"
@@ -54,3 +60,37 @@ def test_bad_inputs_are_rejected_with_reasons_and_good_pages_survive(tmp_path: P
     assert sorted(page_rows["file"]) == good
     assert len(store.read_table("layout_regions")) > 0
     assert set(store.read_table("layout_regions")["page_id"]) == set(page_rows["page_id"])
+    # Three assets loaded sources.yaml; its one rejection is logged once, not once per asset.
+    evil = [r for r in caplog.records if r.levelno >= logging.WARNING and "'../evil'" in r.getMessage()]
+    assert len(evil) == 1, [r.getMessage() for r in evil]
+    # A page rejection is logged by the asset (to its run), not a second time by the library underneath.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "zero.png" in r.getMessage()]
+
+
+def test_pages_and_layout_in_folders_with_glob_characters(tmp_path: Path) -> None:
+    """Brackets, '*', '?' and spaces in the data and artifact folders are plain characters, not globs.
+
+    (The DuckDB file itself cannot live under a '?': ``Store`` refuses that with a clear error, tested in
+    tests/unit/test_store.py.)
+    """
+    data = tmp_path / "scans [1956]" / "corpus *?"
+    generate_corpus(data, seed=5, n_firms=12, n_list_pages=1)
+    artifacts = tmp_path / "art [x]" / "**" / "run ?"
+    resources = {
+        "linkage_store": LinkageStore(data_dir=str(data), artifact_dir=str(artifacts),
+                                      database=str(tmp_path / "db [1] *" / "linkage.duckdb")),
+        "compute": ComputeResource(device="cpu"), "engines": EnginesResource(),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, ["supplier_lists"])
+    assert dg.materialize(all_assets, selection=["document_sources"], instance=instance, resources=resources).success
+    result = dg.materialize(all_assets, selection=["page_images", "layout_regions"], partition_key="supplier_lists",
+                            instance=instance, resources=resources)
+    assert result.success
+    store = resources["linkage_store"].store()
+    pages = store.read_table("page_images")
+    assert len(pages) == len(list((data / "supplier_lists" / "pages").iterdir())) > 0
+    partition = store.read_partition("page_images", "supplier_lists", PAGE_IMAGES)
+    assert sorted(partition["page_id"]) == sorted(pages["page_id"])
+    regions = store.read_table("layout_regions")
+    assert len(regions) > 0 and set(regions["page_id"]) == set(pages["page_id"])

@@ -142,8 +142,30 @@ def test_bad_table_linkage_is_rejected(tmp_path: Path, entry: str, fragment: str
     registry = tables.load_table_sources(make_data_dir(tmp_path, text))
     assert [link.name for link in registry.linkages] == ["registry_b__dedup"]
     (rejection,) = registry.rejected
-    assert rejection.stage == "table_sources" and "table linkage 2" in rejection.reason
+    assert rejection.stage == "table_sources" and str(rejection).count("table linkage 2") == 1, str(rejection)
     assert fragment in rejection.reason, rejection.reason
+
+
+def test_table_linkage_rejections_name_the_entry_once(tmp_path: Path) -> None:
+    text = GOOD_TABLES + (
+        "table_linkages:\n"
+        "  - {dedup: registry_b, fields: {firm_name: jaro_winkler}}\n"
+        "  - {dedup: registry_a, fields: {name: exact}, colour: red}\n"
+        "  - {name: named_one, dedup: registry_a, fields: {name: exact}, colour: red}\n"
+        "  - just text\n"
+        "  - {dedup: registry_a, fields: {town: exact}}\n"
+    )
+    registry = tables.load_table_sources(make_data_dir(tmp_path, text))
+    fields = "name, left, right, dedup, fields, threshold, one_to_one, blocking"
+    assert [str(r) for r in registry.rejected] == [
+        f"sources.yaml: source 'table linkage 2': unknown field 'colour'; expected only {fields}",
+        f"sources.yaml: source 'named_one': table linkage 3: unknown field 'colour'; expected only {fields}",
+        "sources.yaml: source 'table linkage 4': entry 'just text' is a str; expected e.g. {left: firms_1930, "
+        "right: firms_1950, fields: {name: jaro_winkler, city: exact}} or {dedup: firms_1930, fields: "
+        "{name: jaro_winkler}}",
+        "sources.yaml: source 'table linkage 5': field 'town' is not a column of left table 'registry_a' "
+        "(tables/registry_a.csv); its columns are name, city, founded",
+    ]
 
 
 def test_duplicate_linkage_names_and_strict_mode(tmp_path: Path) -> None:

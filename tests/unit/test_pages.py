@@ -133,6 +133,13 @@ def page_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def zero_page_pdf() -> bytes:
+    """A well-formed PDF whose page tree is empty (``/Count 0``), as PDFium writes a new document."""
+    buffer = io.BytesIO()
+    pdfium.PdfDocument.new().save(buffer)
+    return buffer.getvalue()
+
+
 GOOD_PNG = encode(page_image(120, 80, seed=1), "PNG")
 GOOD_JPEG = encode(page_image(96, 64, seed=2), "JPEG", quality=95)
 
@@ -240,6 +247,7 @@ BAD_INPUTS = [
     ("no_extension", _write("README", b"hello"), "unsupported file type '' (no extension)"),
     ("encrypted_pdf", _write("locked.pdf", encrypted_pdf()), "encrypted PDF (password protected)"),
     ("corrupt_pdf", _write("broken.pdf", b"%PDF-1.4\n1 0 obj garbage\n%%EOF"), "corrupt PDF"),
+    ("zero_page_pdf", _write("nothing.pdf", zero_page_pdf()), "PDF has no pages"),
     ("image_named_pdf", _write("fake.pdf", GOOD_PNG[:100] + b"x"), "not a PDF: the file holds a PNG image"),
     ("pdf_named_png", _write("doc.png", pdf_bytes(page_image(seed=6))), "the file holds a PDF but its extension is '.png'"),
     ("bomb_over_max_pixels", _write("bomb.png", bomb_png(8000, 8000)), "decompression bomb: declared size 8000x8000"),
@@ -265,6 +273,15 @@ def test_bad_input_is_rejected_and_good_pages_survive(
     assert len(frame) == 2
     assert_good_pages(frame, source)
     assert_contract(frame)
+
+
+def test_zero_page_pdf_is_reported_as_no_pages_not_corrupt(source: SourceConfig, tmp_path: Path) -> None:
+    (source.path / "pages" / "nothing.pdf").write_bytes(zero_page_pdf())
+    (source.path / "pages" / "broken.pdf").write_bytes(zero_page_pdf()[:60])
+    _, rejected = scan_pages(source, tmp_path / "render")
+    reasons = {r.file: r.reason for r in rejected}
+    assert reasons["nothing.pdf"] == "PDF has no pages; expected at least one page"
+    assert reasons["broken.pdf"].startswith("corrupt PDF")
 
 
 def test_encrypted_pdf_fixture_opens_with_its_password() -> None:

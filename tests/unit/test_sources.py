@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -320,3 +321,176 @@ def test_missing_linkages_key_links_every_query_to_every_target(tmp_path: Path) 
     )
     registry = load_sources(tmp_path)
     assert [(lk.query, lk.target) for lk in registry.linkages] == [("lists_a", "directory"), ("lists_b", "directory")]
+
+
+# -- hostile sources.yaml: alias bombs, deep nesting, code tags, unbounded values in reasons --------------------
+
+
+def _alias_bomb(section: str, levels: int = 9) -> str:
+    """A "billion laughs" file: each list holds nine aliases of the previous one (9**levels strings in all)."""
+    lines = [f"{section}:", "  - &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for k in range(1, levels):
+        lines.append(f"  - &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]")
+    return "sources: {}\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("section", ["linkages", "table_linkages"])
+def test_alias_bomb_is_refused_at_once_in_one_line(tmp_path: Path, section: str) -> None:
+    import time
+    import tracemalloc
+
+    from linkage_pipeline.tables import load_table_sources
+
+    text = _alias_bomb(section)
+    assert len(text.encode()) < 700
+    data = make_data_dir(tmp_path, text, folders=())
+    for load in (load_sources, load_table_sources):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        try:
+            with pytest.raises(ValueError) as info:
+                load(data)
+            elapsed = time.perf_counter() - t0
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        message = str(info.value)
+        assert elapsed < 0.5 and peak < 5_000_000, (load.__name__, elapsed, peak)
+        assert "\n" not in message and len(message) < 400, message
+        assert str(data.resolve() / "sources.yaml") in message and "aliases are not allowed" in message
+        assert "line 3" in message  # the first anchor
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("sources:\n  a: &base {role: query, direction: vertical}\n  b: *base\n", "aliases are not allowed"),
+        ("sources: !!python/object/apply:os.system ['echo pwned']\n", "could not determine a constructor"),
+        ("sources:\n  a: !!python/name:os.system {role: query}\n", "could not determine a constructor"),
+        ("sources: {}\nlinkages: " + "[" * 5000 + "]" * 5000 + "\n", "nest"),  # ours at 32 levels or libyaml's
+        ("sources:\n  a: {role: query, direction: vertical, language: " + "9" * 5000 + "}\n", "cannot read a value"),
+    ],
+    ids=["alias", "python_apply", "python_name", "deep_nesting", "huge_int"],
+)
+def test_hostile_yaml_is_refused_naming_the_file(tmp_path: Path, text: str, fragment: str) -> None:
+    data = make_data_dir(tmp_path, text, folders=("a",))
+    with pytest.raises(ValueError) as info:
+        load_sources(data)
+    message = str(info.value)
+    assert message.startswith(f"{data.resolve() / 'sources.yaml'}: ") and fragment in message, message
+    assert len(message) < 1000 and "\n" not in message
+
+
+def test_oversized_sources_yaml_is_refused_before_parsing(tmp_path: Path) -> None:
+    data = make_data_dir(tmp_path, "sources: {}\n# " + "x" * (9 * 2**20) + "\n", folders=())
+    with pytest.raises(ValueError, match=r"sources.yaml: the file is 9\.0 MiB; expected at most 8 MiB"):
+        load_sources(data)
+
+
+LONG = "x" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("entry", "linkage"),
+    [
+        (f"a: {{role: query, direction: '{LONG}'}}", ""),
+        ("a: {role: query, direction: vertical, ocr: {" + ", ".join(f"e{k}: {k}" for k in range(20_000)) + "}}", ""),
+        (f"'{LONG[:1000]}': {{role: query, direction: vertical}}", ""),  # YAML keys hold up to 1024 characters
+        ("a: {role: query, direction: vertical}", "[" + ", ".join(["lol"] * 50_000) + "]"),
+        ("a: {role: query, direction: vertical}", f"{{query: '{LONG}', target: a}}"),
+        ("a: [" + ", ".join(["lol"] * 50_000) + "]", ""),
+    ],
+    ids=["long_string", "long_mapping", "long_name", "long_linkage_item", "long_linkage_value", "long_settings"],
+)
+def test_rejection_reasons_quote_user_values_in_bounded_length(tmp_path: Path, entry: str, linkage: str) -> None:
+    text = f"sources:\n  {entry}\n" + (f"linkages:\n  - {linkage}\n" if linkage else "")
+    data = make_data_dir(tmp_path, text, folders=("a",))
+    registry = load_sources(data)
+    assert registry.rejected
+    for rejection in registry.rejected:
+        assert len(rejection.reason) <= 600 and len(rejection.source) <= 200, rejection
+        assert len(str(rejection)) <= 900 and "\n" not in str(rejection)
+    assert "..." in " ".join(f"{r.source} {r.reason}" for r in registry.rejected)
+
+
+def test_short_repr_and_rejection_bounds() -> None:
+    from linkage_pipeline.documents.sources import MAX_REASON_CHARS, short_repr
+
+    assert short_repr("diagonal") == "'diagonal'" and short_repr({"a": [1, 2]}) == "{'a': [1, 2]}"
+    long = short_repr("y" * 10_000)
+    assert len(long) <= 80 and long.startswith("'yyy") and "..." in long
+    assert len(short_repr(list(range(10_000)))) <= 80
+    deep: list[object] = []
+    for _ in range(50):
+        deep = [deep, deep]
+    assert len(short_repr(deep)) <= 80
+    assert len(short_repr("z" * 500, limit=30)) <= 30
+    made = Rejection("s" * 10_000, "f" * 10_000, "sources", "r" * 10_000)
+    assert len(made.reason) <= MAX_REASON_CHARS and made.reason.endswith("characters cut)")
+    assert len(made.source) <= 200 and len(made.file) <= 300
+    assert Rejection("s", "f", "sources", "why").reason == "why"
+
+
+def test_document_linkage_not_a_mapping_names_its_position_once(tmp_path: Path) -> None:
+    data = make_data_dir(tmp_path, GOOD_YAML + "  - supplier_lists\n")
+    (rejection,) = load_sources(data).rejected
+    assert str(rejection) == (
+        "sources.yaml: source 'linkage 2': entry 'supplier_lists' is a str; expected a mapping like "
+        "{query: supplier_lists, target: firm_directory}"
+    )
+
+
+# -- each rejection is logged once -----------------------------------------------------------------------------
+
+
+def _warnings_about(caplog: pytest.LogCaptureFixture, fragment: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and fragment in r.getMessage()]
+
+
+def test_a_rejection_is_logged_once_per_load_and_not_per_asset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from resources import LinkageStore
+
+    text = GOOD_YAML.replace("linkages:", "  '../evil': {role: query, direction: vertical}\nlinkages:")
+    data = make_data_dir(tmp_path, text)
+    caplog.set_level(logging.DEBUG)
+    registry = load_sources(data)
+    assert [r.source for r in registry.rejected] == ["../evil"]
+    assert len(_warnings_about(caplog, "../evil")) == 1
+    caplog.clear()
+
+    # Every asset, sensor tick and schedule loads the registry through the resource: that must not repeat it.
+    (tmp_path / "fresh").mkdir()
+    fresh = make_data_dir(tmp_path / "fresh", text)
+    resource = LinkageStore(data_dir=str(fresh))
+    for _ in range(3):
+        assert resource.registry().rejected == registry.rejected
+        assert resource.source("supplier_lists").name == "supplier_lists"
+    assert len(_warnings_about(caplog, "../evil")) == 1
+    assert LinkageStore(data_dir=str(fresh)).registry().rejected == registry.rejected  # another resource instance
+    assert len(_warnings_about(caplog, "../evil")) == 1
+
+    # A new problem (the file changed) is reported at once, an unchanged one still only once.
+    (fresh / "sources.yaml").write_text(text.replace("linkages:", "  x: {role: boss, direction: vertical}\nlinkages:"))
+    assert len(resource.registry().rejected) == 2
+    assert len(_warnings_about(caplog, "../evil")) == 1 and len(_warnings_about(caplog, "role 'boss'")) == 1
+    resource.registry()
+    assert len(_warnings_about(caplog, "role 'boss'")) == 1
+
+
+def test_a_table_rejection_is_logged_once_per_load_and_not_per_asset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from linkage_pipeline.tables import load_table_sources
+    from resources import LinkageStore
+
+    data = make_data_dir(tmp_path, "tables:\n  bad: {path: ../outside.csv, id: id}\n", folders=())
+    caplog.set_level(logging.DEBUG)
+    (rejection,) = load_table_sources(data).rejected
+    assert len(_warnings_about(caplog, "outside")) == 1
+    caplog.clear()
+    resource = LinkageStore(data_dir=str(data))
+    for _ in range(3):
+        assert resource.table_registry().rejected == (rejection,)
+    assert _warnings_about(caplog, "outside") == []  # the load above reported it already

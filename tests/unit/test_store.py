@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -98,3 +100,64 @@ def test_project_sql_models_load_in_order() -> None:
     names = [m.name for m in models]
     assert names.index("stg_regions") < names.index("stg_crop_texts")
     assert names.index("int_list_entries") < names.index("mart_supply_chain_edges")
+
+
+# -- paths with glob characters ------------------------------------------------------------------------------
+
+ODD_DIRS = ["scans [1956]", "a*b?c", "[!a]", "odd ]name[", "x-[a-z]", "**", "it's [x]"]
+
+
+@pytest.mark.parametrize("odd", ODD_DIRS)
+def test_store_under_paths_with_glob_characters_round_trips(tmp_path: Path, odd: str) -> None:
+    root = tmp_path / odd / "data dir [2]?"
+    store = Store(tmp_path / "db dir [1]*" / "db [x]*.duckdb", root / odd / "artifacts *?[]")
+    empty = pd.DataFrame(columns=list(SCHEMA))
+    store.write_partition("things", "empty", empty, SCHEMA)
+    got = store.read_table("things")  # only the schema file so far: queryable, with its columns
+    assert got.empty and list(got.columns) == list(SCHEMA)
+    a = pd.DataFrame({"id": ["x", "y"], "source": "a", "value": [1.0, 2.0], "n": [1, 2]})
+    b = pd.DataFrame({"id": ["z"], "source": "b", "value": [3.5], "n": [7]})
+    assert store.write_partition("things", "a", a, SCHEMA) == 2
+    assert store.write_partition("things", "b", b, SCHEMA) == 1
+    assert store.query("select id from things order by id")["id"].tolist() == ["x", "y", "z"]
+    assert store.read_table("things", where_source="b")["id"].tolist() == ["z"]
+    pd.testing.assert_frame_equal(store.read_partition("things", "a", SCHEMA), a.astype({"n": "int32"}))
+    assert store.partitions("things") == ["a", "b", "empty"]
+    assert store.delete_partition("things", "a")
+    assert store.read_table("things")["id"].tolist() == ["z"]
+    assert store.replace_table("totals", pd.DataFrame({"n": [1, 2]})) == 2
+    assert store.query("select sum(n) as s from totals")["s"].item() == 3
+
+
+def test_glob_characters_in_the_path_do_not_pull_in_another_stores_files(tmp_path: Path) -> None:
+    """Unescaped, 'art[ab]' would match the sibling folder 'arta', and '**' every folder below."""
+    one = pd.DataFrame({"id": ["mine"], "source": "a", "value": [1.0], "n": [1]})
+    other = Store(tmp_path / "other.duckdb", tmp_path / "arta")
+    other.write_partition("things", "a", one.assign(id="other's"), SCHEMA)
+    for odd in ("art[ab]", "**"):
+        store = Store(tmp_path / f"{odd}.duckdb", tmp_path / odd)
+        store.write_partition("things", "a", one, SCHEMA)
+        assert store.read_table("things")["id"].tolist() == ["mine"], odd
+
+
+def test_a_view_left_over_from_another_location_is_repointed(tmp_path: Path) -> None:
+    """An artifact folder copied elsewhere must not keep reading the old location's Parquet files."""
+    one = pd.DataFrame({"id": ["x"], "source": "a", "value": [1.0], "n": [1]})
+    Store(tmp_path / "db.duckdb", tmp_path / "old").write_partition("things", "a", one, SCHEMA)
+    shutil.copytree(tmp_path / "old", tmp_path / "new [2]")
+    moved = Store(tmp_path / "db.duckdb", tmp_path / "new [2]")
+    moved.write_partition("things", "b", one.assign(source="b"), SCHEMA)
+    assert sorted(moved.read_table("things")["source"]) == ["a", "b"]
+
+
+def test_a_question_mark_in_the_database_path_is_a_clear_error(tmp_path: Path) -> None:
+    """DuckDB cannot keep its write-ahead log there (duckdb/duckdb#13472); say so before any work is done."""
+    with pytest.raises(ValueError, match=r"database path .*run \?.* contains '\?'.*expected a database path without"):
+        Store(tmp_path / "run ?" / "db.duckdb", tmp_path / "artifacts ?")
+    Store(tmp_path / "db.duckdb", tmp_path / "artifacts ?")  # Parquet partitions are fine there
+
+
+@pytest.mark.skipif(os.sep != "/", reason="a backslash is a path separator on Windows")
+def test_a_backslash_in_the_artifact_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"contains a backslash.*expected an artifact folder without"):
+        Store(tmp_path / "db.duckdb", tmp_path / "back\\slash")
