@@ -92,6 +92,61 @@ def crop_region(page: Image.Image, box: Sequence[float], *, margin: int = 4) -> 
     return page.crop((cx0, cy0, cx1, cy1))
 
 
+@dataclass(frozen=True)
+class RegionCrop:
+    """One region cut out of its page.
+
+    Attributes:
+        index: Position of the region in the sequence given to :func:`cut_regions`.
+        tight: The tight crop (:func:`crop_region`), the page's mode, both sides > 0.
+        square: Its square padding (:func:`pad_to_square`), side ``max(tight.size)``.
+    """
+
+    index: int
+    tight: Image.Image
+    square: Image.Image
+
+
+def cut_regions(
+    page: Image.Image, boxes: Sequence[Sequence[float]], *, margin: int = 4
+) -> tuple[list[RegionCrop], list[tuple[int, str]]]:
+    """Cut every region of one page; a region that cannot be cut is rejected with its reason, never raised.
+
+    A degenerate box (not four finite numbers, zero or negative width or height, off the page) or a crop that
+    cannot be padded yields a rejection; the other regions are cut all the same, so one bad region never fails
+    a page or a source.
+
+    Args:
+        page: The page image, any mode, size (W, H) pixels.
+        boxes: ``(x0, y0, x1, y1)`` per region in page pixels, x1/y1 exclusive.
+        margin: Pixels added on every side of each crop before clipping to the page; >= 0.
+
+    Returns:
+        ``(crops, rejected)``: a :class:`RegionCrop` per region cut, in the order of ``boxes``, and
+        ``(index, reason)`` per region rejected.
+
+    Raises:
+        ValueError: If ``margin`` is negative (a mistake of the caller, not of one region).
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0 pixels, got {margin}")
+    crops: list[RegionCrop] = []
+    rejected: list[tuple[int, str]] = []
+    for i, box in enumerate(boxes):
+        try:
+            values = [float(v) for v in box]
+            if len(values) == 4 and not all(np.isfinite(values)):
+                raise ValueError(f"box {tuple(box)!r} has a coordinate that is not a finite number")
+            tight = crop_region(page, values, margin=margin)
+            square = pad_to_square(tight)
+        except (TypeError, ValueError) as exc:
+            logger.debug("region %d not cut: %s", i, exc)
+            rejected.append((i, f"region not cut: {exc}"))
+            continue
+        crops.append(RegionCrop(i, tight, square))
+    return crops, rejected
+
+
 def border_colour(img: Image.Image) -> int | tuple[int, ...]:
     """Median colour of the one-pixel border of an image (the paper colour around a tight crop).
 
@@ -196,8 +251,8 @@ def vertical_cells(img: Image.Image) -> list[tuple[int, int]]:
         img: Crop of one vertical text column, any mode, size (W_img, H).
 
     Returns:
-        ``(top, bottom)`` row ranges of the cells, top to bottom, bottom exclusive, trimmed to their ink.
-        Empty when the crop holds no ink.
+        ``(top, bottom)`` row ranges of the cells, top to bottom, bottom exclusive, trimmed to their ink,
+        never empty (``bottom > top``). Empty list when the crop holds no ink.
     """
     mask = ink_mask(img)
     if not mask.any():
@@ -206,7 +261,8 @@ def vertical_cells(img: Image.Image) -> list[tuple[int, int]]:
     width = right - left
     profile = mask[:, left:right].sum(axis=1)
     atoms = _atoms(profile, width)
-    return _group_atoms(atoms, width)
+    # Every cell becomes an image; one of no rows would be an image of zero height downstream.
+    return [(top, bottom) for top, bottom in _group_atoms(atoms, width) if bottom > top]
 
 
 def _atoms(profile: np.ndarray, width: int) -> list[_Atom]:
@@ -219,7 +275,10 @@ def _atoms(profile: np.ndarray, width: int) -> list[_Atom]:
     for top, bottom in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
         cuts: list[int] = []
         if bottom - top > _MAX_CELL * width:
-            for row in range(top + int(_CUT_MARGIN * width), bottom - int(_CUT_MARGIN * width)):
+            # At least one row from either end: a cut at ``top`` would make an atom of no rows, and a cell of no
+            # rows an image of zero height (a column of 1-3 px, e.g. a speck, has int(0.3 * W) == 0).
+            margin = max(1, int(_CUT_MARGIN * width))
+            for row in range(top + margin, bottom - margin):
                 near = smooth[max(top, row - window) : row + window + 1]
                 if smooth[row] <= near.min() and (not cuts or row - cuts[-1] > window):
                     cuts.append(row)

@@ -40,6 +40,74 @@ def pages_without_regions(pages: pd.DataFrame, regions: pd.DataFrame) -> CheckOu
     )
 
 
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def regions_per_page(pages: pd.DataFrame, regions: pd.DataFrame) -> CheckOutcome:
+    """Fails when a page's regions are not type: more than its size allows at its type size, or too small to read.
+
+    Each page's type size ``s`` is the area-weighted median extent of its regions across the text direction
+    (height on horizontal pages, width on vertical ones): the size most of the page's region area is set in, so
+    thousands of specks do not drag it down to their own size while the page's names outweigh them. The page
+    fails when it holds more than :func:`linkage_pipeline.layout.max_regions` (``W * H / (2.2 * s^2)``)
+    regions, or when even that size is below ``layout.MIN_TYPE_SIZE`` (8 px, the smallest type OCR reads: the
+    page's regions are specks, not type). The layout stage rejects such pages itself; this check catches what
+    slipped through (regions kept from an older run, another detector) and reports the distribution per source.
+
+    Args:
+        pages: ``page_images`` rows of one source (``page_id``, ``file``, ``width``, ``height``).
+        regions: ``layout_regions`` rows of the same source (``page_id``, ``x0``, ``y0``, ``x1``, ``y1``,
+            ``direction``).
+
+    Returns:
+        The verdict; metadata: pages with regions, median / 95th percentile / largest regions per page, pages
+        failing, and the largest count as a share of its page's bound.
+    """
+    from linkage_pipeline.layout import MIN_TYPE_SIZE, max_regions  # layout pulls in OpenCV: only when checked
+
+    require_columns(pages, ("page_id", "file", "width", "height"), "pages")
+    require_columns(regions, ("page_id", "x0", "y0", "x1", "y1", "direction"), "regions")
+    if regions.empty:
+        return CheckOutcome(True, "no regions: nothing to bound", {"pages_with_regions": 0, "pages_over_bound": 0})
+    width = (regions["x1"] - regions["x0"]).to_numpy(np.float64)
+    height = (regions["y1"] - regions["y0"]).to_numpy(np.float64)
+    across = np.where(regions["direction"].astype(str).eq("vertical"), width, height)
+    area = np.maximum(width * height, 1.0)
+    size_of = pages.set_index("page_id")[["file", "width", "height"]]
+    rows = []
+    for page_id, idx in regions.groupby("page_id", sort=True).indices.items():
+        file, w, h = size_of.loc[page_id] if page_id in size_of.index else (str(page_id), np.nan, np.nan)
+        size = _weighted_median(across[idx], area[idx])
+        bound = max_regions(int(w), int(h), max(size, 1.0)) if w == w and h == h and w > 0 and h > 0 else np.nan
+        rows.append((str(file), len(idx), size, bound))
+    per_page = pd.DataFrame(rows, columns=["file", "n", "size", "bound"])
+    share = per_page["n"] / per_page["bound"]
+    over = per_page[(share > 1.0) | (per_page["size"] < MIN_TYPE_SIZE)]
+    counts = per_page["n"].to_numpy(np.float64)
+    files = [
+        f"{r.file} ({r.n} > {int(r.bound)})" if r.n > r.bound else f"{r.file} ({r.n} regions of {r.size:.0f} px type)"
+        for r in over.itertuples(index=False)
+    ]
+    return CheckOutcome(
+        passed=over.empty,
+        description=f"{len(over)} of {len(per_page)} pages hold more regions than their size allows or regions "
+        f"smaller than type (median {np.median(counts):.0f}, largest {int(counts.max())} regions per page)"
+        + (f": {', '.join(files[:10])}" if files else ""),
+        metadata={
+            "pages_with_regions": len(per_page),
+            "median_regions_per_page": float(np.median(counts)),
+            "p95_regions_per_page": float(np.quantile(counts, 0.95)),
+            "max_regions_per_page": int(counts.max()),
+            "pages_over_bound": len(over),
+            "max_share_of_bound": float(share.max()) if share.notna().any() else float("nan"),
+            "files": ", ".join(files[:20]),
+        },
+    )
+
+
 def empty_text_share(ocr: pd.DataFrame, *, max_share: float = 0.05) -> CheckOutcome:
     """Fails when more than ``max_share`` of the crops of any OCR engine came back with no text."""
     require_columns(ocr, ("engine", "text"), "ocr")

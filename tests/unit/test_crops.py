@@ -15,6 +15,7 @@ from linkage_pipeline.crops import (
     border_colour,
     content_id,
     crop_region,
+    cut_regions,
     encode_png,
     pad_to_square,
     reflow_vertical,
@@ -100,6 +101,32 @@ def test_crop_region_box_margin_and_clipping(box, margin, expected_box):
 def test_crop_region_rejects_bad_boxes(box, margin, message):
     with pytest.raises(ValueError, match=message):
         crop_region(PAGE, box, margin=margin)
+
+
+def test_cut_regions_rejects_degenerate_regions_and_cuts_the_others():
+    """A region of zero width or height (or off the page) is rejected with its reason, never raised."""
+    boxes = [
+        (50, 20, 80, 40),
+        (60, 20, 60, 40),  # zero width
+        (60, 30, 90, 30),  # zero height
+        (300, 300, 400, 400),  # off the page
+        (float("nan"), 0, 10, 10),
+        (1, 2, 3),
+        (0, 0, 10, 10),
+    ]
+    crops, rejected = cut_regions(PAGE, boxes, margin=2)
+    assert [c.index for c in crops] == [0, 6]
+    assert [c.tight.size for c in crops] == [(34, 24), (12, 12)]
+    assert [c.square.size for c in crops] == [(34, 34), (12, 12)]
+    assert np.array_equal(np.asarray(crops[0].tight), np.asarray(PAGE.crop((48, 18, 82, 42))))
+    reasons = dict(rejected)
+    assert sorted(reasons) == [1, 2, 3, 4, 5]
+    assert "empty or inverted" in reasons[1] and "empty or inverted" in reasons[2]
+    assert "outside the page" in reasons[3]
+    assert "not a finite number" in reasons[4]
+    assert "box must be (x0, y0, x1, y1)" in reasons[5]
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        cut_regions(PAGE, boxes, margin=-1)
 
 
 # ---------------------------------------------------------------- pad_to_square
@@ -248,6 +275,26 @@ def test_reflow_turns_back_glyphs_turned_in_vertical(text, turned, middle_is_fla
         assert len(boxes) == 3, (font_path, boxes)
         width, height = boxes[1]
         assert (width > 2 * height) if middle_is_flat else (height > 2 * width), (font_path, boxes)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5])
+def test_vertical_cells_of_thin_columns_are_never_empty(width):
+    """A speck region 1-5 px wide made cells of no rows (int(0.3 * W) == 0 put a cut at a run's first row), and
+    the empty tile failed a whole source in crop_embeddings ("cannot pad an empty image of size 0x3")."""
+    rng = np.random.default_rng(width)
+    for _ in range(200):
+        height = int(rng.integers(2, 60))
+        arr = np.full((height + 2, width + 2), 230, np.uint8)
+        arr[1:-1, 1:-1] = np.where(rng.random((height, width)) < 0.7, 30, 230)
+        img = Image.fromarray(arr)
+        cells = vertical_cells(img)
+        assert all(bottom > top for top, bottom in cells), cells
+        line = reflow_vertical(img)
+        assert line.width > 0 and line.height > 0
+        pad_to_square(line)
+        # the horizontal case of the encoders: the crop turned a quarter, cut into columns
+        for top, bottom in vertical_cells(img.transpose(Image.Transpose.ROTATE_90)):
+            assert bottom > top
 
 
 def test_reflow_vertical_blank_is_unchanged_and_bad_gap_rejected():

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linkage_pipeline.quality import empty_text_share, pages_without_regions, score_spread
+from linkage_pipeline.quality import empty_text_share, pages_without_regions, regions_per_page, score_spread
 
 
 def test_pages_without_regions_names_the_files() -> None:
@@ -16,6 +16,49 @@ def test_pages_without_regions_names_the_files() -> None:
     bad = pages_without_regions(pages, pd.DataFrame({"page_id": ["a"]}))
     assert not bad.passed
     assert bad.description == "2 of 3 inked pages have no detected region: p2.png, p3.png"
+
+
+def _regions(page_id: str, n: int, size: int, direction: str, length: int = 6) -> list[dict]:
+    """n regions of type size ``size`` (height on horizontal pages, width on vertical ones), ``length`` ems long."""
+    across, along = size, length * size
+    w, h = (along, across) if direction == "horizontal" else (across, along)
+    return [{"page_id": page_id, "x0": 0, "y0": 0, "x1": w, "y1": h, "direction": direction} for _ in range(n)]
+
+
+@pytest.mark.parametrize("direction", ["horizontal", "vertical"])
+def test_regions_per_page_fails_on_a_page_over_its_bound(direction: str) -> None:
+    # A 1240 x 1700 page of 30 px type holds at most 1064 regions (W * H / (2.2 * 30^2)).
+    pages = pd.DataFrame(
+        {"page_id": ["a", "b", "c"], "file": ["p1.jpg", "p2.jpg", "p3.jpg"], "width": 1240, "height": 1700}
+    )
+    healthy = pd.DataFrame(_regions("a", 16, 30, direction) + _regions("b", 1064, 30, direction))
+    ok = regions_per_page(pages, healthy)
+    assert ok.passed and ok.metadata["pages_over_bound"] == 0
+    assert ok.metadata["max_regions_per_page"] == 1064 and ok.metadata["max_share_of_bound"] == pytest.approx(1.0)
+    one_more = pd.DataFrame(
+        _regions("a", 16, 30, direction) + _regions("b", 20, 30, direction) + _regions("c", 1065, 30, direction)
+    )
+    bad = regions_per_page(pages, one_more)
+    assert not bad.passed and bad.metadata["pages_over_bound"] == 1
+    assert bad.description.startswith("1 of 3 pages hold more regions than their size allows")
+    assert "p3.jpg (1065 > 1064)" in bad.description
+    assert regions_per_page(pages, one_more.iloc[:0]).passed
+
+
+@pytest.mark.parametrize("direction", ["horizontal", "vertical"])
+def test_regions_per_page_is_not_fooled_by_specks(direction: str) -> None:
+    """The issue's speckled pages: 2,000-5,500 regions each, most of them specks a few pixels across."""
+    pages = pd.DataFrame({"page_id": ["a", "b"], "file": ["p1.jpg", "p2.jpg"], "width": 1240, "height": 1700})
+    # 15 names of 30 px type outweigh 2,000 specks of 4 x 3 px: the page's type size stays 30 px, bound 1064.
+    names_and_specks = pd.DataFrame(
+        _regions("a", 15, 30, direction) + _regions("a", 2000, 3, direction, length=1) + _regions("b", 14, 30, direction)
+    )
+    outcome = regions_per_page(pages, names_and_specks)
+    assert not outcome.passed and "p1.jpg (2015 > 1064)" in outcome.description
+    # A page of specks alone: its type size is 3 px, smaller than any type OCR reads.
+    specks = pd.DataFrame(_regions("a", 300, 3, direction, length=1) + _regions("b", 14, 30, direction))
+    outcome = regions_per_page(pages, specks)
+    assert not outcome.passed and "p1.jpg (300 regions of 3 px type)" in outcome.description
 
 
 @pytest.mark.parametrize(
