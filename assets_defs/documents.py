@@ -13,18 +13,6 @@ from linkage_pipeline import quality
 from linkage_pipeline.documents.pages import read_labels, scan_pages
 from resources import EnginesResource, LinkageStore
 
-LABELS = {
-    "source": "VARCHAR",
-    "label_index": "INTEGER",
-    "page": "VARCHAR",
-    "x0": "INTEGER",
-    "y0": "INTEGER",
-    "x1": "INTEGER",
-    "y1": "INTEGER",
-    "text": "VARCHAR",
-    "entity_id": "VARCHAR",
-    "role": "VARCHAR",
-}
 SOURCES = {
     "name": "VARCHAR",
     "role": "VARCHAR",
@@ -80,8 +68,8 @@ def region_labels(context: dg.AssetExecutionContext, linkage_store: LinkageStore
     """One row per labelled region in a source's labels.csv (ground truth for evaluation); refreshed per source."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
     labels, rejected = read_labels(source)
-    frame = pd.DataFrame(columns=list(LABELS)) if labels is None else labels.assign(source=source.name, label_index=range(len(labels)))
-    n = store.write_partition("region_labels", source.name, frame, LABELS)
+    frame = pd.DataFrame(columns=list(schema.REGION_LABELS)) if labels is None else labels.assign(source=source.name, label_index=range(len(labels)))
+    n = store.write_partition("region_labels", source.name, frame, schema.REGION_LABELS)
     n_rejected = write_rejections(store, "region_labels", source.name, rejected)
     return dg.MaterializeResult(metadata={"labels": n, "has_labels": labels is not None, "rejected": n_rejected})
 
@@ -91,8 +79,13 @@ def region_labels(context: dg.AssetExecutionContext, linkage_store: LinkageStore
     partitions_def=document_sources_partitions,
     deps=[page_images],
     kinds={"parquet"},
-    check_specs=[dg.AssetCheckSpec("layout_regions_on_every_page", asset="layout_regions",
-                                   description="every inked page has at least one detected region")],
+    check_specs=[
+        dg.AssetCheckSpec("layout_regions_on_every_page", asset="layout_regions",
+                          description="every inked page has at least one detected region"),
+        dg.AssetCheckSpec("layout_regions_per_page_bounded", asset="layout_regions",
+                          description="no page holds more regions than its size allows at its type size "
+                          "(W*H / (2.2 * type size^2)); more means the detector read scan noise"),
+    ],
 )
 def layout_regions(
     context: dg.AssetExecutionContext, config: IncrementalConfig, linkage_store: LinkageStore
@@ -105,8 +98,13 @@ def layout_regions(
     regions, seconds = result.rows, result.seconds["layout"]
     n = store.write_partition("layout_regions", source.name, regions, schema.LAYOUT_REGIONS)
     n_rejected = write_rejections(store, "layout_regions", source.name, result.rejected)
+    for r in result.rejected:
+        context.log.warning(f"rejected {r.source}/{r.file}: {r.reason}")
     return dg.MaterializeResult(
-        check_results=[check_result("layout_regions_on_every_page", quality.pages_without_regions(pages, regions))],
+        check_results=[
+            check_result("layout_regions_on_every_page", quality.pages_without_regions(pages, regions)),
+            check_result("layout_regions_per_page_bounded", quality.regions_per_page(pages, regions)),
+        ],
         metadata={
             "regions": n,
             "by_kind": dg.MetadataValue.json(regions["kind"].value_counts().to_dict()),

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from assets_defs._common import preview
-from assets_defs.documents import LABELS, layout_regions, ocr_texts, region_labels
+from assets_defs.documents import layout_regions, ocr_texts, region_labels
 from assets_defs.linking import string_links
 from assets_defs.model import all_embedding_inputs
 from assets_defs.partitions import document_sources_partitions
@@ -24,10 +24,14 @@ def labelled_regions(context: dg.AssetExecutionContext, linkage_store: LinkageSt
     store, name = linkage_store.store(), context.partition_key
     regions = store.read_partition("layout_regions", name, schema.LAYOUT_REGIONS)
     pages = store.read_partition("page_images", name, schema.PAGE_IMAGES)
-    labels = store.read_partition("region_labels", name, LABELS)
+    labels = store.read_partition("region_labels", name, schema.REGION_LABELS)
     matched = stages.label_regions(regions, pages, labels)
     n = store.write_partition("labelled_regions", name, matched, stages.LABELLED_REGIONS)
-    return dg.MaterializeResult(metadata={"matched": n, "regions": len(regions), "labels": len(labels)})
+    empty = {}
+    if n == 0:
+        why = "no labels.csv rows" if labels.empty else "no detected regions" if regions.empty else "no region overlaps a label"
+        empty = {"empty": f"no labelled regions in source {name!r}: {why}"}
+    return dg.MaterializeResult(metadata={**empty, "matched": n, "regions": len(regions), "labels": len(labels)})
 
 
 @dg.asset(group_name="evaluation", deps=[labelled_regions], kinds={"duckdb"}, pool="duckdb")
@@ -35,13 +39,14 @@ def layout_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per labelled source: precision and recall of detected regions at IoU >= 0.5; refreshed on demand."""
     store = linkage_store.store()
     table = stages.layout_evaluation_table(
-        store.read_table("layout_regions"),
-        store.read_table("page_images"),
-        store.read_table("region_labels"),
-        store.read_table("labelled_regions"),
+        store.read_partitions("layout_regions", schema.LAYOUT_REGIONS),
+        store.read_partitions("page_images", schema.PAGE_IMAGES),
+        store.read_partitions("region_labels", schema.REGION_LABELS),
+        store.read_partitions("labelled_regions", stages.LABELLED_REGIONS),
     )
-    store.replace_table("layout_evaluation", table)
-    return dg.MaterializeResult(metadata={"rows": len(table), "table": preview(table)})
+    store.replace_table("layout_evaluation", table, stages.LAYOUT_EVALUATION)
+    empty = {"empty": "no labelled source: no labels.csv rows to score layout on"} if table.empty else {}
+    return dg.MaterializeResult(metadata={**empty, "rows": len(table), "table": preview(table)})
 
 
 @dg.asset(group_name="evaluation", deps=[labelled_regions, ocr_texts], kinds={"duckdb"}, pool="duckdb")
@@ -49,10 +54,13 @@ def ocr_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per labelled source and OCR engine: character error rate on matched regions; refreshed on demand."""
     store = linkage_store.store()
     table = stages.ocr_evaluation_table(
-        store.read_table("region_crops"), store.read_table("ocr_texts"), store.read_table("labelled_regions")
+        store.read_partitions("region_crops", schema.REGION_CROPS),
+        store.read_partitions("ocr_texts", schema.OCR_TEXTS),
+        store.read_partitions("labelled_regions", stages.LABELLED_REGIONS),
     )
-    store.replace_table("ocr_evaluation", table)
-    return dg.MaterializeResult(metadata={"rows": len(table), "table": preview(table)})
+    store.replace_table("ocr_evaluation", table, stages.OCR_EVALUATION)
+    empty = {"empty": "no OCR text of a labelled region to score"} if table.empty else {}
+    return dg.MaterializeResult(metadata={**empty, "rows": len(table), "table": preview(table)})
 
 
 class LinkageEvaluationConfig(dg.Config):
@@ -93,9 +101,11 @@ def linkage_evaluation(
             )
             frames.append(stages.linkage_evaluation_table(links, regions, training="self_supervised"))
     table = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else frames[0]
-    store.replace_table("linkage_evaluation", table)
+    store.replace_table("linkage_evaluation", table, stages.LINKAGE_EVALUATION)
+    empty = {"empty": "no labelled query with a link: no links, or no labels on the query sources"} if table.empty else {}
     return dg.MaterializeResult(
         metadata={
+            **empty,
             "rows": len(table),
             "model_id": model_id,
             "table_1_test": dg.MetadataValue.md(stages.table_one_markdown(table, "test", "top1_accuracy")),

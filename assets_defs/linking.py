@@ -41,6 +41,13 @@ class RecordLinkConfig(dg.Config):
     max_accuracy_drop: float = 0.02  # blocking check: validation top-1 may fall at most this much between runs
 
 
+def _empty_linkages(context: dg.AssetExecutionContext, lines: list[str]) -> str:
+    """The metadata line for linkages with an empty side (zero links each, not a failure), each also logged."""
+    for line in lines:
+        context.log.warning(f"zero links for linkage {line}")
+    return "; ".join(lines) if lines else "none"
+
+
 class StringLinksConfig(dg.Config):
     """Whether earlier top-k lists of the string baselines are reused."""
 
@@ -49,15 +56,18 @@ class StringLinksConfig(dg.Config):
 
 @dg.asset(group_name="linking", deps=["stg_crop_texts", "document_sources"], kinds={"duckdb"}, pool="duckdb")
 def string_links(
-    config: StringLinksConfig, linkage_store: LinkageStore, compute: ComputeResource
+    context: dg.AssetExecutionContext, config: StringLinksConfig, linkage_store: LinkageStore, compute: ComputeResource
 ) -> dg.MaterializeResult:
     """One row per query crop, target crop and string method/text condition among the top 5; only new texts compared."""
     store, registry = linkage_store.store(), linkage_store.registry()
     reuse = not config.relink_all and store.table_exists("string_links") and store.table_exists("string_link_inputs")
     t0 = time.perf_counter()
+    texts = store.read_table("stg_crop_texts")
+    linkages = [(lk.query, lk.target) for lk in registry.linkages]
+    empty = _empty_linkages(context, stages.empty_linkages(texts["source"], linkages, what="OCR texts"))
     links, inputs, stats = stages.relink_sources_by_strings(
-        store.read_table("stg_crop_texts"),
-        [(lk.query, lk.target) for lk in registry.linkages],
+        texts,
+        linkages,
         methods=STRING_METHODS,
         workers=compute.workers(),
         previous=store.read_table("string_links") if reuse else None,
@@ -67,7 +77,9 @@ def string_links(
     # links first: a run stopped in between leaves the older inputs, so the newer texts are compared again
     n = store.replace_table("string_links", links, stages.STRING_LINKS)
     store.replace_table("string_link_inputs", inputs, stages.STRING_LINK_INPUTS)
-    return dg.MaterializeResult(metadata={"rows": n, **stats, "seconds": seconds, "preview": preview(links)})
+    return dg.MaterializeResult(
+        metadata={"rows": n, **stats, "empty_linkages": empty, "seconds": seconds, "preview": preview(links)}
+    )
 
 
 @dg.asset(
@@ -116,6 +128,10 @@ def record_links(
     )
     links["run_id"] = context.run_id
     n = store.replace_table("record_links", links, stages.RECORD_LINKS)
+    empty = {}
+    if n == 0:
+        empty = {"empty": "no record links: no candidate links (every linkage has an empty query or target side)"}
+        context.log.warning(empty["empty"])
     history = store.read_table("record_link_runs") if store.table_exists("record_link_runs") else None
     accepted = history[history["passed"]] if history is not None else None
     previous = float(accepted["val_top1"].iloc[-1]) if accepted is not None and len(accepted) else None
@@ -134,7 +150,8 @@ def record_links(
             check_result("record_links_score_spread", quality.score_spread(links)),
             check_result("record_links_accuracy_not_dropped", drop),
         ],
-        metadata={"rows": n, "matched": int(links["matched"].sum()), **choice, "preview": preview(links)},
+        metadata={**empty, "rows": n, "matched": int(links["matched"].fillna(False).astype(bool).sum()), **choice,
+                  "preview": preview(links)},
     )
 
 
@@ -149,21 +166,51 @@ class FaissIndexConfig(dg.Config):
     rebuild: bool = False  # True: rebuild every index; False: add only new targets to the saved indexes
 
 
-def _target_embeddings(linkage_store: LinkageStore, model_id: str, sources: list[str]) -> pd.DataFrame:
+def _source_embeddings(
+    context: dg.AssetExecutionContext, linkage_store: LinkageStore, model_id: str, sources: list[str]
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """crop_embeddings rows of ``sources`` made with ``model_id``, and why each source left out was left out.
+
+    A source whose partition is missing (crop_embeddings never materialized, or failed) or was embedded with
+    another model is left out, with a warning: its linkages are skipped, the others still run. A source with an
+    empty partition (no usable page) is not left out: it has no rows, so its linkages yield zero links.
+    """
     store = linkage_store.store()
-    frames = []
+    frames, skipped = [], {}
     for name in sources:
         if not store.partition_path("crop_embeddings", name).exists():
-            raise ValueError(f"source {name!r} has no crop_embeddings; materialize that partition first")
-        part = store.read_partition("crop_embeddings", name, multimodal.CROP_EMBEDDINGS)
-        stale = set(part["model_id"]) - {model_id}
-        if stale:
-            raise ValueError(
-                f"crop_embeddings of source {name!r} were made with model(s) {[m[:12] for m in stale]}, not the "
-                f"linkage model {model_id[:12]}; re-materialize crop_embeddings for {name!r}"
-            )
-        frames.append(part)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(multimodal.CROP_EMBEDDINGS))
+            skipped[name] = "no crop_embeddings partition; materialize crop_embeddings for it"
+        else:
+            part = store.read_partition("crop_embeddings", name, multimodal.CROP_EMBEDDINGS)
+            stale = set(part["model_id"]) - {model_id}
+            if stale:
+                skipped[name] = (f"crop_embeddings made with model(s) {[m[:12] for m in stale]}, not the linkage model "
+                                 f"{model_id[:12]}; re-materialize crop_embeddings for it")
+            else:
+                frames.append(part)
+                continue
+        context.log.warning(f"source {name!r} left out of linking: {skipped[name]}")
+    frames = [f for f in frames if not f.empty]
+    out = pd.concat(frames, ignore_index=True) if frames else multimodal.empty_frame(multimodal.CROP_EMBEDDINGS)
+    return out, skipped
+
+
+def _linkable(registry, skipped: dict[str, str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The linkages whose two sources both have embeddings, and one line for each that is skipped.
+
+    Raises:
+        ValueError: If linkages exist and every one of them is skipped (nothing could be linked).
+    """
+    run, lines = [], []
+    for lk in registry.linkages:
+        why = [f"{name}: {skipped[name]}" for name in (lk.query, lk.target) if name in skipped]
+        if why:
+            lines.append(f"{lk.query} -> {lk.target} skipped ({'; '.join(why)})")
+        else:
+            run.append((lk.query, lk.target))
+    if registry.linkages and not run:
+        raise ValueError("no linkage can run: " + "; ".join(lines))
+    return run, lines
 
 
 def _pooling_weight(configured: float, model: pd.Series) -> float:
@@ -171,25 +218,33 @@ def _pooling_weight(configured: float, model: pd.Series) -> float:
 
 
 @dg.asset(group_name="linking", deps=[crop_embeddings, linkage_model, "document_sources"], kinds={"faiss", "duckdb"}, pool="duckdb")
-def faiss_index(config: FaissIndexConfig, linkage_store: LinkageStore, compute: ComputeResource) -> dg.MaterializeResult:
+def faiss_index(
+    context: dg.AssetExecutionContext, config: FaissIndexConfig, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
     """One row per FAISS index file over a target source's embeddings (per text condition and method); refreshed on demand."""
     store, registry = linkage_store.store(), linkage_store.registry()
     model = current_model(linkage_store)
-    targets = sorted({lk.target for lk in registry.linkages})
     device = config.device
     if device == "auto":
         device = "cuda" if compute.torch_device().type == "cuda" and matching.faiss_gpu_available() else "cpu"
     spec = matching.IndexSpec(kind=config.kind, device=device, nprobe=config.nprobe)
     t0 = time.perf_counter()
-    emb = _target_embeddings(linkage_store, str(model["model_id"]), targets)
+    emb, skipped = _source_embeddings(context, linkage_store, str(model["model_id"]),
+                                      sorted({lk.target for lk in registry.linkages}))
+    targets = sorted({t for _, t in _linkable(registry, skipped)[0]})
     out_dir = store.artifact_dir / "indexes" / str(model["model_id"])[:16]
     rows, stats = multimodal.update_target_indexes(
         emb, targets, out_dir, methods=config.methods, weight=_pooling_weight(config.pooling_weight, model), spec=spec,
         rebuild=config.rebuild,
     )
     store.replace_table("faiss_indexes", rows, multimodal.FAISS_INDEXES)
+    empty = sorted(set(targets) - set(emb["source"]))
+    for name in empty:
+        context.log.warning(f"target source {name!r} has no crop embeddings: no index, its linkages yield no links")
     return dg.MaterializeResult(
-        metadata={"indexes": len(rows), **stats, "device": device, "kind": config.kind, "model_id": str(model["model_id"]),
+        metadata={"indexes": len(rows), **stats, "empty_targets": ", ".join(empty) or "none",
+                  "skipped_sources": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none",
+                  "device": device, "kind": config.kind, "model_id": str(model["model_id"]),
                   "seconds": time.perf_counter() - t0, "preview": preview(rows)}
     )
 
@@ -203,27 +258,33 @@ class EmbeddingLinksConfig(dg.Config):
 
 @dg.asset(group_name="linking", deps=[faiss_index], kinds={"faiss", "duckdb"}, pool="duckdb")
 def embedding_links(
-    config: EmbeddingLinksConfig, linkage_store: LinkageStore, compute: ComputeResource
+    context: dg.AssetExecutionContext, config: EmbeddingLinksConfig, linkage_store: LinkageStore,
+    compute: ComputeResource,
 ) -> dg.MaterializeResult:
     """One row per query crop, target crop and model method/text condition among the top k; only affected queries relinked."""
     store, registry = linkage_store.store(), linkage_store.registry()
     model = current_model(linkage_store)
     model_id = str(model["model_id"])
     index_rows = store.read_table("faiss_indexes")
-    if index_rows.empty or set(index_rows["model_id"]) != {model_id}:
+    # no rows is a result (every target source is empty); rows of another model are a stale index
+    if set(index_rows["model_id"]) - {model_id}:
         raise ValueError(f"faiss_indexes were not built with the linkage model {model_id[:12]}; re-materialize faiss_index")
     device = "cuda" if compute.torch_device().type == "cuda" and matching.faiss_gpu_available() else "cpu"
     indexes = {}
     for r in index_rows.itertuples(index=False):
         index, meta = matching.load_index(r.path, model_id=model_id, device=device)
         indexes[(r.target_source, r.ocr, r.method)] = (index, meta.ids)
-    weight = float(index_rows["weight"].iloc[0])
-    queries = _target_embeddings(linkage_store, model_id, sorted({lk.query for lk in registry.linkages}))
-    targets = _target_embeddings(linkage_store, model_id, sorted({lk.target for lk in registry.linkages}))
+    weight = float(index_rows["weight"].iloc[0]) if len(index_rows) else _pooling_weight(-1.0, model)
+    queries, skipped = _source_embeddings(context, linkage_store, model_id, sorted({lk.query for lk in registry.linkages}))
+    targets, skipped_targets = _source_embeddings(context, linkage_store, model_id,
+                                                  sorted({lk.target for lk in registry.linkages}))
+    linkages, skipped_lines = _linkable(registry, {**skipped, **skipped_targets})
+    empty = _empty_linkages(context, stages.empty_linkages([*queries["source"], *targets["source"]], linkages,
+                                                           what="crop embeddings"))
     reuse = not config.relink_all and store.table_exists("embedding_links") and store.table_exists("embedding_link_targets")
     t0 = time.perf_counter()
     links, linked_targets, stats = multimodal.relink(
-        queries, targets, [(lk.query, lk.target) for lk in registry.linkages], indexes,
+        queries, targets, linkages, indexes,
         previous=store.read_table("embedding_links") if reuse else None,
         previous_targets=store.read_table("embedding_link_targets") if reuse else None,
         methods=sorted(set(index_rows["method"])), weight=weight, k=config.k, training="supervised",
@@ -232,6 +293,7 @@ def embedding_links(
     n = store.replace_table("embedding_links", links, multimodal.EMBEDDING_LINKS)
     store.replace_table("embedding_link_targets", linked_targets, multimodal.LINKED_TARGETS)
     return dg.MaterializeResult(
-        metadata={"rows": n, **stats, "model_id": model_id, "pooling_weight": weight,
-                  "seconds": time.perf_counter() - t0, "preview": preview(links)}
+        metadata={"rows": n, **stats, "empty_linkages": empty, "skipped_linkages": "; ".join(skipped_lines) or "none",
+                  "model_id": model_id, "pooling_weight": weight, "seconds": time.perf_counter() - t0,
+                  "preview": preview(links)}
     )

@@ -22,14 +22,18 @@ def supply_chain_network(config: NetworkConfig, linkage_store: LinkageStore) -> 
     """One row per firm in the supply-chain network with its centrality and distance to anchors; refreshed on demand."""
     store = linkage_store.store()
     out_dir = store.artifact_dir / "network"
-    result = stages.build_network(
-        store.read_table("mart_supply_chain_edges"), out_dir, anchors=config.anchors, max_plot_nodes=config.max_plot_nodes
-    )
-    store.replace_table("firm_centrality", result.centrality)
-    store.replace_table("firm_anchor_distances", result.anchor_distances)
+    edges = store.read_table("mart_supply_chain_edges")
+    result = stages.build_network(edges, out_dir, anchors=config.anchors, max_plot_nodes=config.max_plot_nodes)
+    store.replace_table("firm_centrality", result.centrality, stages.FIRM_CENTRALITY)
+    store.replace_table("firm_anchor_distances", result.anchor_distances, stages.FIRM_ANCHOR_DISTANCES)
     png = base64.b64encode(result.plot_path.read_bytes()).decode()
+    empty = {}
+    if result.n_nodes == 0:
+        empty = {"empty": "no supply-chain edges: mart_supply_chain_edges is empty (no list page has a linked title "
+                          "and linked entries), so the network has no firms"}
     return dg.MaterializeResult(
         metadata={
+            **empty,
             "nodes": result.n_nodes,
             "edges": result.n_edges,
             "graphml": dg.MetadataValue.path(str(result.graphml_path)),
@@ -47,8 +51,10 @@ def link_contact_sheet(linkage_store: LinkageStore) -> dg.MaterializeResult:
     path = provenance.contact_sheet(sample, store.artifact_dir / "provenance" / "link_contact_sheet.png")
     png = base64.b64encode(path.read_bytes()).decode()
     cols = ["query_text", "target_text", "score", "matched", "method", "ocr", "query_page", "target_page", "model_id"]
+    empty = {"empty": "no record links to show: mart_link_provenance is empty"} if sample.empty else {}
     return dg.MaterializeResult(
         metadata={
+            **empty,
             "links_shown": len(sample),
             "path": dg.MetadataValue.path(str(path)),
             "sheet": dg.MetadataValue.md(f"![record links](data:image/png;base64,{png})"),

@@ -22,6 +22,11 @@ the values in the order the columns were given (``on=["name", "city"]`` reads ``
 written with ``str``, missing values (None, NaN, NA, empty) left out, joined by ``sep`` (default one space).
 See :func:`row_texts`.
 
+Missing values are missing, never equal: a row whose compared values are all missing (an empty text) is linked
+to nothing and nothing is linked to it, by every method, so :func:`merge` leaves it unmatched and
+:func:`dedup_rows` keeps it. Fellegi-Sunter compares field by field: a field missing on either side contributes no
+evidence, and a pair missing every field is never linked.
+
 Where this API differs from LinkTransformer on purpose: :func:`merge` takes a ``threshold`` below which a left
 row keeps NaN for the right side (a left join); :func:`dedup_rows` keeps every singleton row (LinkTransformer
 collapses all singletons into one); the column order of the joined text is the user's, not a set's.
@@ -247,10 +252,18 @@ class TextEncoder:
         path = Path(model_dir)
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ValueError(f"model must be a local model directory with a config.json, got {str(model_dir)!r}")
+        # Weights only as safetensors: a pickled pytorch_model.bin runs code when loaded (DESIGN: never pickle).
+        if not (path / "model.safetensors").is_file() and not (path / "model.safetensors.index.json").is_file():
+            pickled = sorted(p.name for p in path.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".pkl"})
+            found = f"holds {', '.join(pickled)} (pickle) and " if pickled else ""
+            raise ValueError(f"model directory {path} {found}has no model.safetensors; safetensors weights are "
+                             "required (pickle weights are never loaded): convert them to safetensors first")
         self.path = path
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+        self.model = (
+            AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True).to(self.device).eval()
+        )
         self.pooling = _read_pooling(path)
         self.max_length = int(max_length) if max_length is not None else _read_max_length(path, self.tokenizer)
 
@@ -397,6 +410,11 @@ def _pairs(
 
     ``right=None`` pairs ``left`` with itself and drops each row's pair with itself.
 
+    A row whose compared values are all missing (None, NaN, NA, empty or blank strings: an empty
+    :func:`row_texts`) has nothing to compare and is never a candidate, on either side: two nameless rows are not
+    the same firm. (Fellegi-Sunter compares field by field: a field missing on either side contributes no
+    evidence, and a pair missing every field is never linked.)
+
     Returns:
         ``(i, j, score)``: left positions, right positions (int64) and scores (float64), sorted by left row,
         then by descending score, then by right row.
@@ -406,21 +424,31 @@ def _pairs(
     if opt.method == "fellegi_sunter":
         i, j, s = _fs_pairs(left, None if self_join else right, lcols, rcols, threshold, opt)
     else:
-        k_search = min(k + 1 if self_join else k, len(other))
-        if opt.method == "embedding":
+        a_txt = row_texts(left, lcols, opt.sep)
+        b_txt = a_txt if self_join else row_texts(other, rcols, opt.sep)
+        # only rows with something to compare are searched (and searched for): positions into the full tables
+        a_pos = np.asarray([p for p, t in enumerate(a_txt) if t], dtype=np.int64)
+        b_pos = a_pos if self_join else np.asarray([p for p, t in enumerate(b_txt) if t], dtype=np.int64)
+        a_txt, b_txt = [a_txt[p] for p in a_pos], [b_txt[p] for p in b_pos]
+        k_search = min(k + 1 if self_join else k, len(b_pos))
+        if len(a_pos) == 0 or k_search == 0:
+            idx, sc = np.zeros((len(a_pos), 0), np.int64), np.zeros((len(a_pos), 0), np.float32)
+        elif opt.method == "embedding":
             enc = load_encoder(opt.model, opt.device)  # type: ignore[arg-type]
             t0 = time.perf_counter()
-            a = enc.encode(row_texts(left, lcols, opt.sep), opt.batch_size)
-            b = a if self_join else enc.encode(row_texts(other, rcols, opt.sep), opt.batch_size)
-            logger.info("embedded %d + %d rows in %.2f s", len(left), 0 if self_join else len(other),
+            a = enc.encode(a_txt, opt.batch_size)
+            b = a if self_join else enc.encode(b_txt, opt.batch_size)
+            logger.info("embedded %d + %d rows in %.2f s", len(a_pos), 0 if self_join else len(b_pos),
                         time.perf_counter() - t0)
             idx, sc = _knn_faiss(a, b, k_search)
         else:
-            a_txt = [t.casefold() for t in row_texts(left, lcols, opt.sep)]
-            b_txt = a_txt if self_join else [t.casefold() for t in row_texts(other, rcols, opt.sep)]
-            idx, sc = topk_string_matches(a_txt, b_txt, method=opt.method, k=k_search)
-        i = np.repeat(np.arange(idx.shape[0], dtype=np.int64), idx.shape[1])
-        j = idx.reshape(-1)
+            a_low = [t.casefold() for t in a_txt]
+            b_low = a_low if self_join else [t.casefold() for t in b_txt]
+            idx, sc = topk_string_matches(a_low, b_low, method=opt.method, k=k_search)
+        i = np.repeat(a_pos, idx.shape[1])
+        flat = idx.reshape(-1)
+        j = np.full(flat.shape, -1, dtype=np.int64)
+        j[flat >= 0] = b_pos[flat[flat >= 0]]
         s = sc.reshape(-1).astype(np.float64)
         keep = j >= 0  # FAISS pads with -1
         if self_join:

@@ -15,6 +15,14 @@ Three kinds of model directory load, all from local files only (nothing is downl
   a ViT vision tower, bias-free projections and its own tokenizer.
 
 The model id is a hash of the weights file, so embeddings, indexes and links made with different weights never mix.
+
+Embeddings do not depend on what else is embedded with them. Float rounding follows the shapes of a forward pass
+(BLAS and oneDNN pick their kernels and blocking by matrix size, and padding a text to a longer batch-mate changes
+the length of its attention sums), so every forward pass of a tower runs on exactly ``batch_size`` rows (a short
+batch is filled with copies of its first row), and a text is padded to the multiple of :data:`TEXT_PAD_STEP` tokens
+above its own length, whatever its batch-mates: a crop embedded alone, in a run of thousands, or with a new page
+added later gives the same bits for the same model, ``batch_size``, device, precision and thread count (what an
+incremental run and a from-scratch run compare).
 """
 
 from __future__ import annotations
@@ -58,6 +66,9 @@ TOKENIZER_DIR = "tokenizer"
 FORMAT_VERSION = 1
 #: Model kinds a :class:`MultimodalEncoder` can hold.
 MODEL_KINDS: tuple[str, ...] = ("clip", "rinna")
+#: Texts are padded to the next multiple of this many tokens (at most ``max_length``), a function of their own
+#: length alone; a step of 8 wastes under 8 tokens a text and keeps a run's batches to a few lengths.
+TEXT_PAD_STEP = 8
 
 
 # ------------------------------------------------------------------------------------------------ tokenizer
@@ -582,23 +593,52 @@ class MultimodalEncoder:
             return torch.zeros((0, 3, size, size), dtype=torch.float32)
         return torch.from_numpy(np.stack([self.prepare_image(im, d) for im, d in zip(images, dirs, strict=True)]))
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Texts -> ``input_ids`` and ``attention_mask``, int64 (n, L), padded to the longest, on the CPU."""
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, special tokens included, truncated to ``preprocessing.max_length``."""
         texts = [t if isinstance(t, str) else "" for t in texts]
+        if not texts:
+            return []
         max_len = self.preprocessing.max_length
         if self.preprocessing.text_prefix_cls:
             enc = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_len - 1)
-            ids = [[self.tokenizer.cls_token_id, *x] for x in enc["input_ids"]]
-        else:
-            ids = self.tokenizer(list(texts), truncation=True, max_length=max_len)["input_ids"]
-        length = max((len(x) for x in ids), default=1)
+            return [[self.tokenizer.cls_token_id, *x] for x in enc["input_ids"]]
+        return [list(x) for x in self.tokenizer(list(texts), truncation=True, max_length=max_len)["input_ids"]]
+
+    def padded_length(self, n_tokens: int) -> int:
+        """The length a text of ``n_tokens`` tokens is padded to by :meth:`encode_texts`: the next multiple of
+        :data:`TEXT_PAD_STEP`, at most ``preprocessing.max_length``."""
+        step = -(-max(int(n_tokens), 1) // TEXT_PAD_STEP) * TEXT_PAD_STEP
+        return max(int(n_tokens), min(step, self.preprocessing.max_length))
+
+    def _pad(self, ids: Sequence[Sequence[int]], length: int, rows: int) -> dict[str, torch.Tensor]:
+        """``rows`` x ``length`` int64 ids and mask; rows past ``len(ids)`` repeat the first text."""
         pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(ids), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), length), dtype=torch.long)
-        for i, x in enumerate(ids):
+        input_ids = torch.full((rows, length), pad, dtype=torch.long)
+        mask = torch.zeros((rows, length), dtype=torch.long)
+        for i in range(rows):
+            x = ids[i] if i < len(ids) else ids[0]
             input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
             mask[i, : len(x)] = 1
         return {"input_ids": input_ids, "attention_mask": mask}
+
+    def tokenize(self, texts: Sequence[str], *, length: int | None = None) -> dict[str, torch.Tensor]:
+        """Texts -> ``input_ids`` and ``attention_mask``, int64 (n, L), on the CPU.
+
+        Args:
+            texts: Texts; ``None`` or non-strings count as empty.
+            length: Pad to this many tokens (at least the longest text's); ``None`` pads to the longest.
+
+        Raises:
+            ValueError: If ``length`` is shorter than a text's token count.
+        """
+        ids = self.token_ids(texts)
+        longest = max((len(x) for x in ids), default=1)
+        if length is not None and length < longest:
+            raise ValueError(f"length={length} is shorter than the longest text ({longest} tokens)")
+        if not ids:
+            return {"input_ids": torch.zeros((0, longest), dtype=torch.long),
+                    "attention_mask": torch.zeros((0, longest), dtype=torch.long)}
+        return self._pad(ids, longest if length is None else length, len(ids))
 
     # ----------------------------------------------------------------------------------------- encoding
     def _autocast(self) -> Any:
@@ -622,7 +662,9 @@ class MultimodalEncoder:
             batch_size: Crops per forward pass, ``>= 1``.
 
         Returns:
-            float32 (n, d), rows L2-normalised; (0, d) for no crops.
+            float32 (n, d), rows L2-normalised; (0, d) for no crops. Every forward pass runs on exactly
+            ``batch_size`` crops (the last batch filled with copies of its first crop), so a crop's embedding
+            does not depend on the other crops (see the module docstring).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -633,12 +675,19 @@ class MultimodalEncoder:
         self.model.eval()
         with torch.no_grad(), self._autocast():
             for idx in _batches(len(images), np.arange(len(images)), batch_size):
-                px = self.pixel_values([images[i] for i in idx], [dirs[i] for i in idx]).to(self.device)
-                out[idx] = self.model.image_features(px).float().cpu().numpy()
+                px = self.pixel_values([images[i] for i in idx], [dirs[i] for i in idx])
+                if len(idx) < batch_size:
+                    px = torch.cat([px, px[:1].expand(batch_size - len(idx), -1, -1, -1)])
+                out[idx] = self.model.image_features(px.to(self.device))[: len(idx)].float().cpu().numpy()
         return _l2(out)
 
     def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
-        """Embed OCR texts with the text tower, in batches of similar length (less padding).
+        """Embed OCR texts with the text tower, texts of one padded length per batch.
+
+        Each text is padded to :meth:`padded_length` of its own token count, texts of one padded length are
+        batched together (in the order given), and every forward pass runs on exactly ``batch_size`` rows (the
+        last batch of a length filled with copies of its first text): a text's embedding does not depend on the
+        other texts (see the module docstring).
 
         Args:
             texts: Texts; ``None`` or non-strings count as empty.
@@ -649,17 +698,19 @@ class MultimodalEncoder:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        clean = [t if isinstance(t, str) else "" for t in texts]
-        order = np.argsort([len(t) for t in clean], kind="stable")
-        out = np.zeros((len(clean), self.dim), dtype=np.float32)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        ids = self.token_ids(texts)
+        padded = np.asarray([self.padded_length(len(x)) for x in ids], dtype=np.int64)
         self.model.eval()
         with torch.no_grad(), self._autocast():
-            for idx in _batches(len(clean), order, batch_size):
-                enc = self.tokenize([clean[i] for i in idx])
-                feats = self.model.text_features(
-                    enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-                )
-                out[idx] = feats.float().cpu().numpy()
+            for length in np.unique(padded):
+                members = np.flatnonzero(padded == length)
+                for idx in _batches(len(members), members, batch_size):
+                    enc = self._pad([ids[i] for i in idx], int(length), batch_size)
+                    feats = self.model.text_features(
+                        enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+                    )
+                    out[idx] = feats[: len(idx)].float().cpu().numpy()
         return _l2(out)
 
     def encode_pooled(
@@ -991,6 +1042,7 @@ def throughput(
 __all__ = [
     "MODEL_KINDS",
     "SPECIAL_TOKENS",
+    "TEXT_PAD_STEP",
     "ClipDualEncoder",
     "ConvVisionTower",
     "MultimodalEncoder",

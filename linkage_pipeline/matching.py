@@ -163,6 +163,46 @@ def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     return scores, ids.astype(np.int64)
 
 
+def exact_scores(queries: np.ndarray, targets: np.ndarray, ids: np.ndarray, *, chunk: int = 2048) -> np.ndarray:
+    """Inner products of every query with its listed targets, in float64 from the float32 vectors.
+
+    FAISS's float32 score of one pair depends on how it was computed: a BLAS matrix product for a large search
+    (many queries times many targets), SIMD loops for a small one, another blocking for another size. So a pair
+    scores differently in the last bits when a new page changes which queries are searched together (an
+    incremental run searches a page's queries alone, a full run all of them), and near-ties (one firm listed
+    twice) swap places. A product of two float32 numbers is exact in float64 and each sum runs over ``d`` in one fixed order,
+    so these scores are a function of the two vectors alone.
+
+    Args:
+        queries: float32 (m, d).
+        targets: float32 (n, d).
+        ids: int64 (m, k) rows of ``targets`` per query; ``-1`` for none (FAISS's padding).
+
+    Returns:
+        float64 (m, k); ``-inf`` where ``ids`` is ``-1``.
+
+    Raises:
+        ValueError: If the shapes do not fit together or an id is out of range.
+    """
+    q = np.asarray(queries, dtype=np.float32)
+    t = np.asarray(targets, dtype=np.float32)
+    ids = np.asarray(ids, dtype=np.int64)
+    shapes_fit = q.ndim == t.ndim == ids.ndim == 2 and ids.shape[0] == q.shape[0]
+    if not shapes_fit or (len(q) and len(t) and q.shape[1] != t.shape[1]):
+        raise ValueError(
+            f"expected queries (m, d), targets (n, d) and ids (m, k); got {q.shape}, {t.shape} and {ids.shape}"
+        )
+    if ids.size and int(ids.max(initial=-1)) >= t.shape[0]:
+        raise ValueError(f"ids reach row {int(ids.max())} but there are {t.shape[0]} targets")
+    out = np.full(ids.shape, -np.inf, dtype=np.float64)
+    for start in range(0, ids.shape[0], chunk):
+        rows = ids[start : start + chunk]
+        valid = rows >= 0
+        pairs = q[start : start + chunk, None, :].astype(np.float64) * t[np.where(valid, rows, 0)].astype(np.float64)
+        out[start : start + chunk] = np.where(valid, pairs.sum(axis=-1), -np.inf)
+    return out
+
+
 def knn(
     queries: np.ndarray, targets: np.ndarray, k: int, spec: IndexSpec | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -273,6 +313,7 @@ __all__ = [
     "IndexMeta",
     "IndexSpec",
     "build_index",
+    "exact_scores",
     "faiss_gpu_available",
     "knn",
     "load_index",

@@ -23,6 +23,7 @@ from linkage_pipeline.matching import (
     IndexMeta,
     IndexSpec,
     build_index,
+    exact_scores,
     load_index,
     save_index,
     search,
@@ -61,10 +62,18 @@ FAISS_INDEXES = {
 
 #: ``string_links`` columns plus how the model was trained and its id.
 EMBEDDING_LINKS = {**STRING_LINKS, "training": "VARCHAR", "model_id": "VARCHAR"}
+#: Candidates fetched from an index beyond the ``k`` kept, then rescored exactly (:func:`matching.exact_scores`):
+#: FAISS's float32 scores of near-ties (one firm listed twice) differ in the last bits with the batch they were
+#: computed in, so the k-th and the next targets could swap between an incremental and a full run.
+EXTRA_CANDIDATES = 16
 
 
-def _empty(contract: dict[str, str]) -> pd.DataFrame:
+def empty_frame(contract: dict[str, str]) -> pd.DataFrame:
+    """No rows, the columns of ``contract`` (object dtype, so any Parquet type of the contract accepts them)."""
     return pd.DataFrame({c: pd.Series(dtype="object") for c in contract})
+
+
+_empty = empty_frame
 
 
 def _stack(values: Sequence[np.ndarray] | pd.Series, dim: int) -> np.ndarray:
@@ -92,7 +101,10 @@ def embed_crops(
         progress: Called with a progress line after each image batch (e.g. the Dagster log).
 
     Returns:
-        ``crop_embeddings`` rows in the order of ``crops``, and counts ``{"reused", "images", "texts", "seconds"}``.
+        ``crop_embeddings`` rows in the order of ``crops`` (no rows, all columns, for no crops), and counts
+        ``{"reused", "images", "texts", "seconds"}``. Each embedding is a function of its crop or text, the model
+        and ``batch_size`` alone (see :mod:`linkage_pipeline.encoders`): the rows embedded now equal those of a
+        run that embeds every crop at once.
 
     Raises:
         ValueError: If a column is missing, the encoder has no model id, or a crop file cannot be read (the
@@ -106,6 +118,10 @@ def embed_crops(
     if not encoder.model_id:
         raise ValueError("the encoder has no model_id; load it from a saved folder (MultimodalEncoder.load) first")
     start = time.perf_counter()
+    if crops.empty:
+        # no linkable crop (a source without usable pages, or no title or entry found): an empty table, not an error
+        return _empty(CROP_EMBEDDINGS), {"reused": 0.0, "images": 0.0, "texts": 0.0,
+                                         "seconds": time.perf_counter() - start}
     rows = crops.reset_index(drop=True).copy()
     rows["text"] = rows["text"].fillna("").astype(str)
     dim = encoder.dim
@@ -177,14 +193,25 @@ def embed_crops(
 
 
 def method_embeddings(frame: pd.DataFrame, method: str, weight: float) -> np.ndarray:
-    """The float32 (n, d) embeddings of ``method`` (vision, language or multimodal at ``weight``) of the rows."""
+    """The float32 (n, d) embeddings of ``method`` (vision, language or multimodal at ``weight``) of the rows.
+
+    A row whose text is empty (OCR read nothing) has no text to compare: its ``language`` embedding is the zero
+    vector (inner product 0 with everything, so two empty readings never look alike) and its ``multimodal``
+    embedding is its image embedding alone.
+    """
     if method not in EMBEDDING_METHODS:
         raise ValueError(f"method must be one of {EMBEDDING_METHODS}, got {method!r}")
     if len(frame) == 0:
         return np.zeros((0, 0), np.float32)
     dim = len(frame["image_embedding"].iloc[0])
     w = _FIXED_WEIGHTS.get(method, weight)
-    return pool_embeddings(_stack(frame["image_embedding"], dim), _stack(frame["text_embedding"], dim), w)
+    image = _stack(frame["image_embedding"], dim)
+    pooled = pool_embeddings(image, _stack(frame["text_embedding"], dim), w)
+    if method != "vision":
+        no_text = ~frame["text"].fillna("").astype(str).str.strip().astype(bool).to_numpy()
+        if no_text.any():
+            pooled[no_text] = 0.0 if method == "language" else pool_embeddings(image[no_text], image[no_text], 1.0)
+    return pooled
 
 
 def _check_one_model(frame: pd.DataFrame) -> str:
@@ -404,6 +431,7 @@ __all__ = [
     "embed_crops",
     "embedding_inputs",
     "embedding_links",
+    "empty_frame",
     "index_targets",
     "link_with_indexes",
     "method_embeddings",
@@ -480,12 +508,34 @@ LINKED_TARGETS = {"target_source": "VARCHAR", "ocr": "VARCHAR", "method": "VARCH
                   "weight": "DOUBLE", "crop_id": "VARCHAR"}
 
 
-def _hits(index: object, target_ids: Sequence[str], queries: pd.DataFrame, method: str, weight: float, k: int
-          ) -> pd.DataFrame:
-    """query_crop_id, target_crop_id, score of the ``k`` best targets in ``index`` for each of ``queries``."""
-    scores, ids = search(index, method_embeddings(queries, method, weight), k)
+def _hits(index: object, target_ids: Sequence[str], target_vectors: np.ndarray, queries: pd.DataFrame, method: str,
+          weight: float, k: int) -> pd.DataFrame:
+    """query_crop_id, target_crop_id, score of the ``k`` best targets in ``index`` for each of ``queries``.
+
+    ``k + EXTRA_CANDIDATES`` candidates are fetched and rescored exactly from ``target_vectors`` (the index's
+    vectors, in index order), so scores and order (ties by target id) do not depend on which queries were searched
+    together or on the index's size.
+    """
+    vectors = method_embeddings(queries, method, weight)
+    _, ids = search(index, vectors, k + EXTRA_CANDIDATES)
+    scores = exact_scores(vectors, target_vectors, ids)
     cols = topk_frame_arrays(scores, ids, queries["crop_id"].tolist(), target_ids)
-    return pd.DataFrame({"query_crop_id": cols["query_id"], "target_crop_id": cols["target_id"], "score": cols["score"]})
+    found = pd.DataFrame({"query_crop_id": cols["query_id"], "target_crop_id": cols["target_id"], "score": cols["score"]})
+    return topk_rows(found, k)[["query_crop_id", "target_crop_id", "score"]]
+
+
+def _target_vectors(targets: pd.DataFrame, source: str, condition: str, ids: Sequence[str], method: str,
+                    weight: float) -> np.ndarray:
+    """The ``method`` embeddings of target crops ``ids`` (index order) of one source and text condition."""
+    rows = targets[(targets["source"] == source) & (targets["ocr"] == condition)].drop_duplicates("crop_id")
+    rows = rows.set_index("crop_id").reindex(list(ids))
+    missing = rows.index[rows["image_embedding"].isna()].tolist()
+    if missing:
+        raise ValueError(
+            f"the index of {source!r} / {condition!r} / {method!r} lists {len(missing)} crop(s) without "
+            f"crop_embeddings (first {missing[:3]}); re-materialize faiss_index"
+        )
+    return method_embeddings(rows.reset_index(), method, weight)
 
 
 def relink(
@@ -546,6 +596,7 @@ def relink(
                 if found is None or q.empty:
                     continue
                 index, target_ids = found
+                vectors = _target_vectors(targets, target_source, condition, target_ids, method, weight)
                 linked.append(pd.DataFrame({"target_source": target_source, "ocr": condition, "method": method,
                                             "model_id": model_id, "weight": weight, "crop_id": list(target_ids)}))
                 before = linked_before.get((target_source, condition, method))
@@ -561,17 +612,16 @@ def relink(
                 fresh = q[~q["crop_id"].isin(seen)]
                 parts = []
                 if len(fresh):
-                    parts.append(_hits(index, target_ids, fresh, method, weight, k))
+                    parts.append(_hits(index, target_ids, vectors, fresh, method, weight, k))
                     stats["queries_searched"] += len(fresh)
                 if seen:
                     kept = topk_rows(old[["query_crop_id", "target_crop_id", "score"]], k)
-                    added = [t for t in target_ids if t not in before]
-                    if added:
-                        t_rows = targets[(targets["source"] == target_source) & (targets["ocr"] == condition)]
-                        t_rows = t_rows.set_index("crop_id").loc[added].reset_index()
+                    added_at = [p for p, t in enumerate(target_ids) if t not in before]
+                    if added_at:
+                        added = [target_ids[p] for p in added_at]
                         q_old = q[q["crop_id"].isin(seen)]
-                        small = build_index(method_embeddings(t_rows, method, weight), IndexSpec())
-                        hits = _hits(small, added, q_old, method, weight, k)
+                        small = build_index(vectors[added_at], IndexSpec())
+                        hits = _hits(small, added, vectors[added_at], q_old, method, weight, k)
                         merged = topk_rows(pd.concat([kept, hits], ignore_index=True), k)
                         before_lists = kept.groupby("query_crop_id")["target_crop_id"].apply(tuple)
                         after_lists = merged.groupby("query_crop_id")["target_crop_id"].apply(tuple)

@@ -51,6 +51,12 @@ def _missing(value: object) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def _missing_mask(values: pd.Series) -> np.ndarray:
+    """bool (n,): which values are missing. A bool array, never ``Series.map``'s result: an empty map is of
+    dtype object, and indexing a frame with an empty object Series selects columns (none) instead of rows."""
+    return np.fromiter((_missing(v) for v in values), dtype=bool, count=len(values))
+
+
 def _python_scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -84,7 +90,7 @@ def build_supply_chain_graph(
 
     if nodes is not None:
         require_columns(nodes, ("node_id", "label"), "nodes")
-        node_rows = nodes[~nodes["node_id"].map(_missing)]
+        node_rows = nodes[~_missing_mask(nodes["node_id"])]
         ids = node_rows["node_id"].astype(str)
         if ids.duplicated().any():
             dupes = ids[ids.duplicated()].head(5).tolist()
@@ -95,7 +101,7 @@ def build_supply_chain_graph(
             attrs["label"] = node_id if _missing(row["label"]) else str(row["label"])
             G.add_node(node_id, **attrs)
 
-    keep = ~(edges["supplier_id"].map(_missing) | edges["customer_id"].map(_missing))
+    keep = ~(_missing_mask(edges["supplier_id"]) | _missing_mask(edges["customer_id"]))
     if (~keep).any():
         logger.info("supply-chain graph: dropped %d edge rows with an unlinked endpoint", int((~keep).sum()))
     e = edges[keep].copy()

@@ -62,6 +62,20 @@ REGION_CROPS = {
     "direction": "VARCHAR",
 }
 
+#: One row per labelled box of a source's labels.csv (ground truth; layout-only labels have no text or entity).
+REGION_LABELS = {
+    "source": "VARCHAR",
+    "label_index": "INTEGER",
+    "page": "VARCHAR",
+    "x0": "INTEGER",
+    "y0": "INTEGER",
+    "x1": "INTEGER",
+    "y1": "INTEGER",
+    "text": "VARCHAR",
+    "entity_id": "VARCHAR",
+    "role": "VARCHAR",
+}
+
 #: One row per crop and OCR engine.
 OCR_TEXTS = {
     "crop_id": "VARCHAR",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 
 from linkage_pipeline import evaluation, network, schema
-from linkage_pipeline.crops import content_id, crop_region, encode_png, pad_to_square
+from linkage_pipeline.checks import require_columns
+from linkage_pipeline.crops import content_id, cut_regions, encode_png
 from linkage_pipeline.documents.pages import load_page_image
 from linkage_pipeline.documents.sources import Rejection, SourceConfig
-from linkage_pipeline.layout import detect_layout, layout_to_records
+from linkage_pipeline.layout import DEFAULT_TIME_BUDGET_S, PageRejected, detect_layout, layout_to_records
 from linkage_pipeline.ocr import OcrEngine
 from linkage_pipeline.paths import atomic_write_bytes, safe_child
 from linkage_pipeline.strings import normalize, topk_string_matches
@@ -37,12 +38,20 @@ def _empty(contract: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in contract})
 
 
-def detect_page_regions(pages: pd.DataFrame, source: SourceConfig) -> tuple[pd.DataFrame, list[Rejection]]:
+def detect_page_regions(
+    pages: pd.DataFrame, source: SourceConfig, *, time_budget_s: float | None = DEFAULT_TIME_BUDGET_S
+) -> tuple[pd.DataFrame, list[Rejection]]:
     """Detects name regions on every page of one source.
+
+    A page is rejected (its regions are not emitted, so never cut or read) when layout fails on it, finds no
+    text, holds more regions than its size allows at its type size, runs over ``time_budget_s`` or is noise
+    without paper (:class:`~linkage_pipeline.layout.PageRejected`); a region of zero width or height is
+    rejected on its own and its page kept.
 
     Args:
         pages: rows of ``page_images`` for the source.
         source: the source's configuration (direction, layout detector, language).
+        time_budget_s: wall-clock seconds one page's layout may take (``None``: no budget).
 
     Returns:
         ``layout_regions`` rows (reading order per page) and rejections for pages that failed or had no text.
@@ -52,15 +61,30 @@ def detect_page_regions(pages: pd.DataFrame, source: SourceConfig) -> tuple[pd.D
     for page in pages.itertuples(index=False):
         try:
             image = np.asarray(load_page_image(Path(page.image_path)).convert("L"))
-            layout = detect_layout(image, direction=source.direction, detector=source.layout, lang=source.language)
+            layout = detect_layout(
+                image, direction=source.direction, detector=source.layout, lang=source.language,
+                time_budget_s=time_budget_s,
+            )
+        except PageRejected as exc:  # too many regions, over budget, or no paper: nothing of it goes on
+            logger.warning("layout rejected %s/%s: %s", source.name, page.file, exc.reason)
+            rejected.append(Rejection(source.name, page.file, "layout_regions", exc.reason))
+            continue
         except Exception as exc:  # one bad page must not lose the others
             logger.warning("layout failed on %s/%s: %s", source.name, page.file, exc)
             rejected.append(Rejection(source.name, page.file, "layout_regions", f"layout detection failed: {exc}"))
             continue
         records = layout_to_records(layout)
+        degenerate = [r for r in records if r["x1"] <= r["x0"] or r["y1"] <= r["y0"]]
+        for rec in degenerate:  # nothing to crop, read or embed (detect_layout drops these; a box may round to it)
+            box = (rec["x0"], rec["y0"], rec["x1"], rec["y1"])
+            rejected.append(
+                Rejection(source.name, page.file, "layout_regions",
+                          f"region {box} has zero width or height; expected x0 < x1 and y0 < y1")
+            )
+        records = [r for r in records if r["x1"] > r["x0"] and r["y1"] > r["y0"]]
         if not records:
             rejected.append(Rejection(source.name, page.file, "layout_regions", "layout found no text regions on a page with ink"))
-        for rec in records:
+        for order, rec in enumerate(records):
             box = (int(rec["x0"]), int(rec["y0"]), int(rec["x1"]), int(rec["y1"]))
             rows.append(
                 {
@@ -72,7 +96,7 @@ def detect_page_regions(pages: pd.DataFrame, source: SourceConfig) -> tuple[pd.D
                     "x1": box[2],
                     "y1": box[3],
                     "kind": rec["kind"],
-                    "reading_order": int(rec["reading_order"]),
+                    "reading_order": order,
                     "score": float(rec.get("score") or 0.0),
                     "detector": source.layout,
                     "direction": source.direction,
@@ -88,7 +112,8 @@ def extract_crops(
     """Cuts every region out of its page: a tight crop (for OCR) and its square padding (for the encoders).
 
     Files are written as ``<crop_dir>/<source>/<crop_id>.png`` and ``<crop_id>.square.png``; a file that already
-    exists with the same content id is kept.
+    exists with the same content id is kept. A region that cannot be cut (zero width or height, off its page) or
+    written is rejected with its reason and the others are cut: no single crop fails a source.
     """
     out_dir = safe_child(Path(crop_dir), source.name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,20 +129,26 @@ def extract_crops(
         except Exception as exc:
             rejected.append(Rejection(source.name, page.file, "region_crops", f"page could not be read: {exc}"))
             continue
-        for reg in group.sort_values("reading_order").itertuples(index=False):
+        regs = list(group.sort_values("reading_order").itertuples(index=False))
+        cut, refused = cut_regions(image, [(r.x0, r.y0, r.x1, r.y1) for r in regs])
+        for i, reason in refused:
+            rejected.append(Rejection(source.name, page.file, "region_crops", f"region {regs[i].region_id}: {reason}"))
+        for crop in cut:
+            reg = regs[crop.index]
             try:
-                tight = crop_region(image, (reg.x0, reg.y0, reg.x1, reg.y1))
-            except ValueError as exc:
-                rejected.append(Rejection(source.name, page.file, "region_crops", f"region {reg.region_id}: {exc}"))
+                data = encode_png(crop.tight)
+                crop_id = content_id(reg.region_id.encode() + data)
+                crop_path = out_dir / f"{crop_id}.png"
+                square_path = out_dir / f"{crop_id}.square.png"
+                if not crop_path.exists():
+                    atomic_write_bytes(crop_path, data)
+                if not square_path.exists():
+                    atomic_write_bytes(square_path, encode_png(crop.square))
+            except (OSError, ValueError) as exc:
+                logger.warning("crop of region %s not written: %s", reg.region_id, exc)
+                rejected.append(Rejection(source.name, page.file, "region_crops",
+                                          f"region {reg.region_id}: crop not written: {exc}"))
                 continue
-            data = encode_png(tight)
-            crop_id = content_id(reg.region_id.encode() + data)
-            crop_path = out_dir / f"{crop_id}.png"
-            square_path = out_dir / f"{crop_id}.square.png"
-            if not crop_path.exists():
-                atomic_write_bytes(crop_path, data)
-            if not square_path.exists():
-                atomic_write_bytes(square_path, encode_png(pad_to_square(tight)))
             rows.append(
                 {
                     "crop_id": crop_id,
@@ -126,8 +157,8 @@ def extract_crops(
                     "page_id": page_id,
                     "crop_path": str(crop_path),
                     "square_path": str(square_path),
-                    "width": tight.width,
-                    "height": tight.height,
+                    "width": crop.tight.width,
+                    "height": crop.tight.height,
                     "direction": reg.direction,
                 }
             )
@@ -252,6 +283,29 @@ def string_links(
             )
         )
     return pd.concat(frames, ignore_index=True) if frames else _empty(STRING_LINKS)
+
+
+def empty_linkages(sources: Iterable[str], linkages: Sequence[tuple[str, str]], *, what: str) -> list[str]:
+    """One line for every linkage with no rows on its query or target side, naming the empty side(s).
+
+    Such a linkage yields zero links (a source without a usable page, a list without a title): a result, not a
+    failure, and these lines say so in the metadata.
+
+    Args:
+        sources: The ``source`` column of the rows to link (``stg_crop_texts``, ``crop_embeddings``, ...).
+        linkages: (query source, target source) pairs.
+        what: What a row is, for the message (``"OCR texts"``, ``"crop embeddings"``).
+
+    Returns:
+        ``"<query> -> <target>: no <what> in query source '<query>'"`` (or target, or both), in linkage order.
+    """
+    have = set(sources)
+    lines = []
+    for query, target in linkages:
+        sides = [f"{role} source {name!r}" for role, name in (("query", query), ("target", target)) if name not in have]
+        if sides:
+            lines.append(f"{query} -> {target}: no {what} in {' or '.join(sides)}")
+    return lines
 
 
 def link_sources_by_strings(
@@ -384,12 +438,39 @@ def relink_sources_by_strings(
                 frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
                                          ocr=condition))
     links = pd.concat(frames, ignore_index=True)[list(STRING_LINKS)] if frames else _empty(STRING_LINKS)
-    keep = [(src, cond) in used for src, cond in zip(texts["source"], texts["condition"])]
+    # a bool array, not a list: an empty list would select no columns instead of no rows
+    keep = np.array([(src, cond) in used for src, cond in zip(texts["source"], texts["condition"])], dtype=bool)
     inputs = texts[keep].rename(columns={"condition": "ocr"})[list(STRING_LINK_INPUTS)].reset_index(drop=True)
     return links, inputs, stats
 
 
 # ------------------------------------------------------------------------------------------- evaluation
+#: Column contracts of the evaluation tables (an empty table keeps its columns and types).
+LAYOUT_EVALUATION = {
+    "source": "VARCHAR",
+    "precision": "DOUBLE",
+    "recall": "DOUBLE",
+    "f1": "DOUBLE",
+    "mean_iou": "DOUBLE",
+    "n_detected": "BIGINT",
+    "n_labelled": "BIGINT",
+    "n_matched": "BIGINT",
+    "kind_accuracy": "DOUBLE",
+}
+OCR_EVALUATION = {"source": "VARCHAR", "engine": "VARCHAR", "cer": "DOUBLE", "exact_match": "DOUBLE", "n": "BIGINT"}
+LINKAGE_EVALUATION = {
+    "method": "VARCHAR",
+    "training": "VARCHAR",
+    "ocr": "VARCHAR",
+    "split": "VARCHAR",
+    "top1_accuracy": "DOUBLE",
+    "top1_accuracy_with_nomatch": "DOUBLE",
+    "nomatch_threshold": "DOUBLE",
+    "n": "BIGINT",
+    "n_with_nomatch": "BIGINT",
+}
+
+
 def layout_evaluation_table(
     regions: pd.DataFrame, pages: pd.DataFrame, labels: pd.DataFrame, matched: pd.DataFrame
 ) -> pd.DataFrame:
@@ -546,10 +627,17 @@ def select_record_links(
     (for the model's methods, the threshold stored with the model).
 
     Returns:
-        ``record_links`` rows and a dict describing the choice (method, condition, threshold, how chosen).
+        ``record_links`` rows and a dict describing the choice (method, condition, threshold, how chosen,
+        validation scores). No candidate links (every linkage has an empty side) give no rows and a choice whose
+        ``chosen_by`` says so, with NaN threshold and scores.
     """
     if links.empty:
-        return _empty(RECORD_LINKS), {"method": method, "condition": condition, "chosen_by": "no candidates"}
+        nan = float("nan")
+        return _empty(RECORD_LINKS), {
+            "method": method, "condition": condition, "threshold": nan if threshold is None else float(threshold),
+            "chosen_by": "no candidate links", "threshold_from": "no candidate links",
+            "val_top1": nan, "val_top1_with_nomatch": nan,
+        }
     usable = links[links["ocr"] != "ground_truth"]
     evaluated = linkage_evaluation_table(usable, regions, report_splits=("val",))
     val = evaluated.dropna(subset=["top1_accuracy_with_nomatch"])
@@ -615,6 +703,26 @@ def _validation_scores(evaluated: pd.DataFrame, method: str, condition: str) -> 
 
 
 # ---------------------------------------------------------------------------------------------- network
+#: Column contracts of the network tables (see :func:`network.centrality_table` and :func:`network.anchor_distances`).
+FIRM_CENTRALITY = {
+    "node_id": "VARCHAR",
+    "label": "VARCHAR",
+    "in_degree": "BIGINT",
+    "out_degree": "BIGINT",
+    "degree_centrality": "DOUBLE",
+    "betweenness": "DOUBLE",
+}
+FIRM_ANCHOR_DISTANCES = {
+    "anchor_id": "VARCHAR",
+    "anchor_label": "VARCHAR",
+    "node_id": "VARCHAR",
+    "label": "VARCHAR",
+    "undirected_distance": "BIGINT",
+    "distance_to_anchor": "BIGINT",
+    "distance_from_anchor": "BIGINT",
+}
+
+
 @dataclass(frozen=True)
 class NetworkResult:
     """What :func:`build_network` produced: tables for DuckDB and files for people."""
@@ -632,8 +740,14 @@ def build_network(
 ) -> NetworkResult:
     """Builds the supply-chain graph from ``mart_supply_chain_edges`` rows and writes its GraphML and plot.
 
-    Anchors default to the three firms with the highest degree when none are named.
+    Anchors default to the three firms with the highest degree when none are named. No edges (no list entry was
+    linked) is a result: an empty graph, empty tables with their columns, a GraphML file without nodes and a plot
+    that says "empty network"; named anchors are then not looked up.
+
+    Raises:
+        ValueError: If ``edges`` lacks a column, or a named anchor is not a firm of a non-empty network.
     """
+    require_columns(edges, ("supplier_id", "supplier_label", "customer_id", "customer_label"), "edges")
     nodes = pd.concat(
         [
             edges[["supplier_id", "supplier_label"]].set_axis(["node_id", "label"], axis=1),
@@ -643,9 +757,13 @@ def build_network(
     ).drop_duplicates("node_id")
     graph = network.build_supply_chain_graph(edges, nodes)
     centrality = network.centrality_table(graph)
-    if not anchors and not centrality.empty:
+    if graph.number_of_nodes() == 0:
+        if anchors:
+            logger.info("supply-chain network is empty: anchors %s not looked up", list(anchors))
+        anchors = []
+    elif not anchors:
         anchors = centrality.sort_values(["degree_centrality", "node_id"], ascending=[False, True])["node_id"].head(3).tolist()
-    distances = network.anchor_distances(graph, list(anchors)) if anchors else pd.DataFrame()
+    distances = network.anchor_distances(graph, list(anchors))
     out_dir.mkdir(parents=True, exist_ok=True)
     graphml_path, plot_path = out_dir / "supply_chain.graphml", out_dir / "supply_chain.png"
     network.write_graphml(graph, graphml_path)

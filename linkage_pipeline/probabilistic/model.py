@@ -561,7 +561,8 @@ class FellegiSunter:
         threshold: float | None = None,
         one_to_one: bool = False,
     ) -> pd.DataFrame:
-        """Pairs whose match probability is at least ``threshold``.
+        """Pairs whose match probability is at least ``threshold`` (never a pair missing every field on one side or
+        the other: see :meth:`accepted_patterns`).
 
         Args:
             a: Left table to score with the fitted parameters; ``None`` scores the tables given to :meth:`fit`.
@@ -603,8 +604,22 @@ class FellegiSunter:
         out.attrs["right_row"] = j
         return out
 
-    def _accepted_pairs(self, data: dict, thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def accepted_patterns(self, threshold: float | None = None) -> np.ndarray:
+        """Which pattern codes are linked at ``threshold``: bool (n_patterns,).
+
+        A pattern is linked when its match probability reaches the threshold and at least one field is compared:
+        the pattern of a pair missing every field on one side or the other (code 0) carries no evidence, its
+        probability is the prior alone, and two records that say nothing are never the same record, however
+        many matches the prior expects (a small table, or a low threshold).
+        """
+        self._require_fitted()
+        thr = self.threshold if threshold is None else _check_probability(threshold, "threshold")
         accept = self.pattern_probabilities() >= thr
+        accept[MISSING_LEVEL] = False  # code 0: every field at the missing level
+        return accept
+
+    def _accepted_pairs(self, data: dict, thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        accept = self.accepted_patterns(thr)
         if self.blocking is not None:
             keep = accept[data["cand_code"]]
             return data["cand_i"][keep], data["cand_j"][keep], data["cand_code"][keep]

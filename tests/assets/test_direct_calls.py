@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from assets_defs.documents import page_images
@@ -46,3 +47,63 @@ def test_linkage_model_called_directly_records_the_shipped_model(tmp_path: Path)
     assert 0 <= row["pooling_weight"] <= 1
     with pytest.raises(ValueError, match="no trained model yet"):
         linkage_model(LinkageModelConfig(model="trained"), linkage_store=store_resource, compute=ComputeResource(device="cpu"))
+
+
+def test_crop_embeddings_of_a_source_without_crops_is_an_empty_partition(tmp_path: Path) -> None:
+    from assets_defs.model import LinkageModelConfig, crop_embeddings, linkage_model
+    from linkage_pipeline import multimodal
+    from resources import ComputeResource
+
+    generate_corpus(tmp_path / "c", seed=2, n_firms=8, n_list_pages=1)
+    store_resource, compute = LinkageStore(data_dir=str(tmp_path / "c")), ComputeResource(device="cpu")
+    linkage_model(LinkageModelConfig(), linkage_store=store_resource, compute=compute)
+    # no page of the source was read: no pages, regions, crops or OCR texts
+    result = crop_embeddings(context=dg.build_asset_context(partition_key="supplier_lists"),
+                             linkage_store=store_resource, compute=compute)
+    assert result.metadata["rows"] == 0 and result.metadata["embedded_images"] == 0
+    assert "no linkable crops in source 'supplier_lists' (0 usable pages, 0 regions" in result.metadata["empty"]
+    [check] = result.check_results
+    assert check.passed
+    store = store_resource.store()
+    assert store.partition_path("crop_embeddings", "supplier_lists").exists()
+    rows = store.read_table("crop_embeddings")
+    assert rows.empty and list(rows.columns) == list(multimodal.CROP_EMBEDDINGS)
+
+
+def test_string_links_of_no_texts_are_an_empty_table(tmp_path: Path) -> None:
+    from assets_defs.linking import StringLinksConfig, string_links
+    from linkage_pipeline import stages
+    from resources import ComputeResource
+
+    generate_corpus(tmp_path / "c", seed=2, n_firms=8, n_list_pages=1)
+    store_resource = LinkageStore(data_dir=str(tmp_path / "c"))
+    store = store_resource.store()
+    store.replace_table("stg_crop_texts", pd.DataFrame(columns=["crop_id", "source", "condition", "text"]),
+                        {"crop_id": "VARCHAR", "source": "VARCHAR", "condition": "VARCHAR", "text": "VARCHAR"})
+    result = string_links(context=dg.build_asset_context(), config=StringLinksConfig(), linkage_store=store_resource,
+                          compute=ComputeResource(device="cpu"))
+    assert result.metadata["rows"] == 0
+    assert result.metadata["empty_linkages"] == (
+        "supplier_lists -> firm_directory: no OCR texts in query source 'supplier_lists' or target source "
+        "'firm_directory'"
+    )
+    links = store.read_table("string_links")
+    assert links.empty and list(links.columns) == list(stages.STRING_LINKS)
+
+
+def test_supply_chain_network_of_no_edges_is_an_empty_result(tmp_path: Path) -> None:
+    from assets_defs.network import NetworkConfig, supply_chain_network
+    from linkage_pipeline import stages
+
+    generate_corpus(tmp_path / "c", seed=2, n_firms=8, n_list_pages=1)
+    store_resource = LinkageStore(data_dir=str(tmp_path / "c"))
+    store = store_resource.store()
+    columns = ["supplier_id", "customer_id", "supplier_label", "customer_label", "page"]
+    store.replace_table("mart_supply_chain_edges", pd.DataFrame(columns=columns), dict.fromkeys(columns, "VARCHAR"))
+    result = supply_chain_network(NetworkConfig(anchors=["三井物産"]), linkage_store=store_resource)
+    assert result.metadata["nodes"] == 0 and result.metadata["edges"] == 0
+    assert result.metadata["empty"].startswith("no supply-chain edges")
+    for table, contract in (("firm_centrality", stages.FIRM_CENTRALITY),
+                            ("firm_anchor_distances", stages.FIRM_ANCHOR_DISTANCES)):
+        types = store.query(f"describe {table}").set_index("column_name")["column_type"].to_dict()
+        assert types == contract and store.read_table(table).empty, table

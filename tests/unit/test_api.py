@@ -320,6 +320,67 @@ def test_text_and_column_order_do_not_depend_on_the_hash_seed() -> None:
     assert dedup_cols == ["zip", "city", "name", "k"]
 
 
+# ---------------------------------------------------------------------------------------------- missing values
+#: Per method: the threshold of the merge (None: every left row takes its best candidate) and of the dedup. The
+#: Fellegi-Sunter threshold sits under its prior here (6 rows: lambda about 1/3), where a pair missing every field,
+#: whose probability is the prior alone, used to be linked.
+MISSING_CASES = [
+    pytest.param("embedding", None, 0.99999, id="embedding"),  # a random tiny model: only exact copies are close
+    pytest.param("jaro_winkler", None, None, id="jaro_winkler"),
+    pytest.param("levenshtein", None, None, id="levenshtein"),
+    pytest.param("ngram", None, None, id="ngram"),
+    pytest.param("fellegi_sunter", 0.2, 0.2, id="fellegi_sunter"),
+]
+#: Two firms listed twice, and three rows without a name or a city (None, NaN, an empty and a blank string).
+NAMELESS = pd.DataFrame({
+    "name": ["acme corporation", "acme corporation", "zeta limited", "zeta limited", None, np.nan, "  "],
+    "city": ["oslo", "oslo", "lima", "lima", None, "", np.nan],
+})
+
+
+def _missing_kwargs(method: str, model: Path) -> dict:
+    return {"model": model, "device": "cpu"} if method == "embedding" else {}
+
+
+@pytest.mark.parametrize(("method", "merge_threshold", "dedup_threshold"), MISSING_CASES)
+def test_two_nameless_rows_never_link(tiny_model: Path, method: str, merge_threshold, dedup_threshold) -> None:
+    left = NAMELESS.iloc[[0, 2, 4, 5]].reset_index(drop=True).assign(key=["a", "z", "n1", "n2"])
+    right = NAMELESS.iloc[[1, 3, 6, 4]].reset_index(drop=True).assign(key=["A", "Z", "N3", "N1"])
+    out = api.merge(left, right, on=["name", "city"], method=method, threshold=merge_threshold,
+                    **_missing_kwargs(method, tiny_model))
+    assert out["key_y"].tolist()[:2] == ["A", "Z"]  # the named rows find their copies
+    assert out["key_y"].iloc[2:].isna().all(), out  # a nameless row links to nothing, not to another nameless row
+    assert not {"N3", "N1"} & set(out["key_y"].dropna())  # and nothing links to a nameless row
+    knn = api.merge_knn(left, right, on=["name", "city"], method=method, k=4, threshold=merge_threshold,
+                        **_missing_kwargs(method, tiny_model))
+    assert not {"N3", "N1"} & set(knn["key_y"].dropna())
+    assert knn.loc[knn["key_x"].isin(["n1", "n2"]), "key_y"].isna().all()
+
+
+@pytest.mark.parametrize(("method", "merge_threshold", "dedup_threshold"), MISSING_CASES)
+def test_dedup_keeps_nameless_rows(tiny_model: Path, method: str, merge_threshold, dedup_threshold) -> None:
+    ids = api.cluster_rows(NAMELESS, on=["name", "city"], method=method, threshold=dedup_threshold,
+                           **_missing_kwargs(method, tiny_model))["cluster_id"].tolist()
+    assert ids[4:] == [2, 3, 4]  # three clusters of their own, not one cluster of "nothing"
+    assert ids[0] == ids[1] != ids[2] == ids[3]
+    kept = api.dedup_rows(NAMELESS, on=["name", "city"], method=method, threshold=dedup_threshold,
+                          **_missing_kwargs(method, tiny_model))
+    assert kept.index.tolist() == [0, 2, 4, 5, 6]
+
+
+def test_fellegi_sunter_never_links_a_pair_without_evidence() -> None:
+    from linkage_pipeline.probabilistic import FellegiSunter, FieldSpec
+
+    model = FellegiSunter([FieldSpec("name"), FieldSpec("city")]).fit(NAMELESS)
+    probabilities = model.pattern_probabilities()
+    assert probabilities[0] == pytest.approx(model.lambda_)  # every field missing: the prior alone
+    assert not model.accepted_patterns(threshold=1e-9)[0]
+    links = model.predict(threshold=1e-9)
+    pairs = set(zip(links.attrs["left_row"].tolist(), links.attrs["right_row"].tolist()))
+    assert {(0, 1), (2, 3)} <= pairs
+    assert not [(i, j) for i, j in pairs if i in (4, 5, 6) or j in (4, 5, 6)]  # the nameless rows
+
+
 def test_aggregate_rows_maps_fine_rows_to_coarse_keys(tiny_model: Path) -> None:
     coarse = pd.DataFrame({"industry": ["acme corporation", "globex industries"], "code": ["A", "G"]})
     fine = pd.DataFrame({"product": ["ACME Corporation", "Globex Industries", "acme corporation"]})

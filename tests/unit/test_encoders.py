@@ -112,6 +112,48 @@ def test_batching_and_length_sorting_do_not_change_embeddings(encoder: Multimoda
     np.testing.assert_allclose(single, encoder.encode_texts(TEXTS), atol=1e-5)
 
 
+@pytest.fixture(scope="module", params=["tiny_vit", "tiny_cnn", "shipped"])
+def any_encoder(request) -> MultimodalEncoder:
+    if request.param == "shipped":
+        from linkage_pipeline.models import shipped_model_dir
+
+        return load_encoder(shipped_model_dir())
+    return MultimodalEncoder.create(seed=3, **TINY, vision_tower=request.param.removeprefix("tiny_"))
+
+
+def test_an_embedding_does_not_depend_on_what_is_embedded_with_it(any_encoder: MultimodalEncoder) -> None:
+    """A text or crop embedded alone, among longer texts or other crops, first or last of a batch or in a short last
+    batch, gives the same bits: an incremental run (a new page's crops embedded on their own) must equal a run that
+    embeds every crop at once. Before, a batch was padded to its longest text and ran on as many rows as it had,
+    and the float rounding followed those shapes."""
+    enc = any_encoder
+    short = "明治製菓"
+    longer = ["東洋紡績株式會社大阪支店", "大日本印刷株式會社東京工場", "日本鐵道株式會社", "三菱重工業株式會社長崎造船所",
+              "(株)日立製作所", "住友金属工業株式會社", "帝國人造絹絲株式會社", "東京瓦斯株式會社", "鐘淵紡績株式會社",
+              "日本郵船株式會社", "王子製紙株式會社"]
+    alone = enc.encode_texts([short], batch_size=8)[0]
+    for texts in ([*longer[:3], short, *longer[3:]], [*longer, short], [short, *longer], [*longer[:9], short]):
+        at = texts.index(short)
+        np.testing.assert_array_equal(enc.encode_texts(texts, batch_size=8)[at], alone)
+    twice = enc.encode_texts([short, *longer, short], batch_size=8)
+    np.testing.assert_array_equal(twice[0], twice[-1])
+
+    crops = _crops(12)
+    crop_alone = enc.encode_images(crops[:1], directions=DIRS[:1], batch_size=8)[0]
+    dirs = [DIRS[i % 2] for i in range(12)]
+    for order in ([0, *range(1, 12)], [*range(1, 12), 0], [*range(1, 10), 0]):
+        got = enc.encode_images([crops[i] for i in order], directions=[dirs[i] for i in order], batch_size=8)
+        np.testing.assert_array_equal(got[order.index(0)], crop_alone)
+
+
+def test_texts_are_padded_to_a_length_of_their_own(encoder: MultimodalEncoder) -> None:
+    assert [encoder.padded_length(n) for n in (1, 2, 8, 9, 16, 17, 24)] == [8, 8, 8, 16, 16, 24, 24]
+    tokens = encoder.tokenize(["日本", "明治製菓"], length=16)
+    assert tokens["input_ids"].shape == (2, 16) and tokens["attention_mask"].sum(dim=1).tolist() == [4, 6]
+    with pytest.raises(ValueError, match="shorter than the longest text"):
+        encoder.tokenize(["明治製菓"], length=3)
+
+
 def test_vertical_crops_are_reflowed_and_padded_not_squashed(encoder: MultimodalEncoder) -> None:
     column = _crops(2)[1]
     assert column.height > column.width

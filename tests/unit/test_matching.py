@@ -9,6 +9,7 @@ from linkage_pipeline.matching import (
     IndexMeta,
     IndexSpec,
     build_index,
+    exact_scores,
     faiss_gpu_available,
     knn,
     load_index,
@@ -128,3 +129,20 @@ def test_topk_frame_arrays_flattens_row_major() -> None:
     assert list(cols["target_id"]) == ["t1", "t0", "t0"]
     assert list(cols["rank"]) == [1, 2, 1]
     np.testing.assert_allclose(cols["score"], [0.9, 0.5, 0.8], rtol=1e-6)
+
+
+def test_exact_scores_are_float64_products_of_the_pairs_alone() -> None:
+    rng = np.random.default_rng(3)
+    q, t = _unit(rng, 30, 128), _unit(rng, 50, 128)
+    ids = np.array([[4, 0, -1]] * 30)
+    scores = exact_scores(q, t, ids)
+    assert scores.dtype == np.float64 and np.isneginf(scores[:, 2]).all()
+    np.testing.assert_allclose(scores[:, 0], q.astype(np.float64) @ t[4].astype(np.float64), rtol=1e-12)
+    # a pair scores the same bits whatever else is scored with it (FAISS's float32 scores do not: BLAS for large
+    # searches, SIMD loops for small ones)
+    np.testing.assert_array_equal(exact_scores(q[7:8], t, ids[:1]), scores[7:8])
+    np.testing.assert_array_equal(exact_scores(q, t, ids, chunk=7), scores)
+    with pytest.raises(ValueError, match="ids reach row 50"):
+        exact_scores(q, t, np.full((30, 1), 50))
+    with pytest.raises(ValueError, match="expected queries"):
+        exact_scores(q, t, ids[:3])

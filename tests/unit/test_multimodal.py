@@ -101,7 +101,7 @@ def _frame(source: str, ids: list[str], img: np.ndarray, txt: np.ndarray, model:
             "crop_id": ids,
             "source": source,
             "ocr": "tesseract",
-            "text": "",
+            "text": [f"text of {i}" for i in ids],
             "model_id": model,
             "image_embedding": list(img),
             "text_embedding": list(txt),
@@ -221,3 +221,44 @@ def test_a_removed_target_or_a_new_weight_rebuilds_and_relinks_everything(tmp_pa
     assert s["queries_searched"] == 18 and "t000" not in set(relinked["target_crop_id"])
     rows, stats = update_target_indexes(fewer, ["t"], out, weight=0.7)
     assert stats["rebuilt"] == 3
+
+
+def test_links_do_not_depend_on_which_queries_are_searched_together() -> None:
+    """A query searched alone (FAISS's SIMD loop) or among 2000 (BLAS) gets the same list, scores and order; two
+    targets with the same vector (one firm listed twice) tie exactly and rank by id. Before, scores were FAISS's
+    float32 values, which differ in the last bits between the two paths (an incremental run searches a new page's
+    queries alone, a full run all of them), so scores changed and near-ties could swap places."""
+    rng = np.random.default_rng(5)
+    img, txt = _unit(rng, 100, 128), _unit(rng, 100, 128)
+    img[41], txt[41] = img[7], txt[7]  # t041 is a copy of t007
+    targets = _frame("t", [f"t{i:03d}" for i in range(100)], img, txt)
+    q_img = np.concatenate([img[:30] + 0.3 * _unit(rng, 30, 128), _unit(rng, 1970, 128)])
+    q_txt = np.concatenate([txt[:30] + 0.3 * _unit(rng, 30, 128), _unit(rng, 1970, 128)])
+    queries = _frame("q", [f"q{i:04d}" for i in range(2000)], q_img / np.linalg.norm(q_img, axis=1, keepdims=True),
+                     q_txt / np.linalg.norm(q_txt, axis=1, keepdims=True))
+    indexes, _ = index_targets(targets, ["t"], weight=0.5)
+    together = relink(queries, targets, [("q", "t")], indexes, weight=0.5)[0]
+    for i in (7, 12, 1500):
+        alone = relink(queries.iloc[[i]], targets, [("q", "t")], indexes, weight=0.5)[0]
+        mine = together[together["query_crop_id"] == f"q{i:04d}"]
+        pd.testing.assert_frame_equal(_sorted(alone), _sorted(mine), check_exact=True)
+    q7 = _sorted(together[(together["query_crop_id"] == "q0007") & (together["method"] == "multimodal")])
+    assert q7["target_crop_id"].tolist()[:2] == ["t007", "t041"]
+    assert q7["score"].iloc[0] == q7["score"].iloc[1]
+
+
+def test_empty_texts_never_match_each_other() -> None:
+    # q0 and t0 were both read as nothing (same "text" embedding, the encoder's output for no characters); their
+    # images differ. The language method must not call them a perfect match; multimodal falls back to the image.
+    eye = np.eye(3, dtype=np.float32)
+    same_text = np.tile(eye[2], (2, 1))
+    targets = _frame("t", ["t0", "t1"], eye[[0, 1]], same_text).assign(text=["", "東洋紡績"])
+    queries = _frame("q", ["q0"], eye[[1]], same_text[:1]).assign(text=[""])
+    links = embedding_links(pd.concat([targets, queries]), [("q", "t")], k=2)
+    language = links[links["method"] == "language"].set_index("target_crop_id")["score"]
+    np.testing.assert_allclose(language.to_numpy(), 0.0, atol=1e-7)
+    mm = method_embeddings(pd.concat([targets, queries]), "multimodal", 0.5)
+    np.testing.assert_allclose(mm[0], eye[0], atol=1e-6)  # t0: no text, image alone
+    np.testing.assert_allclose(mm[2], eye[1], atol=1e-6)  # q0: no text, image alone
+    top = links[(links["method"] == "multimodal") & (links["rank"] == 1)]["target_crop_id"].tolist()
+    assert top == ["t1"]  # q0's image is t1's; the shared empty reading no longer pulls it to t0

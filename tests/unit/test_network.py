@@ -196,3 +196,34 @@ def test_graphml_of_built_graph_round_trips(tmp_path):
 def test_graphml_rejects_non_graph(tmp_path):
     with pytest.raises(ValueError, match="networkx graph"):
         write_graphml({"a": "b"}, tmp_path / "x.graphml")  # type: ignore[arg-type]
+
+
+#: ``mart_supply_chain_edges`` with no rows, as DuckDB returns it when no list page had an accepted title.
+NO_EDGES = pd.DataFrame(
+    {c: pd.Series(dtype="object") for c in ("supplier_id", "customer_id", "supplier_label", "customer_label", "page")}
+)
+
+
+def test_no_edges_give_an_empty_graph():
+    nodes = NO_EDGES[["supplier_id", "supplier_label"]].set_axis(["node_id", "label"], axis=1)
+    G = build_supply_chain_graph(NO_EDGES, nodes)
+    assert G.number_of_nodes() == 0 and G.number_of_edges() == 0
+    assert build_supply_chain_graph(NO_EDGES).number_of_nodes() == 0
+    assert anchor_distances(G, []).columns.tolist() == [
+        "anchor_id", "anchor_label", "node_id", "label", "undirected_distance", "distance_to_anchor",
+        "distance_from_anchor",
+    ]
+
+
+@pytest.mark.parametrize("anchors", [(), ("三井物産",)])
+def test_build_network_of_no_edges_is_an_empty_result(tmp_path, anchors):
+    from linkage_pipeline import stages
+
+    result = stages.build_network(NO_EDGES, tmp_path / "net", anchors=anchors)
+    assert (result.n_nodes, result.n_edges) == (0, 0)
+    assert result.centrality.empty and list(result.centrality.columns) == list(stages.FIRM_CENTRALITY)
+    assert result.anchor_distances.empty and list(result.anchor_distances.columns) == list(stages.FIRM_ANCHOR_DISTANCES)
+    assert nx.read_graphml(result.graphml_path).number_of_nodes() == 0
+    assert result.plot_path.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match=r"edges is missing columns \['customer_label'\]"):
+        stages.build_network(NO_EDGES.drop(columns="customer_label"), tmp_path / "net")

@@ -123,3 +123,21 @@ def test_ngram_scores_do_not_depend_on_the_other_texts():
     np.put_along_axis(among, idx, scores, axis=1)
     assert alone.max() > 0.3
     np.testing.assert_array_equal(among[:, len(crowd):], alone)
+
+
+@pytest.mark.parametrize("empty_side", ["lists", "directory", "both"])
+def test_a_linkage_with_an_empty_side_yields_no_links(empty_side: str) -> None:
+    texts = _corpus(4, 6)
+    if empty_side != "both":
+        texts = texts[texts["source"] != empty_side]
+    else:
+        texts = texts.iloc[:0]
+    links, inputs, stats = stages.relink_sources_by_strings(texts, [("lists", "directory")], methods=METHODS, k=3)
+    assert links.empty and list(links.columns) == list(stages.STRING_LINKS)
+    assert inputs.empty and list(inputs.columns) == list(stages.STRING_LINK_INPUTS)
+    assert stats == {"queries_searched": 0, "queries_checked": 0, "queries_kept": 0}
+    lines = stages.empty_linkages(texts["source"], [("lists", "directory")], what="OCR texts")
+    sides = {"lists": "query source 'lists'", "directory": "target source 'directory'",
+             "both": "query source 'lists' or target source 'directory'"}[empty_side]
+    assert lines == [f"lists -> directory: no OCR texts in {sides}"]
+    assert stages.empty_linkages(_corpus(2, 2)["source"], [("lists", "directory")], what="OCR texts") == []
