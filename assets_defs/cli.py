@@ -12,8 +12,18 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from assets_defs._common import RunOwner
+    from linkage_pipeline.documents.sources import SourceRegistry
+    from linkage_pipeline.tables import TableRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEMO_DIR = REPO_ROOT / "data" / "demo"
@@ -60,76 +70,219 @@ def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool,
     )
 
 
-def materialize_all(data_dir: Path) -> None:
-    """Materializes every asset: each source's partition, then the cross-source assets."""
-    import dagster as dg
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
-    from assets_defs.definitions import defs
-    from assets_defs.jobs import linkage_job, source_job
-    from assets_defs.partitions import SOURCE_PARTITIONS_NAME
+
+class ConfigError(Exception):
+    """A file-level problem with the data directory (missing, or a sources.yaml that cannot be read): one line."""
+
+
+@dataclass
+class RunOutcome:
+    """One run the CLI executed: what it was, its run id, and for a failed run one line per failed step."""
+
+    label: str
+    run_id: str
+    success: bool
+    failures: list[str] = field(default_factory=list)
+
+
+def one_line(message: str) -> str:
+    """A (possibly multi-line) error message as one line: the YAML parser's source excerpt and caret are dropped."""
+    lines = [line.strip() for line in message.splitlines() if line.strip() and not line[:1].isspace()]
+    return "; ".join(lines)
+
+
+def load_registries(data_dir: Path) -> tuple[SourceRegistry, TableRegistry]:
+    """The document and table sources of ``data_dir``.
+
+    Raises:
+        ConfigError: one line naming the file and the problem when the directory or its sources.yaml is missing
+            or sources.yaml cannot be read as a whole (a bad entry is only rejected, never raised).
+    """
     from linkage_pipeline.documents.sources import load_sources
-
-    _configure_env(data_dir)
-    registry = load_sources(data_dir)
-    for r in registry.rejected:
-        print(f"rejected: {r.file}: {r.reason}", file=sys.stderr)
-    instance = dg.DagsterInstance.get()
-    names = [s.name for s in registry.sources]
-    known = set(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
-    new = [n for n in names if n not in known]
-    if new:
-        instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, new)
-    # The sources table and the linkage model first: per-source assets read both.
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    defs.resolve_job_def(linkage_job.name).execute_in_process(
-        instance=instance,
-        asset_selection=[dg.AssetKey("document_sources"), dg.AssetKey("linkage_model")],
-        run_config=quiet,
-    )
-    for name in names:
-        t0 = time.perf_counter()
-        result = defs.resolve_job_def(source_job.name).execute_in_process(
-            instance=instance, partition_key=name, run_config=quiet, raise_on_error=False
-        )
-        print(f"source {name}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s", flush=True)
-    t0 = time.perf_counter()
-    result = defs.resolve_job_def(linkage_job.name).execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
-    print(f"linkage, evaluation, SQL models, network: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
-    materialize_tables(data_dir, instance, quiet)
-
-
-def materialize_tables(data_dir: Path, instance: object, run_config: dict) -> None:
-    """Materializes the table sources (CSV/Parquet) of sources.yaml, if any: each table's records, then the
-    Fellegi-Sunter patterns, model, links and clusters."""
-    from assets_defs.definitions import defs
-    from assets_defs.jobs import table_job, table_linkage_job
-    from assets_defs.tables import TABLE_PARTITIONS_NAME
     from linkage_pipeline.tables import load_table_sources
 
-    registry = load_table_sources(data_dir)
-    for r in registry.rejected:
-        print(f"rejected: {r.file}: {r.source}: {r.reason}", file=sys.stderr)
+    try:
+        return load_sources(data_dir), load_table_sources(data_dir)
+    except (OSError, ValueError) as exc:  # OSError: e.g. a sources.yaml that cannot be read
+        raise ConfigError(one_line(str(exc))) from None
+
+
+def error_line(error: object) -> str:
+    """``Type: first line of the message`` of a Dagster ``SerializableErrorInfo``, unwrapped to the user's error."""
+    while getattr(error, "cause", None) is not None and (error.cls_name or "").startswith("Dagster"):
+        error = error.cause
+    cls = error.cls_name or "Error"
+    first = next((line.strip() for line in error.message.splitlines() if line.strip()), "")
+    # the message is traceback.format_exception_only: "module.Type: text"
+    head, sep, rest = first.partition(f"{cls}: ")
+    if sep and (not head or head.endswith(".")):
+        first = rest
+    return f"{cls}: {first}" if first else cls
+
+
+def run_failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    """One line per failed step of an ``ExecuteInProcessResult``: the step (with its assets) and its error; the
+    run's own failure when no step failed (e.g. a resource that could not start)."""
+    import dagster as dg
+
+    lines, seen = [], set()
+    for event in result.all_events:
+        if not (event.is_step_failure or event.is_resource_init_failure) or event.step_key in seen:
+            continue
+        seen.add(event.step_key)
+        data = event.step_failure_data if event.is_step_failure else event.event_specific_data
+        error = getattr(data, "error", None)
+        where = event.step_key or "run"
+        try:
+            keys = result.job_def.asset_layer.get_selected_entity_keys_for_node(event.node_handle)
+            assets = sorted(k.to_user_string() for k in keys if isinstance(k, dg.AssetKey))
+        except Exception:  # noqa: BLE001 - the asset names only decorate the line
+            assets = []
+        if assets and assets != [where]:
+            where += f" (asset{'s' if len(assets) > 1 else ''} {', '.join(assets)})"
+        lines.append(f"step {where}: {error_line(error) if error is not None else event.message}")
+    if not lines and not result.success:
+        for event in result.all_events:
+            if event.event_type == dg.DagsterEventType.RUN_FAILURE:
+                error = getattr(event.event_specific_data, "error", None)
+                lines.append(f"run: {error_line(error) if error is not None else one_line(event.message or '')}")
+    return lines
+
+
+class _Runner:
+    """Executes jobs in this process against the Dagster instance, tagged with this process as their owner,
+    and keeps what happened to each for the summary."""
+
+    def __init__(self, instance: dg.DagsterInstance, owner: RunOwner) -> None:
+        self.instance, self.owner = instance, owner
+        self.outcomes: list[RunOutcome] = []
+
+    def execute(self, label: str, job_name: str, **kwargs: object) -> RunOutcome:
+        from assets_defs.definitions import defs
+
+        t0 = time.perf_counter()
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=self.instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False, tags=self.owner.tags, **kwargs
+        )
+        outcome = RunOutcome(label, result.run_id, result.success, [] if result.success else run_failures(result))
+        self.outcomes.append(outcome)
+        print(f"{label}: {'ok' if outcome.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s", flush=True)
+        for line in outcome.failures:
+            print(f"  {line}", file=sys.stderr)
+        if not outcome.success:
+            print(f"  run {outcome.run_id}", file=sys.stderr, flush=True)
+        return outcome
+
+
+def materialize_all(runner: _Runner, documents: SourceRegistry, tables: TableRegistry) -> None:
+    """Materializes every asset: each document source's partition, then the cross-source assets, then the tables.
+
+    Without document sources (a data directory of tables only) the document jobs are not run at all: only
+    ``document_sources`` is refreshed (it records rejected entries of sources.yaml).
+    """
+    import dagster as dg
+
+    from assets_defs.jobs import linkage_job, source_job
+    from assets_defs.partitions import SOURCE_PARTITIONS_NAME
+
+    names = [s.name for s in documents.sources]
+    instance = runner.instance
+    if not names:
+        print("no document sources in sources.yaml: the document jobs are skipped", flush=True)
+        runner.execute("document sources", linkage_job.name, asset_selection=[dg.AssetKey("document_sources")])
+    else:
+        known = set(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
+        new = [n for n in names if n not in known]
+        if new:
+            instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, new)
+        # The sources table and the linkage model first: per-source assets read both.
+        runner.execute("document sources and linkage model", linkage_job.name,
+                       asset_selection=[dg.AssetKey("document_sources"), dg.AssetKey("linkage_model")])
+        for name in names:
+            runner.execute(f"source {name}", source_job.name, partition_key=name)
+        runner.execute("linkage, evaluation, SQL models, network", linkage_job.name)
+    materialize_tables(runner, tables)
+
+
+def materialize_tables(runner: _Runner, registry: TableRegistry) -> None:
+    """Materializes the table sources (CSV/Parquet) of sources.yaml, if any: each table's records, then the
+    Fellegi-Sunter patterns, model, links and clusters."""
+    from assets_defs.jobs import table_job, table_linkage_job
+    from assets_defs.tables import TABLE_PARTITIONS_NAME
+
     if not registry.sources:
         return
-    known = set(instance.get_dynamic_partitions(TABLE_PARTITIONS_NAME))
+    known = set(runner.instance.get_dynamic_partitions(TABLE_PARTITIONS_NAME))
     new = [n for n in registry.names if n not in known]
     if new:
-        instance.add_dynamic_partitions(TABLE_PARTITIONS_NAME, new)
+        runner.instance.add_dynamic_partitions(TABLE_PARTITIONS_NAME, new)
     for name in registry.names:
-        t0 = time.perf_counter()
-        result = defs.resolve_job_def(table_job.name).execute_in_process(
-            instance=instance, partition_key=name, run_config=run_config, raise_on_error=False
-        )
-        print(f"table {name}: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s", flush=True)
-    t0 = time.perf_counter()
-    result = defs.resolve_job_def(table_linkage_job.name).execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False
-    )
-    print(f"table linkages: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
+        runner.execute(f"table {name}", table_job.name, partition_key=name)
+    runner.execute("table linkages", table_linkage_job.name)
 
 
-def print_report(data_dir: Path) -> None:
-    """Prints the evaluation tables from the DuckDB file."""
+def release_stale_runs(instance: dg.DagsterInstance) -> None:
+    """Marks failed the runs of `linkage-pipeline` processes that died mid-run and frees the pool slots of runs
+    that are over, printing one line each; names the live runs of other processes that hold pool slots."""
+    from assets_defs._common import release_dead_runs
+
+    released, holding = release_dead_runs(instance)
+    for line in released:
+        print(f"released: {line}", file=sys.stderr)
+    for line in holding:
+        print(f"note: {line}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+#: The instance and run owner of the command in progress, for the signal handler (main thread).
+_ACTIVE: dict[str, object] = {}
+
+
+def run_pipeline(data_dir: Path) -> int:
+    """Materializes everything for ``data_dir`` and prints the report; 1 if a run failed, else 0."""
+    import dagster as dg
+
+    from assets_defs._common import RunOwner
+
+    documents, tables = load_registries(data_dir)
+    # each rejection was logged (a warning on stderr) once by the loaders
+    if not documents.sources and not tables.sources:
+        raise ConfigError(f"{data_dir.resolve() / 'sources.yaml'}: no document or table source could be loaded "
+                          "(see the rejections above); expected at least one")
+    _configure_env(data_dir)
+    instance = dg.DagsterInstance.get()
+    release_stale_runs(instance)
+    owner = RunOwner(instance)
+    _ACTIVE.update(instance=instance, owner=owner)
+    runner = _Runner(instance, owner)
+    try:
+        materialize_all(runner, documents, tables)
+    except BaseException:
+        from assets_defs._common import release_own_runs
+
+        release_own_runs(instance, owner, "its linkage-pipeline process stopped on an error")
+        raise
+    finally:
+        _ACTIVE.clear()
+        owner.close()
+    print_report(data_dir, documents=bool(documents.sources))
+    failed = [o for o in runner.outcomes if not o.success]
+    if not failed:
+        return 0
+    print(f"\n{len(failed)} of {len(runner.outcomes)} runs FAILED:", file=sys.stderr)
+    for o in failed:
+        print(f"  {o.label} (run {o.run_id}):", file=sys.stderr)
+        for line in o.failures:
+            print(f"    {line}", file=sys.stderr)
+    print(f"open a run in the UI: .venv/bin/linkage-pipeline ui --data-dir {data_dir}, then "
+          "http://127.0.0.1:3000/runs/<run id>", file=sys.stderr, flush=True)
+    return 1
+
+
+def print_report(data_dir: Path, *, documents: bool = True) -> None:
+    """Prints the evaluation tables from the DuckDB file (the document ones only where there are document sources)."""
     import pandas as pd
 
     from resources import LinkageStore
@@ -145,7 +298,8 @@ def print_report(data_dir: Path) -> None:
     pd.set_option("display.max_columns", 20)
     from linkage_pipeline.stages import table_one_markdown
 
-    for table in ("layout_evaluation", "ocr_evaluation", "linkage_evaluation", "rejected_inputs"):
+    tables = ("layout_evaluation", "ocr_evaluation", "linkage_evaluation") if documents else ()
+    for table in (*tables, "rejected_inputs"):
         if not store.table_exists(table):
             print(f"\n== {table}: not materialized")
             continue
@@ -168,7 +322,11 @@ def print_report(data_dir: Path) -> None:
 
 def run_ui(data_dir: Path, port: int) -> None:
     """Starts `dagster dev` on 127.0.0.1 with this data directory; Ctrl-C (or SIGTERM) stops it."""
+    import dagster as dg
+
     _configure_env(data_dir)
+    # runs of linkage-pipeline processes that died would keep their pool slots and block the UI's runs too
+    release_stale_runs(dg.DagsterInstance.get())
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
     if dagster is None:
@@ -177,6 +335,88 @@ def run_ui(data_dir: Path, port: int) -> None:
     print("starting:", " ".join(cmd), flush=True)
     os.chdir(REPO_ROOT)
     os.execv(dagster, cmd)
+
+
+class _Stopped(BaseException):
+    """SIGINT or SIGTERM arrived (raised in the main thread by the handler)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _stop_now(signum: int, stderr: object) -> None:
+    """Marks this process's unfinished runs failed, frees their pool slots and exits with 128 + ``signum``."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)  # a second signal ends the process at once
+    code = 128 + signum
+    watchdog = threading.Timer(10.0, os._exit, (code,))  # the instance's database may be locked by the run
+    watchdog.daemon = True
+    watchdog.start()
+    name = signal.Signals(signum).name
+    print(f"\nlinkage-pipeline: stopped by {name}", file=stderr, flush=True)
+    instance, owner = _ACTIVE.get("instance"), _ACTIVE.get("owner")
+    if instance is not None and owner is not None:
+        from assets_defs._common import release_own_runs
+
+        try:
+            for run_id in release_own_runs(instance, owner, f"its linkage-pipeline process was stopped by {name}"):
+                print(f"marked run {run_id} failed and freed its pool slots", file=stderr, flush=True)
+        except Exception as exc:  # noqa: BLE001 - the next linkage-pipeline command releases them (lock is gone)
+            print(f"could not mark the run failed ({type(exc).__name__}: {exc}); the next linkage-pipeline command "
+                  "will", file=stderr, flush=True)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001, S110 - exiting anyway
+            pass
+    os._exit(code)
+
+
+def run_answering_signals(command: object) -> int:
+    """Runs ``command()`` in a worker thread while the main thread answers SIGINT and SIGTERM at once.
+
+    Dagster executing a run in the main thread replaces the handlers of both signals and only looks at them
+    between steps (never while a step waits for a pool slot), so a stopped command could run on for ever. In a
+    worker thread Dagster leaves the handlers alone; on a signal the main thread marks the command's unfinished
+    runs failed, frees their pool slots and exits (130 for SIGINT, 143 for SIGTERM) even if a step is still
+    computing. Writes are atomic (DESIGN section 3), so this is no worse than the process being killed.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread can handle signals
+        return int(command() or 0)
+    # Dagster points fds 1 and 2 at its log files while a run executes: the signal message goes to a copy
+    try:
+        stderr = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError):  # a stderr without a file descriptor (captured in tests)
+        stderr = sys.stderr
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome["rc"] = command()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            outcome["error"] = exc
+
+    previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker = threading.Thread(target=work, name="linkage-pipeline", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    except _Stopped as stop:
+        _stop_now(stop.signum, stderr)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if stderr is not sys.stderr:
+            stderr.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    return int(outcome.get("rc") or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,22 +442,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    try:
+        if args.command == "ui":
+            run_ui(args.data_dir, args.port)
+            return 0
+        return run_answering_signals(lambda: _command(args))
+    except ConfigError as exc:
+        print(f"linkage-pipeline: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _command(args: argparse.Namespace) -> int:
+    """One command other than ``ui``; its exit status."""
     if args.command == "generate":
         generate_demo(args.out, seed=args.seed, n_firms=args.n_firms, force=True, heldout=args.heldout)
     elif args.command == "demo":
         t0 = time.perf_counter()
         generate_demo(args.data_dir, seed=args.seed, n_firms=args.n_firms, force=args.force)
-        materialize_all(args.data_dir)
-        print_report(args.data_dir)
+        rc = run_pipeline(args.data_dir)
         print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s")
         print(f"open the UI:  .venv/bin/linkage-pipeline ui --data-dir {args.data_dir}   (then http://127.0.0.1:3000)")
+        return rc
     elif args.command == "run":
-        materialize_all(args.data_dir)
-        print_report(args.data_dir)
+        return run_pipeline(args.data_dir)
     elif args.command == "report":
-        print_report(args.data_dir)
-    elif args.command == "ui":
-        run_ui(args.data_dir, args.port)
+        documents, _ = load_registries(args.data_dir)
+        print_report(args.data_dir, documents=bool(documents.sources))
     return 0
 
 

@@ -49,6 +49,9 @@ def unprocessed_sources(instance: dg.DagsterInstance, linkage_store: LinkageStor
 )
 def linkage_job_schedule(context: dg.ScheduleEvaluationContext, linkage_store: LinkageStore):
     """Requests one incremental linkage run per tick, unless source runs are still in progress."""
+    if not linkage_store.registry().sources:
+        # a data directory of tables only: nothing to link here (table_linkage_sensor links the tables)
+        return dg.SkipReason("no document sources in sources.yaml")
     busy = runs_in_progress(context.instance, ["source_job"])
     if busy:
         return dg.SkipReason(f"{busy} source run(s) in progress; linking at the next tick")

@@ -6,10 +6,30 @@ from pathlib import Path
 
 import dagster as dg
 
-from linkage_pipeline.store import SqlModel, load_sql_models
+from linkage_pipeline import schema, stages
+from linkage_pipeline.store import SqlModel, Store, load_sql_models
 from resources import LinkageStore
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
+#: The per-source tables the SQL models read (DuckDB views over one Parquet file per source), with their columns.
+PER_SOURCE_TABLES = {
+    "page_images": schema.PAGE_IMAGES,
+    "layout_regions": schema.LAYOUT_REGIONS,
+    "region_crops": schema.REGION_CROPS,
+    "ocr_texts": schema.OCR_TEXTS,
+    "labelled_regions": stages.LABELLED_REGIONS,
+}
+
+
+def ensure_per_source_views(store: Store, model: SqlModel) -> list[str]:
+    """Creates the views of the per-source tables ``model`` reads that no source has written yet (a data
+    directory of tables only, or a source not run yet), so the model reads them as empty; returns their names."""
+    missing = [dep for dep in model.depends_on if dep in PER_SOURCE_TABLES and not store.table_exists(dep)]
+    for dep in missing:
+        # the view write_partition creates: over the table's partition files and its schema file, so the first
+        # partition written later shows through it
+        store.ensure_view(dep, PER_SOURCE_TABLES[dep])
+    return missing
 
 
 def _sql_asset(model: SqlModel) -> dg.AssetsDefinition:
@@ -29,8 +49,9 @@ def _sql_asset(model: SqlModel) -> dg.AssetsDefinition:
     )
     def _run(linkage_store: LinkageStore) -> dg.MaterializeResult:
         store = linkage_store.store()
+        empty = ensure_per_source_views(store, model)
         n = store.run_sql_model(model)
-        return dg.MaterializeResult(metadata={"rows": n})
+        return dg.MaterializeResult(metadata={"rows": n, "empty_inputs": dg.MetadataValue.json(empty)})
 
     return _run
 
