@@ -34,6 +34,13 @@ def labelled_regions(context: dg.AssetExecutionContext, linkage_store: LinkageSt
     return dg.MaterializeResult(metadata={**empty, "matched": n, "regions": len(regions), "labels": len(labels)})
 
 
+def _evaluation_result(store, name: str, table: pd.DataFrame, contract: dict, why_empty: str) -> dg.MaterializeResult:
+    """Writes an evaluation table and says so in the metadata (with the reason when it has no rows)."""
+    store.replace_table(name, table, contract)
+    empty = {"empty": why_empty} if table.empty else {}
+    return dg.MaterializeResult(metadata={**empty, "rows": len(table), "table": preview(table)})
+
+
 @dg.asset(group_name="evaluation", deps=[labelled_regions], kinds={"duckdb"}, pool="duckdb")
 def layout_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per labelled source: precision and recall of detected regions at IoU >= 0.5; refreshed on demand."""
@@ -44,9 +51,8 @@ def layout_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
         store.read_partitions("region_labels", schema.REGION_LABELS),
         store.read_partitions("labelled_regions", stages.LABELLED_REGIONS),
     )
-    store.replace_table("layout_evaluation", table, stages.LAYOUT_EVALUATION)
-    empty = {"empty": "no labelled source: no labels.csv rows to score layout on"} if table.empty else {}
-    return dg.MaterializeResult(metadata={**empty, "rows": len(table), "table": preview(table)})
+    return _evaluation_result(store, "layout_evaluation", table, stages.LAYOUT_EVALUATION,
+                              "no labelled source: no labels.csv rows to score layout on")
 
 
 @dg.asset(group_name="evaluation", deps=[labelled_regions, ocr_texts], kinds={"duckdb"}, pool="duckdb")
@@ -58,9 +64,8 @@ def ocr_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
         store.read_partitions("ocr_texts", schema.OCR_TEXTS),
         store.read_partitions("labelled_regions", stages.LABELLED_REGIONS),
     )
-    store.replace_table("ocr_evaluation", table, stages.OCR_EVALUATION)
-    empty = {"empty": "no OCR text of a labelled region to score"} if table.empty else {}
-    return dg.MaterializeResult(metadata={**empty, "rows": len(table), "table": preview(table)})
+    return _evaluation_result(store, "ocr_evaluation", table, stages.OCR_EVALUATION,
+                              "no OCR text of a labelled region to score")
 
 
 class LinkageEvaluationConfig(dg.Config):

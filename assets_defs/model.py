@@ -8,7 +8,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import check_result, preview
+from assets_defs._common import check_result, preview, write_rejections
 from assets_defs.documents import layout_regions, ocr_texts, region_crops
 from assets_defs.partitions import document_sources_partitions
 from linkage_pipeline import multimodal, quality, schema, stages, training
@@ -351,10 +351,12 @@ def crop_embeddings(
     )
     # Every forward pass runs on exactly batch_size crops or texts (the embeddings do not depend on what else is
     # embedded, see linkage_pipeline.encoders); on the CPU 64 is as fast per crop as 256 and pads a small run less.
+    rejected: list = []
     frame, stats = multimodal.embed_crops(
-        encoder, inputs, existing=existing, batch_size=compute.batch_size, progress=context.log.info
+        encoder, inputs, existing=existing, batch_size=compute.batch_size, progress=context.log.info, rejected=rejected
     )
     n = store.write_partition("crop_embeddings", source.name, frame, multimodal.CROP_EMBEDDINGS)
+    n_rejected = write_rejections(store, "crop_embeddings", source.name, rejected)
     computed = stats["images"] + stats["texts"]
     empty = {}
     if n == 0:
@@ -368,6 +370,7 @@ def crop_embeddings(
         metadata={
             **empty,
             "rows": n,
+            "rejected": n_rejected,
             "model_id": encoder.model_id,
             "reused_rows": int(stats["reused"]),
             "embedded_images": int(stats["images"]),

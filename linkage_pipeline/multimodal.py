@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from linkage_pipeline.documents.sources import Rejection
 from linkage_pipeline.encoders import MultimodalEncoder, pool_embeddings
 from linkage_pipeline.matching import (
     IndexMeta,
@@ -89,6 +90,7 @@ def embed_crops(
     existing: pd.DataFrame | None = None,
     batch_size: int = 256,
     progress: Callable[[str], None] | None = None,
+    rejected: list[Rejection] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Embed every (crop, text condition) row with ``encoder``, reusing rows already embedded with it.
 
@@ -99,6 +101,9 @@ def embed_crops(
             condition and text are kept as they are, all others are recomputed (never mixed across models).
         batch_size: Crops per forward pass.
         progress: Called with a progress line after each image batch (e.g. the Dagster log).
+        rejected: When given, a crop whose file cannot be read or holds no pixels is appended here as a
+            :class:`Rejection` (stage ``crop_embeddings``, with the reason) and left out, and every other crop is
+            embedded: one bad crop never fails a source. ``None``: such a crop raises.
 
     Returns:
         ``crop_embeddings`` rows in the order of ``crops`` (no rows, all columns, for no crops), and counts
@@ -107,8 +112,8 @@ def embed_crops(
         run that embeds every crop at once.
 
     Raises:
-        ValueError: If a column is missing, the encoder has no model id, or a crop file cannot be read (the
-            message names the crop and the file).
+        ValueError: If a column is missing, the encoder has no model id, or (without ``rejected``) a crop file
+            cannot be read or is empty (the message names the crop and the file).
     """
     missing = [c for c in ("crop_id", "source", "crop_path", "direction", "ocr", "text") if c not in crops.columns]
     if missing:
@@ -138,17 +143,33 @@ def embed_crops(
     # one image embedding per crop, whatever the number of text conditions
     need_images = [c for c in dict.fromkeys(rows.loc[todo, "crop_id"]) if c not in image_cache]
     first = rows.drop_duplicates("crop_id").set_index("crop_id")
+    loaded: dict[str, Image.Image] = {}
+    for cid in need_images:
+        path = first.at[cid, "crop_path"]
+        try:
+            with Image.open(path) as im:
+                image = im.convert("L")
+            if image.width == 0 or image.height == 0:
+                raise ValueError(f"the image is {image.width}x{image.height} pixels; expected both sides > 0")
+        except (OSError, ValueError) as exc:
+            reason = f"crop {cid}: cannot read {path}: {exc}; re-materialize region_crops"
+            if rejected is None:
+                raise ValueError(reason) from exc
+            rejected.append(Rejection(str(first.at[cid, "source"]), Path(str(path)).name, "crop_embeddings", reason))
+            logger.warning("%s", reason)
+            continue
+        loaded[cid] = image
+    unreadable = set(need_images) - set(loaded)
+    if unreadable:
+        # the crops that could not be read are left out, with every text condition of theirs
+        rows = rows[~rows["crop_id"].isin(unreadable)].reset_index(drop=True)
+        keys = list(zip(rows["crop_id"], rows["ocr"], rows["text"], strict=True))
+        todo = [i for i, key in enumerate(keys) if key not in keep]
+        need_images = list(loaded)
     n_img = len(need_images)
     for s in range(0, n_img, batch_size):
         ids = need_images[s : s + batch_size]
-        images = []
-        for cid in ids:
-            path = first.at[cid, "crop_path"]
-            try:
-                with Image.open(path) as im:
-                    images.append(im.convert("L"))
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"crop {cid}: cannot read {path}: {exc}; re-materialize region_crops") from exc
+        images = [loaded.pop(cid) for cid in ids]
         emb = encoder.encode_images(images, directions=[first.at[c, "direction"] for c in ids], batch_size=batch_size)
         image_cache.update(zip(ids, emb, strict=True))
         if progress is not None:

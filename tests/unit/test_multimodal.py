@@ -95,6 +95,25 @@ def test_unreadable_crop_names_the_crop_and_file(saved_models, crop_rows) -> Non
         embed_crops(a, bad)
 
 
+def test_an_unreadable_or_empty_crop_is_rejected_and_the_others_embedded(saved_models, crop_rows, tmp_path) -> None:
+    a, _ = saved_models
+    whole, _ = embed_crops(a, crop_rows)
+    bad = crop_rows.copy()
+    bad.loc[bad["crop_id"] == "c3", "crop_path"] = "/nonexistent/c3.png"
+    (tmp_path / "c4.png").write_bytes(b"")  # zero bytes: no image at all
+    bad.loc[bad["crop_id"] == "c4", "crop_path"] = str(tmp_path / "c4.png")
+    rejected: list = []
+    out, stats = embed_crops(a, bad, rejected=rejected)
+    assert [(r.source, r.file, r.stage) for r in rejected] == [("s", "c3.png", "crop_embeddings"),
+                                                                ("s", "c4.png", "crop_embeddings")]
+    assert "crop c3: cannot read /nonexistent/c3.png" in rejected[0].reason
+    assert sorted(set(out["crop_id"])) == ["c0", "c1", "c2", "c5"] and len(out) == 8
+    assert stats["images"] == 4.0
+    # the crops that were embedded are the rows of a run without the bad ones
+    keep = whole[whole["crop_id"].isin(["c0", "c1", "c2", "c5"])].reset_index(drop=True)
+    np.testing.assert_array_equal(np.stack(out["image_embedding"]), np.stack(keep["image_embedding"]))
+
+
 def _frame(source: str, ids: list[str], img: np.ndarray, txt: np.ndarray, model: str = "m") -> pd.DataFrame:
     return pd.DataFrame(
         {
