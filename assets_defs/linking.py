@@ -195,24 +195,6 @@ def _source_embeddings(
     return out, skipped
 
 
-def _linkable(registry, skipped: dict[str, str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """The linkages whose two sources both have embeddings, and one line for each that is skipped.
-
-    Raises:
-        ValueError: If linkages exist and every one of them is skipped (nothing could be linked).
-    """
-    run, lines = [], []
-    for lk in registry.linkages:
-        why = [f"{name}: {skipped[name]}" for name in (lk.query, lk.target) if name in skipped]
-        if why:
-            lines.append(f"{lk.query} -> {lk.target} skipped ({'; '.join(why)})")
-        else:
-            run.append((lk.query, lk.target))
-    if registry.linkages and not run:
-        raise ValueError("no linkage can run: " + "; ".join(lines))
-    return run, lines
-
-
 def _pooling_weight(configured: float, model: pd.Series) -> float:
     return float(model["pooling_weight"]) if configured < 0 else configured
 
@@ -231,7 +213,8 @@ def faiss_index(
     t0 = time.perf_counter()
     emb, skipped = _source_embeddings(context, linkage_store, str(model["model_id"]),
                                       sorted({lk.target for lk in registry.linkages}))
-    targets = sorted({t for _, t in _linkable(registry, skipped)[0]})
+    runnable, _ = stages.runnable_linkages([(lk.query, lk.target) for lk in registry.linkages], skipped)
+    targets = sorted({t for _, t in runnable})
     out_dir = store.artifact_dir / "indexes" / str(model["model_id"])[:16]
     rows, stats = multimodal.update_target_indexes(
         emb, targets, out_dir, methods=config.methods, weight=_pooling_weight(config.pooling_weight, model), spec=spec,
@@ -278,7 +261,9 @@ def embedding_links(
     queries, skipped = _source_embeddings(context, linkage_store, model_id, sorted({lk.query for lk in registry.linkages}))
     targets, skipped_targets = _source_embeddings(context, linkage_store, model_id,
                                                   sorted({lk.target for lk in registry.linkages}))
-    linkages, skipped_lines = _linkable(registry, {**skipped, **skipped_targets})
+    linkages, skipped_lines = stages.runnable_linkages(
+        [(lk.query, lk.target) for lk in registry.linkages], {**skipped, **skipped_targets}
+    )
     empty = _empty_linkages(context, stages.empty_linkages([*queries["source"], *targets["source"]], linkages,
                                                            what="crop embeddings"))
     reuse = not config.relink_all and store.table_exists("embedding_links") and store.table_exists("embedding_link_targets")

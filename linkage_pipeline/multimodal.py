@@ -30,7 +30,7 @@ from linkage_pipeline.matching import (
     search,
     topk_frame_arrays,
 )
-from linkage_pipeline.stages import STRING_LINKS, topk_rows
+from linkage_pipeline.stages import STRING_LINKS, empty_frame, topk_rows
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +69,6 @@ EMBEDDING_LINKS = {**STRING_LINKS, "training": "VARCHAR", "model_id": "VARCHAR"}
 EXTRA_CANDIDATES = 16
 
 
-def empty_frame(contract: dict[str, str]) -> pd.DataFrame:
-    """No rows, the columns of ``contract`` (object dtype, so any Parquet type of the contract accepts them)."""
-    return pd.DataFrame({c: pd.Series(dtype="object") for c in contract})
-
-
-_empty = empty_frame
 
 
 def _stack(values: Sequence[np.ndarray] | pd.Series, dim: int) -> np.ndarray:
@@ -125,7 +119,7 @@ def embed_crops(
     start = time.perf_counter()
     if crops.empty:
         # no linkable crop (a source without usable pages, or no title or entry found): an empty table, not an error
-        return _empty(CROP_EMBEDDINGS), {"reused": 0.0, "images": 0.0, "texts": 0.0,
+        return empty_frame(CROP_EMBEDDINGS), {"reused": 0.0, "images": 0.0, "texts": 0.0,
                                          "seconds": time.perf_counter() - start}
     rows = crops.reset_index(drop=True).copy()
     rows["text"] = rows["text"].fillna("").astype(str)
@@ -597,7 +591,7 @@ def relink(
     """
     stats = {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0, "queries_kept": 0}
     if queries.empty:
-        return _empty(EMBEDDING_LINKS), _empty(LINKED_TARGETS), stats
+        return empty_frame(EMBEDDING_LINKS), empty_frame(LINKED_TARGETS), stats
     model_id = _check_one_model(queries)
     frames, linked = [], []
     prev = previous if previous is not None and not previous.empty else None
@@ -657,6 +651,6 @@ def relink(
                 out = topk_rows(pd.concat(parts, ignore_index=True), k)
                 frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
                                          ocr=condition, training=training, model_id=model_id))
-    links = (pd.concat(frames, ignore_index=True)[list(EMBEDDING_LINKS)] if frames else _empty(EMBEDDING_LINKS))
-    targets_out = pd.concat(linked, ignore_index=True) if linked else _empty(LINKED_TARGETS)
+    links = (pd.concat(frames, ignore_index=True)[list(EMBEDDING_LINKS)] if frames else empty_frame(EMBEDDING_LINKS))
+    targets_out = pd.concat(linked, ignore_index=True) if linked else empty_frame(LINKED_TARGETS)
     return links, targets_out, stats

@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # training imports torch; this module must stay light
 logger = logging.getLogger(__name__)
 
 
-def _empty(contract: Mapping[str, str]) -> pd.DataFrame:
+def empty_frame(contract: Mapping[str, str]) -> pd.DataFrame:
+    """No rows, the columns of ``contract`` (object dtype, so any Parquet type of the contract accepts them)."""
     return pd.DataFrame({c: pd.Series(dtype="object") for c in contract})
 
 
@@ -102,7 +103,7 @@ def detect_page_regions(
                     "direction": source.direction,
                 }
             )
-    frame = pd.DataFrame(rows, columns=list(schema.LAYOUT_REGIONS)) if rows else _empty(schema.LAYOUT_REGIONS)
+    frame = pd.DataFrame(rows, columns=list(schema.LAYOUT_REGIONS)) if rows else empty_frame(schema.LAYOUT_REGIONS)
     return frame, rejected
 
 
@@ -162,7 +163,7 @@ def extract_crops(
                     "direction": reg.direction,
                 }
             )
-    frame = pd.DataFrame(rows, columns=list(schema.REGION_CROPS)) if rows else _empty(schema.REGION_CROPS)
+    frame = pd.DataFrame(rows, columns=list(schema.REGION_CROPS)) if rows else empty_frame(schema.REGION_CROPS)
     return frame, rejected
 
 
@@ -198,7 +199,7 @@ def read_crops(
                 }
             )
         )
-    frame = pd.concat(frames, ignore_index=True) if frames else _empty(schema.OCR_TEXTS)
+    frame = pd.concat(frames, ignore_index=True) if frames else empty_frame(schema.OCR_TEXTS)
     return frame, timings
 
 
@@ -219,7 +220,7 @@ def label_regions(
 ) -> pd.DataFrame:
     """Matches detected regions to labelled boxes (one-to-one by IoU) so any labelled corpus can be scored."""
     if regions.empty or labels is None or labels.empty:
-        return _empty(LABELLED_REGIONS)
+        return empty_frame(LABELLED_REGIONS)
     with_page = regions.merge(pages[["page_id", "file"]], on="page_id", how="left").rename(columns={"file": "page"})
     matches = evaluation.match_regions_to_labels(with_page, labels, iou_threshold=iou_threshold)
     out = matches.merge(with_page[["region_id", "source", "page"]], on="region_id", how="left")
@@ -282,7 +283,7 @@ def string_links(
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True) if frames else _empty(STRING_LINKS)
+    return pd.concat(frames, ignore_index=True) if frames else empty_frame(STRING_LINKS)
 
 
 def empty_linkages(sources: Iterable[str], linkages: Sequence[tuple[str, str]], *, what: str) -> list[str]:
@@ -308,6 +309,30 @@ def empty_linkages(sources: Iterable[str], linkages: Sequence[tuple[str, str]], 
     return lines
 
 
+def runnable_linkages(
+    linkages: Sequence[tuple[str, str]], skipped: Mapping[str, str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The linkages whose two sources are both usable, and one line for each that is skipped.
+
+    Args:
+        linkages: (query source, target source) pairs.
+        skipped: Why each unusable source is left out (e.g. its embeddings are missing or of another model).
+
+    Raises:
+        ValueError: If linkages exist and every one of them is skipped (nothing could be linked).
+    """
+    run, lines = [], []
+    for query, target in linkages:
+        why = [f"{name}: {skipped[name]}" for name in (query, target) if name in skipped]
+        if why:
+            lines.append(f"{query} -> {target} skipped ({'; '.join(why)})")
+        else:
+            run.append((query, target))
+    if linkages and not run:
+        raise ValueError("no linkage can run: " + "; ".join(lines))
+    return run, lines
+
+
 def link_sources_by_strings(
     crop_texts: pd.DataFrame,
     linkages: Sequence[tuple[str, str]],
@@ -331,7 +356,7 @@ def link_sources_by_strings(
             t = t_all[t_all["condition"] == condition].sort_values("crop_id")
             frames.append(string_links(q, t, methods=methods, condition=condition, k=k, workers=workers))
     frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else _empty(STRING_LINKS)
+    return pd.concat(frames, ignore_index=True) if frames else empty_frame(STRING_LINKS)
 
 
 #: The crop texts earlier string links were computed from: one row per source, text condition and crop, with a hash
@@ -437,7 +462,7 @@ def relink_sources_by_strings(
                 out = topk_rows(pd.concat(parts, ignore_index=True), k)
                 frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
                                          ocr=condition))
-    links = pd.concat(frames, ignore_index=True)[list(STRING_LINKS)] if frames else _empty(STRING_LINKS)
+    links = pd.concat(frames, ignore_index=True)[list(STRING_LINKS)] if frames else empty_frame(STRING_LINKS)
     # a bool array, not a list: an empty list would select no columns instead of no rows
     keep = np.array([(src, cond) in used for src, cond in zip(texts["source"], texts["condition"])], dtype=bool)
     inputs = texts[keep].rename(columns={"condition": "ocr"})[list(STRING_LINK_INPUTS)].reset_index(drop=True)
@@ -633,7 +658,7 @@ def select_record_links(
     """
     if links.empty:
         nan = float("nan")
-        return _empty(RECORD_LINKS), {
+        return empty_frame(RECORD_LINKS), {
             "method": method, "condition": condition, "threshold": nan if threshold is None else float(threshold),
             "chosen_by": "no candidate links", "threshold_from": "no candidate links",
             "val_top1": nan, "val_top1_with_nomatch": nan,
@@ -847,7 +872,7 @@ def _kept_rows(previous: pd.DataFrame | None, key: str, wanted: pd.Series, same:
 def _combined(kept: pd.DataFrame, new: pd.DataFrame, contract: Mapping[str, str], order: list[str]) -> pd.DataFrame:
     parts = [f for f in (kept, new) if not f.empty]
     if not parts:
-        return _empty(contract)
+        return empty_frame(contract)
     out = pd.concat([p[list(contract)] for p in parts], ignore_index=True)
     return out.sort_values(order, kind="stable").reset_index(drop=True)
 
@@ -908,6 +933,6 @@ def read_crops_incremental(
         .sort_values(["engine", "crop_id"], kind="stable")
         .reset_index(drop=True)
         if parts
-        else _empty(schema.OCR_TEXTS)
+        else empty_frame(schema.OCR_TEXTS)
     )
     return IncrementalResult(rows, [], done, reused, timings)

@@ -18,6 +18,16 @@ from linkage_pipeline.schema import PAGE_IMAGES
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 
+def materialize_pages_and_layout(resources: dict) -> None:
+    """Materializes document_sources, then page_images and layout_regions of the supplier_lists partition."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, ["supplier_lists"])
+    assert dg.materialize(all_assets, selection=["document_sources"], instance=instance, resources=resources).success
+    result = dg.materialize(all_assets, selection=["page_images", "layout_regions"], partition_key="supplier_lists",
+                            instance=instance, resources=resources)
+    assert result.success
+
+
 def test_bad_inputs_are_rejected_with_reasons_and_good_pages_survive(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -38,12 +48,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_good_pages_survive(
 
     resources = {"linkage_store": LinkageStore(data_dir=str(data)), "compute": ComputeResource(device="cpu"),
                  "engines": EnginesResource()}
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, ["supplier_lists"])
-    assert dg.materialize(all_assets, selection=["document_sources"], instance=instance, resources=resources).success
-    result = dg.materialize(all_assets, selection=["page_images", "layout_regions"], partition_key="supplier_lists",
-                            instance=instance, resources=resources)
-    assert result.success
+    materialize_pages_and_layout(resources)
 
     store = resources["linkage_store"].store()
     rejected = store.read_table("rejected_inputs")
@@ -81,12 +86,7 @@ def test_pages_and_layout_in_folders_with_glob_characters(tmp_path: Path) -> Non
                                       database=str(tmp_path / "db [1] *" / "linkage.duckdb")),
         "compute": ComputeResource(device="cpu"), "engines": EnginesResource(),
     }
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, ["supplier_lists"])
-    assert dg.materialize(all_assets, selection=["document_sources"], instance=instance, resources=resources).success
-    result = dg.materialize(all_assets, selection=["page_images", "layout_regions"], partition_key="supplier_lists",
-                            instance=instance, resources=resources)
-    assert result.success
+    materialize_pages_and_layout(resources)
     store = resources["linkage_store"].store()
     pages = store.read_table("page_images")
     assert len(pages) == len(list((data / "supplier_lists" / "pages").iterdir())) > 0

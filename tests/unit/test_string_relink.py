@@ -141,3 +141,16 @@ def test_a_linkage_with_an_empty_side_yields_no_links(empty_side: str) -> None:
              "both": "query source 'lists' or target source 'directory'"}[empty_side]
     assert lines == [f"lists -> directory: no OCR texts in {sides}"]
     assert stages.empty_linkages(_corpus(2, 2)["source"], [("lists", "directory")], what="OCR texts") == []
+
+
+def test_runnable_linkages_skip_those_with_an_unusable_side_and_refuse_when_none_is_left() -> None:
+    from linkage_pipeline.stages import runnable_linkages
+
+    linkages = [("lists", "directory"), ("bad", "directory"), ("lists", "old")]
+    run, lines = runnable_linkages(linkages, {"bad": "no crop_embeddings partition", "old": "another model"})
+    assert run == [("lists", "directory")]
+    assert lines == ["bad -> directory skipped (bad: no crop_embeddings partition)",
+                     "lists -> old skipped (old: another model)"]
+    assert runnable_linkages([], {"bad": "x"}) == ([], [])
+    with pytest.raises(ValueError, match="no linkage can run: bad -> directory skipped"):
+        runnable_linkages([("bad", "directory")], {"bad": "no crop_embeddings partition"})
