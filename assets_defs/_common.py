@@ -12,8 +12,8 @@ import dagster as dg
 import pandas as pd
 
 from linkage_pipeline import schema
-from linkage_pipeline.quality import CheckOutcome
-from linkage_pipeline.documents.sources import Rejection
+from linkage_pipeline.config import Rejection
+from linkage_pipeline.evaluation.quality import CheckOutcome
 from linkage_pipeline.store import Store
 
 

@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     import dagster as dg
 
     from assets_defs._common import RunOwner
-    from linkage_pipeline.documents.sources import SourceRegistry
-    from linkage_pipeline.tables import TableRegistry
+    from linkage_pipeline.config import SourceRegistry, TableRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEMO_DIR = REPO_ROOT / "data" / "demo"
@@ -44,9 +43,12 @@ def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool,
     """Writes the synthetic demo corpus unless one from the same settings and generator code is already there."""
     import hashlib
 
-    from linkage_pipeline.documents import firms, synthetic
+    from linkage_pipeline.synthetic import corpus as synthetic_corpus
+    from linkage_pipeline.synthetic import firms, fonts
 
-    code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (firms, synthetic))).hexdigest()[:12]
+    code = hashlib.sha256(
+        b"".join(Path(m.__file__).read_bytes() for m in (firms, fonts, synthetic_corpus))
+    ).hexdigest()[:12]
     marker = out_dir / ".corpus-settings"
     settings = f"seed={seed} n_firms={n_firms} heldout={heldout} generator={code}"
     if not force and marker.exists() and marker.read_text() == settings and (out_dir / "sources.yaml").exists():
@@ -60,8 +62,8 @@ def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool,
     kwargs = {"seed": seed} | ({"n_firms": n_firms} if n_firms else {})
     if heldout:
         # firm names and typefaces the shipped model never saw in training
-        kwargs |= {"vocabulary": "heldout", "fonts": synthetic.HELDOUT_FONTS}
-    summary = synthetic.generate_corpus(out_dir, **kwargs)
+        kwargs |= {"vocabulary": "heldout", "fonts": fonts.HELDOUT_FONTS}
+    summary = synthetic_corpus.generate_corpus(out_dir, **kwargs)
     marker.write_text(settings)
     print(
         f"generated demo corpus at {out_dir} in {time.perf_counter() - t0:.1f}s: {summary.n_directory_entries} directory "
@@ -100,8 +102,7 @@ def load_registries(data_dir: Path) -> tuple[SourceRegistry, TableRegistry]:
         ConfigError: one line naming the file and the problem when the directory or its sources.yaml is missing
             or sources.yaml cannot be read as a whole (a bad entry is only rejected, never raised).
     """
-    from linkage_pipeline.documents.sources import load_sources
-    from linkage_pipeline.tables import load_table_sources
+    from linkage_pipeline.config import load_sources, load_table_sources
 
     try:
         return load_sources(data_dir), load_table_sources(data_dir)
@@ -296,7 +297,7 @@ def print_report(data_dir: Path, *, documents: bool = True) -> None:
 
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
-    from linkage_pipeline.stages import table_one_markdown
+    from linkage_pipeline.evaluation.report import table_one_markdown
 
     tables = ("layout_evaluation", "ocr_evaluation", "linkage_evaluation") if documents else ()
     for table in (*tables, "rejected_inputs"):

@@ -8,9 +8,14 @@ from pathlib import Path
 import dagster as dg
 
 from assets_defs import documents, evaluation, linking, model, network
-from assets_defs.jobs import linkage_job, source_job, training_job
 from assets_defs import tables as table_defs
-from assets_defs.jobs import table_job, table_linkage_job
+from assets_defs.jobs import (
+    linkage_job,
+    source_job,
+    table_job,
+    table_linkage_job,
+    training_job,
+)
 from assets_defs.schedules import linkage_job_schedule
 from assets_defs.sensors import document_source_sensor
 from assets_defs.sql_models import sql_model_assets
@@ -45,7 +50,9 @@ def default_executor() -> dg.ExecutorDefinition | None:
         return None
     if choice != "celery":
         raise ValueError(f"LP_EXECUTOR={choice!r}: expected 'multiprocess' (the default) or 'celery'")
-    from dagster_celery import celery_executor  # the [celery] extra: imported only when asked for
+    from dagster_celery import (
+        celery_executor,  # the [celery] extra: imported only when asked for
+    )
 
     broker = os.environ.get("LP_CELERY_BROKER", "redis://localhost:6379/0")
     backend = os.environ.get("LP_CELERY_BACKEND", broker)

@@ -8,9 +8,11 @@ import pandas as pd
 
 from assets_defs._common import check_result, preview, write_rejections
 from assets_defs.partitions import document_sources_partitions
-from linkage_pipeline import schema, stages
-from linkage_pipeline import quality
-from linkage_pipeline.documents.pages import read_labels, scan_pages
+from linkage_pipeline import schema
+from linkage_pipeline.documents import chain
+from linkage_pipeline.documents.labels import read_labels
+from linkage_pipeline.documents.pages import scan_pages
+from linkage_pipeline.evaluation import quality
 from resources import EnginesResource, LinkageStore
 
 SOURCES = {
@@ -94,7 +96,7 @@ def layout_regions(
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
     pages = store.read_partition("page_images", source.name, schema.PAGE_IMAGES)
     previous = None if config.recompute else store.read_partition("layout_regions", source.name, schema.LAYOUT_REGIONS)
-    result = stages.detect_page_regions_incremental(pages, source, previous)
+    result = chain.detect_page_regions_incremental(pages, source, previous)
     regions, seconds = result.rows, result.seconds["layout"]
     n = store.write_partition("layout_regions", source.name, regions, schema.LAYOUT_REGIONS)
     n_rejected = write_rejections(store, "layout_regions", source.name, result.rejected)
@@ -126,7 +128,7 @@ def region_crops(
     pages = store.read_partition("page_images", source.name, schema.PAGE_IMAGES)
     regions = store.read_partition("layout_regions", source.name, schema.LAYOUT_REGIONS)
     previous = None if config.recompute else store.read_partition("region_crops", source.name, schema.REGION_CROPS)
-    result = stages.extract_crops_incremental(pages, regions, source, store.artifact_dir / "crops", previous)
+    result = chain.extract_crops_incremental(pages, regions, source, store.artifact_dir / "crops", previous)
     n = store.write_partition("region_crops", source.name, result.rows, schema.REGION_CROPS)
     n_rejected = write_rejections(store, "region_crops", source.name, result.rejected)
     return dg.MaterializeResult(
@@ -150,7 +152,7 @@ def ocr_texts(
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
     crops = store.read_partition("region_crops", source.name, schema.REGION_CROPS)
     previous = None if config.recompute else store.read_partition("ocr_texts", source.name, schema.OCR_TEXTS)
-    result = stages.read_crops_incremental(crops, source, {name: engines.ocr_engine(name) for name in source.ocr}, previous)
+    result = chain.read_crops_incremental(crops, source, {name: engines.ocr_engine(name) for name in source.ocr}, previous)
     texts = result.rows
     n = store.write_partition("ocr_texts", source.name, texts, schema.OCR_TEXTS)
     per_engine = {e: {"seconds": round(s, 2)} for e, s in result.seconds.items()}

@@ -9,10 +9,13 @@ import pandas as pd
 
 from assets_defs._common import check_result, preview
 from assets_defs.model import crop_embeddings, current_model, linkage_model
-from linkage_pipeline import matching, multimodal, quality, stages
-from linkage_pipeline.strings import STRING_METHODS
+from linkage_pipeline import schema
+from linkage_pipeline.evaluation import quality
+from linkage_pipeline.linking import by_embeddings, by_strings, selection
+from linkage_pipeline.linking import index as linking_index
+from linkage_pipeline.linking.strings import STRING_METHODS
+from linkage_pipeline.multimodal import embed
 from resources import ComputeResource, LinkageStore
-
 
 RECORD_LINK_RUNS = {
     "run_id": "VARCHAR",
@@ -64,8 +67,8 @@ def string_links(
     t0 = time.perf_counter()
     texts = store.read_table("stg_crop_texts")
     linkages = [(lk.query, lk.target) for lk in registry.linkages]
-    empty = _empty_linkages(context, stages.empty_linkages(texts["source"], linkages, what="OCR texts"))
-    links, inputs, stats = stages.relink_sources_by_strings(
+    empty = _empty_linkages(context, by_strings.empty_linkages(texts["source"], linkages, what="OCR texts"))
+    links, inputs, stats = by_strings.relink_sources_by_strings(
         texts,
         linkages,
         methods=STRING_METHODS,
@@ -75,8 +78,8 @@ def string_links(
     )
     seconds = time.perf_counter() - t0
     # links first: a run stopped in between leaves the older inputs, so the newer texts are compared again
-    n = store.replace_table("string_links", links, stages.STRING_LINKS)
-    store.replace_table("string_link_inputs", inputs, stages.STRING_LINK_INPUTS)
+    n = store.replace_table("string_links", links, schema.STRING_LINKS)
+    store.replace_table("string_link_inputs", inputs, schema.STRING_LINK_INPUTS)
     return dg.MaterializeResult(
         metadata={"rows": n, **stats, "empty_linkages": empty, "seconds": seconds, "preview": preview(links)}
     )
@@ -106,7 +109,7 @@ def record_links(
         emb = store.read_table("embedding_links")
         emb = emb[(emb["training"] == "supervised") & (emb["model_id"] == model["model_id"])]
         if not emb.empty:
-            candidates.append(emb[list(stages.STRING_LINKS)])
+            candidates.append(emb[list(schema.STRING_LINKS)])
             model_id = str(model["model_id"])
             default_method = "multimodal"
             sources = store.read_table("document_sources")
@@ -114,7 +117,7 @@ def record_links(
             default_condition = queries[0] if queries else None
             card_threshold = float(model["nomatch_threshold"])
             default_threshold = card_threshold if not math.isnan(card_threshold) else 0.0
-    links, choice = stages.select_record_links(
+    links, choice = selection.select_record_links(
         pd.concat(candidates, ignore_index=True),
         store.read_table("stg_regions"),
         method=config.method,
@@ -127,7 +130,7 @@ def record_links(
         model_id=model_id,
     )
     links["run_id"] = context.run_id
-    n = store.replace_table("record_links", links, stages.RECORD_LINKS)
+    n = store.replace_table("record_links", links, schema.RECORD_LINKS)
     empty = {}
     if n == 0:
         empty = {"empty": "no record links: no candidate links (every linkage has an empty query or target side)"}
@@ -137,7 +140,7 @@ def record_links(
     previous = float(accepted["val_top1"].iloc[-1]) if accepted is not None and len(accepted) else None
     drop = quality.accuracy_drop(float(choice["val_top1"]), previous, tolerance=config.max_accuracy_drop)
     run_row = pd.DataFrame([{
-        "run_id": context.run_id, "model_id": model_id, "method": choice["method"], "ocr": choice["condition"],
+        "run_id": context.run_id, "model_id": model_id, "method": choice["method"], "ocr": choice["ocr"],
         "val_top1": float(choice["val_top1"]), "val_top1_with_nomatch": float(choice["val_top1_with_nomatch"]),
         "passed": drop.passed, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }])
@@ -160,7 +163,7 @@ class FaissIndexConfig(dg.Config):
 
     kind: str = "flat"  # flat (exact) | ivf | hnsw (approximate, for millions of targets)
     device: str = "auto"  # auto: the GPU when the compute resource is on CUDA and faiss-gpu is installed
-    methods: list[str] = list(multimodal.EMBEDDING_METHODS)
+    methods: list[str] = list(embed.EMBEDDING_METHODS)
     pooling_weight: float = -1.0  # image weight of the multimodal embedding; < 0: the model's (default 0.5)
     nprobe: int = 16
     rebuild: bool = False  # True: rebuild every index; False: add only new targets to the saved indexes
@@ -181,7 +184,7 @@ def _source_embeddings(
         if not store.partition_path("crop_embeddings", name).exists():
             skipped[name] = "no crop_embeddings partition; materialize crop_embeddings for it"
         else:
-            part = store.read_partition("crop_embeddings", name, multimodal.CROP_EMBEDDINGS)
+            part = store.read_partition("crop_embeddings", name, schema.CROP_EMBEDDINGS)
             stale = set(part["model_id"]) - {model_id}
             if stale:
                 skipped[name] = (f"crop_embeddings made with model(s) {[m[:12] for m in stale]}, not the linkage model "
@@ -191,7 +194,7 @@ def _source_embeddings(
                 continue
         context.log.warning(f"source {name!r} left out of linking: {skipped[name]}")
     frames = [f for f in frames if not f.empty]
-    out = pd.concat(frames, ignore_index=True) if frames else multimodal.empty_frame(multimodal.CROP_EMBEDDINGS)
+    out = pd.concat(frames, ignore_index=True) if frames else schema.empty_frame(schema.CROP_EMBEDDINGS)
     return out, skipped
 
 
@@ -208,19 +211,19 @@ def faiss_index(
     model = current_model(linkage_store)
     device = config.device
     if device == "auto":
-        device = "cuda" if compute.torch_device().type == "cuda" and matching.faiss_gpu_available() else "cpu"
-    spec = matching.IndexSpec(kind=config.kind, device=device, nprobe=config.nprobe)
+        device = "cuda" if compute.torch_device().type == "cuda" and linking_index.faiss_gpu_available() else "cpu"
+    spec = linking_index.IndexSpec(kind=config.kind, device=device, nprobe=config.nprobe)
     t0 = time.perf_counter()
     emb, skipped = _source_embeddings(context, linkage_store, str(model["model_id"]),
                                       sorted({lk.target for lk in registry.linkages}))
-    runnable, _ = stages.runnable_linkages([(lk.query, lk.target) for lk in registry.linkages], skipped)
+    runnable, _ = by_strings.runnable_linkages([(lk.query, lk.target) for lk in registry.linkages], skipped)
     targets = sorted({t for _, t in runnable})
     out_dir = store.artifact_dir / "indexes" / str(model["model_id"])[:16]
-    rows, stats = multimodal.update_target_indexes(
+    rows, stats = by_embeddings.update_target_indexes(
         emb, targets, out_dir, methods=config.methods, weight=_pooling_weight(config.pooling_weight, model), spec=spec,
         rebuild=config.rebuild,
     )
-    store.replace_table("faiss_indexes", rows, multimodal.FAISS_INDEXES)
+    store.replace_table("faiss_indexes", rows, schema.FAISS_INDEXES)
     empty = sorted(set(targets) - set(emb["source"]))
     for name in empty:
         context.log.warning(f"target source {name!r} has no crop embeddings: no index, its linkages yield no links")
@@ -252,31 +255,31 @@ def embedding_links(
     # no rows is a result (every target source is empty); rows of another model are a stale index
     if set(index_rows["model_id"]) - {model_id}:
         raise ValueError(f"faiss_indexes were not built with the linkage model {model_id[:12]}; re-materialize faiss_index")
-    device = "cuda" if compute.torch_device().type == "cuda" and matching.faiss_gpu_available() else "cpu"
+    device = "cuda" if compute.torch_device().type == "cuda" and linking_index.faiss_gpu_available() else "cpu"
     indexes = {}
     for r in index_rows.itertuples(index=False):
-        index, meta = matching.load_index(r.path, model_id=model_id, device=device)
+        index, meta = linking_index.load_index(r.path, model_id=model_id, device=device)
         indexes[(r.target_source, r.ocr, r.method)] = (index, meta.ids)
     weight = float(index_rows["weight"].iloc[0]) if len(index_rows) else _pooling_weight(-1.0, model)
     queries, skipped = _source_embeddings(context, linkage_store, model_id, sorted({lk.query for lk in registry.linkages}))
     targets, skipped_targets = _source_embeddings(context, linkage_store, model_id,
                                                   sorted({lk.target for lk in registry.linkages}))
-    linkages, skipped_lines = stages.runnable_linkages(
+    linkages, skipped_lines = by_strings.runnable_linkages(
         [(lk.query, lk.target) for lk in registry.linkages], {**skipped, **skipped_targets}
     )
-    empty = _empty_linkages(context, stages.empty_linkages([*queries["source"], *targets["source"]], linkages,
+    empty = _empty_linkages(context, by_strings.empty_linkages([*queries["source"], *targets["source"]], linkages,
                                                            what="crop embeddings"))
     reuse = not config.relink_all and store.table_exists("embedding_links") and store.table_exists("embedding_link_targets")
     t0 = time.perf_counter()
-    links, linked_targets, stats = multimodal.relink(
+    links, linked_targets, stats = by_embeddings.relink(
         queries, targets, linkages, indexes,
         previous=store.read_table("embedding_links") if reuse else None,
         previous_targets=store.read_table("embedding_link_targets") if reuse else None,
         methods=sorted(set(index_rows["method"])), weight=weight, k=config.k, training="supervised",
     )
     # links first: a run stopped in between leaves the older target list, so those targets are searched again
-    n = store.replace_table("embedding_links", links, multimodal.EMBEDDING_LINKS)
-    store.replace_table("embedding_link_targets", linked_targets, multimodal.LINKED_TARGETS)
+    n = store.replace_table("embedding_links", links, schema.EMBEDDING_LINKS)
+    store.replace_table("embedding_link_targets", linked_targets, schema.LINKED_TARGETS)
     return dg.MaterializeResult(
         metadata={"rows": n, **stats, "empty_linkages": empty, "skipped_linkages": "; ".join(skipped_lines) or "none",
                   "model_id": model_id, "pooling_weight": weight, "seconds": time.perf_counter() - t0,

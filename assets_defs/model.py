@@ -4,6 +4,7 @@ import hashlib
 import json
 import shutil
 import time
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -11,8 +12,13 @@ import pandas as pd
 from assets_defs._common import check_result, preview, write_rejections
 from assets_defs.documents import layout_regions, ocr_texts, region_crops
 from assets_defs.partitions import document_sources_partitions
-from linkage_pipeline import multimodal, quality, schema, stages, training
-from linkage_pipeline.models import registry
+from linkage_pipeline import schema
+from linkage_pipeline.evaluation import quality
+from linkage_pipeline.linking import by_embeddings
+from linkage_pipeline.multimodal import embed, registry
+from linkage_pipeline.multimodal.training import data as training_data
+from linkage_pipeline.multimodal.training import recipe as training_recipe
+from linkage_pipeline.multimodal.training import trainer
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 
@@ -32,12 +38,12 @@ class TrainingCropsConfig(dg.Config):
 def _cached_set(context, store, key_parts: list, build, *, copy_to=None):
     """Path of a synthetic training set kept per configuration under ``model/synthetic-<key>.parquet``
     (rendering and OCR take minutes), built only when missing; optionally copied to ``copy_to``."""
-    key = hashlib.sha256(json.dumps([*key_parts, training.DATA_VERSION]).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([*key_parts, training_data.DATA_VERSION]).encode()).hexdigest()[:12]
     path = store.artifact_dir / "model" / f"synthetic-{key}.parquet"
     if path.is_file():
         context.log.info(f"reusing synthetic training crops {path.name}")
     else:
-        training.save_training_set(build(), path)
+        training_data.save_training_set(build(), path)
     if copy_to is not None:
         shutil.copyfile(path, copy_to)
     return path
@@ -45,11 +51,11 @@ def _cached_set(context, store, key_parts: list, build, *, copy_to=None):
 
 def all_embedding_inputs(store) -> pd.DataFrame:
     """:func:`multimodal.embedding_inputs` over every source (the views of all partitions)."""
-    return multimodal.embedding_inputs(
+    return embed.embedding_inputs(
         store.read_partitions("layout_regions", schema.LAYOUT_REGIONS),
         store.read_partitions("region_crops", schema.REGION_CROPS),
         store.read_partitions("ocr_texts", schema.OCR_TEXTS),
-        store.read_partitions("labelled_regions", stages.LABELLED_REGIONS),
+        store.read_partitions("labelled_regions", schema.LABELLED_REGIONS),
     )
 
 
@@ -67,21 +73,21 @@ def training_crops(
         context,
         store,
         [config.n_firms, config.views_per_firm, config.seed, config.ocr],
-        lambda: training.build_training_set(
+        lambda: training_data.build_training_set(
             config.n_firms,
             config.views_per_firm,
             seed=config.seed,
             ocr=None if config.ocr == "simulated" else engines.ocr_engine(config.ocr),
         ),
     )
-    parts = [training.load_training_set(synthetic_path)]
+    parts = [training_data.load_training_set(synthetic_path)]
     extra_path = store.artifact_dir / "model" / "pretraining_extra.parquet"
     if config.pretraining_firms > 0:
         _cached_set(
             context,
             store,
             [config.pretraining_firms, config.views_per_firm, config.seed + 1000],
-            lambda: training.build_pretraining_set(
+            lambda: training_data.build_pretraining_set(
                 config.pretraining_firms, config.views_per_firm, seed=config.seed + 1000
             ),
             copy_to=extra_path,
@@ -90,12 +96,12 @@ def training_crops(
         extra_path.unlink()
     n_labelled = 0
     if config.include_labels and store.table_exists("stg_crop_texts"):
-        labelled = stages.labelled_training_rows(store.read_table("stg_regions"), store.read_table("stg_crop_texts"))
+        labelled = training_data.labelled_training_rows(store.read_table("stg_regions"), store.read_table("stg_crop_texts"))
         if len(labelled):
             parts.append(labelled)
             n_labelled = len(labelled)
-    data = training.concat_training_sets(parts) if len(parts) > 1 else parts[0]
-    path = training.save_training_set(data, store.artifact_dir / "model" / "training_crops.parquet")
+    data = training_data.concat_training_sets(parts) if len(parts) > 1 else parts[0]
+    path = training_data.save_training_set(data, store.artifact_dir / "model" / "training_crops.parquet")
     summary = pd.DataFrame(
         {"label": data.labels, "direction": data.directions, "text": data.texts, "true_text": data.true_texts}
     )
@@ -123,7 +129,7 @@ class StageConfig(dg.Config):
     seed: int = 0
 
 
-def _stage_config(base: training.TrainConfig, config: StageConfig) -> training.TrainConfig:
+def _stage_config(base: trainer.TrainConfig, config: StageConfig) -> trainer.TrainConfig:
     from dataclasses import replace
 
     changes = {
@@ -145,13 +151,13 @@ def _train_stage(
     data_path = store.artifact_dir / "model" / "training_crops.parquet"
     if not data_path.is_file():
         raise ValueError(f"{data_path} is missing; materialize training_crops first")
-    data = training.load_training_set(data_path)
+    data = training_data.load_training_set(data_path)
     data_sha = hashlib.sha256(data_path.read_bytes()).hexdigest()
     extra_path = store.artifact_dir / "model" / "pretraining_extra.parquet"
     if stage == "clip" and extra_path.is_file():
-        data = training.concat_training_sets([data, training.load_training_set(extra_path)])
+        data = training_data.concat_training_sets([data, training_data.load_training_set(extra_path)])
         data_sha += hashlib.sha256(extra_path.read_bytes()).hexdigest()
-    recipe = training.Recipe()
+    recipe = training_recipe.Recipe()
     stage_cfg = _stage_config(recipe.clip if stage == "clip" else recipe.supcon, config)
     from dataclasses import asdict, replace
 
@@ -177,7 +183,7 @@ def _train_stage(
                 f"{stage} step {info['step']} epoch {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e}"
             )
 
-    out = training.train_recipe(
+    out = training_recipe.train_recipe(
         data,
         recipe,
         work_dir,
@@ -188,7 +194,7 @@ def _train_stage(
     )
     folder = out[stage]
     if stage == "supcon":
-        registry.attach_pretrained(folder, training.Path(start_from))
+        registry.attach_pretrained(folder, Path(start_from))
     card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
     if stage == "supcon":
         linking = _tune_on_validation(context, linkage_store, compute, folder)
@@ -209,7 +215,7 @@ def _train_stage(
         ]
     )
     rows = pd.concat([trained[trained["model_id"] != card["model_id"]], row]) if trained is not None else row
-    store.replace_table("trained_models", rows, registry.TRAINED_MODELS)
+    store.replace_table("trained_models", rows, schema.TRAINED_MODELS)
     return dg.MaterializeResult(
         metadata={
             "model_id": card["model_id"],
@@ -235,7 +241,7 @@ def _tune_on_validation(
     condition = query.primary_ocr
     inputs = all_embedding_inputs(store)
     try:
-        tuned = multimodal.tune_linking(
+        tuned = by_embeddings.tune_linking(
             compute.encoder(folder),
             inputs,
             regions,
@@ -295,7 +301,7 @@ def linkage_model(
             }
         ]
     )
-    store.replace_table("linkage_model", row, registry.LINKAGE_MODEL)
+    store.replace_table("linkage_model", row, schema.LINKAGE_MODEL)
     return dg.MaterializeResult(
         metadata={
             "model_id": encoder.model_id,
@@ -341,21 +347,21 @@ def crop_embeddings(
     regions = store.read_partition("layout_regions", source.name, schema.LAYOUT_REGIONS)
     crops = store.read_partition("region_crops", source.name, schema.REGION_CROPS)
     texts = store.read_partition("ocr_texts", source.name, schema.OCR_TEXTS)
-    inputs = multimodal.embedding_inputs(
-        regions, crops, texts, store.read_partition("labelled_regions", source.name, stages.LABELLED_REGIONS)
+    inputs = embed.embedding_inputs(
+        regions, crops, texts, store.read_partition("labelled_regions", source.name, schema.LABELLED_REGIONS)
     )
     existing = (
-        store.read_partition("crop_embeddings", source.name, multimodal.CROP_EMBEDDINGS)
+        store.read_partition("crop_embeddings", source.name, schema.CROP_EMBEDDINGS)
         if store.partition_path("crop_embeddings", source.name).exists()
         else None
     )
     # Every forward pass runs on exactly batch_size crops or texts (the embeddings do not depend on what else is
     # embedded, see linkage_pipeline.encoders); on the CPU 64 is as fast per crop as 256 and pads a small run less.
     rejected: list = []
-    frame, stats = multimodal.embed_crops(
+    frame, stats = embed.embed_crops(
         encoder, inputs, existing=existing, batch_size=compute.batch_size, progress=context.log.info, rejected=rejected
     )
-    n = store.write_partition("crop_embeddings", source.name, frame, multimodal.CROP_EMBEDDINGS)
+    n = store.write_partition("crop_embeddings", source.name, frame, schema.CROP_EMBEDDINGS)
     n_rejected = write_rejections(store, "crop_embeddings", source.name, rejected)
     computed = stats["images"] + stats["texts"]
     empty = {}

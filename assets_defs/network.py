@@ -6,7 +6,9 @@ import base64
 import dagster as dg
 
 from assets_defs._common import preview
-from linkage_pipeline import provenance, stages
+from linkage_pipeline import network as network_lib
+from linkage_pipeline import schema
+from linkage_pipeline.evaluation import provenance
 from resources import LinkageStore
 
 
@@ -23,9 +25,9 @@ def supply_chain_network(config: NetworkConfig, linkage_store: LinkageStore) -> 
     store = linkage_store.store()
     out_dir = store.artifact_dir / "network"
     edges = store.read_table("mart_supply_chain_edges")
-    result = stages.build_network(edges, out_dir, anchors=config.anchors, max_plot_nodes=config.max_plot_nodes)
-    store.replace_table("firm_centrality", result.centrality, stages.FIRM_CENTRALITY)
-    store.replace_table("firm_anchor_distances", result.anchor_distances, stages.FIRM_ANCHOR_DISTANCES)
+    result = network_lib.build_network(edges, out_dir, anchors=config.anchors, max_plot_nodes=config.max_plot_nodes)
+    store.replace_table("firm_centrality", result.centrality, schema.FIRM_CENTRALITY)
+    store.replace_table("firm_anchor_distances", result.anchor_distances, schema.FIRM_ANCHOR_DISTANCES)
     png = base64.b64encode(result.plot_path.read_bytes()).decode()
     empty = {}
     if result.n_nodes == 0:

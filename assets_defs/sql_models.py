@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from linkage_pipeline import schema, stages
+from linkage_pipeline import schema
 from linkage_pipeline.store import SqlModel, Store, load_sql_models
 from resources import LinkageStore
 
@@ -17,7 +17,7 @@ PER_SOURCE_TABLES = {
     "layout_regions": schema.LAYOUT_REGIONS,
     "region_crops": schema.REGION_CROPS,
     "ocr_texts": schema.OCR_TEXTS,
-    "labelled_regions": stages.LABELLED_REGIONS,
+    "labelled_regions": schema.LABELLED_REGIONS,
 }
 
 

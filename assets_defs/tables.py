@@ -16,8 +16,11 @@ from assets_defs._common import (
     write_rejections,
 )
 from assets_defs.jobs import table_job, table_linkage_job
-from linkage_pipeline import tables
-from linkage_pipeline.crops import content_id
+from linkage_pipeline import schema
+from linkage_pipeline.documents.crops import content_id
+from linkage_pipeline.probabilistic import charts as probabilistic_charts
+from linkage_pipeline.probabilistic import records as probabilistic_records
+from linkage_pipeline.probabilistic import tables
 from resources import ComputeResource, LinkageStore
 
 #: Name of the dynamic partitions set of table sources (beside the document sources' set).
@@ -29,10 +32,10 @@ table_sources_partitions = dg.DynamicPartitionsDefinition(name=TABLE_PARTITIONS_
 def table_sources(linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per table source declared in sources.yaml (and table_linkages per linkage); refreshed when sources.yaml changes."""
     store, registry = linkage_store.store(), linkage_store.table_registry()
-    frame = pd.DataFrame([s.to_record() for s in registry.sources], columns=list(tables.TABLE_SOURCES))
-    store.replace_table("table_sources", frame, tables.TABLE_SOURCES)
-    linkages = pd.DataFrame([link.to_record() for link in registry.linkages], columns=list(tables.TABLE_LINKAGES))
-    store.replace_table("table_linkages", linkages, tables.TABLE_LINKAGES)
+    frame = pd.DataFrame([s.to_record() for s in registry.sources], columns=list(schema.TABLE_SOURCES))
+    store.replace_table("table_sources", frame, schema.TABLE_SOURCES)
+    linkages = pd.DataFrame([link.to_record() for link in registry.linkages], columns=list(schema.TABLE_LINKAGES))
+    store.replace_table("table_linkages", linkages, schema.TABLE_LINKAGES)
     n_rejected = write_rejections(store, "table_sources", "sources_yaml", registry.rejected)
     return dg.MaterializeResult(
         metadata={"tables": len(frame), "linkages": len(linkages), "rejected": n_rejected,
@@ -45,8 +48,8 @@ def table_records(context: dg.AssetExecutionContext, linkage_store: LinkageStore
     """One row per record of a table source, every value as normalised text (rejected rows recorded); refreshed per table source."""
     store = linkage_store.store()
     source = linkage_store.table_registry().get(context.partition_key)
-    records, rejected = tables.read_table_source(source)
-    n = store.write_partition("table_records", source.name, records, tables.records_schema(source))
+    records, rejected = probabilistic_records.read_table_source(source)
+    n = store.write_partition("table_records", source.name, records, probabilistic_records.records_schema(source))
     n_rejected = write_rejections(store, "table_records", source.name, rejected)
     for r in rejected[:20]:
         context.log.warning(f"rejected {r.file}: {r.reason}")
@@ -78,12 +81,12 @@ def fellegi_sunter_table_linkage(linkage_store: LinkageStore, compute: ComputeRe
     store, registry = linkage_store.store(), linkage_store.table_registry()
     out = tables.run_table_linkages(store, registry, device=str(compute.torch_device()), workers=compute.workers())
     write_rejections(store, "table_linkages", "all", out.rejected)
-    store.replace_table("table_comparison_patterns", out.patterns, tables.PATTERNS)
-    store.replace_table("table_model_parameters", out.parameters, tables.PARAMETERS)
-    store.replace_table("table_linkage_summary", out.summary, tables.SUMMARY)
-    store.replace_table("table_links", out.links, tables.LINKS)
-    store.replace_table("table_clusters", out.clusters, tables.CLUSTERS)
-    charts = tables.plot_match_weights_per_linkage(out.parameters, store.artifact_dir / "table_linkage")
+    store.replace_table("table_comparison_patterns", out.patterns, schema.PATTERNS)
+    store.replace_table("table_model_parameters", out.parameters, schema.PARAMETERS)
+    store.replace_table("table_linkage_summary", out.summary, schema.SUMMARY)
+    store.replace_table("table_links", out.links, schema.LINKS)
+    store.replace_table("table_clusters", out.clusters, schema.CLUSTERS)
+    charts = probabilistic_charts.plot_match_weights_per_linkage(out.parameters, store.artifact_dir / "table_linkage")
     chart_md = "\n\n".join(f"**{name}**\n\n{_chart(p)}" for name, p in charts.items() if p is not None)
     per_linkage = out.summary.set_index("linkage")
     yield dg.MaterializeResult(asset_key="table_comparison_patterns", metadata={
@@ -91,7 +94,7 @@ def fellegi_sunter_table_linkage(linkage_store: LinkageStore, compute: ComputeRe
         "rejected_linkages": len(out.rejected), "preview": preview(out.patterns)})
     yield dg.MaterializeResult(asset_key="table_model_parameters", metadata={
         "rows": len(out.parameters), "lambda": dg.MetadataValue.json(per_linkage["lambda"].to_dict()),
-        "match_weights": dg.MetadataValue.md(chart_md or tables.match_weights_markdown(out.parameters)),
+        "match_weights": dg.MetadataValue.md(chart_md or probabilistic_charts.match_weights_markdown(out.parameters)),
         "summary": preview(out.summary)})
     yield dg.MaterializeResult(asset_key="table_links", metadata={
         "links": len(out.links), "by_linkage": dg.MetadataValue.json(per_linkage["links"].to_dict()),

@@ -38,15 +38,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from linkage_pipeline.encoders import MultimodalEncoder
-from linkage_pipeline.matching import (
+from linkage_pipeline.linking.index import (
     IndexSpec,
     build_index,
     faiss_gpu_available,
     search,
 )
-from linkage_pipeline.models import shipped_model_dir
-from linkage_pipeline.training import build_training_set
+from linkage_pipeline.multimodal.checkpoints import shipped_model_dir
+from linkage_pipeline.multimodal.encoder import MultimodalEncoder
+from linkage_pipeline.multimodal.training.data import build_training_set
 
 Row = dict[str, Any]
 GPU_TARGET_CROPS_PER_S = 3000.0

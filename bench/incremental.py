@@ -52,7 +52,7 @@ def main() -> None:
 
         from assets_defs.definitions import defs
         from assets_defs.partitions import SOURCE_PARTITIONS_NAME
-        from linkage_pipeline.documents.synthetic import generate_corpus
+        from linkage_pipeline.synthetic.corpus import generate_corpus
 
         generate_corpus(data_dir, seed=args.seed, n_firms=args.n_firms, n_list_pages=args.list_pages)
         pages = sorted((data_dir / "supplier_lists" / "pages").glob("*.png"))

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from linkage_pipeline.crops import crop_region, reflow_vertical
-from linkage_pipeline.documents.sources import load_sources
-from linkage_pipeline.documents.synthetic import generate_corpus
-from linkage_pipeline.evaluation import character_error_rate
-from linkage_pipeline.ocr import EMPTY, OcrResult, RapidOcrEngine
+from linkage_pipeline.config import load_sources
+from linkage_pipeline.documents.crops import crop_region, reflow_vertical
+from linkage_pipeline.documents.ocr import EMPTY, OcrResult, RapidOcrEngine
+from linkage_pipeline.evaluation.metrics import character_error_rate
+from linkage_pipeline.synthetic.corpus import generate_corpus
 
 
 class OwnBatchingEngine(RapidOcrEngine):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from linkage_pipeline import stages
+from linkage_pipeline.config import load_sources
+from linkage_pipeline.documents import chain
+from linkage_pipeline.documents.ocr import make_engine
 from linkage_pipeline.documents.pages import scan_pages
-from linkage_pipeline.documents.sources import load_sources
-from linkage_pipeline.ocr import make_engine
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,18 +48,18 @@ def main() -> None:
             regions = None
             for detector in ("morphology", "tesseract"):
                 t0 = time.perf_counter()
-                found, _ = stages.detect_page_regions(pages, replace(source, layout=detector))
+                found, _ = chain.detect_page_regions(pages, replace(source, layout=detector))
                 rows.append({"source": source.name, "stage": "layout_regions", "variant": detector,
                              "items": len(pages), "seconds": time.perf_counter() - t0, "regions": len(found)})
                 if detector == source.layout:
                     regions = found
             t0 = time.perf_counter()
-            crops, _ = stages.extract_crops(pages, regions, source, Path(tmp) / "crops")
+            crops, _ = chain.extract_crops(pages, regions, source, Path(tmp) / "crops")
             rows.append({"source": source.name, "stage": "region_crops", "variant": "crop+pad",
                          "items": len(crops), "seconds": time.perf_counter() - t0})
             for engine in ("tesseract", "rapidocr"):
                 t0 = time.perf_counter()
-                stages.read_crops(crops, replace(source, ocr=(engine,), primary_ocr=engine), {engine: make_engine(engine)})
+                chain.read_crops(crops, replace(source, ocr=(engine,), primary_ocr=engine), {engine: make_engine(engine)})
                 rows.append({"source": source.name, "stage": "ocr_texts", "variant": engine,
                              "items": len(crops), "seconds": time.perf_counter() - t0})
     table = pd.DataFrame(rows)

@@ -6,6 +6,7 @@ are entity ids (str); the optional ``label`` attribute is the firm's name for ta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -13,15 +14,20 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 
-from linkage_pipeline.checks import require_columns
+from linkage_pipeline.paths import atomic_write_bytes
+from linkage_pipeline.schema import require_columns
+
+if TYPE_CHECKING:  # training imports torch; this module must stay light
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -436,3 +442,56 @@ def write_graphml(G: nx.DiGraph, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    """What :func:`build_network` produced: tables for DuckDB and files for people."""
+
+    centrality: pd.DataFrame
+    anchor_distances: pd.DataFrame
+    graphml_path: Path
+    plot_path: Path
+    n_nodes: int
+    n_edges: int
+
+
+def build_network(
+    edges: pd.DataFrame, out_dir: Path, *, anchors: Sequence[str] = (), max_plot_nodes: int = 150
+) -> NetworkResult:
+    """Builds the supply-chain graph from ``mart_supply_chain_edges`` rows and writes its GraphML and plot.
+
+    Anchors default to the three firms with the highest degree when none are named. No edges (no list entry was
+    linked) is a result: an empty graph, empty tables with their columns, a GraphML file without nodes and a plot
+    that says "empty network"; named anchors are then not looked up.
+
+    Raises:
+        ValueError: If ``edges`` lacks a column, or a named anchor is not a firm of a non-empty network.
+    """
+    require_columns(edges, ("supplier_id", "supplier_label", "customer_id", "customer_label"), "edges")
+    nodes = pd.concat(
+        [
+            edges[["supplier_id", "supplier_label"]].set_axis(["node_id", "label"], axis=1),
+            edges[["customer_id", "customer_label"]].set_axis(["node_id", "label"], axis=1),
+        ],
+        ignore_index=True,
+    ).drop_duplicates("node_id")
+    graph = build_supply_chain_graph(edges, nodes)
+    centrality = centrality_table(graph)
+    if graph.number_of_nodes() == 0:
+        if anchors:
+            logger.info("supply-chain network is empty: anchors %s not looked up", list(anchors))
+        anchors = []
+    elif not anchors:
+        anchors = centrality.sort_values(["degree_centrality", "node_id"], ascending=[False, True])["node_id"].head(3).tolist()
+    distances = anchor_distances(graph, list(anchors))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graphml_path, plot_path = out_dir / "supply_chain.graphml", out_dir / "supply_chain.png"
+    write_graphml(graph, graphml_path)
+    # drawing (spring layout, CJK font) is the slow part; the same edges give the same picture
+    key = hashlib.sha256(graphml_path.read_bytes() + str(max_plot_nodes).encode()).hexdigest()
+    key_path = out_dir / "supply_chain.png.key"
+    if not (plot_path.is_file() and key_path.is_file() and key_path.read_text() == key):
+        plot_network(graph, plot_path, max_nodes=max_plot_nodes)
+        atomic_write_bytes(key_path, key.encode())
+    return NetworkResult(centrality, distances, graphml_path, plot_path, graph.number_of_nodes(), graph.number_of_edges())

@@ -69,7 +69,7 @@ class ComputeResource(dg.ConfigurableResource):
         Loaded once per process and folder version (the weights file's modification time), so assets of one
         run share it.
         """
-        from linkage_pipeline.encoders import load_encoder
+        from linkage_pipeline.multimodal.checkpoints import load_encoder
 
         src = Path(directory).resolve()
         weights = src / "model.safetensors"

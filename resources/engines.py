@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from linkage_pipeline.ocr import OcrEngine, make_engine
+from linkage_pipeline.documents.ocr import OcrEngine, make_engine
 
 
 class EnginesResource(dg.ConfigurableResource):

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from linkage_pipeline.documents.sources import SourceConfig, SourceRegistry, load_sources
+from linkage_pipeline.config import (
+    SourceConfig,
+    SourceRegistry,
+    TableRegistry,
+    load_sources,
+    load_table_sources,
+)
 from linkage_pipeline.store import Store
-from linkage_pipeline.tables import TableRegistry, load_table_sources
 
 
 class LinkageStore(dg.ConfigurableResource):

@@ -7,7 +7,7 @@ with texts as (
         o.text as ocr_text
     from stg_regions as g
     join document_sources as s on s.name = g.source
-    left join ocr_texts as o on o.crop_id = g.crop_id and o.engine = s.primary_ocr
+    left join ocr_texts as o on o.crop_id = g.crop_id and o.ocr = s.primary_ocr
     where g.source_role = 'query'
 ),
 

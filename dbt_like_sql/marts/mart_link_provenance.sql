@@ -38,6 +38,6 @@ select
 from record_links as l
 join regions as q on q.crop_id = l.query_crop_id
 left join regions as t on t.crop_id = l.target_crop_id
-left join ocr_texts as qo on qo.crop_id = l.query_crop_id and qo.engine = l.ocr
-left join ocr_texts as tt on tt.crop_id = l.target_crop_id and tt.engine = l.ocr
+left join ocr_texts as qo on qo.crop_id = l.query_crop_id and qo.ocr = l.ocr
+left join ocr_texts as tt on tt.crop_id = l.target_crop_id and tt.ocr = l.ocr
 order by l.query_crop_id, l.rank

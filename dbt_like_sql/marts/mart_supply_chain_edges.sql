@@ -12,7 +12,7 @@ labels as (
     select g.crop_id, o.text as label
     from stg_regions as g
     join document_sources as s on s.name = g.source
-    join ocr_texts as o on o.crop_id = g.crop_id and o.engine = s.primary_ocr
+    join ocr_texts as o on o.crop_id = g.crop_id and o.ocr = s.primary_ocr
 ),
 
 mentions as (

@@ -7,7 +7,7 @@ select
     g.source,
     g.source_role,
     g.kind,
-    o.engine as condition,
+    o.ocr,
     o.text,
     o.confidence
 from stg_regions as g
@@ -20,9 +20,9 @@ select
     g.source,
     g.source_role,
     g.kind,
-    'ground_truth' as condition,
+    'ground_truth' as ocr,
     g.true_text as text,
     1.0 as confidence
 from stg_regions as g
 where g.kind in ('title', 'entry') and g.true_text is not null and g.crop_id is not null
-order by source, condition, crop_id
+order by source, ocr, crop_id

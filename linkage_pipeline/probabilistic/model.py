@@ -31,18 +31,18 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from linkage_pipeline.probabilistic.comparisons import (
+    DEFAULT_MAX_EDITS,
     DEFAULT_THRESHOLDS,
     MISSING_LEVEL,
     FieldSpec,
     LevelPairs,
-    DEFAULT_MAX_EDITS,
     check_thresholds,
     exact_level_pairs,
     jaro_winkler_level_pairs,
-    levenshtein_level_pairs,
-    levenshtein_levels_of_pairs,
     jaro_winkler_pair_similarity,
     level_of_similarity,
+    levenshtein_level_pairs,
+    levenshtein_levels_of_pairs,
     n_levels_of,
     prepare_values,
 )
@@ -285,7 +285,10 @@ class FellegiSunter:
                                            workers=self.workers)
         thr = self._field_thresholds(spec)
         if self.device != "cpu":
-            from linkage_pipeline.probabilistic.gpu import cuda_available, jaro_winkler_level_pairs_cuda
+            from linkage_pipeline.probabilistic.gpu import (
+                cuda_available,
+                jaro_winkler_level_pairs_cuda,
+            )
 
             if cuda_available():
                 return jaro_winkler_level_pairs_cuda(

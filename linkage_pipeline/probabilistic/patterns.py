@@ -39,7 +39,11 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from linkage_pipeline.probabilistic.comparisons import DISAGREE_LEVEL, MISSING_LEVEL, LevelPairs
+from linkage_pipeline.probabilistic.comparisons import (
+    DISAGREE_LEVEL,
+    MISSING_LEVEL,
+    LevelPairs,
+)
 
 logger = logging.getLogger(__name__)
 

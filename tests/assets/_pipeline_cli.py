@@ -12,8 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from linkage_pipeline import tables
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.synthetic import tables
+from linkage_pipeline.synthetic.corpus import generate_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "linkage-pipeline")

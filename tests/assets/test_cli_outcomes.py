@@ -13,7 +13,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from _pipeline_cli import RUN_ID, cli_env, instance_at, run_cli, tables_only_dir, tiny_corpus
+from _pipeline_cli import (
+    RUN_ID,
+    cli_env,
+    instance_at,
+    run_cli,
+    tables_only_dir,
+    tiny_corpus,
+)
 
 from assets_defs.definitions import all_assets
 from assets_defs.schedules import linkage_job_schedule
@@ -115,7 +122,7 @@ def test_sql_models_read_per_source_tables_no_source_wrote_as_empty(tmp_path: Pa
     for table, columns in PER_SOURCE_TABLES.items():
         assert list(store.read_table(table).columns) == list(columns), table
     # they are the views the per-source assets write through: a partition written later shows in them
-    row = pd.DataFrame([{"crop_id": "c1", "source": "late", "engine": "tesseract", "text": "株式会社",
+    row = pd.DataFrame([{"crop_id": "c1", "source": "late", "ocr": "tesseract", "text": "株式会社",
                          "confidence": 0.9}])
     store.write_partition("ocr_texts", "late", row, schema.OCR_TEXTS)
     assert store.read_table("ocr_texts")["text"].tolist() == ["株式会社"]

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.events import EngineEventData
-from dagster._core.events.log import EventLogEntry
 from _pipeline_cli import (
     RUN_ID,
     cli_env,
@@ -32,8 +30,17 @@ from _pipeline_cli import (
     tiny_corpus,
     wait_for,
 )
+from dagster._core.events import EngineEventData
+from dagster._core.events.log import EventLogEntry
 
-from assets_defs._common import OWNER_HOST_TAG, OWNER_PID_TAG, OWNER_TAG, RunOwner, owner_is_alive, release_dead_runs
+from assets_defs._common import (
+    OWNER_HOST_TAG,
+    OWNER_PID_TAG,
+    OWNER_TAG,
+    RunOwner,
+    owner_is_alive,
+    release_dead_runs,
+)
 
 
 def add_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, tags: dict[str, str] | None = None) -> str:

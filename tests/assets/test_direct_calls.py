@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from assets_defs.documents import page_images
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import LinkageStore
 
 
@@ -34,8 +34,8 @@ def test_unknown_partition_names_the_known_sources(tmp_path: Path) -> None:
 
 def test_linkage_model_called_directly_records_the_shipped_model(tmp_path: Path) -> None:
     from assets_defs.model import LinkageModelConfig, linkage_model
-    from linkage_pipeline.encoders import file_sha256
-    from linkage_pipeline.models import shipped_model_dir
+    from linkage_pipeline.multimodal.checkpoints import shipped_model_dir
+    from linkage_pipeline.multimodal.encoder import file_sha256
     from resources import ComputeResource
 
     generate_corpus(tmp_path / "c", seed=2, n_firms=8, n_list_pages=1)
@@ -51,7 +51,7 @@ def test_linkage_model_called_directly_records_the_shipped_model(tmp_path: Path)
 
 def test_crop_embeddings_of_a_source_without_crops_is_an_empty_partition(tmp_path: Path) -> None:
     from assets_defs.model import LinkageModelConfig, crop_embeddings, linkage_model
-    from linkage_pipeline import multimodal
+    from linkage_pipeline import schema
     from resources import ComputeResource
 
     generate_corpus(tmp_path / "c", seed=2, n_firms=8, n_list_pages=1)
@@ -67,19 +67,19 @@ def test_crop_embeddings_of_a_source_without_crops_is_an_empty_partition(tmp_pat
     store = store_resource.store()
     assert store.partition_path("crop_embeddings", "supplier_lists").exists()
     rows = store.read_table("crop_embeddings")
-    assert rows.empty and list(rows.columns) == list(multimodal.CROP_EMBEDDINGS)
+    assert rows.empty and list(rows.columns) == list(schema.CROP_EMBEDDINGS)
 
 
 def test_string_links_of_no_texts_are_an_empty_table(tmp_path: Path) -> None:
     from assets_defs.linking import StringLinksConfig, string_links
-    from linkage_pipeline import stages
+    from linkage_pipeline import schema
     from resources import ComputeResource
 
     generate_corpus(tmp_path / "c", seed=2, n_firms=8, n_list_pages=1)
     store_resource = LinkageStore(data_dir=str(tmp_path / "c"))
     store = store_resource.store()
-    store.replace_table("stg_crop_texts", pd.DataFrame(columns=["crop_id", "source", "condition", "text"]),
-                        {"crop_id": "VARCHAR", "source": "VARCHAR", "condition": "VARCHAR", "text": "VARCHAR"})
+    store.replace_table("stg_crop_texts", pd.DataFrame(columns=["crop_id", "source", "ocr", "text"]),
+                        {"crop_id": "VARCHAR", "source": "VARCHAR", "ocr": "VARCHAR", "text": "VARCHAR"})
     result = string_links(context=dg.build_asset_context(), config=StringLinksConfig(), linkage_store=store_resource,
                           compute=ComputeResource(device="cpu"))
     assert result.metadata["rows"] == 0
@@ -88,12 +88,12 @@ def test_string_links_of_no_texts_are_an_empty_table(tmp_path: Path) -> None:
         "'firm_directory'"
     )
     links = store.read_table("string_links")
-    assert links.empty and list(links.columns) == list(stages.STRING_LINKS)
+    assert links.empty and list(links.columns) == list(schema.STRING_LINKS)
 
 
 def test_supply_chain_network_of_no_edges_is_an_empty_result(tmp_path: Path) -> None:
     from assets_defs.network import NetworkConfig, supply_chain_network
-    from linkage_pipeline import stages
+    from linkage_pipeline import schema
 
     generate_corpus(tmp_path / "c", seed=2, n_firms=8, n_list_pages=1)
     store_resource = LinkageStore(data_dir=str(tmp_path / "c"))
@@ -103,7 +103,7 @@ def test_supply_chain_network_of_no_edges_is_an_empty_result(tmp_path: Path) -> 
     result = supply_chain_network(NetworkConfig(anchors=["三井物産"]), linkage_store=store_resource)
     assert result.metadata["nodes"] == 0 and result.metadata["edges"] == 0
     assert result.metadata["empty"].startswith("no supply-chain edges")
-    for table, contract in (("firm_centrality", stages.FIRM_CENTRALITY),
-                            ("firm_anchor_distances", stages.FIRM_ANCHOR_DISTANCES)):
+    for table, contract in (("firm_centrality", schema.FIRM_CENTRALITY),
+                            ("firm_anchor_distances", schema.FIRM_ANCHOR_DISTANCES)):
         types = store.query(f"describe {table}").set_index("column_name")["column_type"].to_dict()
         assert types == contract and store.read_table(table).empty, table

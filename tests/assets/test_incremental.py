@@ -15,7 +15,7 @@ from assets_defs.definitions import all_assets
 from assets_defs.jobs import source_assets, training_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from assets_defs.schedules import linkage_job_schedule, unprocessed_sources
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 LINKAGE = dg.AssetSelection.all() - source_assets - training_assets - dg.AssetSelection.assets("document_sources", "linkage_model")

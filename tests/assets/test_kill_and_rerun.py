@@ -14,7 +14,7 @@ from _cli_runs import CHAIN, REPO, cli_env, comparable_table, materialize_cmd
 
 from assets_defs.definitions import all_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 TABLES = ("page_images", "layout_regions", "region_crops", "ocr_texts", "labelled_regions")

@@ -14,7 +14,7 @@ from PIL import Image
 from assets_defs.definitions import all_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from linkage_pipeline import schema
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 

@@ -6,9 +6,15 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
-from _cli_runs import REPO, cli_env, comparable_table, materialize_chain_in_process, materialize_cmd
+from _cli_runs import (
+    REPO,
+    cli_env,
+    comparable_table,
+    materialize_chain_in_process,
+    materialize_cmd,
+)
 
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.synthetic.corpus import generate_corpus
 
 SOURCES = ("firm_directory", "supplier_lists")
 PER_SOURCE_TABLES = ("page_images", "layout_regions", "region_crops", "ocr_texts", "labelled_regions", "rejected_inputs")

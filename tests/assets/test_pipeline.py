@@ -13,7 +13,7 @@ import pytest
 from assets_defs.definitions import all_assets, defs
 from assets_defs.jobs import source_assets, training_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 TABLES = (
@@ -109,12 +109,12 @@ def test_evaluation_tables_have_real_values(pipeline) -> None:
     assert set(layout.index) == {"firm_directory", "supplier_lists"}
     assert (layout["precision"] >= 0.9).all() and (layout["recall"] >= 0.9).all(), layout
     ocr = store.read_table("ocr_evaluation")
-    assert set(zip(ocr["source"], ocr["engine"])) == {
+    assert set(zip(ocr["source"], ocr["ocr"])) == {
         (s, e) for s in ("firm_directory", "supplier_lists") for e in ("tesseract", "rapidocr")
     }
     assert ((ocr["cer"] >= 0) & (ocr["cer"] < 0.6)).all(), ocr
     # rapidocr is the cleaner engine on horizontal crops
-    lists = ocr.set_index(["source", "engine"]).loc["supplier_lists"]
+    lists = ocr.set_index(["source", "ocr"]).loc["supplier_lists"]
     assert lists.loc["rapidocr", "cer"] < lists.loc["tesseract", "cer"]
     link = store.read_table("linkage_evaluation")
     assert set(zip(link["training"], link["method"])) == {
@@ -236,7 +236,7 @@ def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipe
     assert (folder / "pretrained" / "model.safetensors").is_file()
     # pooling weight and threshold were chosen on the validation firms of this corpus and stored with the model
     linking = json.loads((folder / "model_card.json").read_text())["linking"]
-    assert 0.0 <= linking["pooling_weight"] <= 1.0 and linking["n_val"] > 0 and linking["condition"] == "rapidocr"
+    assert 0.0 <= linking["pooling_weight"] <= 1.0 and linking["n_val"] > 0 and linking["ocr"] == "rapidocr"
 
     # the same sequence as the CLI: model, per-source embeddings, then everything downstream
     dg.materialize(all_assets, selection=["linkage_model"], instance=instance, resources=resources)

@@ -20,10 +20,17 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from _cli_runs import CHAIN, REPO, cli_env, comparable_table, materialize_chain_in_process, materialize_cmd
+from _cli_runs import (
+    CHAIN,
+    REPO,
+    cli_env,
+    comparable_table,
+    materialize_chain_in_process,
+    materialize_cmd,
+)
 
 from assets_defs.definitions import default_executor
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.synthetic.corpus import generate_corpus
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.scale_out

@@ -12,7 +12,7 @@ from assets_defs.definitions import all_assets
 from assets_defs.jobs import source_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from assets_defs.sensors import document_source_sensor
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 

@@ -15,9 +15,15 @@ import pandas as pd
 import pytest
 
 from assets_defs.definitions import defs, table_assets
-from assets_defs.tables import TABLE_PARTITIONS_NAME, table_linkage_sensor, table_source_sensor
-from linkage_pipeline import tables
-from linkage_pipeline.documents.sources import load_sources
+from assets_defs.tables import (
+    TABLE_PARTITIONS_NAME,
+    table_linkage_sensor,
+    table_source_sensor,
+)
+from linkage_pipeline import config as config_lib
+from linkage_pipeline.config import load_sources
+from linkage_pipeline.probabilistic import records as probabilistic_records
+from linkage_pipeline.synthetic import tables
 from resources import ComputeResource, LinkageStore
 
 N_FIRMS = 120
@@ -71,7 +77,7 @@ def make_data_dir(root: Path, text: str) -> Path:
 
 
 def test_good_table_config(tmp_path: Path) -> None:
-    registry = tables.load_table_sources(make_data_dir(tmp_path, GOOD_TABLES + LINKAGES), strict=True)
+    registry = config_lib.load_table_sources(make_data_dir(tmp_path, GOOD_TABLES + LINKAGES), strict=True)
     assert registry.names == ("registry_a", "registry_b")
     a = registry.get("registry_a")
     assert (a.format, a.id_column, a.columns) == ("csv", "firm_id", ("name", "city", "founded"))
@@ -111,7 +117,7 @@ def test_document_sources_ignore_the_tables_section(tmp_path: Path) -> None:
 def test_bad_table_entry_is_rejected_and_the_others_load(tmp_path: Path, entry: str, name: str, fragment: str) -> None:
     (tmp_path / "docs" / "pages").mkdir(parents=True)
     text = "sources:\n  docs: {role: query, direction: horizontal}\n" + GOOD_TABLES + f"  {entry}\n"
-    registry = tables.load_table_sources(make_data_dir(tmp_path, text))
+    registry = config_lib.load_table_sources(make_data_dir(tmp_path, text))
     assert registry.names == ("registry_a", "registry_b")
     (rejection,) = registry.rejected
     assert (rejection.source, rejection.file, rejection.stage) == (name, "sources.yaml", "table_sources")
@@ -139,7 +145,7 @@ def test_bad_table_entry_is_rejected_and_the_others_load(tmp_path: Path, entry: 
 )
 def test_bad_table_linkage_is_rejected(tmp_path: Path, entry: str, fragment: str) -> None:
     text = GOOD_TABLES + "table_linkages:\n  - {dedup: registry_b, fields: {firm_name: jaro_winkler}}\n" + f"  - {entry}\n"
-    registry = tables.load_table_sources(make_data_dir(tmp_path, text))
+    registry = config_lib.load_table_sources(make_data_dir(tmp_path, text))
     assert [link.name for link in registry.linkages] == ["registry_b__dedup"]
     (rejection,) = registry.rejected
     assert rejection.stage == "table_sources" and str(rejection).count("table linkage 2") == 1, str(rejection)
@@ -155,7 +161,7 @@ def test_table_linkage_rejections_name_the_entry_once(tmp_path: Path) -> None:
         "  - just text\n"
         "  - {dedup: registry_a, fields: {town: exact}}\n"
     )
-    registry = tables.load_table_sources(make_data_dir(tmp_path, text))
+    registry = config_lib.load_table_sources(make_data_dir(tmp_path, text))
     fields = "name, left, right, dedup, fields, threshold, one_to_one, blocking"
     assert [str(r) for r in registry.rejected] == [
         f"sources.yaml: source 'table linkage 2': unknown field 'colour'; expected only {fields}",
@@ -171,10 +177,10 @@ def test_table_linkage_rejections_name_the_entry_once(tmp_path: Path) -> None:
 def test_duplicate_linkage_names_and_strict_mode(tmp_path: Path) -> None:
     text = GOOD_TABLES + "table_linkages:\n" + "  - {dedup: registry_a, fields: {name: exact}}\n" * 2
     data = make_data_dir(tmp_path, text)
-    (rejection,) = tables.load_table_sources(data).rejected
+    (rejection,) = config_lib.load_table_sources(data).rejected
     assert "name 'registry_a__dedup' is already used" in rejection.reason
     with pytest.raises(ValueError, match=r"sources.yaml: 1 problem\(s\):\n- .*already used"):
-        tables.load_table_sources(data, strict=True)
+        config_lib.load_table_sources(data, strict=True)
 
 
 @pytest.mark.parametrize(
@@ -187,13 +193,13 @@ def test_duplicate_linkage_names_and_strict_mode(tmp_path: Path) -> None:
 )
 def test_unreadable_tables_section_raises_naming_the_file(tmp_path: Path, text: str, fragment: str) -> None:
     with pytest.raises(ValueError, match="sources.yaml") as info:
-        tables.load_table_sources(make_data_dir(tmp_path, text))
+        config_lib.load_table_sources(make_data_dir(tmp_path, text))
     assert fragment in str(info.value)
 
 
 def test_read_table_source_rejects_rows_with_reasons(tmp_path: Path) -> None:
-    registry = tables.load_table_sources(make_data_dir(tmp_path, GOOD_TABLES))
-    records, rejected = tables.read_table_source(registry.get("registry_a"))
+    registry = config_lib.load_table_sources(make_data_dir(tmp_path, GOOD_TABLES))
+    records, rejected = probabilistic_records.read_table_source(registry.get("registry_a"))
     n = N_FIRMS + round(0.1 * N_FIRMS) + 1  # firms, their in-table duplicates, the CJK firm
     assert len(records) == n and records["record_id"].is_unique
     assert [r.reason for r in rejected] == [
@@ -219,7 +225,7 @@ OUTPUT_TABLES = ["table_sources", "table_linkages", "table_records", "table_comp
 
 def materialize_tables(data_dir: Path, instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
     resources = _resources(data_dir)
-    names = tables.load_table_sources(data_dir).names
+    names = config_lib.load_table_sources(data_dir).names
     known = set(instance.get_dynamic_partitions(TABLE_PARTITIONS_NAME))
     instance.add_dynamic_partitions(TABLE_PARTITIONS_NAME, [n for n in names if n not in known])
     assert dg.materialize(table_assets, selection=["table_sources"], instance=instance, resources=resources).success

@@ -13,8 +13,8 @@ from PIL import Image
 from assets_defs.definitions import all_assets
 from assets_defs.jobs import source_assets, training_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
-from linkage_pipeline import multimodal
-from linkage_pipeline.documents.synthetic import generate_corpus
+from linkage_pipeline import schema
+from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 GOOD = ("firm_directory", "supplier_lists")
@@ -79,9 +79,9 @@ def test_the_unusable_sources_have_empty_tables_and_say_why(linked) -> None:
     for name in BAD:
         mine = rejected[rejected["source"] == name]
         assert {"zero.png", "black.png"} <= set(mine["file"]), mine
-        embeddings = store.read_partition("crop_embeddings", name, multimodal.CROP_EMBEDDINGS)
+        embeddings = store.read_partition("crop_embeddings", name, schema.CROP_EMBEDDINGS)
         assert store.partition_path("crop_embeddings", name).exists() and embeddings.empty
-        assert list(embeddings.columns) == list(multimodal.CROP_EMBEDDINGS)
+        assert list(embeddings.columns) == list(schema.CROP_EMBEDDINGS)
         meta = _meta(runs[name], "crop_embeddings")
         assert meta["rows"] == 0 and "no linkable crops" in meta["empty"]
         checks = {c.asset_check_key.name: c.passed for c in runs[name].get_asset_check_evaluations()}

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from linkage_pipeline import schema
-from linkage_pipeline.stages import LABELLED_REGIONS, RECORD_LINKS
+from linkage_pipeline.schema import LABELLED_REGIONS, RECORD_LINKS
 from linkage_pipeline.store import Store, load_sql_models
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
@@ -50,7 +50,7 @@ def store(tmp_path: Path) -> Store:
                           "height": 10, "direction": "horizontal"})
     texts = {"rT": "東洋紡績", "rH1": "仕入先", "rS": "明治製菓", "rH2": "販買先", "rC": "大日本製藥", "rC2": "不明商店",
              "d1": "明治製菓株式會社", "d2": "東洋紡績株式會社"}
-    ocr = pd.DataFrame({"crop_id": "c" + regions["region_id"], "source": regions["source"], "engine": "rapidocr",
+    ocr = pd.DataFrame({"crop_id": "c" + regions["region_id"], "source": regions["source"], "ocr": "rapidocr",
                         "text": regions["region_id"].map(texts), "confidence": 0.9})
     for src in ("lists", "dir"):
         store.write_partition("region_crops", src, crops[crops["source"] == src], schema.REGION_CROPS)

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from _dagster_dev import alive, start_dagster_dev
 
 
@@ -147,7 +146,7 @@ def corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]
     """A tiny generated corpus and a fresh DAGSTER_HOME whose dynamic partitions are its two sources."""
     import dagster as dg
 
-    from linkage_pipeline.documents.synthetic import generate_corpus
+    from linkage_pipeline.synthetic.corpus import generate_corpus
 
     data_dir = tmp_path / "data"
     generate_corpus(data_dir, seed=3, n_firms=16, n_list_pages=2)

@@ -217,13 +217,14 @@ def test_no_edges_give_an_empty_graph():
 
 @pytest.mark.parametrize("anchors", [(), ("三井物産",)])
 def test_build_network_of_no_edges_is_an_empty_result(tmp_path, anchors):
-    from linkage_pipeline import stages
+    from linkage_pipeline import network as network_lib
+    from linkage_pipeline import schema
 
-    result = stages.build_network(NO_EDGES, tmp_path / "net", anchors=anchors)
+    result = network_lib.build_network(NO_EDGES, tmp_path / "net", anchors=anchors)
     assert (result.n_nodes, result.n_edges) == (0, 0)
-    assert result.centrality.empty and list(result.centrality.columns) == list(stages.FIRM_CENTRALITY)
-    assert result.anchor_distances.empty and list(result.anchor_distances.columns) == list(stages.FIRM_ANCHOR_DISTANCES)
+    assert result.centrality.empty and list(result.centrality.columns) == list(schema.FIRM_CENTRALITY)
+    assert result.anchor_distances.empty and list(result.anchor_distances.columns) == list(schema.FIRM_ANCHOR_DISTANCES)
     assert nx.read_graphml(result.graphml_path).number_of_nodes() == 0
     assert result.plot_path.read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(ValueError, match=r"edges is missing columns \['customer_label'\]"):
-        stages.build_network(NO_EDGES.drop(columns="customer_label"), tmp_path / "net")
+        network_lib.build_network(NO_EDGES.drop(columns="customer_label"), tmp_path / "net")

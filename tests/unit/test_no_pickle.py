@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _tiny import TINY
+from fixtures.tiny import TINY
 from safetensors import safe_open
 
 from linkage_pipeline import api
-from linkage_pipeline.encoders import MultimodalEncoder
-from linkage_pipeline.training import TrainConfig, build_training_set, train
+from linkage_pipeline.multimodal.encoder import MultimodalEncoder
+from linkage_pipeline.multimodal.training.data import build_training_set
+from linkage_pipeline.multimodal.training.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[2]
 #: Calls that read pickle data (torch.load unpickles, even with weights_only=True it is the pickle format).

@@ -9,7 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from linkage_pipeline.store import SqlModelError, Store, check_partition, load_sql_models
+from linkage_pipeline.store import (
+    SqlModelError,
+    Store,
+    check_partition,
+    load_sql_models,
+)
 
 SCHEMA = {"id": "VARCHAR", "source": "VARCHAR", "value": "DOUBLE", "n": "INTEGER"}
 

@@ -1,0 +1,417 @@
+"""Frame-level functions of the multimodal chain: embed crops, index targets, link queries by nearest neighbours.
+
+``crop_embeddings`` rows hold, per crop and text condition (OCR engine or ``ground_truth``), the L2-normalised
+image embedding of the crop and text embedding of its reading, with the id of the model that made them. The
+vision-only, language-only and pooled (CLIPPINGS: ``L2norm(w * img + (1 - w) * txt)``) embeddings used for
+linking are derived from these two at link time, so the pooling weight is a linking choice, not a re-embedding.
+Embedding is incremental: rows already embedded with the same model, crop and text are reused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from linkage_pipeline.linking.index import (
+    IndexMeta,
+    IndexSpec,
+    build_index,
+    exact_scores,
+    load_index,
+    save_index,
+    search,
+)
+from linkage_pipeline.linking.topk import topk_frame_arrays, topk_rows
+from linkage_pipeline.multimodal.embed import (
+    EMBEDDING_METHODS,
+    _check_one_model,
+    embed_crops,
+    method_embeddings,
+)
+from linkage_pipeline.multimodal.encoder import MultimodalEncoder
+from linkage_pipeline.schema import (
+    EMBEDDING_LINKS,
+    FAISS_INDEXES,
+    LINKED_TARGETS,
+    empty_frame,
+)
+
+logger = logging.getLogger(__name__)
+
+
+#: Candidates fetched from an index beyond the ``k`` kept, then rescored exactly (:func:`matching.exact_scores`):
+#: FAISS's float32 scores of near-ties (one firm listed twice) differ in the last bits with the batch they were
+#: computed in, so the k-th and the next targets could swap between an incremental and a full run.
+EXTRA_CANDIDATES = 16
+
+
+def _index_name(target_source: str, condition: str, method: str) -> str:
+    return f"{target_source}__{condition}__{method}.faiss"
+
+
+def _target_groups(embeddings: pd.DataFrame, target_sources: Sequence[str]):
+    """(source, condition, rows sorted by crop id, crop ids) of every target source and text condition."""
+    for source in dict.fromkeys(target_sources):
+        t_all = embeddings[embeddings["source"] == source]
+        for condition in sorted(set(t_all["ocr"])):
+            t = t_all[t_all["ocr"] == condition].sort_values("crop_id")
+            yield source, condition, t, t["crop_id"].tolist()
+
+
+def index_targets(
+    embeddings: pd.DataFrame,
+    target_sources: Sequence[str],
+    *,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    spec: IndexSpec | None = None,
+    out_dir: Path | None = None,
+) -> tuple[dict[tuple[str, str, str], tuple[object, list[str]]], pd.DataFrame]:
+    """Build one FAISS index per target source, text condition and method.
+
+    Args:
+        embeddings: ``crop_embeddings`` rows (one model).
+        target_sources: Sources linked to.
+        methods: Subset of :data:`EMBEDDING_METHODS`.
+        weight: Image weight of the ``multimodal`` embedding.
+        spec: Index kind and device (default exact flat on the CPU).
+        out_dir: When given, every index is saved there with its metadata (:func:`save_index`).
+
+    Returns:
+        ``{(source, condition, method): (index, crop ids in index order)}`` and one ``faiss_indexes`` row per
+        index (target_source, ocr, method, model_id, kind, weight, n, dim, path).
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    spec = spec or IndexSpec()
+    out: dict[tuple[str, str, str], tuple[object, list[str]]] = {}
+    rows = []
+    if embeddings.empty:
+        return out, pd.DataFrame(rows, columns=list(FAISS_INDEXES))
+    model_id = _check_one_model(embeddings)
+    for source, condition, t, ids in _target_groups(embeddings, target_sources):
+        for method in methods:
+            index = build_index(method_embeddings(t, method, weight), spec)
+            path = ""
+            if out_dir is not None:
+                meta = IndexMeta(
+                    model_id,
+                    ids,
+                    spec.kind,
+                    int(index.d),
+                    {"source": source, "ocr": condition, "method": method, "weight": weight},
+                )
+                path = str(save_index(index, out_dir / _index_name(source, condition, method), meta))
+            out[(source, condition, method)] = (index, ids)
+            rows.append((source, condition, method, model_id, spec.kind, weight, len(ids), int(index.d), path))
+    return out, pd.DataFrame(rows, columns=list(FAISS_INDEXES))
+
+
+def link_with_indexes(
+    embeddings: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    indexes: dict[tuple[str, str, str], tuple[object, list[str]]],
+    *,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    k: int = 5,
+    training: str = "supervised",
+) -> pd.DataFrame:
+    """Top-k target crops of every query crop, per linkage, text condition and method, from built indexes.
+
+    Args:
+        embeddings: ``crop_embeddings`` rows of the query sources (the model the indexes were built with).
+        linkages: (query source, target source) pairs.
+        indexes: From :func:`index_targets` (or loaded indexes in the same shape).
+        methods: Methods to link with; each needs its index.
+        weight: Image weight of the ``multimodal`` embedding (must be the one the index was built with).
+        k: Neighbours kept per query.
+        training: Recorded in the ``training`` column.
+
+    Returns:
+        ``embedding_links`` rows (:data:`EMBEDDING_LINKS`), best first.
+    """
+    links, _, _ = relink(embeddings, embeddings, linkages, indexes, methods=methods, weight=weight, k=k,
+                         training=training)
+    return links
+
+
+def embedding_links(
+    embeddings: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    *,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    k: int = 5,
+    training: str = "supervised",
+    spec: IndexSpec | None = None,
+) -> pd.DataFrame:
+    """:func:`index_targets` then :func:`link_with_indexes`, in memory (nothing written)."""
+    indexes, _ = index_targets(embeddings, [t for _, t in linkages], methods=methods, weight=weight, spec=spec)
+    return link_with_indexes(embeddings, linkages, indexes, methods=methods, weight=weight, k=k, training=training)
+
+
+def tune_linking(
+    encoder: MultimodalEncoder,
+    inputs: pd.DataFrame,
+    regions: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    *,
+    condition: str,
+    also: Sequence[str] = (),
+    weights: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2)),
+) -> dict[str, float | str | int]:
+    """Choose the pooling weight and no-match threshold on the validation split of labelled firms.
+
+    Only validation-split queries are scored (firms hashed as in the evaluation); test firms never influence
+    the choice. The weight maximises the mean validation top-1 accuracy over ``condition`` and the ``also``
+    conditions (e.g. every OCR engine, so the weight does not overfit the cleanest reading); ties go to the
+    weight closest to 0.5. The threshold is the one tuned for ``condition`` at that weight.
+
+    Args:
+        encoder: The model.
+        inputs: :func:`embedding_inputs` rows of the linked sources.
+        regions: ``stg_regions`` rows (truth).
+        linkages: (query, target) source pairs.
+        condition: Text condition the pipeline links with (its threshold is returned).
+        also: Further conditions that count in the choice of the weight.
+        weights: Candidate image weights.
+
+    Returns:
+        pooling_weight, nomatch_threshold, val_top1 and val_top1_with_nomatch (of ``condition``), val_top1_mean
+        (over the conditions), n_val, condition.
+
+    Raises:
+        ValueError: If the validation split has no labelled query for ``condition``.
+    """
+    from linkage_pipeline.evaluation import report
+
+    conditions = list(dict.fromkeys([condition, *also]))
+    emb, _ = embed_crops(encoder, inputs[inputs["ocr"].isin(conditions)])
+    best: dict[str, float | str | int] | None = None
+    best_key: tuple[float, float, float] | None = None
+    for w in weights:
+        links = embedding_links(emb, linkages, methods=("multimodal",), weight=float(w))
+        ev = report.linkage_evaluation_table(links, regions, report_splits=("val",))
+        ev = ev[ev["top1_accuracy"].notna()].set_index("ocr")
+        if condition not in ev.index:
+            raise ValueError(f"no labelled validation queries for condition {condition!r}; cannot tune")
+        row = ev.loc[condition]
+        mean = float(ev.loc[[c for c in conditions if c in ev.index], "top1_accuracy"].mean())
+        cand = {
+            "pooling_weight": float(w),
+            "nomatch_threshold": float(row["nomatch_threshold"]),
+            "val_top1": float(row["top1_accuracy"]),
+            "val_top1_with_nomatch": float(row["top1_accuracy_with_nomatch"]),
+            "val_top1_mean": mean,
+            "ocrs": ",".join(c for c in conditions if c in ev.index),
+            "n_val": int(row["n"]),
+            "ocr": condition,
+        }
+        key = (mean, cand["val_top1_with_nomatch"], -abs(float(w) - 0.5))
+        if best_key is None or key > best_key:
+            best, best_key = cand, key
+        logger.info("pooling weight %.1f: mean val top-1 %.3f over %s", w, mean, cand["ocrs"])
+    assert best is not None
+    return best
+
+
+def update_target_indexes(
+    embeddings: pd.DataFrame,
+    target_sources: Sequence[str],
+    out_dir: Path,
+    *,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    spec: IndexSpec | None = None,
+    rebuild: bool = False,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Bring the saved indexes under ``out_dir`` up to date with ``embeddings``, adding only new targets.
+
+    For every target source, text condition and method, the saved index (:func:`index_targets` with
+    ``out_dir``) is kept when it already holds exactly these targets, extended with the new targets' vectors
+    when it holds a subset of them (same model, kind and pooling weight), and rebuilt otherwise (a target
+    removed, another kind or weight, no file). An extended flat index answers every search exactly as a
+    rebuilt one; an extended IVF index keeps its trained centroids. ``rebuild`` ignores the saved indexes
+    (each is replaced atomically, so a stopped run leaves the old file or the new one).
+
+    Returns:
+        ``faiss_indexes`` rows and counts ``{"unchanged", "extended", "rebuilt", "vectors_added"}`` (vectors
+        added to extended indexes; a rebuilt index adds all of its vectors).
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    spec = spec or IndexSpec()
+    stats = {"unchanged": 0, "extended": 0, "rebuilt": 0, "vectors_added": 0}
+    rows = []
+    if embeddings.empty:
+        return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
+    model_id = _check_one_model(embeddings)
+    for source, condition, t, ids in _target_groups(embeddings, target_sources):
+        for method in methods:
+            path = Path(out_dir) / _index_name(source, condition, method)
+            old = None
+            if path.is_file() and not rebuild:
+                try:
+                    index, meta = load_index(path, model_id=model_id)
+                    if meta.kind == spec.kind and float(meta.extra.get("weight", -1)) == weight:
+                        old = (index, meta.ids)
+                except (ValueError, FileNotFoundError, RuntimeError) as exc:
+                    logger.info("rebuilding index %s: %s", path.name, exc)
+            if old is not None and set(old[1]) <= set(ids):
+                index, have = old
+                new = t[~t["crop_id"].isin(set(have))]
+                ordered, dirty = list(have) + new["crop_id"].tolist(), len(new) > 0
+                if dirty:
+                    index.add(method_embeddings(new, method, weight))
+                    stats["extended"] += 1
+                    stats["vectors_added"] += len(new)
+                else:
+                    stats["unchanged"] += 1
+            else:
+                index, ordered, dirty = build_index(method_embeddings(t, method, weight), spec), ids, True
+                stats["rebuilt"] += 1
+                stats["vectors_added"] += len(ids)
+            if dirty:
+                meta = IndexMeta(model_id, ordered, spec.kind, int(index.d),
+                                 {"source": source, "ocr": condition, "method": method, "weight": weight})
+                save_index(index, path, meta)
+            rows.append((source, condition, method, model_id, spec.kind, weight, len(ordered), int(index.d), str(path)))
+    return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
+
+
+def _hits(index: object, target_ids: Sequence[str], target_vectors: np.ndarray, queries: pd.DataFrame, method: str,
+          weight: float, k: int) -> pd.DataFrame:
+    """query_crop_id, target_crop_id, score of the ``k`` best targets in ``index`` for each of ``queries``.
+
+    ``k + EXTRA_CANDIDATES`` candidates are fetched and rescored exactly from ``target_vectors`` (the index's
+    vectors, in index order), so scores and order (ties by target id) do not depend on which queries were searched
+    together or on the index's size.
+    """
+    vectors = method_embeddings(queries, method, weight)
+    _, ids = search(index, vectors, k + EXTRA_CANDIDATES)
+    scores = exact_scores(vectors, target_vectors, ids)
+    cols = topk_frame_arrays(scores, ids, queries["crop_id"].tolist(), target_ids)
+    found = pd.DataFrame({"query_crop_id": cols["query_id"], "target_crop_id": cols["target_id"], "score": cols["score"]})
+    return topk_rows(found, k)[["query_crop_id", "target_crop_id", "score"]]
+
+
+def _target_vectors(targets: pd.DataFrame, source: str, condition: str, ids: Sequence[str], method: str,
+                    weight: float) -> np.ndarray:
+    """The ``method`` embeddings of target crops ``ids`` (index order) of one source and text condition."""
+    rows = targets[(targets["source"] == source) & (targets["ocr"] == condition)].drop_duplicates("crop_id")
+    rows = rows.set_index("crop_id").reindex(list(ids))
+    missing = rows.index[rows["image_embedding"].isna()].tolist()
+    if missing:
+        raise ValueError(
+            f"the index of {source!r} / {condition!r} / {method!r} lists {len(missing)} crop(s) without "
+            f"crop_embeddings (first {missing[:3]}); re-materialize faiss_index"
+        )
+    return method_embeddings(rows.reset_index(), method, weight)
+
+
+def relink(
+    queries: pd.DataFrame,
+    targets: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    indexes: dict[tuple[str, str, str], tuple[object, list[str]]],
+    *,
+    previous: pd.DataFrame | None = None,
+    previous_targets: pd.DataFrame | None = None,
+    methods: Sequence[str] = EMBEDDING_METHODS,
+    weight: float = 0.5,
+    k: int = 5,
+    training: str = "supervised",
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Top-k links of every query crop, recomputing only what new queries or new targets can change.
+
+    For each linkage, text condition and method: when ``previous`` holds its top-k lists (same model) and
+    ``previous_targets`` says which targets they were computed against, a query seen before is only searched
+    against the targets added since (a small exact index of them) and its list is merged with the new hits;
+    a new query is searched against the whole index; a query that is gone is dropped. When a target was
+    removed, or nothing was stored, every query is searched again. The result equals a full search with
+    :func:`link_with_indexes` (ranks ordered by score, ties by target id).
+
+    Args:
+        queries: ``crop_embeddings`` rows of the query sources.
+        targets: ``crop_embeddings`` rows of the target sources (vectors of the new targets come from here).
+        linkages: (query source, target source) pairs.
+        indexes: ``{(target source, condition, method): (index, target ids in index order)}``.
+        previous: Earlier ``embedding_links`` rows.
+        previous_targets: Earlier :data:`LINKED_TARGETS` rows.
+
+    Returns:
+        ``embedding_links`` rows, the :data:`LINKED_TARGETS` rows for the next call, and counts
+        ``{"queries_searched", "queries_checked", "queries_changed", "queries_kept"}``: queries searched
+        against a whole index, searched against new targets only, whose top-k list changed by that, and
+        reused untouched.
+    """
+    stats = {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0, "queries_kept": 0}
+    if queries.empty:
+        return empty_frame(EMBEDDING_LINKS), empty_frame(LINKED_TARGETS), stats
+    model_id = _check_one_model(queries)
+    frames, linked = [], []
+    prev = previous if previous is not None and not previous.empty else None
+    if prev is not None:
+        prev = prev[(prev["model_id"] == model_id) & (prev["training"] == training)]
+    # the targets each earlier top-k list was computed against, per index (same model and pooling weight)
+    linked_before: dict[tuple[str, str, str], set[str]] = {}
+    if previous_targets is not None and not previous_targets.empty:
+        same = previous_targets[(previous_targets["model_id"] == model_id) & (previous_targets["weight"] == weight)]
+        linked_before = {key: set(g["crop_id"]) for key, g in same.groupby(["target_source", "ocr", "method"])}
+    for query_source, target_source in linkages:
+        q_all = queries[queries["source"] == query_source]
+        for condition in sorted(set(q_all["ocr"])):
+            q = q_all[q_all["ocr"] == condition].sort_values("crop_id")
+            for method in methods:
+                found = indexes.get((target_source, condition, method))
+                if found is None or q.empty:
+                    continue
+                index, target_ids = found
+                vectors = _target_vectors(targets, target_source, condition, target_ids, method, weight)
+                linked.append(pd.DataFrame({"target_source": target_source, "ocr": condition, "method": method,
+                                            "model_id": model_id, "weight": weight, "crop_id": list(target_ids)}))
+                before = linked_before.get((target_source, condition, method))
+                old = None
+                if prev is not None and before is not None and before <= set(target_ids):
+                    old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
+                               & (prev["ocr"] == condition) & (prev["method"] == method)]
+                    old = old[old["query_crop_id"].isin(set(q["crop_id"]))]
+                    # a list shorter than k (k was raised since) is searched again
+                    full = old.groupby("query_crop_id")["target_crop_id"].transform("size") == min(k, len(before))
+                    old = old[full]
+                seen = set(old["query_crop_id"]) if old is not None else set()
+                fresh = q[~q["crop_id"].isin(seen)]
+                parts = []
+                if len(fresh):
+                    parts.append(_hits(index, target_ids, vectors, fresh, method, weight, k))
+                    stats["queries_searched"] += len(fresh)
+                if seen:
+                    kept = topk_rows(old[["query_crop_id", "target_crop_id", "score"]], k)
+                    added_at = [p for p, t in enumerate(target_ids) if t not in before]
+                    if added_at:
+                        added = [target_ids[p] for p in added_at]
+                        q_old = q[q["crop_id"].isin(seen)]
+                        small = build_index(vectors[added_at], IndexSpec())
+                        hits = _hits(small, added, vectors[added_at], q_old, method, weight, k)
+                        merged = topk_rows(pd.concat([kept, hits], ignore_index=True), k)
+                        before_lists = kept.groupby("query_crop_id")["target_crop_id"].apply(tuple)
+                        after_lists = merged.groupby("query_crop_id")["target_crop_id"].apply(tuple)
+                        stats["queries_checked"] += len(q_old)
+                        stats["queries_changed"] += int((before_lists.reindex(after_lists.index) != after_lists).sum())
+                        parts.append(merged[["query_crop_id", "target_crop_id", "score"]])
+                    else:
+                        stats["queries_kept"] += len(seen)
+                        parts.append(kept)
+                if not parts:
+                    continue
+                out = topk_rows(pd.concat(parts, ignore_index=True), k)
+                frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
+                                         ocr=condition, training=training, model_id=model_id))
+    links = (pd.concat(frames, ignore_index=True)[list(EMBEDDING_LINKS)] if frames else empty_frame(EMBEDDING_LINKS))
+    targets_out = pd.concat(linked, ignore_index=True) if linked else empty_frame(LINKED_TARGETS)
+    return links, targets_out, stats

@@ -1,0 +1,108 @@
+"""How a crop becomes model input: padding to a square, character tiles, grid layout."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from linkage_pipeline.documents.crops import (
+    _column_extent,
+    _turned_in_vertical,
+    border_colour,
+    ink_mask,
+    pad_to_square,
+    vertical_cells,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How crops become pixel tensors.
+
+    Attributes:
+        image_size: Side of the square model input, pixels.
+        mean: Per-channel mean subtracted after scaling to [0, 1].
+        std: Per-channel standard deviation divided by.
+        reflow_vertical: Re-flow vertical crops into one horizontal line before padding (DESIGN section 4).
+        text_prefix_cls: Prepend ``[CLS]`` and add no other special token (rinna's tokenisation).
+        max_length: Longest token sequence.
+        layout: ``line`` (the crop as printed, vertical crops re-flowed into one line) or ``grid`` (the
+            character cells laid out row-major in a grid of ``grid_cols`` columns, each cell padded to a square
+            of side ``image_size // grid_cols``, so a character keeps that many pixels whatever the name's
+            length); the line or grid is then padded to a square, never squashed.
+        grid_cols: Columns of the ``grid`` layout.
+    """
+
+    image_size: int = 80
+    # Paper maps to about 0 and ink to about -2.5: with a large constant background every crop starts
+    # out nearly identical to a random ViT (cosine 0.999), and CLIP pretraining sits at the uniform loss.
+    mean: tuple[float, float, float] = (0.85, 0.85, 0.85)
+    std: tuple[float, float, float] = (0.3, 0.3, 0.3)
+    reflow_vertical: bool = True
+    text_prefix_cls: bool = False
+    max_length: int = 48
+    layout: str = "line"
+    grid_cols: int = 4
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("line", "grid"):
+            raise ValueError(f"layout must be 'line' or 'grid', got {self.layout!r}")
+        if self.grid_cols < 1 or self.image_size // self.grid_cols < 4:
+            raise ValueError(f"grid_cols={self.grid_cols} leaves cells under 4 px at image_size={self.image_size}")
+
+
+# ---------------------------------------------------------------------------------------------- grid layout
+def character_tiles(img: Image.Image, direction: str) -> tuple[list[Image.Image], int]:
+    """Cut a text crop (``L``) into one tile per character cell, in reading order, and its border colour.
+
+    Vertical crops are cut by :func:`~linkage_pipeline.crops.vertical_cells` (over the column's ink width; a
+    glyph that vertical setting turns is turned back); horizontal crops by the same projection cut applied to
+    the crop turned a quarter (over the line's ink height). A crop without ink is one tile.
+    """
+    background = border_colour(img)
+    bg = int(background if isinstance(background, int) else background[0])
+    if direction == "vertical":
+        cells = vertical_cells(img)
+        if not cells:
+            return [img], bg
+        mask = ink_mask(img)
+        left, right = _column_extent(mask)
+        tiles = []
+        for top, bottom in cells:
+            tile = img.crop((left, top, right, bottom))
+            if _turned_in_vertical(mask[top:bottom, left:right], right - left):
+                tile = tile.rotate(90, expand=True, fillcolor=bg)
+            tiles.append(tile)
+        return tiles, bg
+    # Turned a quarter clockwise, the line reads top to bottom; cell rows there are columns here.
+    cells = vertical_cells(img.transpose(Image.Transpose.ROTATE_270))
+    if not cells:
+        return [img], bg
+    rows = np.flatnonzero(ink_mask(img).any(axis=1))
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    return [img.crop((left, y0, right, y1)) for left, right in cells], bg
+
+
+def grid_layout(img: Image.Image, direction: str, size: int, cols: int) -> Image.Image:
+    """The ``grid`` layout of :class:`Preprocessing`: character cells row-major in ``cols`` columns, square.
+
+    Returns:
+        ``L`` image of side ``size``: cells of side ``size // cols`` (each tile padded to a square, never
+        squashed), the grid padded to a square with the border colour and resized to ``size`` (a no-op up to
+        ``cols`` rows; names longer than ``cols * cols`` characters shrink).
+    """
+    tiles, bg = character_tiles(img, direction)
+    cell = max(4, size // cols)
+    n_cols = min(cols, len(tiles))
+    n_rows = -(-len(tiles) // cols)
+    canvas = Image.new("L", (n_cols * cell, n_rows * cell), bg)
+    inner = cell - 2
+    for i, tile in enumerate(tiles):
+        square = pad_to_square(tile, fill=bg).resize((inner, inner), Image.Resampling.BILINEAR)
+        canvas.paste(square, ((i % cols) * cell + 1, (i // cols) * cell + 1))
+    return pad_to_square(canvas, fill=bg).resize((size, size), Image.Resampling.BILINEAR)

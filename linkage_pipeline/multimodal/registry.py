@@ -1,0 +1,80 @@
+"""Which model links: the shipped one, the latest trained by the training assets, or a local checkpoint folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from linkage_pipeline.multimodal.checkpoints import PRETRAINED_SUBDIR, shipped_model_dir
+
+MODEL_CHOICES: tuple[str, ...] = ("auto", "shipped", "trained", "directory")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model the pipeline links with."""
+
+    path: Path
+    pretrained_path: Path | None
+    chosen_by: str
+
+
+def _pretrained_of(path: Path) -> Path | None:
+    p = path / PRETRAINED_SUBDIR
+    return p if (p / "model.safetensors").is_file() else None
+
+
+def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> ModelChoice:
+    """Resolve the configured model.
+
+    Args:
+        choice: ``auto`` (the latest supervised model of the training assets if any, else the shipped one),
+            ``shipped``, ``trained`` (the latest supervised model; an error if none) or ``directory``.
+        directory: The folder for ``directory`` (ours, a Hugging Face CLIP or the rinna layout).
+        trained: ``trained_models`` rows (may be ``None`` when the training assets never ran).
+
+    Raises:
+        ValueError: On an unknown choice, a missing folder, or ``trained`` with no trained model.
+    """
+    if choice not in MODEL_CHOICES:
+        raise ValueError(f"model choice must be one of {MODEL_CHOICES}, got {choice!r}")
+    supervised = (
+        trained[trained["stage"] == "supcon"].sort_values("created_at")
+        if trained is not None and not trained.empty
+        else pd.DataFrame()
+    )
+    if choice == "directory":
+        path = Path(directory).expanduser().resolve()
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model directory {path} has no config.json; expected a saved model folder")
+        return ModelChoice(path, _pretrained_of(path), f"directory {path}")
+    if choice in ("trained", "auto") and not supervised.empty:
+        path = Path(str(supervised["path"].iloc[-1]))
+        if not (path / "model.safetensors").is_file():
+            raise ValueError(f"the latest trained model {path} is missing; re-materialize supervised_model")
+        return ModelChoice(path, _pretrained_of(path), "latest trained model (supervised_model)")
+    if choice == "trained":
+        raise ValueError("no trained model yet; materialize training_crops, pretrained_model and supervised_model")
+    path = shipped_model_dir()
+    return ModelChoice(path, _pretrained_of(path), "shipped model")
+
+
+def card_defaults(path: Path) -> tuple[float, float]:
+    """The pooling weight and no-match threshold recorded in a model card (0.5 and NaN when absent)."""
+    card_path = path / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    linking = card.get("linking", {})
+    return float(linking.get("pooling_weight", 0.5)), float(linking.get("nomatch_threshold", float("nan")))
+
+
+def attach_pretrained(supervised_dir: Path, pretrained_dir: Path) -> Path:
+    """Copy the pretrained-only model into ``supervised_dir/pretrained`` (the shipped layout); returns it."""
+    dst = supervised_dir / PRETRAINED_SUBDIR
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(pretrained_dir, dst, ignore=shutil.ignore_patterns(PRETRAINED_SUBDIR))
+    return dst

@@ -1,0 +1,422 @@
+"""The CLIPPINGS training recipe on synthetic firm-name crops: data, losses, hard-negative mining, trainers.
+
+1. :func:`build_training_set` renders generated firm names (``vocabulary="train"``, disjoint from the demo
+   and held-out firms) in several typefaces, both orientations, with light scan augmentations. Each view of a
+   firm is printed the way some document would print it (:func:`~linkage_pipeline.documents.firms.mention`:
+   old/new character forms, ``株式會社``/``（株）``/none, short forms), so views of one firm are positives and the
+   confusable siblings that :func:`generate_firms` draws are hard negatives. The text side is OCR of the
+   rendering by a real engine (real OCR noise) or, cheaply, :func:`simulate_ocr`.
+2. :func:`train` runs either stage: ``"clip"`` (language-image pretraining, symmetric CLIP loss on crop/OCR
+   pairs) or ``"supcon"`` (supervised contrastive loss on the pooled embedding, batches built by offline
+   hard-negative mining: each anchor class with its ``k - 1`` nearest classes, ``m`` views each). AdamW with
+   cosine annealing and warm restarts (first restart after 10 steps, factor 2, minimum 0), as in the paper's
+   Table S-1. Progress is logged; a checkpoint (safetensors weights, optimizer state, JSON trainer state) is
+   written every ``checkpoint_every`` steps and training resumes from it. On the CPU a run is a deterministic
+   function of its seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from linkage_pipeline.multimodal.encoder import MultimodalEncoder
+from linkage_pipeline.multimodal.training.data import TrainingSet
+from linkage_pipeline.multimodal.training.losses import clip_loss, supcon_loss
+from linkage_pipeline.multimodal.training.mining import (
+    hard_negative_batches,
+    nearest_classes,
+)
+
+logger = logging.getLogger(__name__)
+
+
+Stage = Literal["clip", "supcon"]
+CHECKPOINT_DIR = "last"
+_STATE_FILE = "trainer_state.json"
+#: Optimizer state: its tensors as safetensors, the rest (hyperparameters, structure) as JSON; never pickle.
+_OPTIMIZER_TENSORS = "optimizer.safetensors"
+_OPTIMIZER_META = "optimizer.json"
+#: Where versions before safetensors-only checkpoints kept the optimizer state (a torch.save pickle).
+_LEGACY_OPTIMIZER_FILE = "optimizer.pt"
+_WEIGHTS_FILE = "model.safetensors"
+
+
+# ----------------------------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training stage (defaults: CLIPPINGS Table S-1, scaled to a small CPU model).
+
+    Attributes:
+        stage: ``clip`` (language-image pretraining) or ``supcon`` (supervised, pooled embedding).
+        lr: Maximum learning rate of the cosine schedule.
+        batch_size: Rows per batch (``B``).
+        weight_decay: AdamW weight decay.
+        temperature: SupCon temperature (the CLIP stage learns ``logit_scale`` instead).
+        image_weight: ``w`` of the pooled embedding in the SupCon stage.
+        unimodal_weight: SupCon stage: add ``unimodal_weight`` times the mean of the SupCon losses of the image
+            and of the text embeddings alone to the pooled loss. The pooled loss alone lets the text side carry
+            the batch and gives a randomly initialised image tower almost no signal; the unimodal terms train
+            each tower to link on its own (the paper's vision-only and language-only rows).
+        m: Views per class in a SupCon batch.
+        k: Classes per hard-negative set (anchor + ``k - 1`` nearest).
+        epochs: Passes over the data.
+        t0: Steps to the first warm restart; ``t_mult`` multiplies the period after each restart.
+        t_mult: Restart period factor.
+        seed: Seed of batch order and view sampling.
+        checkpoint_every: Steps between checkpoints (one is also written at the end).
+        log_every: Steps between progress log lines.
+        max_steps: Stop after this many steps in total (``None``: run all epochs).
+    """
+
+    stage: Stage = "clip"
+    lr: float = 5e-4
+    batch_size: int = 64
+    weight_decay: float = 0.001
+    temperature: float = 0.1
+    image_weight: float = 0.5
+    unimodal_weight: float = 0.0
+    m: int = 3
+    k: int = 3
+    epochs: int = 1
+    t0: int = 10
+    t_mult: int = 2
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("clip", "supcon"):
+            raise ValueError(f"stage must be 'clip' or 'supcon', got {self.stage!r}")
+        if self.lr <= 0 or self.batch_size < 2 or self.epochs < 1 or self.t0 < 1 or self.t_mult < 1:
+            raise ValueError(f"lr > 0, batch_size >= 2, epochs >= 1, t0 >= 1, t_mult >= 1 expected, got {self}")
+        if not 0.0 <= self.image_weight <= 1.0:
+            raise ValueError(f"image_weight must be in [0, 1], got {self.image_weight}")
+        if self.unimodal_weight < 0:
+            raise ValueError(f"unimodal_weight must be >= 0, got {self.unimodal_weight}")
+        if self.stage == "supcon" and (self.m < 2 or self.k < 1 or self.batch_size < self.m * self.k):
+            raise ValueError(
+                f"supcon needs m >= 2, k >= 1 and batch_size >= m * k, got m={self.m}, k={self.k}, "
+                f"batch_size={self.batch_size}"
+            )
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        steps: Global step reached (optimizer steps, all runs of this checkpoint directory together).
+        epoch: Epoch reached (epochs fully done).
+        losses: Loss of every step taken in this call, in order.
+        resumed_from: Step the call resumed from (0 for a fresh start).
+        seconds: Wall time of this call.
+    """
+
+    steps: int
+    epoch: int
+    losses: list[float]
+    resumed_from: int
+    seconds: float
+
+
+@dataclass
+class _Tensors:
+    pixels: torch.Tensor  # (n, S, S) float16, normalised grey channel
+    input_ids: torch.Tensor  # (n, L) int64
+    attention_mask: torch.Tensor  # (n, L) int64
+
+
+def _prepare(encoder: MultimodalEncoder, data: TrainingSet) -> _Tensors:
+    """Preprocess every crop and text once (augmentation is offline, in the renderings)."""
+    px = encoder.pixel_values(data.images, data.directions)[:, 0].to(torch.float16)
+    enc = encoder.tokenize(data.texts)
+    return _Tensors(px, enc["input_ids"], enc["attention_mask"])
+
+
+def _batch_features(encoder: MultimodalEncoder, t: _Tensors, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.from_numpy(rows)
+    px = t.pixels[idx].float().unsqueeze(1).expand(-1, 3, -1, -1).to(encoder.device)
+    mask = t.attention_mask[idx]
+    length = int(mask.sum(dim=1).max())
+    ids = t.input_ids[idx, :length].to(encoder.device)
+    img = encoder.model.image_features(px)
+    txt = encoder.model.text_features(ids, mask[:, :length].to(encoder.device))
+    return img, txt
+
+
+def _class_embeddings(
+    encoder: MultimodalEncoder, t: _Tensors, labels: np.ndarray, weight: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Pooled embedding of one random view per class: float32 (C, d)."""
+    n_classes = int(labels.max()) + 1
+    rows = np.array([rng.choice(np.flatnonzero(labels == c)) if (labels == c).any() else 0 for c in range(n_classes)])
+    out = []
+    encoder.model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), 256):
+            img, txt = _batch_features(encoder, t, rows[start : start + 256])
+            z = weight * F.normalize(img, dim=-1) + (1 - weight) * F.normalize(txt, dim=-1)
+            out.append(F.normalize(z, dim=-1).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _epoch_batches(
+    config: TrainConfig, labels: np.ndarray, epoch: int, neighbours: np.ndarray | None
+) -> list[np.ndarray]:
+    rng = np.random.default_rng([config.seed, epoch, 0x42415443])
+    if config.stage == "clip":
+        order = rng.permutation(len(labels))
+        batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+        return [b for b in batches if len(b) >= 2]
+    if neighbours is None:
+        raise ValueError("supcon batches need hard-negative neighbour sets; none were mined")
+    return hard_negative_batches(neighbours, labels, m=config.m, batch_size=config.batch_size, rng=rng)
+
+
+def _encode_state(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` as JSON, with each tensor moved to ``tensors`` under a dotted key and referenced by it."""
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().to("cpu").contiguous()
+        return {"__tensor__": key}
+    if isinstance(value, dict):  # keys may be ints (parameter ids): kept as pairs so their type survives
+        return {"__dict__": [[k, _encode_state(v, f"{key}.{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode_state(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode_state(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(f"optimizer state entry {key} is a {type(value).__name__}; expected tensors, numbers, strings, "
+                     "lists, tuples or dicts")
+
+
+def _decode_state(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode_state(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__tuple__" in value:
+            return tuple(_decode_state(v, tensors) for v in value["__tuple__"])
+        return {k: _decode_state(v, tensors) for k, v in value["__dict__"]}
+    return value
+
+
+def _save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Writes the optimizer state as ``optimizer.safetensors`` (tensors) and ``optimizer.json`` (the rest)."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta = _encode_state(optimizer.state_dict(), "optimizer", tensors)
+    save_file(tensors, str(directory / _OPTIMIZER_TENSORS), metadata={"format": "pt"})
+    (directory / _OPTIMIZER_META).write_text(json.dumps(meta), encoding="utf-8")
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Restores the optimizer state written by :func:`_save_optimizer` (no pickle is read).
+
+    Raises:
+        ValueError: when the checkpoint keeps its optimizer state as a pickle (older versions) or lacks it.
+    """
+    tensors_file, meta_file = directory / _OPTIMIZER_TENSORS, directory / _OPTIMIZER_META
+    if not (tensors_file.is_file() and meta_file.is_file()):
+        legacy = directory / _LEGACY_OPTIMIZER_FILE
+        if legacy.exists():
+            raise ValueError(f"checkpoint {directory} keeps its optimizer state in {legacy.name} (pickle), which is "
+                             f"never loaded; expected {_OPTIMIZER_TENSORS} (safetensors) and {_OPTIMIZER_META}: "
+                             "train into a new checkpoint_dir")
+        raise ValueError(f"checkpoint {directory} has no {_OPTIMIZER_TENSORS} and {_OPTIMIZER_META}; expected both "
+                         "beside its trainer state")
+    tensors = load_file(str(tensors_file), device="cpu")  # load_state_dict moves each entry to its parameter
+    optimizer.load_state_dict(_decode_state(json.loads(meta_file.read_text(encoding="utf-8")), tensors))
+
+
+def _save_checkpoint(
+    directory: Path, encoder: MultimodalEncoder, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]
+) -> None:
+    """Write the checkpoint to a temporary folder, then swap it in (a crash leaves the old or the new one)."""
+    tmp, final, old = (
+        directory / (CHECKPOINT_DIR + ".tmp"),
+        directory / CHECKPOINT_DIR,
+        directory / (CHECKPOINT_DIR + ".old"),
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in encoder.model.state_dict().items()}
+    save_file(weights, str(tmp / _WEIGHTS_FILE), metadata={"format": "pt"})
+    _save_optimizer(optimizer, tmp)
+    full = {**state, "scheduler": scheduler.state_dict()}
+    (tmp / _STATE_FILE).write_text(json.dumps(full, indent=1, default=float), encoding="utf-8")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint_state(directory: str | Path) -> dict[str, Any] | None:
+    """The trainer state (step, epoch, config, losses, ...) of the last checkpoint in ``directory``, or None."""
+    path = Path(directory) / CHECKPOINT_DIR / _STATE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def train(
+    encoder: MultimodalEncoder,
+    data: TrainingSet,
+    config: TrainConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``encoder`` in place for one stage, resuming from ``checkpoint_dir`` when it holds a checkpoint.
+
+    Args:
+        encoder: A ``clip``-kind encoder (its device is used; training runs in float32).
+        data: Training rows.
+        config: Hyperparameters; a resumed run must use the same stage.
+        checkpoint_dir: Where ``last/`` (weights, optimizer, trainer state) is written and resumed from;
+            ``None`` trains without checkpoints.
+        on_step: Called after every step with ``{"step", "epoch", "loss", "lr"}``.
+
+    Returns:
+        What was done; the encoder holds the trained weights (in eval mode).
+
+    Raises:
+        ValueError: If the data has fewer than 2 rows, or the checkpoint is of another stage.
+    """
+    if len(data) < 2:
+        raise ValueError(f"need at least 2 training rows, got {len(data)}")
+    start_time = time.perf_counter()
+    model = encoder.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=config.t0, T_mult=config.t_mult, eta_min=0.0
+    )
+    step, epoch, batch_in_epoch = 0, 0, 0
+    neighbours: np.ndarray | None = None
+    history: list[float] = []
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    state = load_checkpoint_state(ckpt) if ckpt is not None else None
+    if state is not None and ckpt is not None:
+        if state.get("config", {}).get("stage") != config.stage:
+            raise ValueError(
+                f"checkpoint in {ckpt} is of stage {state.get('config', {}).get('stage')!r}; "
+                f"expected {config.stage!r} (use another checkpoint_dir per stage)"
+            )
+        model.load_state_dict(load_file(str(ckpt / CHECKPOINT_DIR / _WEIGHTS_FILE), device=str(encoder.device)))
+        _load_optimizer(optimizer, ckpt / CHECKPOINT_DIR)
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+        history = [float(x) for x in state.get("losses", [])]
+        if state.get("neighbours") is not None:
+            neighbours = np.asarray(state["neighbours"], dtype=np.int64)
+        logger.info(
+            "resumed %s training from %s at step %d (epoch %d, batch %d)",
+            config.stage,
+            ckpt,
+            step,
+            epoch,
+            batch_in_epoch,
+        )
+    resumed_from = step
+    tensors = _prepare(encoder, data)
+    if config.stage == "supcon" and neighbours is None:
+        # Offline mining with the model as it enters this stage (the domain-adapted CLIP in the paper).
+        k = min(config.k, int(data.labels.max()) + 1)
+        emb = _class_embeddings(
+            encoder, tensors, data.labels, config.image_weight, np.random.default_rng([config.seed, 0x4D494E45])
+        )
+        neighbours = nearest_classes(emb, k)
+        logger.info("mined hard-negative sets: %d classes, k=%d", len(neighbours), k)
+
+    def checkpoint() -> None:
+        if ckpt is None:
+            return
+        _save_checkpoint(
+            ckpt,
+            encoder,
+            optimizer,
+            scheduler,
+            {
+                "step": step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+                "config": asdict(config),
+                "losses": history,
+                "data": data.info,
+                "neighbours": neighbours.tolist() if neighbours is not None else None,
+            },
+        )
+
+    losses: list[float] = []
+    done = False
+    window_start, window_rows = time.perf_counter(), 0
+    while epoch < config.epochs and not done:
+        batches = _epoch_batches(config, data.labels, epoch, neighbours)
+        model.train()
+        while batch_in_epoch < len(batches):
+            if config.max_steps is not None and step >= config.max_steps:
+                done = True
+                break
+            rows = batches[batch_in_epoch]
+            img, txt = _batch_features(encoder, tensors, rows)
+            if config.stage == "clip":
+                loss = clip_loss(img, txt, model.logit_scale)
+            else:
+                z = config.image_weight * F.normalize(img, dim=-1) + (1 - config.image_weight) * F.normalize(
+                    txt, dim=-1
+                )
+                batch_labels = torch.from_numpy(data.labels[rows]).to(encoder.device)
+                loss = supcon_loss(z, batch_labels, config.temperature)
+                if config.unimodal_weight > 0:
+                    loss = loss + config.unimodal_weight * (
+                        supcon_loss(img, batch_labels, config.temperature)
+                        + supcon_loss(txt, batch_labels, config.temperature)
+                    ) / 2
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if config.stage == "clip":
+                with torch.no_grad():  # CLIP clamps the inverse temperature at 100
+                    model.logit_scale.clamp_(0, float(np.log(100)))
+            step += 1
+            batch_in_epoch += 1
+            value = float(loss.detach())
+            losses.append(value)
+            history.append(value)
+            window_rows += len(rows)
+            lr = float(scheduler.get_last_lr()[0])
+            if on_step is not None:
+                on_step({"step": step, "epoch": epoch, "loss": value, "lr": lr})
+            if step % config.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                logger.info(
+                    "%s step %d epoch %d loss %.4f lr %.2e (%.0f rows/s)",
+                    config.stage,
+                    step,
+                    epoch,
+                    value,
+                    lr,
+                    window_rows / max(elapsed, 1e-9),
+                )
+                window_start, window_rows = time.perf_counter(), 0
+            if step % config.checkpoint_every == 0:
+                checkpoint()
+        else:
+            epoch += 1
+            batch_in_epoch = 0
+    checkpoint()
+    model.eval()
+    return TrainResult(step, epoch, losses, resumed_from, time.perf_counter() - start_time)

@@ -1,0 +1,181 @@
+"""The Japanese typefaces the synthetic corpus and the training crops are set in, found through fontconfig."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from fontTools.ttLib import TTFont
+from PIL import ImageFont
+
+logger = logging.getLogger(__name__)
+
+
+#: Typefaces of the demo corpus. BIZ UD and IPAex are kept out so a held-out corpus can use unseen faces.
+DEMO_FONTS: tuple[str, ...] = ("Noto Serif CJK JP", "IPAMincho", "Ume Mincho", "IPAGothic", "VL Gothic")
+#: Typefaces for a held-out corpus (none of them is in DEMO_FONTS).
+HELDOUT_FONTS: tuple[str, ...] = ("BIZ UDMincho", "IPAexMincho", "BIZ UDGothic")
+#: Used, if installed, for the few characters a chosen typeface lacks (e.g. ㈴ in IPAMincho).
+FALLBACK_FONTS: tuple[str, ...] = ("Noto Serif CJK JP", "Noto Sans CJK JP", "IPAexMincho", "BIZ UDMincho")
+
+#: Debian/Ubuntu packages that provide each family (for the error message when one is missing).
+FONT_PACKAGES: dict[str, str] = {
+    "Noto Serif CJK JP": "fonts-noto-cjk",
+    "Noto Sans CJK JP": "fonts-noto-cjk",
+    "IPAMincho": "fonts-ipafont-mincho",
+    "IPAGothic": "fonts-ipafont-gothic",
+    "IPAexMincho": "fonts-ipaexfont-mincho",
+    "IPAexGothic": "fonts-ipaexfont-gothic",
+    "VL Gothic": "fonts-vlgothic",
+    "Ume Mincho": "fonts-horai-umefont",
+    "Ume Gothic": "fonts-horai-umefont",
+    "BIZ UDMincho": "fonts-morisawa-bizud-mincho",
+    "BIZ UDGothic": "fonts-morisawa-bizud-gothic",
+}
+
+
+class MissingFontError(FileNotFoundError):
+    """A requested typeface is not installed (fontconfig does not know it)."""
+
+
+@dataclass(frozen=True)
+class FontFile:
+    """One installed typeface: its family name, file and face index inside a collection (.ttc)."""
+
+    family: str
+    path: str
+    index: int = 0
+
+
+# ----------------------------------------------------------------------------------------------------- fonts
+def _fc_list(family: str) -> list[tuple[str, int, str, str]]:
+    """Installed faces of ``family`` as ``(path, index, families, style)``, via fontconfig's fc-list."""
+    try:
+        out = subprocess.run(
+            ["fc-list", "--format", "%{file}|%{index}|%{family}|%{style}\n", f":family={family}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except FileNotFoundError as exc:
+        raise MissingFontError(
+            "fc-list (fontconfig) is not installed; install it with `apt-get install fontconfig`"
+        ) from exc
+    faces = []
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) != 4:
+            continue
+        path, index, families, style = parts
+        if family in [f.strip() for f in families.split(",")]:
+            faces.append((path, int(index or 0), families, style))
+    return faces
+
+
+@lru_cache(maxsize=64)
+def find_font(family: str) -> FontFile:
+    """Locate an installed typeface by family name (or accept a path to a .ttf/.otf/.ttc file).
+
+    Args:
+        family: A fontconfig family name such as ``"IPAMincho"``, or a font file path.
+
+    Returns:
+        The font file; a regular-weight face where the family has several.
+
+    Raises:
+        MissingFontError: If fontconfig knows no such family (the message names the apt package).
+    """
+    if family.lower().endswith((".ttf", ".otf", ".ttc")):
+        if not Path(family).is_file():
+            raise MissingFontError(f"font file {family!r} does not exist")
+        return FontFile(Path(family).stem, family, 0)
+    faces = _fc_list(family)
+    if not faces:
+        raise MissingFontError(_missing_message([family]))
+
+    def rank(face: tuple[str, int, str, str]) -> tuple[int, str, int]:
+        styles = face[3].lower()
+        return (0 if ("regular" in styles or "book" in styles) else 1, face[0], face[1])
+
+    path, index, _, _ = sorted(faces, key=rank)[0]
+    return FontFile(family, path, index)
+
+
+def _missing_message(families: Sequence[str]) -> str:
+    known = sorted({FONT_PACKAGES[f] for f in families if f in FONT_PACKAGES})
+    install = f"`apt-get install {' '.join(known)}`" if known else "the package that provides them"
+    return (
+        f"Japanese font families not installed: {', '.join(families)}. "
+        f"Install {install} (Debian/Ubuntu), check with `fc-list :lang=ja family`, "
+        "or pass installed families in `fonts`."
+    )
+
+
+def resolve_fonts(families: Sequence[str]) -> tuple[FontFile, ...]:
+    """Locate every family, reporting all missing ones at once.
+
+    Args:
+        families: Family names (or font file paths), at least one.
+
+    Returns:
+        One FontFile per family, in order.
+
+    Raises:
+        ValueError: If ``families`` is empty.
+        MissingFontError: If any family is not installed.
+    """
+    if isinstance(families, str) or len(families) == 0:
+        raise ValueError(f"fonts must be a non-empty sequence of family names, got {families!r}")
+    found, missing, problems = [], [], []
+    for fam in families:
+        try:
+            found.append(find_font(fam))
+        except MissingFontError as exc:
+            if fam.lower().endswith((".ttf", ".otf", ".ttc")):
+                problems.append(str(exc))
+            else:
+                missing.append(fam)
+    if missing:
+        problems.insert(0, _missing_message(missing))
+    if problems:
+        raise MissingFontError(" ".join(problems))
+    return tuple(found)
+
+
+@lru_cache(maxsize=32)
+def _cmap(path: str, index: int) -> frozenset[int]:
+    font = TTFont(path, fontNumber=index, lazy=True)
+    try:
+        return frozenset(font.getBestCmap() or {})
+    finally:
+        font.close()
+
+
+@lru_cache(maxsize=256)
+def _pil_font(path: str, index: int, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size=size, index=index, layout_engine=ImageFont.Layout.BASIC)
+#: Typefaces of the training renderings: the demo faces; the held-out faces stay unseen.
+TRAIN_FONTS: tuple[str, ...] = DEMO_FONTS
+
+
+# -------------------------------------------------------------------------------------------- rendering
+def resolve_training_fonts(families: Sequence[str] | None = None) -> tuple[FontFile, ...]:
+    """Installed typefaces among ``families`` (default :data:`TRAIN_FONTS`); missing ones are skipped.
+
+    Raises:
+        ValueError: If none of them is installed.
+    """
+    fams = TRAIN_FONTS if families is None else tuple(families)
+    found = []
+    for fam in fams:
+        try:
+            found.append(find_font(fam))
+        except MissingFontError:
+            logger.warning("training font %r is not installed; skipping it", fam)
+    if not found:
+        raise ValueError(f"none of the training fonts {list(fams)} is installed; expected at least one")
+    return tuple(found)

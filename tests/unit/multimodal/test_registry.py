@@ -1,0 +1,67 @@
+"""Which model links: the shipped one, the latest trained one, or a folder; and the shipped model itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from linkage_pipeline.multimodal.checkpoints import (
+    shipped_model_dir,
+    shipped_pretrained_dir,
+)
+from linkage_pipeline.multimodal.encoder import MultimodalEncoder
+from linkage_pipeline.multimodal.registry import (
+    attach_pretrained,
+    card_defaults,
+    choose_model,
+)
+
+
+def _trained(tmp_path: Path) -> pd.DataFrame:
+    rows = []
+    for i, stamp in enumerate(["2026-01-01T00:00:01Z", "2026-01-01T00:00:03Z", "2026-01-01T00:00:02Z"]):
+        folder = tmp_path / f"m{i}"
+        folder.mkdir(exist_ok=True)
+        (folder / "model.safetensors").write_bytes(b"x")
+        rows.append({"model_id": f"id{i}", "stage": "supcon", "path": str(folder), "created_at": stamp})
+    rows.append({"model_id": "c", "stage": "clip", "path": str(tmp_path), "created_at": "2027-01-01T00:00:00Z"})
+    return pd.DataFrame(rows)
+
+
+def test_auto_prefers_the_latest_supervised_model(tmp_path: Path) -> None:
+    choice = choose_model("auto", "", _trained(tmp_path))
+    assert choice.path == tmp_path / "m1" and "latest trained" in choice.chosen_by
+    assert choose_model("shipped", "", _trained(tmp_path)).path == shipped_model_dir()
+    assert choose_model("auto", "", None).chosen_by == "shipped model"
+
+
+def test_bad_choices_say_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no trained model yet; materialize training_crops"):
+        choose_model("trained", "", None)
+    with pytest.raises(ValueError, match="has no config.json"):
+        choose_model("directory", str(tmp_path), None)
+    with pytest.raises(ValueError, match="model choice must be one of"):
+        choose_model("newest", "", None)
+
+
+def test_shipped_model_loads_with_its_pretrained_companion_and_tuned_defaults() -> None:
+    enc = MultimodalEncoder.load(shipped_model_dir())
+    pre = MultimodalEncoder.load(shipped_pretrained_dir())
+    assert enc.model_id != pre.model_id
+    assert enc.card["parent_model_id"] == pre.model_id  # supervised training started from the pretrained model
+    assert 1_000_000 < enc.n_parameters() < 5_000_000
+    weight, threshold = card_defaults(shipped_model_dir())
+    assert 0.0 <= weight <= 1.0 and 0.0 < threshold < 1.0
+    assert enc.card["linking"]["tuned_on"].startswith("validation split")
+
+
+def test_attach_pretrained_copies_the_folder(tmp_path: Path) -> None:
+    src, dst = tmp_path / "pre", tmp_path / "sup"
+    src.mkdir()
+    dst.mkdir()
+    (src / "model_card.json").write_text(json.dumps({"model_id": "p"}))
+    out = attach_pretrained(dst, src)
+    assert json.loads((out / "model_card.json").read_text()) == {"model_id": "p"}
