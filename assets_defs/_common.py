@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +22,16 @@ def preview(df: pd.DataFrame, n: int = 10) -> dg.MetadataValue:
     if df.empty:
         return dg.MetadataValue.md("_no rows_")
     return dg.MetadataValue.md(df.head(n).to_markdown(index=False))
+
+
+def selected_results(
+    context: dg.AssetExecutionContext, metadata: dict[str, dict]
+) -> Iterator[dg.MaterializeResult]:
+    """A multi-asset's results (asset name -> metadata) for the assets this run selected, in the given order."""
+    selected = context.selected_asset_keys
+    for name, meta in metadata.items():
+        if dg.AssetKey(name) in selected:
+            yield dg.MaterializeResult(asset_key=name, metadata=meta)
 
 
 def write_rejections(store: Store, stage: str, source: str, rejections: Iterable[Rejection]) -> int:

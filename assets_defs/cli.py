@@ -105,8 +105,27 @@ def load_registries(data_dir: Path) -> tuple[SourceRegistry, TableRegistry]:
     from linkage_pipeline.config import load_sources, load_table_sources
 
     try:
-        return load_sources(data_dir), load_table_sources(data_dir)
+        registries = load_sources(data_dir), load_table_sources(data_dir)
     except (OSError, ValueError) as exc:  # OSError: e.g. a sources.yaml that cannot be read
+        raise ConfigError(one_line(str(exc))) from None
+    open_store(data_dir)  # tables of an older schema version: say so before any step runs
+    return registries
+
+
+def open_store(data_dir: Path, *, check_version: bool = True):
+    """The store of ``data_dir`` (``LP_DUCKDB_PATH`` / ``LP_ARTIFACT_DIR`` honoured).
+
+    Raises:
+        ConfigError: when its tables were written by another schema version (the message says how to migrate).
+    """
+    from linkage_pipeline.store import SchemaVersionError, Store
+    from resources import LinkageStore
+
+    where = LinkageStore(data_dir=str(data_dir), database=os.environ.get("LP_DUCKDB_PATH", ""),
+                         artifact_dir=os.environ.get("LP_ARTIFACT_DIR", ""))
+    try:
+        return Store(where.database_path, where.artifact_path, check_version=check_version)
+    except SchemaVersionError as exc:
         raise ConfigError(one_line(str(exc))) from None
 
 
@@ -326,6 +345,7 @@ def run_ui(data_dir: Path, port: int) -> None:
     import dagster as dg
 
     _configure_env(data_dir)
+    open_store(data_dir)  # an older schema version is refused with how to migrate
     # runs of linkage-pipeline processes that died would keep their pool slots and block the UI's runs too
     release_stale_runs(dg.DagsterInstance.get())
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -437,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
     p = sub.add_parser("report", help="print the evaluation tables")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
+    p = sub.add_parser("migrate", help="rename, in place, the columns of tables written by an older version")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
     p = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
     p.add_argument("--port", type=int, default=3000)
@@ -466,6 +488,9 @@ def _command(args: argparse.Namespace) -> int:
         return rc
     elif args.command == "run":
         return run_pipeline(args.data_dir)
+    elif args.command == "migrate":
+        changed = open_store(args.data_dir, check_version=False).migrate()
+        print("\n".join(changed) if changed else f"{args.data_dir}: tables already at the current schema version")
     elif args.command == "report":
         documents, _ = load_registries(args.data_dir)
         print_report(args.data_dir, documents=bool(documents.sources))

@@ -2,11 +2,17 @@
 
 
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import check_result, preview, write_rejections
+from assets_defs._common import (
+    check_result,
+    preview,
+    selected_results,
+    write_rejections,
+)
 from assets_defs.partitions import document_sources_partitions
 from linkage_pipeline import schema
 from linkage_pipeline.documents import chain
@@ -15,18 +21,6 @@ from linkage_pipeline.documents.pages import scan_pages
 from linkage_pipeline.evaluation import quality
 from resources import EnginesResource, LinkageStore
 
-SOURCES = {
-    "name": "VARCHAR",
-    "role": "VARCHAR",
-    "direction": "VARCHAR",
-    "language": "VARCHAR",
-    "layout": "VARCHAR",
-    "ocr": "VARCHAR[]",
-    "primary_ocr": "VARCHAR",
-    "path": "VARCHAR",
-}
-LINKAGES = {"query": "VARCHAR", "target": "VARCHAR"}
-
 
 class IncrementalConfig(dg.Config):
     """Per-source stages keep the rows of unchanged pages, regions and crops from the source's last run."""
@@ -34,20 +28,45 @@ class IncrementalConfig(dg.Config):
     recompute: bool = False  # True: redo every page, region and crop of the source (e.g. after an engine upgrade)
 
 
-@dg.asset(group_name="documents", kinds={"duckdb"}, pool="duckdb")
-def document_sources(linkage_store: LinkageStore) -> dg.MaterializeResult:
-    """One row per document source declared in sources.yaml (and its linkages); refreshed when sources.yaml changes."""
+def _write_logged_rejections(
+    context: dg.AssetExecutionContext, store, stage: str, source: str, rejected: list
+) -> int:
+    """:func:`write_rejections`, with a warning in the run's log for each rejected file."""
+    n = write_rejections(store, stage, source, rejected)
+    for r in rejected:
+        context.log.warning(f"rejected {r.source}/{r.file}: {r.reason}")
+    return n
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("document_sources", kinds={"duckdb"},
+                     description="One row per document source declared in sources.yaml; refreshed when "
+                     "sources.yaml changes."),
+        dg.AssetSpec("source_linkages", kinds={"duckdb"},
+                     description="One row per linkage (query source -> target source) declared in sources.yaml; "
+                     "refreshed with document_sources."),
+    ],
+    group_name="documents",
+    pool="duckdb",
+    can_subset=True,
+)
+def document_sources(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> Iterator[dg.MaterializeResult]:
+    """Both tables (and the rejected entries of sources.yaml) are written whichever of them is selected."""
     store, registry = linkage_store.store(), linkage_store.registry()
-    frame = pd.DataFrame([s.to_record() for s in registry.sources], columns=list(SOURCES))
-    store.replace_table("document_sources", frame, SOURCES)
-    store.replace_table("source_linkages", pd.DataFrame([vars(l) for l in registry.linkages], columns=list(LINKAGES)), LINKAGES)
+    frame = pd.DataFrame([s.to_record() for s in registry.sources], columns=list(schema.DOCUMENT_SOURCES))
+    store.replace_table("document_sources", frame, schema.DOCUMENT_SOURCES)
+    linkages = pd.DataFrame([vars(lk) for lk in registry.linkages], columns=list(schema.SOURCE_LINKAGES))
+    n_linkages = store.replace_table("source_linkages", linkages, schema.SOURCE_LINKAGES)
     n_rejected = write_rejections(store, "sources", "sources_yaml", registry.rejected)
-    return dg.MaterializeResult(
-        metadata={"sources": len(frame), "linkages": len(registry.linkages), "rejected": n_rejected, "preview": preview(frame)}
-    )
+    yield from selected_results(context, {
+        "document_sources": {"sources": len(frame), "linkages": len(registry.linkages), "rejected": n_rejected,
+                             "preview": preview(frame)},
+        "source_linkages": {"rows": n_linkages, "preview": preview(linkages)},
+    })
 
 
-@dg.asset(group_name="documents", partitions_def=document_sources_partitions, deps=[document_sources], kinds={"parquet"})
+@dg.asset(group_name="documents", partitions_def=document_sources_partitions, deps=["document_sources"], kinds={"parquet"})
 def page_images(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per page image of a source (PDF and multi-frame TIFF pages rendered to PNG); refreshed per source."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
@@ -55,9 +74,7 @@ def page_images(context: dg.AssetExecutionContext, linkage_store: LinkageStore) 
     fingerprint = source.fingerprint()
     pages, rejected = scan_pages(source, store.artifact_dir / "rendered" / source.name)
     n = store.write_partition("page_images", source.name, pages, schema.PAGE_IMAGES)
-    n_rejected = write_rejections(store, "page_images", source.name, rejected)
-    for r in rejected:
-        context.log.warning(f"rejected {r.source}/{r.file}: {r.reason}")
+    n_rejected = _write_logged_rejections(context, store, "page_images", source.name, rejected)
     seconds = time.perf_counter() - t0
     return dg.MaterializeResult(
         metadata={"pages": n, "rejected": n_rejected, "seconds": seconds, "pages_per_s": n / max(seconds, 1e-9),
@@ -97,11 +114,9 @@ def layout_regions(
     pages = store.read_partition("page_images", source.name, schema.PAGE_IMAGES)
     previous = None if config.recompute else store.read_partition("layout_regions", source.name, schema.LAYOUT_REGIONS)
     result = chain.detect_page_regions_incremental(pages, source, previous)
-    regions, seconds = result.rows, result.seconds["layout"]
+    regions = result.rows
     n = store.write_partition("layout_regions", source.name, regions, schema.LAYOUT_REGIONS)
-    n_rejected = write_rejections(store, "layout_regions", source.name, result.rejected)
-    for r in result.rejected:
-        context.log.warning(f"rejected {r.source}/{r.file}: {r.reason}")
+    n_rejected = _write_logged_rejections(context, store, "layout_regions", source.name, result.rejected)
     return dg.MaterializeResult(
         check_results=[
             check_result("layout_regions_on_every_page", quality.pages_without_regions(pages, regions)),
@@ -113,7 +128,7 @@ def layout_regions(
             "rejected": n_rejected,
             "pages_detected": result.done,
             "pages_reused": result.reused,
-            "seconds": seconds,
+            "seconds": result.seconds["layout"],
             "preview": preview(regions),
         }
     )

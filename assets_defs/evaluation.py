@@ -1,10 +1,12 @@
 """Evaluation assets: detected regions matched to labels, and layout / OCR / linkage scores in DuckDB."""
 
 
+from collections.abc import Callable, Iterator
+
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import preview
+from assets_defs._common import preview, selected_results
 from assets_defs.documents import layout_regions, ocr_texts, region_labels
 from assets_defs.linking import string_links
 from assets_defs.model import all_embedding_inputs
@@ -12,8 +14,6 @@ from assets_defs.partitions import document_sources_partitions
 from linkage_pipeline import schema
 from linkage_pipeline.documents import labels as documents_labels
 from linkage_pipeline.evaluation import report
-from linkage_pipeline.linking import by_embeddings
-from linkage_pipeline.multimodal import embed
 from resources import ComputeResource, LinkageStore
 
 
@@ -38,8 +38,18 @@ def labelled_regions(context: dg.AssetExecutionContext, linkage_store: LinkageSt
     return dg.MaterializeResult(metadata={**empty, "matched": n, "regions": len(regions), "labels": len(labels)})
 
 
-def _evaluation_result(store, name: str, table: pd.DataFrame, contract: dict, why_empty: str) -> dg.MaterializeResult:
-    """Writes an evaluation table and says so in the metadata (with the reason when it has no rows)."""
+def _evaluation_result(
+    linkage_store: LinkageStore,
+    name: str,
+    contract: dict[str, str],
+    make_table: Callable[..., pd.DataFrame],
+    inputs: dict[str, dict[str, str]],
+    why_empty: str,
+) -> dg.MaterializeResult:
+    """Reads every partition of the ``inputs`` tables (name -> contract), makes an evaluation table from them in
+    that order, writes it and says so in the metadata (with the reason when it has no rows)."""
+    store = linkage_store.store()
+    table = make_table(*(store.read_partitions(table, columns) for table, columns in inputs.items()))
     store.replace_table(name, table, contract)
     empty = {"empty": why_empty} if table.empty else {}
     return dg.MaterializeResult(metadata={**empty, "rows": len(table), "table": preview(table)})
@@ -48,28 +58,20 @@ def _evaluation_result(store, name: str, table: pd.DataFrame, contract: dict, wh
 @dg.asset(group_name="evaluation", deps=[labelled_regions], kinds={"duckdb"}, pool="duckdb")
 def layout_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per labelled source: precision and recall of detected regions at IoU >= 0.5; refreshed on demand."""
-    store = linkage_store.store()
-    table = report.layout_evaluation_table(
-        store.read_partitions("layout_regions", schema.LAYOUT_REGIONS),
-        store.read_partitions("page_images", schema.PAGE_IMAGES),
-        store.read_partitions("region_labels", schema.REGION_LABELS),
-        store.read_partitions("labelled_regions", schema.LABELLED_REGIONS),
-    )
-    return _evaluation_result(store, "layout_evaluation", table, schema.LAYOUT_EVALUATION,
+    inputs = {"layout_regions": schema.LAYOUT_REGIONS, "page_images": schema.PAGE_IMAGES,
+              "region_labels": schema.REGION_LABELS, "labelled_regions": schema.LABELLED_REGIONS}
+    return _evaluation_result(linkage_store, "layout_evaluation", schema.LAYOUT_EVALUATION,
+                              report.layout_evaluation_table, inputs,
                               "no labelled source: no labels.csv rows to score layout on")
 
 
 @dg.asset(group_name="evaluation", deps=[labelled_regions, ocr_texts], kinds={"duckdb"}, pool="duckdb")
 def ocr_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
     """One row per labelled source and OCR engine: character error rate on matched regions; refreshed on demand."""
-    store = linkage_store.store()
-    table = report.ocr_evaluation_table(
-        store.read_partitions("region_crops", schema.REGION_CROPS),
-        store.read_partitions("ocr_texts", schema.OCR_TEXTS),
-        store.read_partitions("labelled_regions", schema.LABELLED_REGIONS),
-    )
-    return _evaluation_result(store, "ocr_evaluation", table, schema.OCR_EVALUATION,
-                              "no OCR text of a labelled region to score")
+    inputs = {"region_crops": schema.REGION_CROPS, "ocr_texts": schema.OCR_TEXTS,
+              "labelled_regions": schema.LABELLED_REGIONS}
+    return _evaluation_result(linkage_store, "ocr_evaluation", schema.OCR_EVALUATION, report.ocr_evaluation_table,
+                              inputs, "no OCR text of a labelled region to score")
 
 
 class LinkageEvaluationConfig(dg.Config):
@@ -78,47 +80,53 @@ class LinkageEvaluationConfig(dg.Config):
     self_supervised: bool = True
 
 
-@dg.asset(
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "linkage_evaluation",
+            deps=[string_links, "embedding_links", "stg_regions", "linkage_model"],
+            kinds={"duckdb"},
+            description="One row per linking method, training and OCR condition and split: top-1 accuracy as in "
+            "CLIPPINGS Table 1 / S-2; refreshed on demand.",
+        ),
+        dg.AssetSpec(
+            "self_supervised_embeddings",
+            deps=["linkage_model", "layout_regions", "region_crops", "ocr_texts", "labelled_regions"],
+            kinds={"parquet"},
+            skippable=True,  # written only when the linkage model names its pretrained start
+            description="One row per crop and text condition embedded with the linkage model's pretrained start "
+            "(kept between runs: only new crops are embedded); refreshed with linkage_evaluation.",
+        ),
+    ],
     group_name="evaluation",
-    deps=[string_links, "embedding_links", "stg_regions", "linkage_model"],
-    kinds={"duckdb"},
     pool="duckdb",
+    can_subset=True,
 )
 def linkage_evaluation(
-    config: LinkageEvaluationConfig, linkage_store: LinkageStore, compute: ComputeResource
-) -> dg.MaterializeResult:
-    """One row per linking method, training and OCR condition and split: top-1 accuracy as in CLIPPINGS Table 1 / S-2."""
+    context: dg.AssetExecutionContext, config: LinkageEvaluationConfig, linkage_store: LinkageStore,
+    compute: ComputeResource,
+) -> Iterator[dg.MaterializeResult]:
+    """Both tables come from one computation, so both are written whichever of them is selected."""
     store, registry = linkage_store.store(), linkage_store.registry()
-    regions = store.read_table("stg_regions")
-    frames = [report.linkage_evaluation_table(store.read_table("string_links"), regions)]
-    model_id = ""
-    if store.table_exists("embedding_links") and store.table_exists("linkage_model"):
-        model = store.read_table("linkage_model").iloc[0]
-        model_id = str(model["model_id"])
-        emb = store.read_table("embedding_links")
-        emb = emb[(emb["model_id"] == model_id) & (emb["training"] == "supervised")]
-        frames.append(report.linkage_evaluation_table(emb, regions, training="supervised"))
-        if config.self_supervised and model["pretrained_path"]:
-            pretrained = compute.encoder(model["pretrained_path"])
-            # kept between runs like crop_embeddings: only crops new to the pretrained model are embedded
-            cached = store.read_partition("self_supervised_embeddings", "all", schema.CROP_EMBEDDINGS)
-            embedded, _ = embed.embed_crops(pretrained, all_embedding_inputs(store), existing=cached)
-            store.write_partition("self_supervised_embeddings", "all", embedded, schema.CROP_EMBEDDINGS)
-            links = by_embeddings.embedding_links(
-                embedded, [(lk.query, lk.target) for lk in registry.linkages],
-                weight=float(model["pooling_weight"]), training="self_supervised",
-            )
-            frames.append(report.linkage_evaluation_table(links, regions, training="self_supervised"))
-    table = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else frames[0]
+    has_model = store.table_exists("embedding_links") and store.table_exists("linkage_model")
+    model = store.read_table("linkage_model").iloc[0] if has_model else None
+    pretrained = inputs = cached = None
+    if model is not None and config.self_supervised and model["pretrained_path"]:
+        pretrained, inputs = compute.encoder(model["pretrained_path"]), all_embedding_inputs(store)
+        cached = store.read_partition("self_supervised_embeddings", "all", schema.CROP_EMBEDDINGS)
+    table, embedded = report.linkage_evaluation_report(
+        store.read_table("string_links"), store.read_table("stg_regions"),
+        embedding_links=store.read_table("embedding_links") if has_model else None, model=model,
+        linkages=[(lk.query, lk.target) for lk in registry.linkages], pretrained=pretrained, inputs=inputs, cached=cached,
+    )
+    if embedded is not None:  # one fixed partition: the cache spans every source
+        n = store.write_partition("self_supervised_embeddings", "all", embedded, schema.CROP_EMBEDDINGS)
+        yield from selected_results(context, {"self_supervised_embeddings": {"rows": n}})
     store.replace_table("linkage_evaluation", table, schema.LINKAGE_EVALUATION)
     empty = {"empty": "no labelled query with a link: no links, or no labels on the query sources"} if table.empty else {}
-    return dg.MaterializeResult(
-        metadata={
-            **empty,
-            "rows": len(table),
-            "model_id": model_id,
-            "table_1_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy")),
-            "table_s2_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy_with_nomatch")),
-            "table": preview(table, n=60),
-        }
-    )
+    yield from selected_results(context, {"linkage_evaluation": {
+        **empty, "rows": len(table), "model_id": "" if model is None else str(model["model_id"]),
+        "table_1_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy")),
+        "table_s2_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy_with_nomatch")),
+        "table": preview(table, n=60),
+    }})

@@ -14,7 +14,7 @@ invalid field, missing folder) or linkage does not stop the others: it becomes a
 ``rejected_inputs`` (stage ``sources``) and a warning in the log.
 
 The same file may declare table sources (CSV/Parquet) under ``tables`` and ``table_linkages``; those keys are
-read and validated by :func:`linkage_pipeline.tables.load_table_sources` and ignored here.
+read and validated by :func:`load_table_sources` into a :class:`TableRegistry` and ignored by :func:`load_sources`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -63,7 +63,7 @@ _LANGUAGE_RE = re.compile(r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
 _SOURCE_FIELDS = ("role", "direction", "language", "layout", "ocr", "primary_ocr")
 _LINKAGE_FIELDS = ("query", "target")
 _TOP_LEVEL_KEYS = ("sources", "linkages", "tables", "table_linkages")
-#: Top-level keys read by :func:`linkage_pipeline.tables.load_table_sources` (table sources); ignored here.
+#: Top-level keys read by :func:`load_table_sources` (table sources); ignored by :func:`load_sources`.
 TABLE_KEYS = ("tables", "table_linkages")
 
 _FORMAT_HINT = (
@@ -354,20 +354,38 @@ class Linkage:
     target: str
 
 
-@dataclass(frozen=True)
-class SourceRegistry:
-    """The loaded ``sources.yaml``: usable sources, usable linkages and everything rejected on the way."""
+class _Named(Protocol):
+    """A source entry: anything with a ``name``."""
 
-    sources: tuple[SourceConfig, ...] = ()
-    linkages: tuple[Linkage, ...] = ()
+    @property
+    def name(self) -> str: ...
+
+
+S = TypeVar("S", bound=_Named)
+L = TypeVar("L")
+
+
+@dataclass(frozen=True)
+class Registry(Generic[S, L]):
+    """Loaded entries of a ``sources.yaml``: usable sources and linkages in file order, and everything rejected.
+
+    :class:`SourceRegistry` (document sources) and :class:`TableRegistry` (table sources) are this class with
+    their own entry types; ``kind`` names the sources in messages.
+    """
+
+    sources: tuple[S, ...] = ()
+    linkages: tuple[L, ...] = ()
     rejected: tuple[Rejection, ...] = field(default_factory=tuple)
+
+    #: What a source is called in messages (``source``, ``table source``).
+    kind: ClassVar[str] = "source"
 
     @property
     def names(self) -> tuple[str, ...]:
         """Names of the usable sources, in file order."""
         return tuple(s.name for s in self.sources)
 
-    def get(self, name: str) -> SourceConfig:
+    def get(self, name: str) -> S:
         """The source called ``name``.
 
         Raises:
@@ -376,10 +394,15 @@ class SourceRegistry:
         for src in self.sources:
             if src.name == name:
                 return src
-        raise KeyError(f"source {short_repr(name)} is not loaded; known sources: {', '.join(self.names) or 'none'}")
+        raise KeyError(f"{self.kind} {short_repr(name)} is not loaded; "
+                       f"known {self.kind}s: {', '.join(self.names) or 'none'}")
 
     def __contains__(self, name: object) -> bool:
         return any(s.name == name for s in self.sources)
+
+
+class SourceRegistry(Registry[SourceConfig, Linkage]):
+    """The loaded document sources and linkages of a ``sources.yaml`` (see :class:`Registry`)."""
 
 
 #: Largest ``sources.yaml`` read; a bigger one is refused before parsing.
@@ -588,7 +611,7 @@ def load_sources(data_dir: Path, *, strict: bool = False, log_repeats: bool = Tr
         )
     if "sources" not in doc and "tables" not in doc:
         raise ValueError(f"{path}: missing 'sources'; {_FORMAT_HINT}")
-    # A data directory of tables only has no document sources (``tables`` is read by linkage_pipeline.tables).
+    # A data directory of tables only has no document sources (``tables`` is read by load_table_sources).
     raw_sources = doc.get("sources") if doc.get("sources") is not None else {}
     if not isinstance(raw_sources, Mapping):
         raise ValueError(
@@ -774,30 +797,10 @@ class TableLinkage:
                 "fields": fields, "threshold": self.threshold, "one_to_one": self.one_to_one}
 
 
-@dataclass(frozen=True)
-class TableRegistry:
-    """The ``tables`` and ``table_linkages`` of a ``sources.yaml``: usable entries and everything rejected."""
+class TableRegistry(Registry[TableSourceConfig, TableLinkage]):
+    """The ``tables`` and ``table_linkages`` of a ``sources.yaml`` (see :class:`Registry`)."""
 
-    sources: tuple[TableSourceConfig, ...] = ()
-    linkages: tuple[TableLinkage, ...] = ()
-    rejected: tuple[Rejection, ...] = field(default_factory=tuple)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Names of the usable table sources, in file order."""
-        return tuple(s.name for s in self.sources)
-
-    def get(self, name: str) -> TableSourceConfig:
-        """The table source called ``name``.
-
-        Raises:
-            KeyError: naming the known table sources when there is none of that name.
-        """
-        for src in self.sources:
-            if src.name == name:
-                return src
-        raise KeyError(f"table source {short_repr(name)} is not loaded; "
-                       f"known table sources: {', '.join(self.names) or 'none'}")
+    kind: ClassVar[str] = "table source"
 
 
 def _read_header(path: Path, fmt: str, delimiter: str, encoding: str) -> list[str]:
@@ -935,7 +938,7 @@ def _load_linkage(item: Any, tables: Mapping[str, TableSourceConfig], rejected_n
     if not isinstance(one_to_one, bool):
         raise ValueError(f"one_to_one {short_repr(one_to_one)} is not true or false")
     if one_to_one and dedup:
-        raise ValueError(f"one_to_one applies to linking two tables; expected it left out for dedup")
+        raise ValueError("one_to_one applies to linking two tables; expected it left out for dedup")
     blocking = item.get("blocking")
     if blocking is not None:
         if not isinstance(blocking, list) or not blocking or not all(
@@ -964,7 +967,7 @@ def load_table_sources(data_dir: Path, *, strict: bool = False, log_repeats: boo
     outside (0, 1), or a name already used. Bad entries become rejections (stage ``table_sources``, file
     ``sources.yaml``); the others load. A file without ``tables`` gives an empty registry. A rejected linkage's
     source is its ``name``, or ``table linkage <n>`` (its place in the list) when it has none; each rejection is
-    logged as a warning once per load (see :func:`~linkage_pipeline.documents.sources.log_rejections`).
+    logged as a warning once per load (see :func:`log_rejections`).
 
     Args:
         data_dir: the data directory holding ``sources.yaml``.

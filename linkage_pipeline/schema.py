@@ -269,24 +269,46 @@ TABLE_LINKAGES = {
     "name": "VARCHAR", "kind": "VARCHAR", "left_source": "VARCHAR", "right_source": "VARCHAR",
     "fields": "VARCHAR[]", "threshold": "DOUBLE", "one_to_one": "BOOLEAN",
 }
-PATTERNS = {
+TABLE_COMPARISON_PATTERNS = {
     "linkage": "VARCHAR", "pattern": "BIGINT", "levels": "VARCHAR", "labels": "VARCHAR", "pairs": "BIGINT",
     "match_probability": "DOUBLE", "match_weight": "DOUBLE",
 }
-PARAMETERS = {
+TABLE_MODEL_PARAMETERS = {
     "linkage": "VARCHAR", "field": "VARCHAR", "level": "INTEGER", "label": "VARCHAR", "m": "DOUBLE", "u": "DOUBLE",
     "match_weight": "DOUBLE", "lambda": "DOUBLE",
 }
-LINKS = {
+TABLE_LINKS = {
     "linkage": "VARCHAR", "left_source": "VARCHAR", "left_id": "VARCHAR", "right_source": "VARCHAR",
     "right_id": "VARCHAR", "match_probability": "DOUBLE", "match_weight": "DOUBLE", "pattern": "BIGINT",
 }
-CLUSTERS = {
+TABLE_CLUSTERS = {
     "linkage": "VARCHAR", "source": "VARCHAR", "record_id": "VARCHAR", "cluster_id": "BIGINT",
     "cluster_size": "BIGINT",
 }
-SUMMARY = {
+TABLE_LINKAGE_SUMMARY = {
     "linkage": "VARCHAR", "kind": "VARCHAR", "left_source": "VARCHAR", "right_source": "VARCHAR",
     "left_records": "BIGINT", "right_records": "BIGINT", "pairs": "BIGINT", "lambda": "DOUBLE",
     "converged": "BOOLEAN", "em_iterations": "INTEGER", "links": "BIGINT", "clusters": "BIGINT", "seconds": "DOUBLE",
 }
+
+# Column contracts of the DuckDB tables of sources.yaml's document sources and linkages (asset document_sources).
+DOCUMENT_SOURCES = {
+    "name": "VARCHAR", "role": "VARCHAR", "direction": "VARCHAR", "language": "VARCHAR", "layout": "VARCHAR",
+    "ocr": "VARCHAR[]", "primary_ocr": "VARCHAR", "path": "VARCHAR",
+}
+SOURCE_LINKAGES = {"query": "VARCHAR", "target": "VARCHAR"}
+
+# Column contract of record_link_runs: one row per record_links run, its choice and whether its accuracy check passed.
+RECORD_LINK_RUNS = {
+    "run_id": "VARCHAR",
+    "model_id": "VARCHAR",
+    "method": "VARCHAR",
+    "ocr": "VARCHAR",
+    "val_top1": "DOUBLE",
+    "val_top1_with_nomatch": "DOUBLE",
+    "passed": "BOOLEAN",
+    "recorded_at": "VARCHAR",
+}
+
+# Column contract of training_crops: one row per training crop (the images live in model/training_crops.parquet).
+TRAINING_CROPS = {"label": "BIGINT", "direction": "VARCHAR", "text": "VARCHAR", "true_text": "VARCHAR"}

@@ -24,11 +24,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from linkage_pipeline.paths import atomic_write_bytes
+
 logger = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _PARTITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SCHEMA_FILE = "_schema.parquet"
+
+SCHEMA_VERSION = 2
+"""Version of the tables' columns this code writes, kept in ``<artifact_dir>/schema_version``."""
+_VERSION_FILE = "schema_version"
+# Columns each version renamed, as (table, old name, new name). Version 2: the OCR condition is `ocr` in every
+# table (it was `engine` in ocr_texts and ocr_evaluation, `condition` in stg_crop_texts).
+_RENAMED: dict[int, tuple[tuple[str, str, str], ...]] = {
+    2: (("ocr_texts", "engine", "ocr"), ("ocr_evaluation", "engine", "ocr"), ("stg_crop_texts", "condition", "ocr")),
+}
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),
@@ -40,6 +51,10 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "VARCHAR[]": pa.list_(pa.string()),
     "FLOAT[]": pa.list_(pa.float32()),
 }
+
+
+class SchemaVersionError(RuntimeError):
+    """The data directory holds tables written by another version of the column contracts."""
 
 
 class SqlModelError(RuntimeError):
@@ -120,10 +135,19 @@ class Store:
     database: Path
     artifact_dir: Path
     lock_timeout_s: float = 120.0
+    check_version: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database", Path(self.database))
         object.__setattr__(self, "artifact_dir", Path(self.artifact_dir))
+        found = self.found_version()
+        if self.check_version and found is not None and found != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.artifact_dir} holds tables of schema version {found}; this code reads and writes version "
+                f"{SCHEMA_VERSION} (the OCR condition column is named 'ocr' in every table). Run "
+                "'linkage-pipeline migrate --data-dir <data dir>' once to rename the columns in place, or delete "
+                f"{self.artifact_dir} to rebuild every table"
+            )
         if "?" in str(self.database):
             # DuckDB names the write-ahead log by inserting '.wal' before the first '?' of the (resolved) path,
             # reading the rest as URL parameters (duckdb/duckdb#13472): the first commit fails. No link helps.
@@ -134,11 +158,74 @@ class Store:
             raise ValueError(f"artifact folder {self.artifact_dir} contains a backslash, which DuckDB reads as a "
                              "path separator; expected an artifact folder without '\\' in its path")
 
+    # -- schema version -----------------------------------------------------------------------------------
+    def found_version(self) -> int | None:
+        """The schema version of the tables already here: ``None`` for a new store, 1 for stores written before
+        versions were recorded."""
+        path = self.artifact_dir / _VERSION_FILE
+        if path.is_file():
+            text = path.read_text(encoding="utf-8").strip()
+            if not text.isdigit():
+                raise SchemaVersionError(f"{path} holds {text[:40]!r}; expected a whole number (the schema version)")
+            return int(text)
+        if self.database.exists() or (self.artifact_dir / "tables").exists():
+            return 1
+        return None
+
+    def _stamp_version(self) -> None:
+        path = self.artifact_dir / _VERSION_FILE
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, f"{SCHEMA_VERSION}\n".encode())
+
+    def migrate(self) -> list[str]:
+        """Renames, in place, the columns that later schema versions renamed; returns what it changed.
+
+        Parquet partitions are rewritten one by one (write then rename), DuckDB tables altered in one
+        transaction; the version file is written last, so a migration stopped half way is run again.
+        """
+        found = self.found_version()
+        if found is None or found == SCHEMA_VERSION:
+            self._stamp_version()
+            return []
+        if found > SCHEMA_VERSION:
+            raise SchemaVersionError(f"{self.artifact_dir} holds schema version {found}, newer than this code's "
+                                     f"{SCHEMA_VERSION}; upgrade linkage_pipeline instead")
+        done: list[str] = []
+        renames = [r for v in range(found + 1, SCHEMA_VERSION + 1) for r in _RENAMED.get(v, ())]
+        for table, old, new in renames:
+            folder = self.artifact_dir / "tables" / table
+            for path in sorted(folder.glob("*.parquet")) if folder.exists() else []:
+                data = pq.read_table(path)
+                if old in data.column_names:
+                    _atomic_write_parquet(data.rename_columns([new if c == old else c for c in data.column_names]), path)
+                    done.append(f"{table}/{path.name}: {old} -> {new}")
+        if self.database.exists():
+            with duckdb.connect(str(self.database)) as con:
+                con.execute("begin transaction")
+                for table, old, new in renames:
+                    found_column = con.execute(
+                        "select c.column_name from information_schema.columns c join information_schema.tables t "
+                        "using (table_name) where c.table_name = ? and t.table_type = 'BASE TABLE' "
+                        "and c.column_name = ?", [table, old]).fetchall()
+                    if found_column:
+                        con.execute(f'alter table {_check_name(table, "table")} rename column "{old}" to "{new}"')
+                        done.append(f"{table}: {old} -> {new}")
+                # views over partitions bind their columns when created: create them again over the renamed files
+                for name, sql in con.execute("select view_name, sql from duckdb_views() where not internal").fetchall():
+                    con.execute(sql.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
+                con.execute("commit")
+        atomic_write_bytes(self.artifact_dir / _VERSION_FILE, f"{SCHEMA_VERSION}\n".encode())
+        logger.info("migrated %s from schema version %d to %d: %s", self.artifact_dir, found, SCHEMA_VERSION, done)
+        return done
+
     # -- connections -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """Opens a short-lived connection, retrying while another process holds the write lock."""
         self.database.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self._stamp_version()
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
@@ -165,6 +252,7 @@ class Store:
     def write_partition(self, table: str, partition: str, df: pd.DataFrame, schema: Mapping[str, str]) -> int:
         """Replaces one source's rows of a per-source table atomically; returns the row count."""
         data = conform(df, schema, table=table)
+        self._stamp_version()
         self.ensure_view(table, schema)
         _atomic_write_parquet(data, self.partition_path(table, partition))
         logger.info("wrote %d rows to %s[%s]", data.num_rows, table, partition)

@@ -9,6 +9,8 @@ import dagster as dg
 import torch
 from pydantic import Field, PrivateAttr
 
+from linkage_pipeline.device import resolve_device, resolve_dtype
+
 
 class ComputeResource(dg.ConfigurableResource):
     """Compute settings injected into every model asset.
@@ -18,45 +20,36 @@ class ComputeResource(dg.ConfigurableResource):
     """
 
     device: str = Field(default="auto", description='"auto", "cpu", "cuda" or "cuda:N"')
-    precision: str = Field(default="auto", description='"auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", "bf16"')
+    precision: str = Field(
+        default="auto", description='"auto" (float16 on CUDA, float32 on CPU), "float32", "float16" or "bfloat16"'
+    )
     batch_size: int = Field(default=64, gt=0)
     num_workers: int = Field(default=0, ge=0, description="CPU worker threads for OCR and string matching; 0 = all")
 
     _encoders: dict[tuple[str, int, str], Any] = PrivateAttr(default_factory=dict)
 
     def torch_device(self) -> torch.device:
-        """The resolved torch device.
+        """The resolved torch device (see :func:`linkage_pipeline.device.resolve_device`).
 
         Raises:
-            RuntimeError: if CUDA is requested but not available, or the device string is not understood.
+            ValueError: if CUDA is requested but not available, or the device string is not understood.
         """
-        spec = self.device.strip().lower()
-        if spec == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if spec == "cpu":
-            return torch.device("cpu")
-        if spec.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise RuntimeError(
-                    f"compute resource asks for device {self.device!r} but CUDA is not available on this machine "
-                    f"(torch {torch.__version__}); set device to 'cpu' or 'auto'"
-                )
-            dev = torch.device(spec)
-            if dev.index is not None and dev.index >= torch.cuda.device_count():
-                raise RuntimeError(
-                    f"compute resource asks for {self.device!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
-                )
-            return dev
-        raise RuntimeError(f"compute resource device {self.device!r} not understood; expected auto, cpu, cuda or cuda:N")
+        try:
+            return resolve_device(self.device)
+        except ValueError as exc:  # say which setting is wrong: LP_DEVICE / the launchpad's compute config
+            raise ValueError(f"compute resource: {exc}") from exc
 
     def torch_dtype(self) -> torch.dtype:
-        dev = self.torch_device()
-        table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-        if self.precision == "auto":
-            return torch.float16 if dev.type == "cuda" else torch.float32
-        if self.precision not in table:
-            raise RuntimeError(f"compute resource precision {self.precision!r}; expected auto, fp32, fp16 or bf16")
-        return table[self.precision]
+        """The resolved precision (see :func:`linkage_pipeline.device.resolve_dtype`).
+
+        Raises:
+            ValueError: if the precision is not one of auto, float32, float16, bfloat16.
+        """
+        device = self.torch_device()
+        try:
+            return resolve_dtype(self.precision, device)
+        except ValueError as exc:
+            raise ValueError(f"compute resource: {exc}") from exc
 
     def workers(self) -> int:
         import os

@@ -53,8 +53,14 @@ from linkage_pipeline.api.frames import (
     merge,
     merge_knn,
 )
-from linkage_pipeline.api.text import DEFAULT_BATCH_SIZE, TextEncoder, load_encoder, pool, resolve_device, row_texts
-from linkage_pipeline.api.train import TrainResult, train_model
+from linkage_pipeline.api.text import (
+    DEFAULT_BATCH_SIZE,
+    TextEncoder,
+    load_text_encoder,
+    pool,
+    row_texts,
+)
+from linkage_pipeline.api.train import train_model
 
 __all__ = [
     "CLUSTER_COLUMN",
@@ -66,11 +72,20 @@ __all__ = [
     "aggregate_rows",
     "cluster_rows",
     "dedup_rows",
-    "load_encoder",
+    "load_text_encoder",
     "merge",
     "merge_knn",
     "pool",
-    "resolve_device",
     "row_texts",
     "train_model",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # TrainResult lives with the one training loop (multimodal.training.trainer), which imports torch; importing
+    # it lazily keeps `from linkage_pipeline import api` free of torch for the string methods.
+    if name == "TrainResult":
+        from linkage_pipeline.multimodal.training.trainer import TrainResult
+
+        return TrainResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,10 +20,11 @@ from linkage_pipeline.api.text import (
     _check_has,
     _check_k,
     _check_threshold,
-    load_encoder,
-    resolve_device,
+    load_text_encoder,
     row_texts,
 )
+from linkage_pipeline.device import resolve_device
+from linkage_pipeline.linking.index import knn
 from linkage_pipeline.linking.strings import STRING_METHODS, topk_string_matches
 from linkage_pipeline.probabilistic import (
     DEFAULT_MATCH_THRESHOLD,
@@ -31,9 +32,6 @@ from linkage_pipeline.probabilistic import (
     FieldSpec,
     clusters_from_links,
 )
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +85,6 @@ def _resolve_method(method: str, n_columns: int, model: object) -> str:
     return method
 
 
-def _knn_faiss(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
-
-    k = min(k, keys.shape[0])
-    if k == 0 or queries.shape[0] == 0:
-        return np.zeros((queries.shape[0], k), np.int64), np.zeros((queries.shape[0], k), np.float32)
-    index = faiss.IndexFlatIP(keys.shape[1])
-    index.add(np.ascontiguousarray(keys, dtype=np.float32))
-    scores, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    return idx.astype(np.int64), scores.astype(np.float32)
-
-
 # ---------------------------------------------------------------------------------------------- candidate pairs
 @dataclass
 class _Options:
@@ -147,13 +133,13 @@ def _pairs(
         if len(a_pos) == 0 or k_search == 0:
             idx, sc = np.zeros((len(a_pos), 0), np.int64), np.zeros((len(a_pos), 0), np.float32)
         elif opt.method == "embedding":
-            enc = load_encoder(opt.model, opt.device)  # type: ignore[arg-type]
+            enc = load_text_encoder(opt.model, opt.device)  # type: ignore[arg-type]
             t0 = time.perf_counter()
             a = enc.encode(a_txt, opt.batch_size)
             b = a if self_join else enc.encode(b_txt, opt.batch_size)
             logger.info("embedded %d + %d rows in %.2f s", len(a_pos), 0 if self_join else len(b_pos),
                         time.perf_counter() - t0)
-            idx, sc = _knn_faiss(a, b, k_search)
+            sc, idx = knn(a, b, k_search)  # exact inner product (cosine) in a flat index
         else:
             a_low = [t.casefold() for t in a_txt]
             b_low = a_low if self_join else [t.casefold() for t in b_txt]
@@ -260,6 +246,38 @@ def _assemble(
     return out
 
 
+def _table_pairs(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    on: object,
+    left_on: object,
+    right_on: object,
+    k: object,
+    *,
+    method: str,
+    model: object,
+    threshold: float | None,
+    device: str,
+    batch_size: int,
+    sep: str,
+    fs_options: Mapping[str, Any] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check the arguments of a two-table call, then its ``k`` best right rows per left row (see :func:`_pairs`)."""
+    lcols, rcols = _resolve_on(left, right, on, left_on, right_on)
+    k = _check_k(k)
+    opt = _options(method, len(lcols), model, device, batch_size, sep, fs_options)
+    thr = _check_threshold(threshold, opt.method)
+    return _pairs(left, right, lcols, rcols, k, thr, opt)
+
+
+def _best_per_left(n_left: int, i: np.ndarray, j: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 pairs as arrays over all left rows: right position (int64, -1 for none) and score (NaN for none)."""
+    best = np.full(n_left, -1, dtype=np.int64)
+    score = np.full(n_left, np.nan)
+    best[i], score[i] = j, s
+    return best, score
+
+
 # ---------------------------------------------------------------------------------------------- public API
 def merge(
     left: pd.DataFrame,
@@ -310,13 +328,9 @@ def merge(
         >>> merge(firms, register, left_on="name", right_on="firm", model=minilm_dir)  # doctest: +SKIP
     """
     left, right = _check_frame(left, "left"), _check_frame(right, "right")
-    lcols, rcols = _resolve_on(left, right, on, left_on, right_on)
-    opt = _options(method, len(lcols), model, device, batch_size, sep, fs_options)
-    thr = _check_threshold(threshold, opt.method)
-    i, j, s = _pairs(left, right, lcols, rcols, 1, thr, opt)
-    best = np.full(len(left), -1, dtype=np.int64)
-    score = np.full(len(left), np.nan)
-    best[i], score[i] = j, s
+    i, j, s = _table_pairs(left, right, on, left_on, right_on, 1, method=method, model=model, threshold=threshold,
+                           device=device, batch_size=batch_size, sep=sep, fs_options=fs_options)
+    best, score = _best_per_left(len(left), i, j, s)
     out = _assemble(left, right, np.arange(len(left)), best, {score_column: score}, suffixes)
     out.index = left.index
     logger.info("merge: %d of %d left rows matched", int((best >= 0).sum()), len(left))
@@ -356,11 +370,8 @@ def merge_knn(
         >>> merge_knn(firms, register, on="name", k=3, method="levenshtein")  # doctest: +SKIP
     """
     left, right = _check_frame(left, "left"), _check_frame(right, "right")
-    lcols, rcols = _resolve_on(left, right, on, left_on, right_on)
-    k = _check_k(k)
-    opt = _options(method, len(lcols), model, device, batch_size, sep, fs_options)
-    thr = _check_threshold(threshold, opt.method)
-    i, j, s = _pairs(left, right, lcols, rcols, k, thr, opt)
+    i, j, s = _table_pairs(left, right, on, left_on, right_on, k, method=method, model=model, threshold=threshold,
+                           device=device, batch_size=batch_size, sep=sep, fs_options=fs_options)
     rank = np.ones(i.size, dtype=np.int64)
     if i.size:
         starts = np.r_[0, np.flatnonzero(np.diff(i)) + 1]
@@ -505,13 +516,9 @@ def aggregate_rows(
     for name in (key_column, score_column):
         if name in left.columns:
             raise ValueError(f"left already has a column {name!r}; pass another key_column/score_column")
-    lcols, rcols = _resolve_on(left, right, on, left_on, right_on)
-    opt = _options(method, len(lcols), model, device, batch_size, sep, fs_options)
-    thr = _check_threshold(threshold, opt.method)
-    i, j, s = _pairs(left, right, lcols, rcols, 1, thr, opt)
-    best = np.full(len(left), -1, dtype=np.int64)
-    score = np.full(len(left), np.nan)
-    best[i], score[i] = j, s
+    i, j, s = _table_pairs(left, right, on, left_on, right_on, 1, method=method, model=model, threshold=threshold,
+                           device=device, batch_size=batch_size, sep=sep, fs_options=fs_options)
+    best, score = _best_per_left(len(left), i, j, s)
     keys = right[right_key].reset_index(drop=True).reindex(best)
     out = left.copy()
     out[key_column] = keys.to_numpy()

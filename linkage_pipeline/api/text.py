@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from linkage_pipeline.device import resolve_device
 from linkage_pipeline.linking.strings import STRING_METHODS
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ logger = logging.getLogger(__name__)
 #: Texts per forward pass of the embedding model unless a call says otherwise: LinkTransformer's default, so that
 #: bench/dataframe_api.py compares like with like (on FEBRL4 texts 64 and 128 cost the same CPU time, 256 ~10 % more).
 DEFAULT_BATCH_SIZE = 128
-
-_DEVICES = ("cpu", "cuda", "auto")
 
 
 # ---------------------------------------------------------------------------------------------- argument checks
@@ -74,32 +73,6 @@ def _check_k(k: object, what: str = "k") -> int:
     return int(k)
 
 
-def resolve_device(device: str) -> str:
-    """Resolve a device request to a torch device string.
-
-    Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available, else CPU).
-
-    Returns:
-        ``"cpu"`` or a CUDA device string.
-
-    Raises:
-        ValueError: On an unknown device, or CUDA asked for on a machine without it.
-    """
-    import torch
-
-    if not isinstance(device, str) or not (device in _DEVICES or device.startswith("cuda:")):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} was asked for but CUDA is not available (torch.cuda.is_available() is False); "
-            "use device='cpu' or device='auto'"
-        )
-    return device
-
-
 # ---------------------------------------------------------------------------------------------- texts
 def row_texts(df: pd.DataFrame, columns: Sequence[str], sep: str = " ") -> list[str]:
     """One text per row: the row's values in ``columns`` order, missing values left out, joined by ``sep``.
@@ -144,7 +117,7 @@ class TextEncoder:
 
     Args:
         model_dir: The local directory.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see :func:`linkage_pipeline.device.resolve_device`).
         max_length: Token limit; ``None`` reads it from the directory.
 
     Example:
@@ -153,7 +126,9 @@ class TextEncoder:
         (1, 384)
     """
 
-    def __init__(self, model_dir: str | os.PathLike[str], device: str = "auto", max_length: int | None = None):
+    def __init__(
+        self, model_dir: str | os.PathLike[str], device: str | torch.device = "auto", max_length: int | None = None
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         path = Path(model_dir)
@@ -268,12 +243,28 @@ def _read_max_length(path: Path, tokenizer: Any) -> int:
 
 
 @lru_cache(maxsize=4)
-def _cached_encoder(path: str, device: str) -> TextEncoder:
+def _cached_encoder(path: str, device: torch.device) -> TextEncoder:
     return TextEncoder(path, device=device)
 
 
-def load_encoder(model: str | os.PathLike[str] | TextEncoder, device: str = "auto") -> TextEncoder:
-    """A :class:`TextEncoder` for ``model`` (a directory, cached per directory and device, or an encoder)."""
+def load_text_encoder(
+    model: str | os.PathLike[str] | TextEncoder, device: str | torch.device = "auto"
+) -> TextEncoder:
+    """A :class:`TextEncoder` for ``model`` (a directory, cached per directory and device, or an encoder).
+
+    Not to be confused with :func:`linkage_pipeline.multimodal.checkpoints.load_encoder`, which loads the
+    multimodal (image + text) model.
+
+    Args:
+        model: A local sentence-transformers-compatible directory, or a loaded :class:`TextEncoder` (returned as is).
+        device: See :func:`linkage_pipeline.device.resolve_device`.
+
+    Returns:
+        The encoder, on the resolved device.
+
+    Raises:
+        ValueError: If ``model`` is neither a path nor a :class:`TextEncoder`, or on a bad device.
+    """
     if isinstance(model, TextEncoder):
         return model
     if not isinstance(model, (str, os.PathLike)):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-import random
 import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,29 +22,12 @@ from linkage_pipeline.api.text import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from linkage_pipeline.multimodal.training.trainer import TrainResult
 
 logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- training
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train_model` did.
-
-    Attributes:
-        model_dir: The saved model directory (loadable by :class:`TextEncoder` and sentence-transformers).
-        step_losses: Loss of every optimiser step.
-        epoch_losses: Mean loss per epoch.
-        seconds: Wall time of training.
-    """
-
-    model_dir: Path
-    step_losses: list[float]
-    epoch_losses: list[float]
-    seconds: float
-
-
 def train_model(
     pairs: pd.DataFrame,
     base_model_dir: str | os.PathLike[str],
@@ -79,20 +60,29 @@ def train_model(
         label_col: Optional 0/1 column; only rows with 1 are used.
         epochs: Passes over the pairs.
         batch_size: Pairs per batch (>= 2: the other pairs are the negatives).
-        learning_rate: AdamW learning rate.
+        learning_rate: AdamW learning rate (constant; AdamW's default weight decay 0.01).
         temperature: Softmax temperature on cosine similarities.
         max_length: Token limit; ``None`` reads it from the base directory.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        seed: Seed of the shuffling and of torch.
+        seed: Seed of the shuffling (batches of each epoch as
+            :func:`~linkage_pipeline.multimodal.training.trainer.shuffled_batches` cuts them) and of torch.
 
     Returns:
-        A :class:`TrainResult`.
+        A :class:`~linkage_pipeline.multimodal.training.trainer.TrainResult` with ``model_dir`` set; its ``losses``
+        (also ``step_losses``) hold every step's loss and ``epoch_losses`` each epoch's mean.
 
     Example:
         >>> res = train_model(pairs, minilm_dir, "models/firms", epochs=2)  # doctest: +SKIP
         >>> merge(a, b, on="name", model=res.model_dir)  # doctest: +SKIP
     """
     import torch
+
+    from linkage_pipeline.multimodal.training.trainer import (
+        epoch_rng,
+        make_optimizer,
+        optimize,
+        shuffled_batches,
+    )
 
     pairs = _check_frame(pairs, "pairs")
     _check_has(pairs, [left_col, right_col] + ([label_col] if label_col else []), "pairs")
@@ -111,46 +101,33 @@ def train_model(
 
     torch.manual_seed(seed)
     enc = TextEncoder(base_model_dir, device=device, max_length=max_length)
-    model = enc.model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    rng = random.Random(seed)
-    step_losses: list[float] = []
-    epoch_losses: list[float] = []
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
-        order = list(range(len(lefts)))
-        rng.shuffle(order)
-        losses = []
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            if len(idx) < 2:
-                continue
-            za = torch.nn.functional.normalize(enc._embed([lefts[t] for t in idx]), dim=-1)
-            zb = torch.nn.functional.normalize(enc._embed([rights[t] for t in idx]), dim=-1)
-            logits = za @ zb.T / temperature
-            r = [rights[t] for t in idx]
-            same = torch.tensor([[r[p] == r[q] and p != q for q in range(len(idx))] for p in range(len(idx))],
-                                device=logits.device)
-            logits = logits.masked_fill(same, float("-inf"))
-            target = torch.arange(len(idx), device=logits.device)
-            loss = (torch.nn.functional.cross_entropy(logits, target)
-                    + torch.nn.functional.cross_entropy(logits.T, target)) / 2
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        step_losses.extend(losses)
-        epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
-        logger.info("train_model: epoch %d/%d loss %.4f", epoch + 1, epochs, epoch_losses[-1])
-    seconds = time.perf_counter() - t0
-    model.eval()
+    model = enc.model
+    # AdamW's default weight decay (0.01) and a constant learning rate, as this trainer always used.
+    opt, schedule = make_optimizer(model, learning_rate, 0.01, "constant")
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        za = torch.nn.functional.normalize(enc._embed([lefts[t] for t in idx]), dim=-1)
+        zb = torch.nn.functional.normalize(enc._embed([rights[t] for t in idx]), dim=-1)
+        logits = za @ zb.T / temperature
+        r = [rights[t] for t in idx]
+        same = torch.tensor([[r[p] == r[q] and p != q for q in range(len(idx))] for p in range(len(idx))],
+                            device=logits.device)
+        logits = logits.masked_fill(same, float("-inf"))
+        target = torch.arange(len(idx), device=logits.device)
+        return (torch.nn.functional.cross_entropy(logits, target)
+                + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+
+    def epoch_batches(epoch: int) -> list[np.ndarray]:
+        return shuffled_batches(len(lefts), batch_size, epoch_rng(seed, epoch))
+
+    result = optimize(model, opt, schedule, epoch_batches, batch_loss, epochs=epochs, log_every=0, name="train_model")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
     enc.tokenizer.save_pretrained(str(out))
     _write_sentence_transformers_config(Path(base_model_dir), out, enc)
     _cached_encoder.cache_clear()  # a re-trained directory must not be served from the cache
-    return TrainResult(out, step_losses, epoch_losses, seconds)
+    return dataclasses.replace(result, model_dir=out)
 
 
 def _write_sentence_transformers_config(base: Path, out: Path, enc: TextEncoder) -> None:

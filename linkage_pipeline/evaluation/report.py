@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,8 +12,8 @@ import pandas as pd
 from linkage_pipeline.evaluation import metrics as evaluation_metrics
 from linkage_pipeline.linking.strings import normalize
 
-if TYPE_CHECKING:  # training imports torch; this module must stay light
-    pass
+if TYPE_CHECKING:  # the encoder imports torch; this module must stay light
+    from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,66 @@ def linkage_evaluation_table(
         }
     )
     return evaluation_metrics.linkage_evaluation_rows(queries, frame, target_ids, report_splits=report_splits)[columns]
+
+
+def linkage_evaluation_report(
+    string_links: pd.DataFrame,
+    regions: pd.DataFrame,
+    *,
+    embedding_links: pd.DataFrame | None = None,
+    model: Mapping[str, Any] | None = None,
+    linkages: Sequence[tuple[str, str]] = (),
+    pretrained: MultimodalEncoder | None = None,
+    inputs: pd.DataFrame | None = None,
+    cached: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The ``linkage_evaluation`` table: string baselines, the supervised model and, optionally, its pretrained start.
+
+    Args:
+        string_links: ``string_links`` rows.
+        regions: ``stg_regions`` rows (crop ids with source role and true entity ids).
+        embedding_links: ``embedding_links`` rows (every model and training); ``None`` when there are none.
+        model: The ``linkage_model`` row (``model_id``, ``pooling_weight``, ``pretrained_path``); ``None`` when no
+            model is chosen, in which case only the string rows are reported.
+        linkages: (query source, target source) pairs, as in sources.yaml.
+        pretrained: The model at ``model["pretrained_path"]`` (before supervised training); with it the
+            ``self_supervised`` rows are added. ``None``: they are not.
+        inputs: Embedding inputs of every source (:func:`~linkage_pipeline.multimodal.embed.embedding_inputs`);
+            required with ``pretrained``.
+        cached: Earlier ``crop_embeddings``-shaped rows of the pretrained model; only crops new to it are embedded.
+
+    Returns:
+        ``linkage_evaluation`` rows (the string rows' frame, possibly empty, when no method has a labelled query)
+        and the pretrained model's ``crop_embeddings`` rows to keep for the next run (``None`` without
+        ``pretrained``).
+
+    Raises:
+        ValueError: If ``pretrained`` is given without ``model`` or ``inputs``.
+    """
+    if pretrained is not None and (model is None or inputs is None):
+        raise ValueError("pretrained needs the linkage_model row (model) and the embedding inputs (inputs); got None")
+    frames = [linkage_evaluation_table(string_links, regions)]
+    embedded = None
+    if model is not None and embedding_links is not None:
+        supervised = embedding_links[
+            (embedding_links["model_id"] == str(model["model_id"])) & (embedding_links["training"] == "supervised")
+        ]
+        frames.append(linkage_evaluation_table(supervised, regions, training="supervised"))
+        if pretrained is not None:
+            # torch-heavy imports only when the pretrained model is scored
+            from linkage_pipeline.linking.by_embeddings import (
+                embedding_links as link_embeddings,
+            )
+            from linkage_pipeline.multimodal.embed import embed_crops
+
+            embedded, _ = embed_crops(pretrained, inputs, existing=cached)
+            links = link_embeddings(
+                embedded, list(linkages), weight=float(model["pooling_weight"]), training="self_supervised"
+            )
+            frames.append(linkage_evaluation_table(links, regions, training="self_supervised"))
+    scored = [f for f in frames if not f.empty]
+    table = pd.concat(scored, ignore_index=True) if scored else frames[0]
+    return table, embedded
 
 
 _TRAINING_ORDER = {"none": 0, "self_supervised": 1, "supervised": 2}

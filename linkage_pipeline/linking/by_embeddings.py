@@ -10,7 +10,7 @@ Embedding is incremental: rows already embedded with the same model, crop and te
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,12 @@ from linkage_pipeline.linking.index import (
     save_index,
     search,
 )
-from linkage_pipeline.linking.topk import topk_frame_arrays, topk_rows
+from linkage_pipeline.linking.topk import (
+    Search,
+    incremental_topk,
+    topk_frame_arrays,
+    topk_rows,
+)
 from linkage_pipeline.multimodal.embed import (
     EMBEDDING_METHODS,
     _check_one_model,
@@ -34,6 +39,7 @@ from linkage_pipeline.multimodal.embed import (
 )
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 from linkage_pipeline.schema import (
+    CROP_EMBEDDINGS,
     EMBEDDING_LINKS,
     FAISS_INDEXES,
     LINKED_TARGETS,
@@ -47,6 +53,64 @@ logger = logging.getLogger(__name__)
 #: FAISS's float32 scores of near-ties (one firm listed twice) differ in the last bits with the batch they were
 #: computed in, so the k-th and the next targets could swap between an incremental and a full run.
 EXTRA_CANDIDATES = 16
+
+
+def usable_embeddings(
+    partitions: Mapping[str, pd.DataFrame | None], model_id: str
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The ``crop_embeddings`` rows made with ``model_id``, and why each source left out was left out.
+
+    A source whose partition is missing (``None``: crop_embeddings never materialized for it, or failed) or was
+    embedded with another model is left out: its linkages are skipped, the others still run. A source with an
+    empty partition (no usable page) is not left out: it has no rows, so its linkages yield zero links.
+
+    Args:
+        partitions: ``{source: its crop_embeddings partition, or None when there is none}``.
+        model_id: The linkage model's id.
+
+    Returns:
+        The rows of the usable sources (:data:`CROP_EMBEDDINGS` columns; in ``partitions`` order) and
+        ``{source: reason}`` for each source left out, in ``partitions`` order.
+    """
+    frames, skipped = [], {}
+    for name, part in partitions.items():
+        if part is None:
+            skipped[name] = "no crop_embeddings partition; materialize crop_embeddings for it"
+            continue
+        stale = set(part["model_id"]) - {model_id}
+        if stale:
+            skipped[name] = (f"crop_embeddings made with model(s) {[m[:12] for m in stale]}, not the linkage model "
+                             f"{model_id[:12]}; re-materialize crop_embeddings for it")
+        elif not part.empty:
+            frames.append(part)
+    out = pd.concat(frames, ignore_index=True) if frames else empty_frame(CROP_EMBEDDINGS)
+    return out, skipped
+
+
+def load_target_indexes(
+    index_rows: pd.DataFrame, model_id: str, *, device: str = "cpu"
+) -> dict[tuple[str, str, str], tuple[object, list[str]]]:
+    """The saved indexes of ``faiss_indexes`` rows, in the shape :func:`relink` takes.
+
+    Args:
+        index_rows: ``faiss_indexes`` rows (target_source, ocr, method, model_id, path); none is a result (every
+            target source is empty).
+        model_id: The linkage model's id; every row must have been built with it.
+        device: Where the indexes are searched (``cpu`` or ``cuda[:N]``).
+
+    Returns:
+        ``{(target source, ocr, method): (index, target crop ids in index order)}``.
+
+    Raises:
+        ValueError: If a row was built with another model (a stale index).
+    """
+    if set(index_rows["model_id"]) - {model_id}:
+        raise ValueError(f"faiss_indexes were not built with the linkage model {model_id[:12]}; re-materialize faiss_index")
+    indexes = {}
+    for r in index_rows.itertuples(index=False):
+        index, meta = load_index(r.path, model_id=model_id, device=device)
+        indexes[(r.target_source, r.ocr, r.method)] = (index, meta.ids)
+    return indexes
 
 
 def _index_name(target_source: str, condition: str, method: str) -> str:
@@ -161,36 +225,36 @@ def tune_linking(
     regions: pd.DataFrame,
     linkages: Sequence[tuple[str, str]],
     *,
-    condition: str,
+    ocr: str,
     also: Sequence[str] = (),
     weights: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2)),
 ) -> dict[str, float | str | int]:
     """Choose the pooling weight and no-match threshold on the validation split of labelled firms.
 
     Only validation-split queries are scored (firms hashed as in the evaluation); test firms never influence
-    the choice. The weight maximises the mean validation top-1 accuracy over ``condition`` and the ``also``
+    the choice. The weight maximises the mean validation top-1 accuracy over ``ocr`` and the ``also``
     conditions (e.g. every OCR engine, so the weight does not overfit the cleanest reading); ties go to the
-    weight closest to 0.5. The threshold is the one tuned for ``condition`` at that weight.
+    weight closest to 0.5. The threshold is the one tuned for ``ocr`` at that weight.
 
     Args:
         encoder: The model.
         inputs: :func:`embedding_inputs` rows of the linked sources.
         regions: ``stg_regions`` rows (truth).
         linkages: (query, target) source pairs.
-        condition: Text condition the pipeline links with (its threshold is returned).
+        ocr: The OCR condition the pipeline links with (its threshold is returned).
         also: Further conditions that count in the choice of the weight.
         weights: Candidate image weights.
 
     Returns:
-        pooling_weight, nomatch_threshold, val_top1 and val_top1_with_nomatch (of ``condition``), val_top1_mean
-        (over the conditions), n_val, condition.
+        pooling_weight, nomatch_threshold, val_top1 and val_top1_with_nomatch (of ``ocr``), val_top1_mean
+        (over the conditions), ocrs (the conditions that counted, comma-separated), n_val, ocr.
 
     Raises:
-        ValueError: If the validation split has no labelled query for ``condition``.
+        ValueError: If the validation split has no labelled query for ``ocr``.
     """
     from linkage_pipeline.evaluation import report
 
-    conditions = list(dict.fromkeys([condition, *also]))
+    conditions = list(dict.fromkeys([ocr, *also]))
     emb, _ = embed_crops(encoder, inputs[inputs["ocr"].isin(conditions)])
     best: dict[str, float | str | int] | None = None
     best_key: tuple[float, float, float] | None = None
@@ -198,9 +262,9 @@ def tune_linking(
         links = embedding_links(emb, linkages, methods=("multimodal",), weight=float(w))
         ev = report.linkage_evaluation_table(links, regions, report_splits=("val",))
         ev = ev[ev["top1_accuracy"].notna()].set_index("ocr")
-        if condition not in ev.index:
-            raise ValueError(f"no labelled validation queries for condition {condition!r}; cannot tune")
-        row = ev.loc[condition]
+        if ocr not in ev.index:
+            raise ValueError(f"no labelled validation queries for OCR condition {ocr!r}; cannot tune")
+        row = ev.loc[ocr]
         mean = float(ev.loc[[c for c in conditions if c in ev.index], "top1_accuracy"].mean())
         cand = {
             "pooling_weight": float(w),
@@ -210,7 +274,7 @@ def tune_linking(
             "val_top1_mean": mean,
             "ocrs": ",".join(c for c in conditions if c in ev.index),
             "n_val": int(row["n"]),
-            "ocr": condition,
+            "ocr": ocr,
         }
         key = (mean, cand["val_top1_with_nomatch"], -abs(float(w) - 0.5))
         if best_key is None or key > best_key:
@@ -314,6 +378,21 @@ def _target_vectors(targets: pd.DataFrame, source: str, condition: str, ids: Seq
     return method_embeddings(rows.reset_index(), method, weight)
 
 
+def _index_search(index: object, target_ids: Sequence[str], vectors: np.ndarray, queries: pd.DataFrame, method: str,
+                  weight: float) -> Search:
+    """The :data:`topk.Search` of one index: every target through ``index``, a subset through a small exact index."""
+    position = {t: p for p, t in enumerate(target_ids)}
+
+    def search(query_ids: list[str], subset: list[str] | None, k: int) -> pd.DataFrame:
+        q = queries[queries["crop_id"].isin(set(query_ids))]
+        if subset is None:
+            return _hits(index, target_ids, vectors, q, method, weight, k)
+        at = [position[t] for t in subset]
+        return _hits(build_index(vectors[at], IndexSpec()), subset, vectors[at], q, method, weight, k)
+
+    return search
+
+
 def relink(
     queries: pd.DataFrame,
     targets: pd.DataFrame,
@@ -375,43 +454,19 @@ def relink(
                 vectors = _target_vectors(targets, target_source, condition, target_ids, method, weight)
                 linked.append(pd.DataFrame({"target_source": target_source, "ocr": condition, "method": method,
                                             "model_id": model_id, "weight": weight, "crop_id": list(target_ids)}))
-                before = linked_before.get((target_source, condition, method))
                 old = None
-                if prev is not None and before is not None and before <= set(target_ids):
+                if prev is not None:
                     old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
                                & (prev["ocr"] == condition) & (prev["method"] == method)]
-                    old = old[old["query_crop_id"].isin(set(q["crop_id"]))]
-                    # a list shorter than k (k was raised since) is searched again
-                    full = old.groupby("query_crop_id")["target_crop_id"].transform("size") == min(k, len(before))
-                    old = old[full]
-                seen = set(old["query_crop_id"]) if old is not None else set()
-                fresh = q[~q["crop_id"].isin(seen)]
-                parts = []
-                if len(fresh):
-                    parts.append(_hits(index, target_ids, vectors, fresh, method, weight, k))
-                    stats["queries_searched"] += len(fresh)
-                if seen:
-                    kept = topk_rows(old[["query_crop_id", "target_crop_id", "score"]], k)
-                    added_at = [p for p, t in enumerate(target_ids) if t not in before]
-                    if added_at:
-                        added = [target_ids[p] for p in added_at]
-                        q_old = q[q["crop_id"].isin(seen)]
-                        small = build_index(vectors[added_at], IndexSpec())
-                        hits = _hits(small, added, vectors[added_at], q_old, method, weight, k)
-                        merged = topk_rows(pd.concat([kept, hits], ignore_index=True), k)
-                        before_lists = kept.groupby("query_crop_id")["target_crop_id"].apply(tuple)
-                        after_lists = merged.groupby("query_crop_id")["target_crop_id"].apply(tuple)
-                        stats["queries_checked"] += len(q_old)
-                        stats["queries_changed"] += int((before_lists.reindex(after_lists.index) != after_lists).sum())
-                        parts.append(merged[["query_crop_id", "target_crop_id", "score"]])
-                    else:
-                        stats["queries_kept"] += len(seen)
-                        parts.append(kept)
-                if not parts:
-                    continue
-                out = topk_rows(pd.concat(parts, ignore_index=True), k)
-                frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
-                                         ocr=condition, training=training, model_id=model_id))
+                out, counts = incremental_topk(
+                    q["crop_id"].tolist(), list(target_ids), _index_search(index, target_ids, vectors, q, method,
+                                                                          weight), k,
+                    previous=old, previous_targets=linked_before.get((target_source, condition, method)),
+                )
+                stats = {key: stats[key] + counts[key] for key in stats}
+                if len(out):
+                    frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
+                                             ocr=condition, training=training, model_id=model_id))
     links = (pd.concat(frames, ignore_index=True)[list(EMBEDDING_LINKS)] if frames else empty_frame(EMBEDDING_LINKS))
     targets_out = pd.concat(linked, ignore_index=True) if linked else empty_frame(LINKED_TARGETS)
     return links, targets_out, stats

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from linkage_pipeline.documents.crops import content_id
 from linkage_pipeline.linking.strings import topk_string_matches
-from linkage_pipeline.linking.topk import topk_rows
+from linkage_pipeline.linking.topk import Search, incremental_topk
 from linkage_pipeline.schema import (
     STRING_LINK_INPUTS,
     STRING_LINKS,
     empty_frame,
 )
-
-if TYPE_CHECKING:  # training imports torch; this module must stay light
-    pass
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +25,7 @@ def string_links(
     targets: pd.DataFrame,
     *,
     methods: Sequence[str],
-    condition: str,
+    ocr: str,
     k: int = 5,
     workers: int = -1,
 ) -> pd.DataFrame:
@@ -39,7 +35,7 @@ def string_links(
         queries: rows with query_crop_id/crop_id, source and text.
         targets: rows with crop_id, source and text.
         methods: string methods (``strings.STRING_METHODS``).
-        condition: the text condition recorded in the ``ocr`` column (engine name or ``ground_truth``).
+        ocr: the OCR condition recorded in the ``ocr`` column (engine name or ``ground_truth``).
     """
     frames = []
     q_ids = queries["crop_id"].to_numpy()
@@ -61,7 +57,7 @@ def string_links(
                     "query_source": q_src,
                     "target_source": t_src,
                     "method": method,
-                    "ocr": condition,
+                    "ocr": ocr,
                     "rank": np.tile(np.arange(1, kk + 1), n_q),
                     "score": scores.reshape(-1).astype(float),
                 }
@@ -128,7 +124,7 @@ def link_sources_by_strings(
     """String links for every (query source, target source) linkage and every text condition both sides have.
 
     Args:
-        crop_texts: rows of ``stg_crop_texts`` (crop_id, source, condition, text).
+        crop_texts: rows of ``stg_crop_texts`` (crop_id, source, ocr, text).
         linkages: (query source, target source) pairs.
     """
     frames = []
@@ -138,13 +134,24 @@ def link_sources_by_strings(
         for condition in sorted(set(q_all["ocr"]) & set(t_all["ocr"])):
             q = q_all[q_all["ocr"] == condition].sort_values("crop_id")
             t = t_all[t_all["ocr"] == condition].sort_values("crop_id")
-            frames.append(string_links(q, t, methods=methods, condition=condition, k=k, workers=workers))
+            frames.append(string_links(q, t, methods=methods, ocr=condition, k=k, workers=workers))
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else empty_frame(STRING_LINKS)
 
 
 def _text_hashes(texts: pd.Series) -> list[str]:
     return [content_id(t.encode("utf-8")) for t in texts.fillna("").astype(str)]
+
+
+def _text_search(queries: pd.DataFrame, targets: pd.DataFrame, method: str, ocr: str, workers: int) -> Search:
+    """The :data:`topk.Search` of one string method over rows of one OCR condition (ids are their crop ids)."""
+
+    def search(query_ids: list[str], target_ids: list[str] | None, k: int) -> pd.DataFrame:
+        q = queries[queries["crop_id"].isin(set(query_ids))]
+        t = targets if target_ids is None else targets[targets["crop_id"].isin(set(target_ids))]
+        return string_links(q, t, methods=[method], ocr=ocr, k=k, workers=workers)
+
+    return search
 
 
 def relink_sources_by_strings(
@@ -166,7 +173,7 @@ def relink_sources_by_strings(
     depend on the two texts alone, so the result equals a full :func:`link_sources_by_strings`.
 
     Args:
-        crop_texts: rows of ``stg_crop_texts`` (crop_id, source, condition, text).
+        crop_texts: rows of ``stg_crop_texts`` (crop_id, source, ocr, text).
         linkages: (query source, target source) pairs.
         methods: string methods (``strings.STRING_METHODS``).
         previous: earlier ``string_links`` rows.
@@ -174,10 +181,11 @@ def relink_sources_by_strings(
 
     Returns:
         ``string_links`` rows, the :data:`STRING_LINK_INPUTS` rows for the next call, and counts
-        ``{"queries_searched", "queries_checked", "queries_kept"}`` per method: compared with every target, with
-        the new targets only, and reused untouched.
+        ``{"queries_searched", "queries_checked", "queries_changed", "queries_kept"}`` per method: compared with
+        every target, with the new targets only, whose top-k list changed by that, and reused untouched
+        (:func:`topk.incremental_topk`).
     """
-    stats = {"queries_searched": 0, "queries_checked": 0, "queries_kept": 0}
+    stats = {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0, "queries_kept": 0}
     texts = crop_texts.assign(text_hash=_text_hashes(crop_texts["text"]))
     before: dict[tuple[str, str], dict[str, str]] = {}
     if previous_inputs is not None and not previous_inputs.empty:
@@ -195,40 +203,22 @@ def relink_sources_by_strings(
             t_before = before.get((target_source, condition))
             t_now = dict(zip(t["crop_id"], t["text_hash"]))
             old = None
+            # a target whose text changed (or that is gone) may now rank anywhere: every query is compared again
             if prev is not None and t_before is not None and all(t_now.get(c) == h for c, h in t_before.items()):
                 q_before = before.get((query_source, condition), {})
                 same_text = q["crop_id"].map(q_before) == q["text_hash"]
                 old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
                            & (prev["ocr"] == condition) & prev["query_crop_id"].isin(set(q["crop_id"][same_text]))]
-            added = t[~t["crop_id"].isin(set(t_before))] if old is not None else t.iloc[:0]
             for method in methods:
-                kept = None
-                if old is not None:
-                    kept = old[old["method"] == method]
-                    # a list shorter than k (k was raised since) is compared again
-                    kept = kept[kept.groupby("query_crop_id")["target_crop_id"].transform("size")
-                                == min(k, len(t_before))]
-                seen = set(kept["query_crop_id"]) if kept is not None else set()
-                fresh = q[~q["crop_id"].isin(seen)]
-                parts = []
-                if len(fresh):
-                    parts.append(string_links(fresh, t, methods=[method], condition=condition, k=k, workers=workers))
-                    stats["queries_searched"] += len(fresh)
-                if seen:
-                    parts.append(kept)
-                    if len(added):
-                        q_seen = q[q["crop_id"].isin(seen)]
-                        parts.append(string_links(q_seen, added, methods=[method], condition=condition, k=k,
-                                                  workers=workers))
-                        stats["queries_checked"] += len(seen)
-                    else:
-                        stats["queries_kept"] += len(seen)
-                parts = [p[["query_crop_id", "target_crop_id", "score"]] for p in parts if len(p)]
-                if not parts:
-                    continue
-                out = topk_rows(pd.concat(parts, ignore_index=True), k)
-                frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
-                                         ocr=condition))
+                out, counts = incremental_topk(
+                    q["crop_id"].tolist(), t["crop_id"].tolist(), _text_search(q, t, method, condition, workers), k,
+                    previous=old[old["method"] == method] if old is not None else None,
+                    previous_targets=list(t_before) if old is not None else None,
+                )
+                stats = {key: stats[key] + counts[key] for key in stats}
+                if len(out):
+                    frames.append(out.assign(query_source=query_source, target_source=target_source, method=method,
+                                             ocr=condition))
     links = pd.concat(frames, ignore_index=True)[list(STRING_LINKS)] if frames else empty_frame(STRING_LINKS)
     # a bool array, not a list: an empty list would select no columns instead of no rows
     keep = np.array([(src, cond) in used for src, cond in zip(texts["source"], texts["ocr"])], dtype=bool)

@@ -34,6 +34,14 @@ def faiss_gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def faiss_device(requested: str, torch_device: str) -> str:
+    """The device FAISS runs on: ``requested``, or for ``auto`` the GPU when the compute device ``torch_device``
+    (``"cuda"``, ``"cpu"``, ...) is CUDA and faiss-gpu is installed, else the CPU."""
+    if requested != "auto":
+        return requested
+    return "cuda" if torch_device == "cuda" and faiss_gpu_available() else "cpu"
+
+
 @dataclass(frozen=True)
 class IndexSpec:
     """How to index target embeddings.

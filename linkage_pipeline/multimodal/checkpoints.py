@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from linkage_pipeline.device import _resolve_device, _resolve_dtype
+from linkage_pipeline.device import resolve_device, resolve_dtype
 from linkage_pipeline.multimodal.encoder import (
     CONFIG_FILE,
     PREPROCESSING_FILE,
@@ -104,11 +104,11 @@ def load_hf_clip(
             std=std,
             max_length=int(model.config.text_config.max_position_embeddings),
         )
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     dual = ClipDualEncoder(model).to(dev).eval()
     card = {"source": str(src), "kind": "hf_clip"}
     return MultimodalEncoder(
-        dual, tokenizer, preprocessing, dev, _resolve_dtype(dtype, dev), file_sha256(weights), card
+        dual, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev), file_sha256(weights), card
     )
 
 
@@ -181,11 +181,11 @@ def load_rinna_clip(
             text_prefix_cls=True,
             max_length=min(77, int(text_config.max_position_embeddings)),
         )
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model.to(dev).eval()
     card = {"source": str(src), "kind": "rinna"}
     return MultimodalEncoder(
-        model, tokenizer, preprocessing, dev, _resolve_dtype(dtype, dev), file_sha256(weights), card
+        model, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev), file_sha256(weights), card
     )
 
 

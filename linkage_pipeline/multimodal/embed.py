@@ -220,3 +220,23 @@ def embedding_inputs(
     out = pd.concat(frames, ignore_index=True)
     cols = ["crop_id", "source", "crop_path", "direction", "ocr", "text"]
     return out[cols].sort_values(["ocr", "crop_id"]).reset_index(drop=True)
+
+
+def empty_source_message(source: str, n_pages: int, n_regions: int, n_crops: int, n_texts: int) -> str:
+    """Why a source has no crop embeddings: its counts at each earlier stage (for the asset metadata and log)."""
+    return (
+        f"no linkable crops in source {source!r} ({n_pages} usable pages, {n_regions} regions, {n_crops} crops, "
+        f"{n_texts} OCR texts; rejected files are in rejected_inputs): its linkages yield no links"
+    )
+
+
+def embedding_run_stats(stats: dict[str, float]) -> dict[str, float | int]:
+    """Metadata of one :func:`embed_crops` run from its counts: reused and embedded rows, seconds, crops/s."""
+    computed = stats["images"] + stats["texts"]
+    return {
+        "reused_rows": int(stats["reused"]),
+        "embedded_images": int(stats["images"]),
+        "embedded_texts": int(stats["texts"]),
+        "seconds": stats["seconds"],
+        "crops_per_s": stats["images"] / max(stats["seconds"], 1e-9) if computed else 0.0,
+    }

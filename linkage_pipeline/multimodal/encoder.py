@@ -43,7 +43,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from linkage_pipeline.device import _resolve_device, _resolve_dtype
+from linkage_pipeline.device import resolve_device, resolve_dtype
 from linkage_pipeline.documents.crops import (
     pad_to_square,
     reflow_vertical,
@@ -142,14 +142,14 @@ class MultimodalEncoder:
         config = small_clip_config(len(tokenizer), **config_overrides)
         torch.manual_seed(seed)
         model = ClipDualEncoder(_build_clip_model(config))
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         model.to(dev).eval()
-        return cls(model, tokenizer, prep, dev, _resolve_dtype(dtype, dev), None, {})
+        return cls(model, tokenizer, prep, dev, resolve_dtype(dtype, dev), None, {})
 
     def to(self, device: str | torch.device, dtype: str | torch.dtype | None = None) -> MultimodalEncoder:
         """Move to ``device`` (and set the inference precision); returns self."""
-        self.device = _resolve_device(device)
-        self.dtype = _resolve_dtype(dtype, self.device)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.model.to(self.device)
         return self
 
@@ -453,9 +453,9 @@ class MultimodalEncoder:
         tokenizer = AutoTokenizer.from_pretrained(str(src / TOKENIZER_DIR), local_files_only=True)
         card_path = src / MODEL_CARD_FILE
         card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.exists() else {}
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         dual = ClipDualEncoder(model).to(dev).eval()
-        return cls(dual, tokenizer, prep, dev, _resolve_dtype(dtype, dev), file_sha256(src / WEIGHTS_FILE), card)
+        return cls(dual, tokenizer, prep, dev, resolve_dtype(dtype, dev), file_sha256(src / WEIGHTS_FILE), card)
 
 
 def pool_embeddings(image_emb: np.ndarray, text_emb: np.ndarray, weight: float = 0.5) -> np.ndarray:

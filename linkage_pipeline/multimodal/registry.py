@@ -28,6 +28,13 @@ def _pretrained_of(path: Path) -> Path | None:
     return p if (p / "model.safetensors").is_file() else None
 
 
+def stage_models(trained: pd.DataFrame | None, stage: str) -> pd.DataFrame:
+    """The ``trained_models`` rows of ``stage`` (``clip`` or ``supcon``), oldest first (no rows for ``None``)."""
+    if trained is None or trained.empty:
+        return pd.DataFrame()
+    return trained[trained["stage"] == stage].sort_values("created_at")
+
+
 def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> ModelChoice:
     """Resolve the configured model.
 
@@ -42,11 +49,7 @@ def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> M
     """
     if choice not in MODEL_CHOICES:
         raise ValueError(f"model choice must be one of {MODEL_CHOICES}, got {choice!r}")
-    supervised = (
-        trained[trained["stage"] == "supcon"].sort_values("created_at")
-        if trained is not None and not trained.empty
-        else pd.DataFrame()
-    )
+    supervised = stage_models(trained, "supcon")
     if choice == "directory":
         path = Path(directory).expanduser().resolve()
         if not (path / "config.json").is_file():
@@ -78,3 +81,44 @@ def attach_pretrained(supervised_dir: Path, pretrained_dir: Path) -> Path:
         shutil.rmtree(dst)
     shutil.copytree(pretrained_dir, dst, ignore=shutil.ignore_patterns(PRETRAINED_SUBDIR))
     return dst
+
+
+def linkage_model_row(choice: ModelChoice, model_id: str) -> pd.DataFrame:
+    """The one ``linkage_model`` row (schema ``LINKAGE_MODEL``) of the chosen model.
+
+    Args:
+        choice: From :func:`choose_model`.
+        model_id: The loaded model's id.
+
+    Returns:
+        One row: model_id, path, pretrained_path ("" when none), chosen_by, and the pooling weight and
+        no-match threshold of the model card (:func:`card_defaults`).
+    """
+    weight, threshold = card_defaults(choice.path)
+    return pd.DataFrame(
+        [
+            {
+                "model_id": model_id,
+                "path": str(choice.path),
+                "pretrained_path": str(choice.pretrained_path or ""),
+                "chosen_by": choice.chosen_by,
+                "pooling_weight": weight,
+                "nomatch_threshold": threshold,
+            }
+        ]
+    )
+
+
+def record_trained_model(trained: pd.DataFrame | None, row: pd.DataFrame) -> pd.DataFrame:
+    """``trained_models`` with ``row`` added, replacing any earlier row of the same model id.
+
+    Args:
+        trained: The table so far, or ``None`` when it does not exist yet.
+        row: One ``trained_models`` row.
+
+    Returns:
+        The earlier rows of other models, then ``row``.
+    """
+    if trained is None:
+        return row
+    return pd.concat([trained[trained["model_id"] != row["model_id"].iloc[0]], row])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def plot_match_weights(parameters: pd.DataFrame, path: Path, *, title: str | Non
     to the left punish it; the missing level (weight 0) is left out.
 
     Args:
-        parameters: rows of :data:`PARAMETERS` for one linkage.
+        parameters: rows of ``schema.TABLE_MODEL_PARAMETERS`` for one linkage.
         path: the ``.png`` to write; parent folders are created.
         title: figure title.
 
@@ -76,3 +77,23 @@ def plot_match_weights_per_linkage(parameters: pd.DataFrame, out_dir: Path) -> d
                                  title=f"match weights: {name}")
         for name, rows in parameters.groupby("linkage", sort=False)
     }
+
+
+def match_weight_charts_markdown(parameters: pd.DataFrame, out_dir: Path) -> str:
+    """Every linkage's match-weight chart as markdown with the PNG inline, for an asset's metadata.
+
+    Draws the charts with :func:`plot_match_weights_per_linkage` (one PNG per linkage under ``out_dir``) and
+    embeds each as a base64 data URI under the linkage's name in bold. Without matplotlib (no chart drawn), the
+    text table of :func:`match_weights_markdown` instead.
+
+    Args:
+        parameters: rows of ``schema.TABLE_MODEL_PARAMETERS``, any number of linkages.
+        out_dir: folder for the PNG files.
+    """
+    charts = plot_match_weights_per_linkage(parameters, out_dir)
+    text = "\n\n".join(
+        f"**{name}**\n\n![match weights](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+        for name, path in charts.items()
+        if path is not None
+    )
+    return text or match_weights_markdown(parameters)

@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from linkage_pipeline.device import check_device_spec
 from linkage_pipeline.probabilistic.comparisons import (
     DEFAULT_MAX_EDITS,
     DEFAULT_THRESHOLDS,
@@ -85,8 +86,9 @@ def _check_probability(value: float, name: str) -> float:
 
 
 def _check_device(device: str) -> str:
-    if not isinstance(device, str) or not (device in ("cpu", "cuda", "auto") or device.startswith("cuda:")):
-        raise ValueError(f"device must be 'cpu', 'auto', 'cuda' or 'cuda:N', got {device!r}")
+    # Validated by the one device vocabulary, but not resolved by it: "auto" here also needs Triton, and CUDA
+    # asked for without it falls back to rapidfuzz on the CPU with a warning when the pairs are compared.
+    device = check_device_spec(device)
     if device == "auto":
         from linkage_pipeline.probabilistic.gpu import cuda_available
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,6 @@ from linkage_pipeline.config import (
     short_repr,
 )
 from linkage_pipeline.schema import RECORD_COLUMNS
-from linkage_pipeline.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -127,22 +126,33 @@ def read_table_source(source: TableSourceConfig) -> tuple[pd.DataFrame, list[Rej
     return records.reset_index(drop=True), rejections
 
 
-def read_records(store: Store, source: TableSourceConfig, columns: Iterable[str]) -> pd.DataFrame:
-    """One source's ``table_records`` partition with ``columns``, in row order.
+def select_records(
+    records: Mapping[str, pd.DataFrame], source: TableSourceConfig, columns: Iterable[str]
+) -> pd.DataFrame:
+    """One source's records with ``columns``, in row order.
+
+    Args:
+        records: table source name -> its ``table_records`` rows as written (columns of :func:`records_schema`
+            when they were read; possibly fewer data columns than ``source`` has now). Sources whose records were
+            never read are left out.
+        source: the table source.
+        columns: its data columns that are needed, in order (repeats are dropped).
+
+    Returns:
+        The record columns, then ``columns``, sorted by ``row_number`` (stable), with a fresh index.
 
     Raises:
-        ValueError: when the partition was never written, or was written before the file gained one of
-            ``columns`` (naming the partition and what to run).
+        ValueError: when ``records`` has no rows for ``source`` (never read), or they lack one of ``columns``
+            (read before the file gained it), naming the partition and what to run.
     """
     columns = list(dict.fromkeys(columns))
-    path = store.partition_path("table_records", source.name)
-    if not path.exists():
+    frame = records.get(source.name)
+    if frame is None:
         raise ValueError(f"table_records has no partition {source.name!r}; expected table_records materialized for "
                          "it first (table_job)")
-    present = set(pq.read_schema(path).names)
-    missing = [c for c in columns if c not in present]
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"table_records partition {source.name!r} lacks columns {missing}; expected it "
                          "re-materialized after its file changed (table_job)")
-    frame = store.read_partition("table_records", source.name, records_schema(source, columns))
+    frame = frame[list(records_schema(source, columns))]
     return frame.sort_values("row_number", kind="stable").reset_index(drop=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -17,15 +18,21 @@ from linkage_pipeline.config import (
     TableLinkage,
     TableRegistry,
 )
+from linkage_pipeline.documents.crops import content_id
 from linkage_pipeline.probabilistic import (
     FellegiSunter,
     FieldSpec,
     clusters_from_links,
 )
 from linkage_pipeline.probabilistic.comparisons import DEFAULT_MAX_EDITS
-from linkage_pipeline.probabilistic.records import read_records
-from linkage_pipeline.schema import CLUSTERS, LINKS, PARAMETERS, PATTERNS, SUMMARY
-from linkage_pipeline.store import Store
+from linkage_pipeline.probabilistic.records import select_records
+from linkage_pipeline.schema import (
+    TABLE_CLUSTERS,
+    TABLE_COMPARISON_PATTERNS,
+    TABLE_LINKAGE_SUMMARY,
+    TABLE_LINKS,
+    TABLE_MODEL_PARAMETERS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +40,9 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- linkage
 @dataclass(frozen=True)
 class TableLinkageResult:
-    """What one table linkage produced; frames follow :data:`PATTERNS`, :data:`PARAMETERS`, :data:`LINKS`,
-    :data:`CLUSTERS`, and ``summary`` is one row of :data:`SUMMARY`."""
+    """What one table linkage produced; frames follow ``schema.TABLE_COMPARISON_PATTERNS``,
+    ``TABLE_MODEL_PARAMETERS``, ``TABLE_LINKS``, ``TABLE_CLUSTERS``, and ``summary`` is one row of
+    ``TABLE_LINKAGE_SUMMARY``."""
 
     patterns: pd.DataFrame
     parameters: pd.DataFrame
@@ -131,7 +139,7 @@ def link_table_records(
     }
     logger.info("table linkage %s: %d pairs, lambda %.3g, %d links, %d clusters", linkage.name, summary["pairs"],
                 summary["lambda"], summary["links"], summary["clusters"])
-    return TableLinkageResult(patterns=patterns, parameters=parameters[list(PARAMETERS)], links=out_links,
+    return TableLinkageResult(patterns=patterns, parameters=parameters[list(TABLE_MODEL_PARAMETERS)], links=out_links,
                               clusters=clusters, summary=summary)
 
 
@@ -154,25 +162,44 @@ def _concat(frames: list[pd.DataFrame], schema: Mapping[str, str]) -> pd.DataFra
     return pd.concat(frames, ignore_index=True)[list(schema)]
 
 
-def run_table_linkages(
-    store: Store, registry: TableRegistry, *, device: str = "cpu", workers: int = -1
-) -> TableLinkageOutputs:
-    """Runs every linkage of ``registry`` on the ``table_records`` partitions in ``store``.
+def linked_sources(registry: TableRegistry) -> list[str]:
+    """Names of the table sources some linkage of ``registry`` reads, in registry order (what to read records of)."""
+    used = {name for linkage in registry.linkages for name in (linkage.left, linkage.right_source)}
+    return [name for name in registry.names if name in used]
 
-    A linkage that cannot run (its records not materialized, fewer than two records, ...) is recorded as a
-    rejection (stage ``table_linkages``, source = the linkage name) and the others still run. Outputs are in
-    the order of the linkages in ``sources.yaml``.
+
+def run_table_linkages(
+    records: Mapping[str, pd.DataFrame], registry: TableRegistry, *, device: str = "cpu", workers: int = -1
+) -> TableLinkageOutputs:
+    """Runs every linkage of ``registry`` on the records of its table sources.
+
+    A linkage that cannot run (its records never read, fewer than two records, ...) is recorded as a rejection
+    (stage ``table_linkages``, source = the linkage name) and the others still run. Outputs are in the order of
+    the linkages in ``sources.yaml``.
+
+    Args:
+        records: table source name -> its ``table_records`` rows (see
+            :func:`~linkage_pipeline.probabilistic.records.select_records`); sources never read are left out.
+        registry: the table sources and linkages.
+        device: ``cpu``, ``cuda``/``cuda:N`` or ``auto`` (see :func:`link_table_records`).
+        workers: CPU threads for rapidfuzz (-1: all cores).
+
+    Returns:
+        The outputs: frames with the columns of ``schema.TABLE_COMPARISON_PATTERNS``, ``TABLE_MODEL_PARAMETERS``,
+        ``TABLE_LINKS``, ``TABLE_CLUSTERS`` and ``TABLE_LINKAGE_SUMMARY`` (one row per linkage that ran), and the
+        rejections.
     """
     results: list[TableLinkageResult] = []
     rejected: list[Rejection] = []
     for linkage in registry.linkages:
+        blocking = [c for r in linkage.blocking or () for c in r]
         try:
-            left_src = registry.get(linkage.left)
-            left = read_records(store, left_src, [f.name for f in linkage.fields] + [c for r in linkage.blocking or () for c in r])
+            left_columns = [f.name for f in linkage.fields] + blocking
+            left = select_records(records, registry.get(linkage.left), left_columns)
             right = None
             if linkage.right is not None:
-                right_src = registry.get(linkage.right)
-                right = read_records(store, right_src, [f.right for f in linkage.fields] + [c for r in linkage.blocking or () for c in r])
+                right_columns = [f.right for f in linkage.fields] + blocking
+                right = select_records(records, registry.get(linkage.right), right_columns)
             results.append(link_table_records(linkage, left, right, device=device, workers=workers))
         except (ValueError, KeyError) as exc:
             reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -180,10 +207,69 @@ def run_table_linkages(
             logger.warning("%s", rejection)
             rejected.append(rejection)
     return TableLinkageOutputs(
-        patterns=_concat([r.patterns for r in results], PATTERNS),
-        parameters=_concat([r.parameters for r in results], PARAMETERS),
-        links=_concat([r.links for r in results], LINKS),
-        clusters=_concat([r.clusters for r in results], CLUSTERS),
-        summary=pd.DataFrame([r.summary for r in results], columns=list(SUMMARY)),
+        patterns=_concat([r.patterns for r in results], TABLE_COMPARISON_PATTERNS),
+        parameters=_concat([r.parameters for r in results], TABLE_MODEL_PARAMETERS),
+        links=_concat([r.links for r in results], TABLE_LINKS),
+        clusters=_concat([r.clusters for r in results], TABLE_CLUSTERS),
+        summary=pd.DataFrame([r.summary for r in results], columns=list(TABLE_LINKAGE_SUMMARY)),
         rejected=tuple(rejected),
     )
+
+
+# ---------------------------------------------------------------------------------------------- relinking
+@dataclass(frozen=True)
+class RelinkDecision:
+    """Whether to relink the table sources now (what ``table_linkage_sensor`` answers).
+
+    Attributes:
+        run_key: the run's key when a run is due (the records' storage id and the linkages' fingerprint, so the
+            same state never runs twice), else ``None``.
+        reason: why the run is due (``"; "``-joined) or why not.
+        cursor: the cursor to store (the linkages' fingerprint), or ``None`` to keep the current one (so what
+            changed is still seen at the next evaluation).
+    """
+
+    run_key: str | None
+    reason: str
+    cursor: str | None
+
+
+def linkages_fingerprint(linkages: Sequence[TableLinkage]) -> str:
+    """A content hash of the table linkages as written to ``table_linkages``: it changes when an entry changes."""
+    return content_id(json.dumps([link.to_record() for link in linkages], sort_keys=True, default=str).encode())
+
+
+def relink_decision(
+    linkages: Sequence[TableLinkage],
+    cursor: str | None,
+    *,
+    records_id: int | None,
+    links_id: int | None,
+    runs_in_progress: int,
+) -> RelinkDecision:
+    """Decides whether the table linkages must run again.
+
+    They must when some ``table_records`` partition was materialized after the last ``table_links`` (or there
+    are no links yet), or the linkages' fingerprint differs from ``cursor``; not while table runs are in progress.
+
+    Args:
+        linkages: the table linkages of ``sources.yaml``.
+        cursor: the fingerprint stored at the last decision (``None`` at the first).
+        records_id: storage id of the latest ``table_records`` materialization, ``None`` when never read.
+        links_id: storage id of the latest ``table_links`` materialization, ``None`` when never linked.
+        runs_in_progress: table runs queued or running now.
+    """
+    fingerprint = linkages_fingerprint(linkages)
+    if not linkages:
+        return RelinkDecision(None, "no table_linkages in sources.yaml", fingerprint)
+    if runs_in_progress:
+        return RelinkDecision(None, f"{runs_in_progress} table run(s) in progress; linking when they are done", None)
+    reasons = []
+    if records_id is not None and (links_id is None or records_id > links_id):
+        reasons.append("table records changed")
+    if cursor is not None and cursor != fingerprint:
+        reasons.append("table_linkages changed")
+    if not reasons:
+        why = "no table records read yet" if records_id is None else "table links are up to date"
+        return RelinkDecision(None, why, fingerprint)
+    return RelinkDecision(f"{records_id or 0}-{fingerprint}", "; ".join(reasons), fingerprint)

@@ -29,7 +29,8 @@ from linkage_pipeline import schema
 from resources import ComputeResource, EnginesResource, LinkageStore
 
 BAD_DEVICE = "LP_DEVICE_IS_BOGUS"
-DEVICE_ERROR = f"RuntimeError: compute resource device '{BAD_DEVICE}' not understood"
+DEVICE_ERROR = (f"ValueError: compute resource: device must be one of 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU "
+                f"index), got '{BAD_DEVICE}'")
 
 
 def failed_runs(stderr: str, home: Path) -> dict[str, dg.DagsterRun]:
@@ -63,8 +64,8 @@ def test_a_failed_table_linkage_is_reported_with_its_assets(tmp_path: Path) -> N
     done = run_cli(["run", "--data-dir", str(data)], cli_env(tmp_path / "home", LP_DEVICE=BAD_DEVICE))
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     line = (
-        "step fellegi_sunter_table_linkage (assets table_clusters, table_comparison_patterns, table_links, "
-        f"table_model_parameters): {DEVICE_ERROR}"
+        "step fellegi_sunter_table_linkage (assets table_clusters, table_comparison_patterns, table_linkage_summary, "
+        f"table_links, table_model_parameters): {DEVICE_ERROR}"
     )
     assert line in done.stderr, done.stderr[-3000:]
     (run,) = failed_runs(done.stderr, tmp_path / "home").values()

@@ -80,9 +80,10 @@ def test_string_links_of_no_texts_are_an_empty_table(tmp_path: Path) -> None:
     store = store_resource.store()
     store.replace_table("stg_crop_texts", pd.DataFrame(columns=["crop_id", "source", "ocr", "text"]),
                         {"crop_id": "VARCHAR", "source": "VARCHAR", "ocr": "VARCHAR", "text": "VARCHAR"})
-    result = string_links(context=dg.build_asset_context(), config=StringLinksConfig(), linkage_store=store_resource,
-                          compute=ComputeResource(device="cpu"))
-    assert result.metadata["rows"] == 0
+    result, inputs = string_links(context=dg.build_asset_context(), config=StringLinksConfig(),
+                                  linkage_store=store_resource, compute=ComputeResource(device="cpu"))
+    assert result.asset_key == dg.AssetKey("string_links") and result.metadata["rows"] == 0
+    assert inputs.asset_key == dg.AssetKey("string_link_inputs") and inputs.metadata["rows"] == 0
     assert result.metadata["empty_linkages"] == (
         "supplier_lists -> firm_directory: no OCR texts in query source 'supplier_lists' or target source "
         "'firm_directory'"
@@ -100,9 +101,12 @@ def test_supply_chain_network_of_no_edges_is_an_empty_result(tmp_path: Path) -> 
     store = store_resource.store()
     columns = ["supplier_id", "customer_id", "supplier_label", "customer_label", "page"]
     store.replace_table("mart_supply_chain_edges", pd.DataFrame(columns=columns), dict.fromkeys(columns, "VARCHAR"))
-    result = supply_chain_network(NetworkConfig(anchors=["三井物産"]), linkage_store=store_resource)
+    result, centrality, distances = supply_chain_network(NetworkConfig(anchors=["三井物産"]), linkage_store=store_resource)
+    assert result.asset_key == dg.AssetKey("supply_chain_network")
     assert result.metadata["nodes"] == 0 and result.metadata["edges"] == 0
     assert result.metadata["empty"].startswith("no supply-chain edges")
+    assert centrality.asset_key == dg.AssetKey("firm_centrality") and centrality.metadata["rows"] == 0
+    assert distances.asset_key == dg.AssetKey("firm_anchor_distances") and distances.metadata["rows"] == 0
     for table, contract in (("firm_centrality", schema.FIRM_CENTRALITY),
                             ("firm_anchor_distances", schema.FIRM_ANCHOR_DISTANCES)):
         types = store.query(f"describe {table}").set_index("column_name")["column_type"].to_dict()

@@ -10,6 +10,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.events import materialization_metadata
 
 from assets_defs.definitions import all_assets
 from assets_defs.jobs import source_assets, training_assets
@@ -26,11 +27,6 @@ SOURCE_TABLES = ("page_images", "layout_regions", "region_crops", "ocr_texts", "
 def _resources(data_dir: Path) -> dict[str, object]:
     return {"linkage_store": LinkageStore(data_dir=str(data_dir)), "compute": ComputeResource(device="cpu"),
             "engines": EnginesResource()}
-
-
-def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
-    [event] = result.asset_materializations_for_node(asset)
-    return {k: v.value for k, v in event.metadata.items()}
 
 
 def _run_source(data_dir: Path, instance: dg.DagsterInstance, name: str) -> dg.ExecuteInProcessResult:
@@ -154,60 +150,60 @@ def test_the_schedule_names_unprocessed_sources_and_links_when_all_are_processed
 def test_a_run_with_nothing_new_recomputes_nothing(grown) -> None:
     _, _, steps = grown
     source = steps["no_change_source"]
-    assert _meta(source, "layout_regions")["pages_detected"] == 0
-    assert _meta(source, "layout_regions")["pages_reused"] == 2
-    assert _meta(source, "region_crops")["crops_cut"] == 0
-    assert _meta(source, "ocr_texts")["crops_read"] == 0
-    embedded = _meta(source, "crop_embeddings")
+    assert materialization_metadata(source, "layout_regions")["pages_detected"] == 0
+    assert materialization_metadata(source, "layout_regions")["pages_reused"] == 2
+    assert materialization_metadata(source, "region_crops")["crops_cut"] == 0
+    assert materialization_metadata(source, "ocr_texts")["crops_read"] == 0
+    embedded = materialization_metadata(source, "crop_embeddings")
     assert embedded["embedded_images"] == 0 and embedded["embedded_texts"] == 0
     linkage = steps["no_change_linkage"]
-    index = _meta(linkage, "faiss_index")
+    index = materialization_metadata(linkage, "faiss_index")
     assert index["rebuilt"] == 0 and index["extended"] == 0 and index["vectors_added"] == 0 and index["unchanged"] > 0
-    links = _meta(linkage, "embedding_links")
+    links = materialization_metadata(linkage, "embedding_links")
     assert links["queries_searched"] == 0 and links["queries_checked"] == 0 and links["queries_kept"] > 0
-    strings = _meta(linkage, "string_links")
+    strings = materialization_metadata(linkage, "string_links")
     assert strings["queries_searched"] == 0 and strings["queries_checked"] == 0 and strings["queries_kept"] > 0
 
 
 def test_a_new_query_page_costs_only_its_own_crops(grown) -> None:
     data_dir, _, steps = grown
     source = steps["list_source"]
-    assert _meta(source, "layout_regions")["pages_detected"] == 1
-    assert _meta(source, "layout_regions")["pages_reused"] == 2
+    assert materialization_metadata(source, "layout_regions")["pages_detected"] == 1
+    assert materialization_metadata(source, "layout_regions")["pages_reused"] == 2
     crops = LinkageStore(data_dir=str(data_dir)).store().read_table("region_crops")
     pages = LinkageStore(data_dir=str(data_dir)).store().read_table("page_images")
     new_page = pages[(pages["source"] == "supplier_lists") & (pages["file"] == "page_003.png")]["page_id"].item()
     n_new = int((crops["page_id"] == new_page).sum())
     assert n_new > 5
-    assert _meta(source, "region_crops")["crops_cut"] == n_new
+    assert materialization_metadata(source, "region_crops")["crops_cut"] == n_new
     n_engines = 2  # tesseract and rapidocr
-    assert _meta(source, "ocr_texts")["crops_read"] == n_new * n_engines
-    embedded = _meta(source, "crop_embeddings")
+    assert materialization_metadata(source, "ocr_texts")["crops_read"] == n_new * n_engines
+    embedded = materialization_metadata(source, "crop_embeddings")
     assert 0 < embedded["embedded_images"] <= n_new  # titles and entries only: headings are not embedded
     linkage = steps["list_linkage"]
-    index = _meta(linkage, "faiss_index")  # the query source grew: the target indexes stay as they are
+    index = materialization_metadata(linkage, "faiss_index")  # the query source grew: the target indexes stay as they are
     assert index["rebuilt"] == 0 and index["extended"] == 0 and index["unchanged"] > 0
-    links = _meta(linkage, "embedding_links")
+    links = materialization_metadata(linkage, "embedding_links")
     n_methods, n_conditions = 3, 3  # vision/language/multimodal x tesseract/rapidocr/ground_truth
     assert 0 < links["queries_searched"] <= embedded["embedded_images"] * n_methods * n_conditions
     assert links["queries_checked"] == 0 and links["queries_kept"] > links["queries_searched"]
-    strings = _meta(linkage, "string_links")  # only the new page's texts are compared, with every target
+    strings = materialization_metadata(linkage, "string_links")  # only the new page's texts are compared, with every target
     assert 0 < strings["queries_searched"] < strings["queries_kept"] and strings["queries_checked"] == 0
 
 
 def test_a_new_target_page_extends_the_indexes_and_checks_old_queries_against_it_only(grown) -> None:
     _, _, steps = grown
     source = steps["directory_source"]
-    assert _meta(source, "layout_regions")["pages_detected"] == 1
+    assert materialization_metadata(source, "layout_regions")["pages_detected"] == 1
     linkage = steps["directory_linkage"]
-    index = _meta(linkage, "faiss_index")
+    index = materialization_metadata(linkage, "faiss_index")
     assert index["rebuilt"] == 0 and index["extended"] == index["indexes"] > 0
     assert 0 < index["vectors_added"] < 200
-    links = _meta(linkage, "embedding_links")
+    links = materialization_metadata(linkage, "embedding_links")
     assert links["queries_searched"] == 0  # no new query
     assert links["queries_checked"] > 0 and links["queries_kept"] == 0
     assert 0 < links["queries_changed"] <= links["queries_checked"]
-    strings = _meta(linkage, "string_links")  # old queries against the new targets only
+    strings = materialization_metadata(linkage, "string_links")  # old queries against the new targets only
     assert strings["queries_searched"] == 0 and strings["queries_checked"] > 0 and strings["queries_kept"] == 0
 
 

@@ -1,4 +1,7 @@
-"""Table sources (CSV/Parquet) in Dagster: config parsing, then the table assets materialized against a DuckDB file.
+"""Table sources (CSV/Parquet) in Dagster: the table assets materialized against a DuckDB file, and their sensors.
+
+Parsing of the table sources is tested in tests/unit/test_config.py, reading and linking them in
+tests/unit/probabilistic (test_records.py, test_table_linkage.py).
 
 The data are two synthetic firm registers with known truth (``tables.synthetic_firm_tables``): the left one as
 CSV (with three rows that must be rejected), the right one as Parquet.
@@ -21,8 +24,6 @@ from assets_defs.tables import (
     table_source_sensor,
 )
 from linkage_pipeline import config as config_lib
-from linkage_pipeline.config import load_sources
-from linkage_pipeline.probabilistic import records as probabilistic_records
 from linkage_pipeline.synthetic import tables
 from resources import ComputeResource, LinkageStore
 
@@ -73,144 +74,6 @@ def make_data_dir(root: Path, text: str) -> Path:
     return root
 
 
-# -- config parsing (unit level) ----------------------------------------------------------------------------
-
-
-def test_good_table_config(tmp_path: Path) -> None:
-    registry = config_lib.load_table_sources(make_data_dir(tmp_path, GOOD_TABLES + LINKAGES), strict=True)
-    assert registry.names == ("registry_a", "registry_b")
-    a = registry.get("registry_a")
-    assert (a.format, a.id_column, a.columns) == ("csv", "firm_id", ("name", "city", "founded"))
-    assert registry.get("registry_b").format == "parquet"
-    link, dedup = registry.linkages
-    assert (link.name, link.kind, link.left, link.right) == ("a_to_b", "link", "registry_a", "registry_b")
-    assert [(f.name, f.right, f.comparison) for f in link.fields] == [
-        ("name", "firm_name", "jaro_winkler"), ("city", "city", "exact"), ("founded", "founded", "levenshtein")]
-    assert (dedup.name, dedup.kind, dedup.right_source, dedup.threshold) == ("registry_a__dedup", "dedup", "registry_a", 0.5)
-
-
-def test_document_sources_ignore_the_tables_section(tmp_path: Path) -> None:
-    data = make_data_dir(tmp_path, GOOD_TABLES + LINKAGES)
-    registry = load_sources(data)  # a tables-only file has no document sources and is not an error
-    assert (registry.sources, registry.linkages, registry.rejected) == ((), (), ())
-    (tmp_path / "docs" / "pages").mkdir(parents=True)
-    (tmp_path / "sources.yaml").write_text("sources:\n  docs: {role: query, direction: horizontal}\n" + GOOD_TABLES)
-    assert load_sources(tmp_path).names == ("docs",)
-
-
-@pytest.mark.parametrize(
-    ("entry", "name", "fragment"),
-    [
-        ("../up: {path: tables/registry_a.csv, id: firm_id}", "../up", "contains a path separator"),
-        ("esc: {path: ../outside.csv, id: firm_id}", "esc", "outside"),
-        ("abs: {path: /etc/passwd.csv, id: firm_id}", "abs", "is absolute"),
-        ("gone: {path: tables/missing.csv, id: firm_id}", "gone", "file "),
-        ("xls: {path: tables/registry_a.xlsx, id: firm_id}", "xls", "suffix '.xlsx'; expected one of .csv"),
-        ("noid: {path: tables/registry_a.csv}", "noid", "field 'id' is None; expected a non-empty string"),
-        ("badid: {path: tables/registry_a.csv, id: nope}", "badid", "id column 'nope' is not in 'tables/registry_a.csv'; its columns are firm_id, name"),
-        ("extra: {path: tables/registry_a.csv, id: firm_id, sep: ';'}", "extra", "unknown field 'sep'; expected only path, id"),
-        ("enc: {path: tables/registry_a.csv, id: firm_id, encoding: klingon}", "enc", "encoding 'klingon' is not a known"),
-        ("pqdelim: {path: tables/registry_b.parquet, id: record_no, delimiter: ';'}", "pqdelim", "apply to CSV files only"),
-        ("docs: {path: tables/registry_a.csv, id: firm_id}", "docs", "is also a document source"),
-    ],
-)
-def test_bad_table_entry_is_rejected_and_the_others_load(tmp_path: Path, entry: str, name: str, fragment: str) -> None:
-    (tmp_path / "docs" / "pages").mkdir(parents=True)
-    text = "sources:\n  docs: {role: query, direction: horizontal}\n" + GOOD_TABLES + f"  {entry}\n"
-    registry = config_lib.load_table_sources(make_data_dir(tmp_path, text))
-    assert registry.names == ("registry_a", "registry_b")
-    (rejection,) = registry.rejected
-    assert (rejection.source, rejection.file, rejection.stage) == (name, "sources.yaml", "table_sources")
-    assert fragment in rejection.reason, rejection.reason
-
-
-@pytest.mark.parametrize(
-    ("entry", "fragment"),
-    [
-        ("{left: registry_a, right: nowhere, fields: {name: exact}}", "right table 'nowhere' is not defined under 'tables'"),
-        ("{left: registry_a, fields: {name: exact}}", "expected either 'dedup: <table>' or both 'left' and 'right'"),
-        ("{dedup: registry_a, right: registry_b, fields: {name: exact}}", "expected either 'dedup: <table>'"),
-        ("{dedup: registry_a, fields: {}}", "fields {} is not a non-empty mapping"),
-        ("{dedup: registry_a, fields: {name: soundex}}", "comparison 'soundex' is not one of jaro_winkler, exact, levenshtein"),
-        ("{dedup: registry_a, fields: {town: exact}}", "field 'town' is not a column of left table 'registry_a' (tables/registry_a.csv)"),
-        ("{left: registry_a, right: registry_b, fields: {name: exact}}", "field 'name' is not a column of right table 'registry_b'"),
-        ("{dedup: registry_a, fields: {firm_id: exact}}", "is the id column of table 'registry_a'"),
-        ("{dedup: registry_a, fields: {name: {thresholds: [0.9, 0.8]}}}", "field 'name': FieldSpec('name').thresholds"),
-        ("{dedup: registry_a, fields: {name: exact}, threshold: 1.5}", "threshold 1.5 is not a probability"),
-        ("{dedup: registry_a, fields: {name: exact}, one_to_one: true}", "one_to_one applies to linking two tables"),
-        ("{dedup: registry_a, fields: {name: exact}, blocking: [[town]]}", "blocking column 'town' is not a column"),
-        ("{name: ../x, dedup: registry_a, fields: {name: exact}}", "name '../x' is not a safe name"),
-        ("{dedup: registry_a, fields: {name: exact}, colour: red}", "unknown field 'colour'"),
-    ],
-)
-def test_bad_table_linkage_is_rejected(tmp_path: Path, entry: str, fragment: str) -> None:
-    text = GOOD_TABLES + "table_linkages:\n  - {dedup: registry_b, fields: {firm_name: jaro_winkler}}\n" + f"  - {entry}\n"
-    registry = config_lib.load_table_sources(make_data_dir(tmp_path, text))
-    assert [link.name for link in registry.linkages] == ["registry_b__dedup"]
-    (rejection,) = registry.rejected
-    assert rejection.stage == "table_sources" and str(rejection).count("table linkage 2") == 1, str(rejection)
-    assert fragment in rejection.reason, rejection.reason
-
-
-def test_table_linkage_rejections_name_the_entry_once(tmp_path: Path) -> None:
-    text = GOOD_TABLES + (
-        "table_linkages:\n"
-        "  - {dedup: registry_b, fields: {firm_name: jaro_winkler}}\n"
-        "  - {dedup: registry_a, fields: {name: exact}, colour: red}\n"
-        "  - {name: named_one, dedup: registry_a, fields: {name: exact}, colour: red}\n"
-        "  - just text\n"
-        "  - {dedup: registry_a, fields: {town: exact}}\n"
-    )
-    registry = config_lib.load_table_sources(make_data_dir(tmp_path, text))
-    fields = "name, left, right, dedup, fields, threshold, one_to_one, blocking"
-    assert [str(r) for r in registry.rejected] == [
-        f"sources.yaml: source 'table linkage 2': unknown field 'colour'; expected only {fields}",
-        f"sources.yaml: source 'named_one': table linkage 3: unknown field 'colour'; expected only {fields}",
-        "sources.yaml: source 'table linkage 4': entry 'just text' is a str; expected e.g. {left: firms_1930, "
-        "right: firms_1950, fields: {name: jaro_winkler, city: exact}} or {dedup: firms_1930, fields: "
-        "{name: jaro_winkler}}",
-        "sources.yaml: source 'table linkage 5': field 'town' is not a column of left table 'registry_a' "
-        "(tables/registry_a.csv); its columns are name, city, founded",
-    ]
-
-
-def test_duplicate_linkage_names_and_strict_mode(tmp_path: Path) -> None:
-    text = GOOD_TABLES + "table_linkages:\n" + "  - {dedup: registry_a, fields: {name: exact}}\n" * 2
-    data = make_data_dir(tmp_path, text)
-    (rejection,) = config_lib.load_table_sources(data).rejected
-    assert "name 'registry_a__dedup' is already used" in rejection.reason
-    with pytest.raises(ValueError, match=r"sources.yaml: 1 problem\(s\):\n- .*already used"):
-        config_lib.load_table_sources(data, strict=True)
-
-
-@pytest.mark.parametrize(
-    ("text", "fragment"),
-    [
-        ("tables: [a, b]\n", "'tables' is a list"),
-        ("tables: {}\ntable_linkages: {a: b}\n", "'table_linkages' is a dict; expected a list"),
-        ("tables: {a: {path: x.csv, id: a}\n", "malformed YAML at line"),
-    ],
-)
-def test_unreadable_tables_section_raises_naming_the_file(tmp_path: Path, text: str, fragment: str) -> None:
-    with pytest.raises(ValueError, match="sources.yaml") as info:
-        config_lib.load_table_sources(make_data_dir(tmp_path, text))
-    assert fragment in str(info.value)
-
-
-def test_read_table_source_rejects_rows_with_reasons(tmp_path: Path) -> None:
-    registry = config_lib.load_table_sources(make_data_dir(tmp_path, GOOD_TABLES))
-    records, rejected = probabilistic_records.read_table_source(registry.get("registry_a"))
-    n = N_FIRMS + round(0.1 * N_FIRMS) + 1  # firms, their in-table duplicates, the CJK firm
-    assert len(records) == n and records["record_id"].is_unique
-    assert [r.reason for r in rejected] == [
-        f"row {n + 1}: empty id in column 'firm_id'; expected a non-empty id",
-        f"row {n + 2}: id 'L00003' is already used by row 4; expected unique ids in column 'firm_id'",
-        f"row {n + 3} (id 'L99999'): every value is empty; expected at least one value",
-    ]
-    assert {(r.source, r.file, r.stage) for r in rejected} == {("registry_a", "tables/registry_a.csv", "table_records")}
-    assert records.loc[records["record_id"] == "L90000", "name"].item() == "大阪紡績株式会社"
-
-
 # -- materialized against DuckDB ----------------------------------------------------------------------------
 
 
@@ -218,7 +81,11 @@ def _resources(data_dir: Path) -> dict[str, object]:
     return {"linkage_store": LinkageStore(data_dir=str(data_dir)), "compute": ComputeResource(device="cpu")}
 
 
-LINKAGE_ASSETS = ["table_comparison_patterns", "table_model_parameters", "table_links", "table_clusters"]
+#: The assets of fellegi_sunter_table_linkage (one multi-asset: materialized together).
+LINKAGE_ASSETS = ["table_comparison_patterns", "table_model_parameters", "table_links", "table_clusters",
+                  "table_linkage_summary"]
+#: The assets of table_sources (one multi-asset).
+SOURCE_ASSETS = ["table_sources", "table_linkages"]
 OUTPUT_TABLES = ["table_sources", "table_linkages", "table_records", "table_comparison_patterns",
                  "table_model_parameters", "table_linkage_summary", "table_links", "table_clusters", "rejected_inputs"]
 
@@ -228,7 +95,7 @@ def materialize_tables(data_dir: Path, instance: dg.DagsterInstance) -> dg.Execu
     names = config_lib.load_table_sources(data_dir).names
     known = set(instance.get_dynamic_partitions(TABLE_PARTITIONS_NAME))
     instance.add_dynamic_partitions(TABLE_PARTITIONS_NAME, [n for n in names if n not in known])
-    assert dg.materialize(table_assets, selection=["table_sources"], instance=instance, resources=resources).success
+    assert dg.materialize(table_assets, selection=SOURCE_ASSETS, instance=instance, resources=resources).success
     for name in names:
         assert dg.materialize(table_assets, selection=["table_records"], partition_key=name, instance=instance,
                               resources=resources).success
@@ -340,6 +207,8 @@ def test_rejected_rows_and_entries_are_recorded(materialized) -> None:
 def test_match_weight_chart_in_metadata(materialized) -> None:
     _, _, _, _, result = materialized
     events = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
+    assert set(events) == set(LINKAGE_ASSETS)  # each table the multi-asset writes is an asset of its own
+    assert events["table_linkage_summary"].materialization.metadata["linkages"].value == 2
     meta = events["table_model_parameters"].materialization.metadata
     text = meta["match_weights"].value
     assert "**a_to_b**" in text and "**registry_a__dedup**" in text and "data:image/png;base64," in text
@@ -435,7 +304,7 @@ def test_definitions_hold_the_table_jobs_and_sensor() -> None:
     table_job = defs.resolve_job_def("table_job")
     assert table_job.partitions_def is not None and table_job.partitions_def.name == TABLE_PARTITIONS_NAME
     linkage_keys = {k.to_user_string() for k in defs.resolve_job_def("table_linkage_job").asset_layer.executable_asset_keys}
-    assert linkage_keys == {"table_sources", *LINKAGE_ASSETS}
+    assert linkage_keys == {*SOURCE_ASSETS, *LINKAGE_ASSETS}
     assert not {"table_records", *LINKAGE_ASSETS} & {
         k.to_user_string() for k in defs.resolve_job_def("linkage_job").asset_layer.executable_asset_keys}
     sensors = {s.name: s for s in defs.sensors}

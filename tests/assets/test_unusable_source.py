@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import pytest
 import yaml
+from fixtures.events import materialization_metadata
 from PIL import Image
 
 from assets_defs.definitions import all_assets
@@ -23,11 +24,6 @@ BAD = {"allbad": ("query", "horizontal"), "badtarget": ("target", "vertical")}
 LINKAGE = dg.AssetSelection.all() - source_assets - training_assets - dg.AssetSelection.assets(
     "document_sources", "linkage_model"
 )
-
-
-def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
-    [event] = result.asset_materializations_for_node(asset)
-    return {k: v.value for k, v in event.metadata.items()}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +78,7 @@ def test_the_unusable_sources_have_empty_tables_and_say_why(linked) -> None:
         embeddings = store.read_partition("crop_embeddings", name, schema.CROP_EMBEDDINGS)
         assert store.partition_path("crop_embeddings", name).exists() and embeddings.empty
         assert list(embeddings.columns) == list(schema.CROP_EMBEDDINGS)
-        meta = _meta(runs[name], "crop_embeddings")
+        meta = materialization_metadata(runs[name], "crop_embeddings")
         assert meta["rows"] == 0 and "no linkable crops" in meta["empty"]
         checks = {c.asset_check_key.name: c.passed for c in runs[name].get_asset_check_evaluations()}
         assert checks["crop_embeddings_unit_norm"]  # unit norms of no rows: nothing wrong
@@ -107,10 +103,10 @@ def test_the_good_linkage_is_linked(linked) -> None:
 def test_empty_linkages_are_named_in_the_metadata(linked) -> None:
     _, runs, _ = linked
     for asset in ("string_links", "embedding_links"):
-        empty = _meta(runs["linkage"], asset)["empty_linkages"]
+        empty = materialization_metadata(runs["linkage"], asset)["empty_linkages"]
         assert "allbad -> firm_directory" in empty and "supplier_lists -> badtarget" in empty, (asset, empty)
         assert "supplier_lists -> firm_directory" not in empty
-    index = _meta(runs["linkage"], "faiss_index")
+    index = materialization_metadata(runs["linkage"], "faiss_index")
     assert "badtarget" in index["empty_targets"]
 
 
@@ -145,7 +141,7 @@ def test_a_corpus_without_a_usable_page_materializes_to_empty_tables(tmp_path: P
     for name in BAD:
         run = dg.materialize(all_assets, selection=source_assets, partition_key=name, instance=instance,
                              resources=resources)
-        assert run.success and "no linkable crops" in _meta(run, "crop_embeddings")["empty"]
+        assert run.success and "no linkable crops" in materialization_metadata(run, "crop_embeddings")["empty"]
     run = dg.materialize(all_assets, selection=LINKAGE, instance=instance, resources=resources)
     assert run.success
     store = resources["linkage_store"].store()
@@ -153,10 +149,10 @@ def test_a_corpus_without_a_usable_page_materializes_to_empty_tables(tmp_path: P
                   "embedding_links", "record_links", "mart_supply_chain_edges", "firm_centrality", "linkage_evaluation"):
         rows = store.read_table(table)
         assert rows.empty and len(rows.columns) > 0, table
-    assert "allbad -> badtarget: no OCR texts" in _meta(run, "string_links")["empty_linkages"]
-    assert "allbad -> badtarget: no crop embeddings" in _meta(run, "embedding_links")["empty_linkages"]
-    assert _meta(run, "faiss_index")["empty_targets"] == "badtarget"
+    assert "allbad -> badtarget: no OCR texts" in materialization_metadata(run, "string_links")["empty_linkages"]
+    assert "allbad -> badtarget: no crop embeddings" in materialization_metadata(run, "embedding_links")["empty_linkages"]
+    assert materialization_metadata(run, "faiss_index")["empty_targets"] == "badtarget"
     for asset in ("record_links", "supply_chain_network", "linkage_evaluation", "link_contact_sheet"):
-        assert _meta(run, asset)["empty"], asset
+        assert materialization_metadata(run, asset)["empty"], asset
     assert {c.asset_check_key.name: c.passed for c in run.get_asset_check_evaluations()} == {
         "record_links_score_spread": True, "record_links_accuracy_not_dropped": True}

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from linkage_pipeline.config import (
     Linkage,
+    Registry,
     Rejection,
     SourceConfig,
+    SourceRegistry,
+    TableRegistry,
     load_sources,
+    load_table_sources,
     rejections_frame,
 )
 from linkage_pipeline.paths import atomic_output, atomic_write_bytes, safe_child
@@ -494,3 +500,169 @@ def test_a_table_rejection_is_logged_once_per_load_and_not_per_asset(
     for _ in range(3):
         assert resource.table_registry().rejected == (rejection,)
     assert _warnings_about(caplog, "outside") == []  # the load above reported it already
+
+
+# -- table sources (tables and table_linkages) -----------------------------------------------------------------
+
+TABLES_YAML = """\
+tables:
+  registry_a: {path: tables/registry_a.csv, id: firm_id}
+  registry_b: {path: tables/registry_b.parquet, id: record_no}
+"""
+TABLE_LINKAGES_YAML = """\
+table_linkages:
+  - name: a_to_b
+    left: registry_a
+    right: registry_b
+    fields:
+      name: {comparison: jaro_winkler, right: firm_name}
+      city: exact
+      founded: levenshtein
+  - {dedup: registry_a, fields: {name: jaro_winkler, city: exact, founded: exact}}
+"""
+
+
+def make_table_dir(root: Path, text: str) -> Path:
+    """``root`` as a data directory with two small firm registers (CSV and Parquet) and ``text`` as sources.yaml."""
+    (root / "tables").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"firm_id": ["L00000", "L00001"], "name": ["Abe Baker Steel Co.", "大阪紡績株式会社"],
+                  "city": ["Kobe", "大阪"], "founded": ["1900", "1882"]}).to_csv(root / "tables" / "registry_a.csv",
+                                                                               index=False)
+    pd.DataFrame({"record_no": ["R00000"], "firm_name": ["Abe Baker Steel Company"], "city": ["Kobe"],
+                  "founded": ["1901"]}).to_parquet(root / "tables" / "registry_b.parquet", index=False)
+    (root / "sources.yaml").write_text(text, encoding="utf-8")
+    return root
+
+
+def test_registries_share_one_generic_registry(tmp_path: Path) -> None:
+    tables = load_table_sources(make_table_dir(tmp_path, TABLES_YAML))
+    assert isinstance(tables, TableRegistry) and isinstance(tables, Registry)
+    assert issubclass(SourceRegistry, Registry) and dataclasses.is_dataclass(tables)
+    assert "registry_b" in tables and "docs" not in tables
+    assert tables.get("registry_b").id_column == "record_no"
+    with pytest.raises(KeyError, match="table source 'nope' is not loaded; known table sources: registry_a, registry_b"):
+        tables.get("nope")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tables.sources = ()  # type: ignore[misc]
+    assert TableRegistry() == TableRegistry(sources=(), linkages=(), rejected=()) != SourceRegistry()
+
+
+def test_good_table_config(tmp_path: Path) -> None:
+    registry = load_table_sources(make_table_dir(tmp_path, TABLES_YAML + TABLE_LINKAGES_YAML), strict=True)
+    assert registry.names == ("registry_a", "registry_b")
+    a = registry.get("registry_a")
+    assert (a.format, a.id_column, a.columns) == ("csv", "firm_id", ("name", "city", "founded"))
+    assert registry.get("registry_b").format == "parquet"
+    link, dedup = registry.linkages
+    assert (link.name, link.kind, link.left, link.right) == ("a_to_b", "link", "registry_a", "registry_b")
+    assert [(f.name, f.right, f.comparison) for f in link.fields] == [
+        ("name", "firm_name", "jaro_winkler"), ("city", "city", "exact"), ("founded", "founded", "levenshtein")]
+    assert (dedup.name, dedup.kind, dedup.right_source, dedup.threshold) == ("registry_a__dedup", "dedup", "registry_a", 0.5)
+
+
+def test_document_sources_ignore_the_tables_section(tmp_path: Path) -> None:
+    data = make_table_dir(tmp_path, TABLES_YAML + TABLE_LINKAGES_YAML)
+    registry = load_sources(data)  # a tables-only file has no document sources and is not an error
+    assert (registry.sources, registry.linkages, registry.rejected) == ((), (), ())
+    (tmp_path / "docs" / "pages").mkdir(parents=True)
+    (tmp_path / "sources.yaml").write_text("sources:\n  docs: {role: query, direction: horizontal}\n" + TABLES_YAML)
+    assert load_sources(tmp_path).names == ("docs",)
+
+
+@pytest.mark.parametrize(
+    ("entry", "name", "fragment"),
+    [
+        ("../up: {path: tables/registry_a.csv, id: firm_id}", "../up", "contains a path separator"),
+        ("esc: {path: ../outside.csv, id: firm_id}", "esc", "outside"),
+        ("abs: {path: /etc/passwd.csv, id: firm_id}", "abs", "is absolute"),
+        ("gone: {path: tables/missing.csv, id: firm_id}", "gone", "file "),
+        ("xls: {path: tables/registry_a.xlsx, id: firm_id}", "xls", "suffix '.xlsx'; expected one of .csv"),
+        ("noid: {path: tables/registry_a.csv}", "noid", "field 'id' is None; expected a non-empty string"),
+        ("badid: {path: tables/registry_a.csv, id: nope}", "badid", "id column 'nope' is not in 'tables/registry_a.csv'; its columns are firm_id, name"),
+        ("extra: {path: tables/registry_a.csv, id: firm_id, sep: ';'}", "extra", "unknown field 'sep'; expected only path, id"),
+        ("enc: {path: tables/registry_a.csv, id: firm_id, encoding: klingon}", "enc", "encoding 'klingon' is not a known"),
+        ("pqdelim: {path: tables/registry_b.parquet, id: record_no, delimiter: ';'}", "pqdelim", "apply to CSV files only"),
+        ("docs: {path: tables/registry_a.csv, id: firm_id}", "docs", "is also a document source"),
+    ],
+)
+def test_bad_table_entry_is_rejected_and_the_others_load(tmp_path: Path, entry: str, name: str, fragment: str) -> None:
+    (tmp_path / "docs" / "pages").mkdir(parents=True)
+    text = "sources:\n  docs: {role: query, direction: horizontal}\n" + TABLES_YAML + f"  {entry}\n"
+    registry = load_table_sources(make_table_dir(tmp_path, text))
+    assert registry.names == ("registry_a", "registry_b")
+    (rejection,) = registry.rejected
+    assert (rejection.source, rejection.file, rejection.stage) == (name, "sources.yaml", "table_sources")
+    assert fragment in rejection.reason, rejection.reason
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ("{left: registry_a, right: nowhere, fields: {name: exact}}", "right table 'nowhere' is not defined under 'tables'"),
+        ("{left: registry_a, fields: {name: exact}}", "expected either 'dedup: <table>' or both 'left' and 'right'"),
+        ("{dedup: registry_a, right: registry_b, fields: {name: exact}}", "expected either 'dedup: <table>'"),
+        ("{dedup: registry_a, fields: {}}", "fields {} is not a non-empty mapping"),
+        ("{dedup: registry_a, fields: {name: soundex}}", "comparison 'soundex' is not one of jaro_winkler, exact, levenshtein"),
+        ("{dedup: registry_a, fields: {town: exact}}", "field 'town' is not a column of left table 'registry_a' (tables/registry_a.csv)"),
+        ("{left: registry_a, right: registry_b, fields: {name: exact}}", "field 'name' is not a column of right table 'registry_b'"),
+        ("{dedup: registry_a, fields: {firm_id: exact}}", "is the id column of table 'registry_a'"),
+        ("{dedup: registry_a, fields: {name: {thresholds: [0.9, 0.8]}}}", "field 'name': FieldSpec('name').thresholds"),
+        ("{dedup: registry_a, fields: {name: exact}, threshold: 1.5}", "threshold 1.5 is not a probability"),
+        ("{dedup: registry_a, fields: {name: exact}, one_to_one: true}", "one_to_one applies to linking two tables"),
+        ("{dedup: registry_a, fields: {name: exact}, blocking: [[town]]}", "blocking column 'town' is not a column"),
+        ("{name: ../x, dedup: registry_a, fields: {name: exact}}", "name '../x' is not a safe name"),
+        ("{dedup: registry_a, fields: {name: exact}, colour: red}", "unknown field 'colour'"),
+    ],
+)
+def test_bad_table_linkage_is_rejected(tmp_path: Path, entry: str, fragment: str) -> None:
+    text = TABLES_YAML + "table_linkages:\n  - {dedup: registry_b, fields: {firm_name: jaro_winkler}}\n" + f"  - {entry}\n"
+    registry = load_table_sources(make_table_dir(tmp_path, text))
+    assert [link.name for link in registry.linkages] == ["registry_b__dedup"]
+    (rejection,) = registry.rejected
+    assert rejection.stage == "table_sources" and str(rejection).count("table linkage 2") == 1, str(rejection)
+    assert fragment in rejection.reason, rejection.reason
+
+
+def test_table_linkage_rejections_name_the_entry_once(tmp_path: Path) -> None:
+    text = TABLES_YAML + (
+        "table_linkages:\n"
+        "  - {dedup: registry_b, fields: {firm_name: jaro_winkler}}\n"
+        "  - {dedup: registry_a, fields: {name: exact}, colour: red}\n"
+        "  - {name: named_one, dedup: registry_a, fields: {name: exact}, colour: red}\n"
+        "  - just text\n"
+        "  - {dedup: registry_a, fields: {town: exact}}\n"
+    )
+    registry = load_table_sources(make_table_dir(tmp_path, text))
+    fields = "name, left, right, dedup, fields, threshold, one_to_one, blocking"
+    assert [str(r) for r in registry.rejected] == [
+        f"sources.yaml: source 'table linkage 2': unknown field 'colour'; expected only {fields}",
+        f"sources.yaml: source 'named_one': table linkage 3: unknown field 'colour'; expected only {fields}",
+        "sources.yaml: source 'table linkage 4': entry 'just text' is a str; expected e.g. {left: firms_1930, "
+        "right: firms_1950, fields: {name: jaro_winkler, city: exact}} or {dedup: firms_1930, fields: "
+        "{name: jaro_winkler}}",
+        "sources.yaml: source 'table linkage 5': field 'town' is not a column of left table 'registry_a' "
+        "(tables/registry_a.csv); its columns are name, city, founded",
+    ]
+
+
+def test_duplicate_linkage_names_and_strict_mode(tmp_path: Path) -> None:
+    text = TABLES_YAML + "table_linkages:\n" + "  - {dedup: registry_a, fields: {name: exact}}\n" * 2
+    data = make_table_dir(tmp_path, text)
+    (rejection,) = load_table_sources(data).rejected
+    assert "name 'registry_a__dedup' is already used" in rejection.reason
+    with pytest.raises(ValueError, match=r"sources.yaml: 1 problem\(s\):\n- .*already used"):
+        load_table_sources(data, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("tables: [a, b]\n", "'tables' is a list"),
+        ("tables: {}\ntable_linkages: {a: b}\n", "'table_linkages' is a dict; expected a list"),
+        ("tables: {a: {path: x.csv, id: a}\n", "malformed YAML at line"),
+    ],
+)
+def test_unreadable_tables_section_raises_naming_the_file(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match="sources.yaml") as info:
+        load_table_sources(make_table_dir(tmp_path, text))
+    assert fragment in str(info.value)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
 
-from linkage_pipeline import network
+from linkage_pipeline import network, schema
 from linkage_pipeline.network import (
     anchor_distances,
+    build_network,
     build_supply_chain_graph,
     centrality_table,
     plot_network,
@@ -155,9 +157,24 @@ def test_plot_network_without_cjk_font_warns(tmp_path, monkeypatch, caplog):
     assert "no Japanese-capable font" in caplog.text
 
 
-def test_find_cjk_font_returns_a_candidate_or_none():
-    font = network.find_cjk_font()
-    assert font is None or font in network.CJK_FONT_CANDIDATES
+def test_find_cjk_font_returns_the_first_installed_candidate(monkeypatch):
+    from matplotlib import font_manager
+
+    first, second = network.CJK_FONT_CANDIDATES[0], network.CJK_FONT_CANDIDATES[1]
+    fonts = [SimpleNamespace(name="DejaVu Sans"), SimpleNamespace(name=second), SimpleNamespace(name=first)]
+
+    def found(installed):
+        monkeypatch.setattr(font_manager.fontManager, "ttflist", installed)
+        network.find_cjk_font.cache_clear()  # the answer is cached per process
+        return network.find_cjk_font()
+
+    try:
+        assert found(fonts) == first  # candidate order wins over the font manager's order
+        assert found(fonts[:2]) == second
+        assert found(fonts[:1]) is None
+    finally:
+        monkeypatch.undo()
+        network.find_cjk_font.cache_clear()  # later tests see the fonts really installed
 
 
 def test_graphml_round_trip(tmp_path):
@@ -228,3 +245,66 @@ def test_build_network_of_no_edges_is_an_empty_result(tmp_path, anchors):
     assert result.plot_path.read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(ValueError, match=r"edges is missing columns \['customer_label'\]"):
         network_lib.build_network(NO_EDGES.drop(columns="customer_label"), tmp_path / "net")
+
+
+def _mart_edges() -> pd.DataFrame:
+    # mart_supply_chain_edges rows of _known_graph: a supplies b and c, b supplies c, c supplies d
+    labels = {"a": "三井物産", "b": "東京會社", "c": "大阪販賣", "d": "菓子商店"}
+    pairs = [("a", "b"), ("b", "c"), ("a", "c"), ("c", "d")]
+    return pd.DataFrame(
+        {
+            "supplier_id": [s for s, _ in pairs],
+            "customer_id": [c for _, c in pairs],
+            "supplier_label": [labels[s] for s, _ in pairs],
+            "customer_label": [labels[c] for _, c in pairs],
+            "page": ["p1.png", "p1.png", "p2.png", "p2.png"],
+        }
+    )
+
+
+def test_build_network_tables_files_and_default_anchors(tmp_path):
+    result = build_network(_mart_edges(), tmp_path / "net")
+    assert (result.n_nodes, result.n_edges) == (4, 4)
+    c = result.centrality.set_index("node_id")
+    assert c["label"].to_dict() == {"c": "大阪販賣", "a": "三井物産", "b": "東京會社", "d": "菓子商店"}
+    assert c["in_degree"].to_dict() == {"c": 2, "a": 0, "b": 1, "d": 1}
+    assert c["out_degree"].to_dict() == {"c": 1, "a": 2, "b": 1, "d": 0}
+    assert c["degree_centrality"].to_dict() == pytest.approx({"c": 1.0, "a": 2 / 3, "b": 2 / 3, "d": 1 / 3})
+    # a -> d and b -> d both pass through c; (n - 1)(n - 2) = 6 ordered pairs normalise it
+    assert c["betweenness"].to_dict() == pytest.approx({"c": 2 / 6, "a": 0.0, "b": 0.0, "d": 0.0})
+    # no anchors named: the three highest-degree firms, ties by id
+    d = result.anchor_distances
+    assert d["anchor_id"].drop_duplicates().tolist() == ["c", "a", "b"]
+    from_a = d[d["anchor_id"] == "a"].set_index("node_id")
+    assert from_a["distance_from_anchor"].tolist() == [0, 1, 1, 2]
+    assert from_a["distance_to_anchor"].isna().tolist() == [False, True, True, True]
+    assert result.graphml_path == tmp_path / "net" / "supply_chain.graphml"
+    assert sorted(nx.read_graphml(result.graphml_path).edges) == [("a", "b"), ("a", "c"), ("b", "c"), ("c", "d")]
+    assert result.plot_path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_build_network_named_anchor_by_label_and_plot_reuse(tmp_path, monkeypatch):
+    first = build_network(_mart_edges(), tmp_path, anchors=["菓子商店"])
+    d = first.anchor_distances.set_index("node_id")
+    assert set(d["anchor_id"]) == {"d"}
+    assert d["distance_to_anchor"].to_dict() == {"a": 2, "b": 2, "c": 1, "d": 0}  # supplier tiers of d
+    # the same edges draw the same picture: the plot is not drawn again
+    drawn = []
+    monkeypatch.setattr(network, "plot_network", lambda *a, **k: drawn.append(a))
+    build_network(_mart_edges(), tmp_path, anchors=["d"])
+    assert drawn == []
+    build_network(_mart_edges(), tmp_path, anchors=["d"], max_plot_nodes=2)
+    assert len(drawn) == 1
+
+
+def test_build_network_of_no_edges_and_bad_input(tmp_path):
+    empty = _mart_edges().iloc[:0]
+    result = build_network(empty, tmp_path, anchors=["三井物産"])  # anchors of an empty network are not looked up
+    assert (result.n_nodes, result.n_edges) == (0, 0)
+    assert result.centrality.empty and list(result.centrality.columns) == list(schema.FIRM_CENTRALITY)
+    assert result.anchor_distances.empty and list(result.anchor_distances.columns) == list(schema.FIRM_ANCHOR_DISTANCES)
+    assert result.graphml_path.is_file() and result.plot_path.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="neither a node id nor a node label"):
+        build_network(_mart_edges(), tmp_path, anchors=["住友"])
+    with pytest.raises(ValueError, match="customer_label"):
+        build_network(_mart_edges().drop(columns=["customer_label"]), tmp_path)

@@ -52,7 +52,7 @@ def test_text_encoder_refuses_pickled_weights(tmp_path: Path) -> None:
     message = str(info.value)
     assert "pytorch_model.bin" in message and "safetensors" in message and str(model_dir) in message
     with pytest.raises(ValueError, match="safetensors"):
-        api.load_encoder(model_dir, device="cpu")
+        api.load_text_encoder(model_dir, device="cpu")
 
 
 def test_training_checkpoint_holds_no_pickle_and_an_old_one_is_refused(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from linkage_pipeline.store import (
+    SCHEMA_VERSION,
+    SchemaVersionError,
     SqlModelError,
     Store,
     check_partition,
@@ -166,3 +168,61 @@ def test_a_question_mark_in_the_database_path_is_a_clear_error(tmp_path: Path) -
 def test_a_backslash_in_the_artifact_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"contains a backslash.*expected an artifact folder without"):
         Store(tmp_path / "db.duckdb", tmp_path / "back\\slash")
+
+
+# ---------------------------------------------------------------------------------------------- schema version
+OCR_V1 = {"crop_id": "VARCHAR", "engine": "VARCHAR", "text": "VARCHAR"}
+OCR_V2 = {"crop_id": "VARCHAR", "ocr": "VARCHAR", "text": "VARCHAR"}
+
+
+def _version_1_store(tmp_path: Path) -> Store:
+    """A store as written before versions were recorded: `engine` in ocr_texts and ocr_evaluation, `condition`
+    in stg_crop_texts, and no version file."""
+    old = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False)
+    old.write_partition("ocr_texts", "dir", pd.DataFrame({"crop_id": ["c1"], "engine": ["tesseract"], "text": ["甲"]}),
+                        OCR_V1)
+    old.write_partition("ocr_texts", "lists", pd.DataFrame({"crop_id": ["c2"], "engine": ["rapidocr"], "text": ["乙"]}),
+                        OCR_V1)
+    old.replace_table("ocr_evaluation", pd.DataFrame({"source": ["dir"], "engine": ["tesseract"], "cer": [0.1]}))
+    old.replace_table("stg_crop_texts", pd.DataFrame({"crop_id": ["c1"], "condition": ["tesseract"]}))
+    (tmp_path / "art" / "schema_version").unlink()
+    return old
+
+
+def test_a_new_store_records_the_schema_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.duckdb", tmp_path / "art")
+    assert store.found_version() is None
+    store.replace_table("t", pd.DataFrame({"a": [1]}))
+    assert (tmp_path / "art" / "schema_version").read_text().strip() == str(SCHEMA_VERSION)
+    assert Store(tmp_path / "db.duckdb", tmp_path / "art").found_version() == SCHEMA_VERSION
+
+
+def test_tables_of_an_older_version_are_refused_with_how_to_migrate(tmp_path: Path) -> None:
+    _version_1_store(tmp_path)
+    with pytest.raises(SchemaVersionError, match=r"schema version 1.*linkage-pipeline migrate --data-dir"):
+        Store(tmp_path / "db.duckdb", tmp_path / "art")
+
+
+def test_migrate_renames_the_ocr_condition_columns_in_place(tmp_path: Path) -> None:
+    _version_1_store(tmp_path)
+    changed = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False).migrate()
+    assert sorted(changed) == [
+        "ocr_evaluation: engine -> ocr", "ocr_texts/_schema.parquet: engine -> ocr",
+        "ocr_texts/dir.parquet: engine -> ocr", "ocr_texts/lists.parquet: engine -> ocr",
+        "stg_crop_texts: condition -> ocr",
+    ]
+    store = Store(tmp_path / "db.duckdb", tmp_path / "art")  # no longer refused
+    texts = store.read_table("ocr_texts").sort_values("crop_id")
+    assert list(texts.columns) == ["crop_id", "ocr", "text"]
+    assert texts["ocr"].tolist() == ["tesseract", "rapidocr"]
+    assert store.read_partition("ocr_texts", "dir", OCR_V2)["ocr"].tolist() == ["tesseract"]
+    assert store.read_table("ocr_evaluation").columns.tolist() == ["source", "ocr", "cer"]
+    assert store.read_table("stg_crop_texts").columns.tolist() == ["crop_id", "ocr"]
+    assert store.migrate() == []  # a second run has nothing left to do
+
+
+def test_a_version_file_that_is_not_a_number_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "schema_version").write_text("two\n")
+    with pytest.raises(SchemaVersionError, match="expected a whole number"):
+        Store(tmp_path / "db.duckdb", tmp_path / "art")

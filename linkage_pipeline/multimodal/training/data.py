@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,50 +29,6 @@ from linkage_pipeline.synthetic.fonts import resolve_training_fonts
 logger = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------------------- training
-def labelled_training_rows(regions: pd.DataFrame, crop_texts: pd.DataFrame, *, split: str = "train") -> TrainingSet:
-    """The labelled crops of firms in the ``split`` split (by firm hash, as the evaluation) as training rows.
-
-    Each crop contributes its readings by every OCR engine (ground truth excluded); crops of one entity are
-    views of one class. Firms of the validation and test splits are never returned, so evaluating a model
-    trained on these rows stays honest.
-
-    Args:
-        regions: ``stg_regions`` rows (crop_path, direction, true_entity_id, true_text).
-        crop_texts: ``stg_crop_texts`` rows (crop_id, condition, text).
-        split: Which split's firms to return.
-
-    Returns:
-        A :class:`~linkage_pipeline.training.TrainingSet` (possibly empty).
-    """
-    from PIL import Image
-
-    from linkage_pipeline.multimodal.training.data import TrainingSet
-    from linkage_pipeline.synthetic.firms import Firm
-
-    lab = regions[regions["crop_id"].notna() & regions["true_entity_id"].fillna("").astype(str).ne("")]
-    lab = lab[lab["kind"].isin(["title", "entry"])].drop_duplicates("crop_id")
-    lab = lab[metrics.assign_split(lab["true_entity_id"].astype(str).to_numpy()) == split]
-    texts = crop_texts[crop_texts["ocr"] != "ground_truth"][["crop_id", "ocr", "text"]]
-    rows = lab.merge(texts, on="crop_id").sort_values(["true_entity_id", "crop_id", "ocr"])
-    entities = sorted(set(rows["true_entity_id"].astype(str)))
-    index = {e: i for i, e in enumerate(entities)}
-    truth = rows.drop_duplicates("true_entity_id").set_index("true_entity_id")["true_text"]
-    images, cache = [], {}
-    for path in rows["crop_path"]:
-        if path not in cache:
-            with Image.open(path) as im:
-                cache[path] = im.convert("L")
-        images.append(cache[path])
-    return TrainingSet(
-        images,
-        rows["direction"].tolist(),
-        rows["text"].fillna("").tolist(),
-        rows["true_text"].fillna("").tolist(),
-        np.asarray([index[str(e)] for e in rows["true_entity_id"]], dtype=np.int64),
-        [Firm(entity_id=e, canonical=str(truth.get(e, "")) or e) for e in entities],
-        {"origin": "labelled crops", "split": split, "n_firms": len(entities)},
-    )
 #: How each view of a firm is printed: (mention style, direction); cycled over a firm's views.
 DEFAULT_VIEWS: tuple[tuple[str, str], ...] = (
     ("directory", "vertical"),
@@ -289,6 +247,45 @@ def concat_training_sets(parts: Sequence[TrainingSet]) -> TrainingSet:
     return TrainingSet(images, directions, texts, true_texts, np.concatenate(labels), firms, {"parts": infos})
 
 
+def labelled_training_rows(regions: pd.DataFrame, crop_texts: pd.DataFrame, *, split: str = "train") -> TrainingSet:
+    """The labelled crops of firms in the ``split`` split (by firm hash, as the evaluation) as training rows.
+
+    Each crop contributes its readings by every OCR engine (ground truth excluded); crops of one entity are
+    views of one class. Firms of the validation and test splits are never returned, so evaluating a model
+    trained on these rows stays honest.
+
+    Args:
+        regions: ``stg_regions`` rows (crop_path, direction, true_entity_id, true_text).
+        crop_texts: ``stg_crop_texts`` rows (crop_id, ocr, text).
+        split: Which split's firms to return.
+
+    Returns:
+        A :class:`TrainingSet` (possibly empty).
+    """
+    lab = regions[regions["crop_id"].notna() & regions["true_entity_id"].fillna("").astype(str).ne("")]
+    lab = lab[lab["kind"].isin(["title", "entry"])].drop_duplicates("crop_id")
+    lab = lab[metrics.assign_split(lab["true_entity_id"].astype(str).to_numpy()) == split]
+    texts = crop_texts[crop_texts["ocr"] != "ground_truth"][["crop_id", "ocr", "text"]]
+    rows = lab.merge(texts, on="crop_id").sort_values(["true_entity_id", "crop_id", "ocr"])
+    entities = sorted(set(rows["true_entity_id"].astype(str)))
+    index = {e: i for i, e in enumerate(entities)}
+    truth = rows.drop_duplicates("true_entity_id").set_index("true_entity_id")["true_text"]
+    images, cache = [], {}
+    for path in rows["crop_path"]:
+        if path not in cache:
+            with Image.open(path) as im:
+                cache[path] = im.convert("L")
+        images.append(cache[path])
+    return TrainingSet(
+        images,
+        rows["direction"].tolist(),
+        rows["text"].fillna("").tolist(),
+        rows["true_text"].fillna("").tolist(),
+        np.asarray([index[str(e)] for e in rows["true_entity_id"]], dtype=np.int64),
+        [Firm(entity_id=e, canonical=str(truth.get(e, "")) or e) for e in entities],
+        {"origin": "labelled crops", "split": split, "n_firms": len(entities)},
+    )
+
 def build_pretraining_set(n_firms: int, views_per_firm: int, *, seed: int, chunk: int = 4000) -> TrainingSet:
     """Renderings for language-image pretraining only, read by :func:`simulate_ocr` (cheap).
 
@@ -304,3 +301,125 @@ def build_pretraining_set(n_firms: int, views_per_firm: int, *, seed: int, chunk
         parts.append(build_training_set(max(n, 2), views_per_firm, seed=seed + i))
         left, i = left - n, i + 1
     return concat_training_sets(parts)
+
+
+# ------------------------------------------------------------------------------------- the training crops
+#: File names under the model folder: the training crops of both stages, and the pretraining-only extra set.
+TRAINING_CROPS_FILE = "training_crops.parquet"
+PRETRAINING_EXTRA_FILE = "pretraining_extra.parquet"
+
+
+def training_set_key(key_parts: Sequence[Any]) -> str:
+    """Stable 12-hex-digit key of a synthetic training set's configuration (and of :data:`DATA_VERSION`).
+
+    Args:
+        key_parts: JSON-serialisable values that determine the set (counts, seed, OCR name).
+
+    Returns:
+        The first 12 hex digits of the SHA-256 of ``json.dumps([*key_parts, DATA_VERSION])``.
+    """
+    return hashlib.sha256(json.dumps([*key_parts, DATA_VERSION]).encode()).hexdigest()[:12]
+
+
+def cached_training_set(
+    path_dir: str | Path,
+    key_parts: Sequence[Any],
+    build: Callable[[], TrainingSet],
+    *,
+    copy_to: str | Path | None = None,
+) -> Path:
+    """Path of the synthetic training set ``path_dir/synthetic-<key>.parquet``, built by ``build`` only when missing.
+
+    Rendering and OCR take minutes, so each configuration's set is kept and reused.
+
+    Args:
+        path_dir: Folder of the cached sets.
+        key_parts: The configuration (see :func:`training_set_key`).
+        build: Makes the set when it is not cached yet.
+        copy_to: When given, the cached file is also copied there.
+
+    Returns:
+        The cached file.
+    """
+    path = Path(path_dir) / f"synthetic-{training_set_key(key_parts)}.parquet"
+    if path.is_file():
+        logger.info("reusing synthetic training crops %s", path.name)
+    else:
+        save_training_set(build(), path)
+    if copy_to is not None:
+        shutil.copyfile(path, copy_to)
+    return path
+
+
+def assemble_training_crops(
+    model_dir: str | Path,
+    *,
+    n_firms: int,
+    views_per_firm: int,
+    seed: int,
+    ocr: str,
+    ocr_engine: Callable[[str], Any],
+    pretraining_firms: int,
+    regions: pd.DataFrame | None = None,
+    crop_texts: pd.DataFrame | None = None,
+) -> tuple[TrainingSet, pd.DataFrame, dict[str, Any]]:
+    """The training crops of both stages, written to ``model_dir/training_crops.parquet``.
+
+    The synthetic renderings (cached per configuration) plus, when ``regions`` and ``crop_texts`` are given, the
+    labelled crops of train-split firms. With ``pretraining_firms > 0`` a further set read by simulated OCR is
+    cached and copied to ``model_dir/pretraining_extra.parquet`` (only the CLIP stage reads it); with 0 that
+    file is removed.
+
+    Args:
+        model_dir: Folder of the training sets.
+        n_firms: Firms of the synthetic set.
+        views_per_firm: Renderings per firm (of both synthetic sets).
+        seed: Seed of the synthetic set (the pretraining set uses ``seed + 1000``).
+        ocr: OCR engine name, or ``simulated``.
+        ocr_engine: Makes the engine of a name; called only when the synthetic set must be built.
+        pretraining_firms: Firms of the pretraining-only set (0: none).
+        regions: ``stg_regions`` rows, or ``None`` for no labelled crops.
+        crop_texts: ``stg_crop_texts`` rows, or ``None``.
+
+    Returns:
+        The set; one summary row per crop (label int64, direction, text, true_text); and stats ``rows``,
+        ``classes``, ``labelled_rows``, ``pretraining_only_rows`` and ``path``.
+    """
+    model_dir = Path(model_dir)
+    synthetic_path = cached_training_set(
+        model_dir,
+        [n_firms, views_per_firm, seed, ocr],
+        lambda: build_training_set(
+            n_firms, views_per_firm, seed=seed, ocr=None if ocr == "simulated" else ocr_engine(ocr)
+        ),
+    )
+    parts = [load_training_set(synthetic_path)]
+    extra_path = model_dir / PRETRAINING_EXTRA_FILE
+    if pretraining_firms > 0:
+        cached_training_set(
+            model_dir,
+            [pretraining_firms, views_per_firm, seed + 1000],
+            lambda: build_pretraining_set(pretraining_firms, views_per_firm, seed=seed + 1000),
+            copy_to=extra_path,
+        )
+    elif extra_path.exists():
+        extra_path.unlink()
+    n_labelled = 0
+    if regions is not None and crop_texts is not None:
+        labelled = labelled_training_rows(regions, crop_texts)
+        if len(labelled):
+            parts.append(labelled)
+            n_labelled = len(labelled)
+    data = concat_training_sets(parts) if len(parts) > 1 else parts[0]
+    path = save_training_set(data, model_dir / TRAINING_CROPS_FILE)
+    summary = pd.DataFrame(
+        {"label": data.labels, "direction": data.directions, "text": data.texts, "true_text": data.true_texts}
+    )
+    stats = {
+        "rows": len(data),
+        "classes": len(data.firms),
+        "labelled_rows": n_labelled,
+        "pretraining_only_rows": pretraining_firms * views_per_firm,
+        "path": path,
+    }
+    return data, summary, stats

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from linkage_pipeline.multimodal import registry
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
-from linkage_pipeline.multimodal.training.data import TrainingSet
+from linkage_pipeline.multimodal.training.data import (
+    PRETRAINING_EXTRA_FILE,
+    TRAINING_CROPS_FILE,
+    TrainingSet,
+    concat_training_sets,
+    load_training_set,
+)
 from linkage_pipeline.multimodal.training.trainer import TrainConfig, train
 
 logger = logging.getLogger(__name__)
@@ -121,6 +132,185 @@ def train_recipe(
         )
         out[stage] = folder
     return out
+
+
+# ------------------------------------------------------------------------------------ one stage at a time
+#: The recipe's stages, in order; each names its config field of :class:`Recipe`.
+STAGES: tuple[str, ...] = ("clip", "supcon")
+
+
+def stage_config(
+    base: TrainConfig,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    max_steps: int | None = None,
+    seed: int = 0,
+) -> TrainConfig:
+    """``base`` with the given overrides; ``None`` keeps the recipe's value.
+
+    Args:
+        base: The recipe's config of the stage.
+        epochs: Epochs, ``> 0``.
+        lr: Peak learning rate, ``> 0``.
+        batch_size: Crops per batch, ``> 0``.
+        max_steps: Step limit, ``>= 0``; ``0`` means no limit (all epochs).
+        seed: Seed of the stage (always set).
+
+    Raises:
+        ValueError: If an override is out of range.
+    """
+    changes: dict[str, Any] = {}
+    for name, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)):
+        if value is not None:
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0 (or null for the recipe's), got {value}")
+            changes[name] = value
+    if max_steps is not None:
+        if max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 (0: no limit; null: the recipe's), got {max_steps}")
+        changes["max_steps"] = max_steps or None
+    return replace(base, seed=seed, **changes)
+
+
+def stage_data(model_dir: str | Path, stage: str) -> tuple[TrainingSet, str]:
+    """The training crops of ``stage`` (CLIP also gets the pretraining-only set) and the SHA-256 of their files.
+
+    Returns:
+        The set and the hex digest of ``training_crops.parquet`` (followed by that of the pretraining set for
+        ``clip`` when it exists).
+
+    Raises:
+        ValueError: If ``model_dir/training_crops.parquet`` is missing.
+    """
+    data_path = Path(model_dir) / TRAINING_CROPS_FILE
+    if not data_path.is_file():
+        raise ValueError(f"{data_path} is missing; materialize training_crops first")
+    data = load_training_set(data_path)
+    data_sha = hashlib.sha256(data_path.read_bytes()).hexdigest()
+    extra_path = Path(model_dir) / PRETRAINING_EXTRA_FILE
+    if stage == "clip" and extra_path.is_file():
+        data = concat_training_sets([data, load_training_set(extra_path)])
+        data_sha += hashlib.sha256(extra_path.read_bytes()).hexdigest()
+    return data, data_sha
+
+
+def parent_model(trained_models: pd.DataFrame | None, stage: str) -> tuple[str | None, str]:
+    """The model a stage starts from: none for ``clip``, the latest CLIP model for ``supcon``.
+
+    Args:
+        trained_models: ``trained_models`` rows, or ``None`` when none were written.
+        stage: ``clip`` or ``supcon``.
+
+    Returns:
+        ``(path, model_id)`` of the parent, ``(None, "")`` for ``clip``.
+
+    Raises:
+        ValueError: For ``supcon`` without any CLIP model.
+    """
+    if stage != "supcon":
+        return None, ""
+    clips = registry.stage_models(trained_models, "clip")
+    if clips.empty:
+        raise ValueError("no pretrained model yet; materialize pretrained_model first")
+    return str(clips["path"].iloc[-1]), str(clips["model_id"].iloc[-1])
+
+
+def run_folder(model_dir: str | Path, stage: str, data_sha: str, config: TrainConfig, parent: str) -> Path:
+    """``model_dir/runs/<stage>-<key>``, one per (data, stage config, parent).
+
+    Re-materializing with the same inputs resumes the run's checkpoints; any change starts a fresh folder.
+    """
+    key = hashlib.sha256(json.dumps([data_sha, asdict(config), parent], sort_keys=True).encode()).hexdigest()[:12]
+    return Path(model_dir) / "runs" / f"{stage}-{key}"
+
+
+def write_card_linking(folder: str | Path, card: dict[str, Any], linking: dict[str, Any]) -> dict[str, Any]:
+    """Record the tuned pooling weight and threshold as ``card["linking"]`` in ``folder/model_card.json``.
+
+    Returns:
+        The card (unchanged, and the file untouched, when ``linking`` is empty).
+    """
+    if linking:
+        card = {**card, "linking": linking}
+        (Path(folder) / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    return card
+
+
+def trained_model_row(
+    card: dict[str, Any], stage: str, folder: Path, parent: str, data_sha: str, config: TrainConfig
+) -> pd.DataFrame:
+    """One ``trained_models`` row (schema ``TRAINED_MODELS``) for a saved stage, stamped now (UTC, ns)."""
+    return pd.DataFrame(
+        [
+            {
+                "model_id": card["model_id"],
+                "stage": stage,
+                "path": str(folder),
+                "parent_model_id": parent,
+                "data_sha256": data_sha,
+                "config": json.dumps(asdict(config)),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z",
+            }
+        ]
+    )
+
+
+def train_stage(
+    model_dir: str | Path,
+    stage: str,
+    trained_models: pd.DataFrame | None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    device: str = "cpu",
+    tune: Callable[[Path], dict[str, Any]] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Path, dict[str, Any], pd.DataFrame]:
+    """Train one stage of the recipe on ``model_dir``'s training crops (what the training assets run).
+
+    ``supcon`` starts from the latest CLIP model of ``trained_models`` and gets a copy of it as its
+    ``pretrained/`` companion; ``tune`` (given the saved folder) then picks the pooling weight and threshold that
+    are written to the model card.
+
+    Args:
+        model_dir: Folder of the training crops and of the runs.
+        stage: ``clip`` or ``supcon``.
+        trained_models: ``trained_models`` rows, or ``None``.
+        overrides: Keyword arguments of :func:`stage_config` (``None`` values keep the recipe's).
+        device: Torch device for training.
+        tune: Returns the card's ``linking`` entry for a supervised model (``{}``: none); ``None``: no tuning.
+        log: Receives progress lines.
+
+    Returns:
+        The saved model folder, its model card, and its ``trained_models`` row.
+
+    Raises:
+        ValueError: On an unknown stage, missing training crops, or ``supcon`` without a CLIP model.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    say = log or logger.info
+    data, data_sha = stage_data(model_dir, stage)
+    recipe = Recipe()
+    config = stage_config(getattr(recipe, stage), **(overrides or {}))
+    recipe = replace(recipe, **{stage: config})
+    start_from, parent = parent_model(trained_models, stage)
+    work_dir = run_folder(model_dir, stage, data_sha, config, parent)
+    say(f"training stage {stage} on {len(data)} crops in {work_dir} (device {device})")
+
+    def progress(info: dict[str, Any]) -> None:
+        if info["step"] % config.log_every == 0:
+            say(f"{stage} step {info['step']} epoch {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e}")
+
+    out = train_recipe(data, recipe, work_dir, device=device, stages=(stage,), start_from=start_from, on_step=progress)
+    folder = out[stage]
+    if stage == "supcon":
+        registry.attach_pretrained(folder, Path(str(start_from)))
+    card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+    if stage == "supcon" and tune is not None:
+        card = write_card_linking(folder, card, tune(folder))
+    return folder, card, trained_model_row(card, stage, folder, parent, data_sha, config)
 
 
 # -------------------------------------------------------------------------------------------- evaluation

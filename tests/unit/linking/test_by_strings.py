@@ -1,4 +1,4 @@
-"""Incremental string links (stages.relink_sources_by_strings) against a full comparison on fixed texts."""
+"""Incremental string links (by_strings.relink_sources_by_strings) against a full comparison on fixed texts."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def test_first_run_equals_the_full_comparison():
     texts = _corpus(8, 9)
     links, inputs, stats = _relink(texts)
     pd.testing.assert_frame_equal(links, _full(texts))
-    assert stats == {"queries_searched": 8 * len(METHODS), "queries_checked": 0, "queries_kept": 0}
+    assert stats == {"queries_searched": 8 * len(METHODS), "queries_checked": 0, "queries_changed": 0,
+                     "queries_kept": 0}
     assert len(inputs) == 17 and set(inputs.columns) == set(schema.STRING_LINK_INPUTS)
 
 
@@ -56,14 +57,21 @@ def test_nothing_new_reuses_every_list():
     first = _relink(texts)
     again, _, stats = _relink(texts, first[:2])
     pd.testing.assert_frame_equal(again, first[0])
-    assert stats == {"queries_searched": 0, "queries_checked": 0, "queries_kept": 8 * len(METHODS)}
+    assert stats == {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0,
+                     "queries_kept": 8 * len(METHODS)}
 
 
 def test_new_targets_and_queries_cost_only_themselves_and_equal_a_full_comparison():
     small, grown = _corpus(5, 6), _corpus(8, 11)  # three new queries, five new targets (one a duplicate name)
     links, inputs, stats = _relink(grown, _relink(small)[:2])
     pd.testing.assert_frame_equal(links, _full(grown))
-    assert stats == {"queries_searched": 3 * len(METHODS), "queries_checked": 5 * len(METHODS), "queries_kept": 0}
+    # the old queries' lists that the new targets changed: compare the full comparisons before and after
+    before, after = (_full(t).query("query_crop_id < 'q005'").groupby(["method", "query_crop_id"])["target_crop_id"]
+                     .apply(tuple) for t in (small, grown))
+    changed = int((before != after).sum())
+    assert changed == 12  # of 5 queries x 3 methods: the new targets include a second 東京紡績株式会社
+    assert stats == {"queries_searched": 3 * len(METHODS), "queries_checked": 5 * len(METHODS),
+                     "queries_changed": changed, "queries_kept": 0}
     assert sorted(inputs["crop_id"]) == sorted(grown["crop_id"])
 
 
@@ -78,7 +86,8 @@ def test_a_changed_or_removed_target_compares_every_query_again(change):
         later = later[later["crop_id"] != "t002"]
     links, _, stats = _relink(later, first[:2])
     pd.testing.assert_frame_equal(links, _full(later))
-    assert stats == {"queries_searched": 6 * len(METHODS), "queries_checked": 0, "queries_kept": 0}
+    assert stats == {"queries_searched": 6 * len(METHODS), "queries_checked": 0, "queries_changed": 0,
+                     "queries_kept": 0}
 
 
 def test_a_changed_query_text_is_compared_again_alone():
@@ -88,7 +97,8 @@ def test_a_changed_query_text_is_compared_again_alone():
     later.loc[later["crop_id"] == "q001", "text"] = "名古屋鐵工所"
     links, _, stats = _relink(later, first[:2])
     pd.testing.assert_frame_equal(links, _full(later))
-    assert stats == {"queries_searched": len(METHODS), "queries_checked": 0, "queries_kept": 5 * len(METHODS)}
+    assert stats == {"queries_searched": len(METHODS), "queries_checked": 0, "queries_changed": 0,
+                     "queries_kept": 5 * len(METHODS)}
 
 
 def test_a_raised_k_compares_again_and_a_repeated_target_counts_once():
@@ -103,7 +113,7 @@ def test_a_raised_k_compares_again_and_a_repeated_target_counts_once():
     stale_inputs = first[1]
     replay, _, stats = _relink(grown, (after, stale_inputs), k=2)
     pd.testing.assert_frame_equal(replay, _full(grown, k=2))
-    assert stats["queries_checked"] == 6 * len(METHODS)
+    assert stats["queries_checked"] == 6 * len(METHODS) and stats["queries_changed"] == 0
 
 
 def test_ngram_scores_do_not_depend_on_the_other_texts():
@@ -136,7 +146,7 @@ def test_a_linkage_with_an_empty_side_yields_no_links(empty_side: str) -> None:
     links, inputs, stats = by_strings.relink_sources_by_strings(texts, [("lists", "directory")], methods=METHODS, k=3)
     assert links.empty and list(links.columns) == list(schema.STRING_LINKS)
     assert inputs.empty and list(inputs.columns) == list(schema.STRING_LINK_INPUTS)
-    assert stats == {"queries_searched": 0, "queries_checked": 0, "queries_kept": 0}
+    assert stats == {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0, "queries_kept": 0}
     lines = by_strings.empty_linkages(texts["source"], [("lists", "directory")], what="OCR texts")
     sides = {"lists": "query source 'lists'", "directory": "target source 'directory'",
              "both": "query source 'lists' or target source 'directory'"}[empty_side]

@@ -62,7 +62,7 @@ def test_saved_index_round_trips_and_refuses_another_model(tmp_path) -> None:
     path = save_index(build_index(t), tmp_path / "x.faiss", IndexMeta("model-a", ids, "flat", 8, {"source": "s"}))
     index, meta = load_index(path, model_id="model-a")
     assert meta.ids == ids and meta.extra == {"source": "s"}
-    scores, found = search(index, t[:4], 1)
+    _, found = search(index, t[:4], 1)
     np.testing.assert_array_equal(found[:, 0], np.arange(4))
     with pytest.raises(ValueError, match="was built with model model-a"):
         load_index(path, model_id="model-b")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,9 +15,13 @@ from linkage_pipeline.multimodal.checkpoints import (
 )
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 from linkage_pipeline.multimodal.registry import (
+    ModelChoice,
     attach_pretrained,
     card_defaults,
     choose_model,
+    linkage_model_row,
+    record_trained_model,
+    stage_models,
 )
 
 
@@ -65,3 +70,35 @@ def test_attach_pretrained_copies_the_folder(tmp_path: Path) -> None:
     (src / "model_card.json").write_text(json.dumps({"model_id": "p"}))
     out = attach_pretrained(dst, src)
     assert json.loads((out / "model_card.json").read_text()) == {"model_id": "p"}
+
+
+def test_linkage_model_row_carries_the_card_settings(tmp_path: Path) -> None:
+    linking = {"pooling_weight": 0.7, "nomatch_threshold": 0.3}
+    (tmp_path / "model_card.json").write_text(json.dumps({"linking": linking}))
+    row = linkage_model_row(ModelChoice(tmp_path, tmp_path / "pretrained", "directory x"), "abc")
+    assert row.to_dict("records") == [
+        {"model_id": "abc", "path": str(tmp_path), "pretrained_path": str(tmp_path / "pretrained"),
+         "chosen_by": "directory x", "pooling_weight": 0.7, "nomatch_threshold": 0.3}
+    ]
+    bare = linkage_model_row(ModelChoice(tmp_path / "none", None, "shipped model"), "m").iloc[0]
+    assert bare["pretrained_path"] == "" and bare["pooling_weight"] == 0.5 and np.isnan(bare["nomatch_threshold"])
+    shipped = choose_model("shipped", "", None)
+    row = linkage_model_row(shipped, "id").iloc[0]
+    assert (row["pooling_weight"], row["nomatch_threshold"]) == card_defaults(shipped_model_dir())
+    assert row["pretrained_path"] == str(shipped_pretrained_dir())
+
+
+def test_record_trained_model_replaces_the_row_of_the_same_model(tmp_path: Path) -> None:
+    trained = _trained(tmp_path)
+    row = pd.DataFrame([{"model_id": "id1", "stage": "supcon", "path": "/new", "created_at": "2028-01-01T00:00:00Z"}])
+    out = record_trained_model(trained, row)
+    assert out["model_id"].tolist() == ["id0", "id2", "c", "id1"]
+    assert out.loc[out["model_id"] == "id1", "path"].tolist() == ["/new"]
+    new = pd.DataFrame([{**row.iloc[0], "model_id": "id9"}])
+    assert record_trained_model(trained, new)["model_id"].tolist() == ["id0", "id1", "id2", "c", "id9"]
+
+
+def test_stage_models_are_one_stage_oldest_first(tmp_path: Path) -> None:
+    assert stage_models(_trained(tmp_path), "supcon")["model_id"].tolist() == ["id0", "id2", "id1"]
+    assert stage_models(_trained(tmp_path), "clip")["model_id"].tolist() == ["c"]
+    assert stage_models(None, "clip").empty and stage_models(pd.DataFrame(), "supcon").empty

@@ -18,8 +18,13 @@ from linkage_pipeline.multimodal.training.mining import (
     nearest_classes,
 )
 from linkage_pipeline.multimodal.training.trainer import (
+    LoopState,
     TrainConfig,
+    epoch_rng,
     load_checkpoint_state,
+    make_optimizer,
+    optimize,
+    shuffled_batches,
     train,
 )
 
@@ -240,3 +245,98 @@ def test_train_recipe_saves_each_stage_with_a_card(data: TrainingSet, tmp_path: 
     # resuming a finished stage does no further steps and gives the same weights
     again = train_recipe(data, replace(recipe), tmp_path / "run", stages=("clip",))
     assert json.loads((again["clip"] / "model_card.json").read_text())["model_id"] == clip_card["model_id"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"stage": "mlm"}, r"stage must be 'clip' or 'supcon', got TrainConfig\(stage='mlm'"),
+        ({"lr": 0.0}, r"lr > 0 and batch_size >= 2 expected, got TrainConfig\("),
+        ({"batch_size": 1}, "lr > 0 and batch_size >= 2 expected"),
+        ({"t_mult": 0}, "epochs >= 1, t0 >= 1 and t_mult >= 1 expected"),
+        ({"image_weight": 1.5}, r"image_weight must be in \[0, 1\], got .*image_weight=1.5"),
+        ({"unimodal_weight": -0.1}, "unimodal_weight must be >= 0"),
+        ({"stage": "supcon", "m": 1}, r"supcon needs m >= 2, k >= 1 and batch_size >= m \* k, got .*m=1"),
+    ],
+)
+def test_train_config_names_the_rule_and_the_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+    assert TrainConfig(stage="clip", m=1).m == 1  # the supcon rule does not bind the clip stage
+
+
+# ----------------------------------------------------------------------------------- the one training loop
+def test_shuffled_batches_are_a_function_of_seed_and_epoch() -> None:
+    batches = shuffled_batches(7, 3, epoch_rng(4, 0))
+    assert [len(b) for b in batches] == [3, 3]  # the last batch of one row is dropped (no in-batch negative)
+    assert len(set(np.concatenate(batches).tolist())) == 6 and np.concatenate(batches).max() <= 6
+    again = shuffled_batches(7, 3, epoch_rng(4, 0))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    order = np.concatenate(shuffled_batches(50, 10, epoch_rng(4, 0)))
+    assert not np.array_equal(order, np.concatenate(shuffled_batches(50, 10, epoch_rng(4, 1))))
+    assert np.array_equal(order, np.random.default_rng([4, 0, 0x42415443]).permutation(50))  # the seeds never move
+
+
+def test_make_optimizer_schedules() -> None:
+    model = torch.nn.Linear(2, 1)
+    opt, constant = make_optimizer(model, 0.1, 0.01, "constant")
+    assert opt.param_groups[0]["weight_decay"] == 0.01
+    for _ in range(5):
+        opt.step()
+        constant.step()
+    assert constant.get_last_lr() == [0.1]
+    opt, cosine = make_optimizer(model, 0.1, 0.0, "cosine_restarts", t0=2, t_mult=1)
+    lrs = []
+    for _ in range(4):
+        opt.step()
+        cosine.step()
+        lrs.append(cosine.get_last_lr()[0])
+    np.testing.assert_allclose(lrs, [0.05, 0.1, 0.05, 0.1])  # half way down, then a warm restart, twice
+    with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine_restarts', got 'linear'"):
+        make_optimizer(model, 0.1, 0.0, "linear")  # type: ignore[arg-type]
+
+
+def _quadratic() -> tuple[torch.nn.Module, torch.optim.Optimizer, object, object, object]:
+    """A one-weight model pulled to each batch's mean target, its optimizer, schedule, batches and loss."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    opt, schedule = make_optimizer(model, 0.5, 0.0, "constant")
+    targets = torch.arange(6, dtype=torch.float32)
+
+    def loss(rows: np.ndarray) -> torch.Tensor:
+        return ((model.weight[0, 0] - targets[torch.from_numpy(rows)].mean()) ** 2).sum()
+
+    return model, opt, schedule, lambda e: shuffled_batches(6, 2, epoch_rng(1, e)), loss
+
+
+def test_optimize_runs_epochs_of_batches_and_reports_every_step() -> None:
+    model, opt, schedule, batches, loss = _quadratic()
+    calls: list = []
+    result = optimize(model, opt, schedule, batches, loss, epochs=3, on_step=calls.append,
+                      checkpoint=lambda s: calls.append(("ckpt", s.step)), checkpoint_every=4)
+    assert (result.steps, result.epoch, result.resumed_from, len(result.losses)) == (9, 3, 0, 9)
+    np.testing.assert_allclose(result.epoch_losses, [np.mean(result.losses[i : i + 3]) for i in (0, 3, 6)])
+    assert abs(float(model.weight.detach()) - 2.5) < 1.0  # moved from 0 to near the mean target, 2.5
+    steps = [c for c in calls if isinstance(c, dict)]
+    assert [c["step"] for c in steps] == list(range(1, 10))
+    assert [c["epoch"] for c in steps] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [c["loss"] for c in steps] == result.losses and {c["lr"] for c in steps} == {0.5}
+    assert [c for c in calls if isinstance(c, tuple)] == [("ckpt", 4), ("ckpt", 8), ("ckpt", 9)]  # every 4, and last
+    assert not model.training and result.model_dir is None and result.step_losses is result.losses
+
+
+def test_optimize_stops_at_max_steps_and_resumes_to_the_same_losses() -> None:
+    model, opt, schedule, batches, loss = _quadratic()
+    full = optimize(model, opt, schedule, batches, loss, epochs=3)
+    model, opt, schedule, batches, loss = _quadratic()
+    state = LoopState()
+    first = optimize(model, opt, schedule, batches, loss, epochs=3, state=state, max_steps=4)
+    assert (first.steps, state.epoch, state.batch_in_epoch) == (4, 1, 1)  # stopped in the second epoch
+    assert first.epoch_losses == [float(np.mean(first.losses[:3]))]
+    resumed = LoopState(state.step, state.epoch, state.batch_in_epoch)  # as a checkpoint restores it
+    second = optimize(model, opt, schedule, batches, loss, epochs=3, state=resumed,
+                      after_step=lambda: model.weight.clamp_(max=1.0))
+    assert (second.resumed_from, second.steps, second.epoch, len(second.losses)) == (4, 9, 3, 5)
+    assert first.losses + second.losses[:1] == full.losses[:5]  # the clamp acts from step 5 on
+    assert float(model.weight.detach()) == 1.0

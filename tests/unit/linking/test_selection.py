@@ -1,0 +1,198 @@
+"""Record-link selection (linking.selection): the method/OCR choice on validation firms, thresholds and margin,
+the defaults without labels, the candidates and defaults from the linkage model, and the accuracy history."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linkage_pipeline import schema
+from linkage_pipeline.evaluation.metrics import assign_split
+from linkage_pipeline.linking import selection
+
+#: Four validation firms found in the target and one (F4) that is not; every firm is in the "val" split.
+FIRMS = ["firm0", "firm8", "firm17", "firm22", "firm27"]
+
+
+def _regions(labelled: bool = True) -> pd.DataFrame:
+    rows = [(f"q{i}", "entry", "query", f if labelled else None) for i, f in enumerate(FIRMS)]
+    rows += [(f"t{i}", "entry", "target", f if labelled else None) for i, f in enumerate(FIRMS[:4])]
+    return pd.DataFrame(rows, columns=["crop_id", "kind", "source_role", "true_entity_id"])
+
+
+#: (method, ocr, query, [(target, score), ...] best first)
+CANDIDATES = [
+    # 3 of 4 right (q3 goes to t0); the no-match query q4 scores lowest: threshold between 0.5 and 0.8 -> 0.65
+    ("jaro_winkler", "tesseract", "q0", [("t0", 0.90), ("t1", 0.86)]),
+    ("jaro_winkler", "tesseract", "q1", [("t1", 0.80), ("t2", 0.30)]),
+    ("jaro_winkler", "tesseract", "q2", [("t2", 0.85), ("t0", 0.20)]),
+    ("jaro_winkler", "tesseract", "q3", [("t0", 0.70), ("t3", 0.60)]),
+    ("jaro_winkler", "tesseract", "q4", [("t1", 0.50), ("t0", 0.10)]),
+    # 4 of 4 right, q4 at 0.40: threshold midway between 0.40 and 0.88 -> 0.64; every validation query right
+    ("levenshtein", "rapidocr", "q0", [("t0", 0.95), ("t2", 0.10)]),
+    ("levenshtein", "rapidocr", "q1", [("t1", 0.90), ("t0", 0.10)]),
+    ("levenshtein", "rapidocr", "q2", [("t2", 0.92), ("t1", 0.10)]),
+    ("levenshtein", "rapidocr", "q3", [("t3", 0.88), ("t1", 0.10)]),
+    ("levenshtein", "rapidocr", "q4", [("t2", 0.40), ("t1", 0.10)]),
+    # perfect, but the ground-truth text is never chosen for record links
+    *[("ngram", "ground_truth", f"q{i}", [(f"t{i}", 1.0)]) for i in range(4)],
+]
+
+
+def _links() -> pd.DataFrame:
+    rows = [
+        (q, t, "lists", "directory", method, ocr, rank, score)
+        for method, ocr, q, hits in CANDIDATES
+        for rank, (t, score) in enumerate(hits, start=1)
+    ]
+    return pd.DataFrame(rows, columns=list(schema.STRING_LINKS))
+
+
+def test_the_fixture_firms_are_validation_firms() -> None:
+    assert set(assign_split(FIRMS)) == {"val"}
+
+
+def test_auto_picks_the_best_validation_accuracy_and_tunes_its_threshold() -> None:
+    links, choice = selection.select_record_links(_links(), _regions())
+    assert choice == {
+        "method": "levenshtein", "ocr": "rapidocr", "threshold": pytest.approx(0.64),
+        "chosen_by": "best validation accuracy", "threshold_from": "tuned on the validation split",
+        "val_top1": 1.0, "val_top1_with_nomatch": 1.0,
+    }
+    assert list(links.columns) == list(schema.RECORD_LINKS)
+    assert list(zip(links["query_crop_id"], links["target_crop_id"], links["matched"])) == [
+        ("q0", "t0", True), ("q1", "t1", True), ("q2", "t2", True), ("q3", "t3", True), ("q4", "t2", False)]
+    assert (links["model_id"] == "").all()  # a string method: no model
+
+
+def test_an_explicit_method_and_ocr_use_their_own_tuned_threshold() -> None:
+    links, choice = selection.select_record_links(_links(), _regions(), method="jaro_winkler", ocr="tesseract",
+                                                  model_id="m1")
+    assert (choice["method"], choice["ocr"], choice["chosen_by"]) == ("jaro_winkler", "tesseract", "configuration")
+    assert choice["threshold"] == pytest.approx(0.65)
+    assert (choice["val_top1"], choice["val_top1_with_nomatch"]) == (0.75, pytest.approx(0.8))
+    matched = links[links["matched"]]
+    assert list(zip(matched["query_crop_id"], matched["target_crop_id"])) == [
+        ("q0", "t0"), ("q1", "t1"), ("q2", "t2"), ("q3", "t0")]  # q3 at 0.70 clears 0.65: a wrong link
+    # the method alone: the OCR condition is chosen among that method's (never ground_truth)
+    _, choice = selection.select_record_links(_links(), _regions(), method="jaro_winkler")
+    assert (choice["ocr"], choice["chosen_by"]) == ("tesseract", "best validation accuracy")
+
+
+def test_a_configured_threshold_and_margin_keep_near_ties() -> None:
+    links, choice = selection.select_record_links(_links(), _regions(), method="jaro_winkler", ocr="tesseract",
+                                                  threshold=0.85, margin=0.05)
+    assert (choice["threshold"], choice["threshold_from"]) == (0.85, "configuration")
+    rows = list(zip(links["query_crop_id"], links["target_crop_id"], links["rank"], links["matched"]))
+    # q0: 0.90 and 0.86 (within 0.05); q2 at exactly 0.85; q1, q3, q4 below: their best candidate, unmatched
+    assert rows == [("q0", "t0", 1, True), ("q0", "t1", 2, True), ("q1", "t1", 1, False), ("q2", "t2", 1, True),
+                    ("q3", "t0", 1, False), ("q4", "t1", 1, False)]
+    assert (links["threshold"] == 0.85).all()
+
+
+def test_without_labels_the_defaults_are_used() -> None:
+    links, choice = selection.select_record_links(
+        _links(), _regions(labelled=False), default_method="jaro_winkler", default_ocr="tesseract",
+        default_threshold=0.75)
+    assert (choice["method"], choice["ocr"], choice["threshold"]) == ("jaro_winkler", "tesseract", 0.75)
+    assert (choice["chosen_by"], choice["threshold_from"]) == ("default (no labels)", "default (no validation labels)")
+    assert math.isnan(choice["val_top1"]) and math.isnan(choice["val_top1_with_nomatch"])
+    assert links.loc[links["matched"], "query_crop_id"].tolist() == ["q0", "q1", "q2"]
+    # a default OCR condition the links do not have: the last condition name (never ground_truth)
+    _, choice = selection.select_record_links(_links(), _regions(labelled=False), default_ocr="paddle")
+    assert (choice["method"], choice["ocr"], choice["threshold"]) == ("jaro_winkler", "tesseract", 0.0)
+
+
+def test_no_candidates_and_unknown_methods() -> None:
+    links, choice = selection.select_record_links(_links().iloc[:0], _regions(), threshold=0.3)
+    assert links.empty and list(links.columns) == list(schema.RECORD_LINKS)
+    assert (choice["chosen_by"], choice["threshold"]) == ("no candidate links", 0.3)
+    with pytest.raises(ValueError, match="no string links for method 'vision' and OCR condition 'tesseract'"):
+        selection.select_record_links(_links(), _regions(), method="vision", ocr="tesseract")
+
+
+def _model(threshold: float = 0.42) -> pd.Series:
+    return pd.Series({"model_id": "m1", "nomatch_threshold": threshold, "pooling_weight": 0.6})
+
+
+def _sources() -> pd.DataFrame:
+    return pd.DataFrame({"name": ["directory", "lists"], "role": ["target", "query"],
+                         "primary_ocr": ["tesseract", "rapidocr"]})
+
+
+def _embedding_links() -> pd.DataFrame:
+    rows = []
+    for model_id, training in (("m1", "supervised"), ("m0", "supervised"), ("m1", "self_supervised")):
+        rows += [(f"q{i}", f"t{i}", "lists", "directory", "multimodal", "rapidocr", 1, 0.9, training, model_id)
+                 for i in range(4)]
+    return pd.DataFrame(rows, columns=list(schema.EMBEDDING_LINKS))
+
+
+def test_candidates_add_the_supervised_links_of_the_linkage_model_and_its_defaults() -> None:
+    strings = _links()
+    candidates, defaults = selection.record_link_candidates(strings, _embedding_links(), _model(), _sources())
+    assert len(candidates) == len(strings) + 4 and list(candidates.columns) == list(schema.STRING_LINKS)
+    assert candidates.index.tolist() == list(range(len(candidates)))
+    assert defaults == selection.RecordLinkDefaults(method="multimodal", ocr="rapidocr", threshold=0.42,
+                                                    model_id="m1")
+    # a model without a stored threshold links at 0; no embedding links: the string baseline's defaults
+    _, defaults = selection.record_link_candidates(strings, _embedding_links(), _model(float("nan")), _sources())
+    assert defaults.threshold == 0.0
+    only, defaults = selection.record_link_candidates(strings, None, None, None)
+    assert len(only) == len(strings) and defaults == selection.RecordLinkDefaults()
+    # links of another model only: stale, left out, string defaults
+    stale = _embedding_links().query("model_id == 'm0'")
+    only, defaults = selection.record_link_candidates(strings, stale, _model(), _sources())
+    assert len(only) == len(strings) and defaults.method == "jaro_winkler"
+    with pytest.raises(ValueError, match="embedding_links need the linkage_model row and document_sources"):
+        selection.record_link_candidates(strings, _embedding_links(), None, _sources())
+
+
+def _history(*runs: tuple[float, bool]) -> pd.DataFrame:
+    return pd.DataFrame([{"run_id": f"r{i}", "model_id": "", "method": "jaro_winkler", "ocr": "tesseract",
+                          "val_top1": acc, "val_top1_with_nomatch": acc, "passed": passed,
+                          "recorded_at": "2026-01-01T00:00:00Z"} for i, (acc, passed) in enumerate(runs)])
+
+
+@pytest.mark.parametrize(
+    ("history", "current", "passed", "previous"),
+    [
+        (None, 0.7, True, None),  # first run: nothing to compare
+        (_history((0.9, True), (0.5, False)), 0.89, True, 0.9),  # the failed run is never the reference
+        (_history((0.9, True)), 0.85, False, 0.9),  # a drop of 0.05 > 0.02
+        (_history((0.9, True)), float("nan"), True, None),  # no labels: not compared
+    ],
+)
+def test_each_run_is_appended_with_its_accuracy_check(history, current, passed, previous) -> None:
+    choice = {"method": "levenshtein", "ocr": "rapidocr", "val_top1": current, "val_top1_with_nomatch": current}
+    runs, drop = selection.record_link_run(history, choice, run_id="now", model_id="m1",
+                                           recorded_at="2026-12-06T08:00:00Z", max_accuracy_drop=0.02)
+    assert list(runs.columns) == list(schema.RECORD_LINK_RUNS)
+    assert len(runs) == (0 if history is None else len(history)) + 1
+    last = runs.iloc[-1]
+    assert (last["run_id"], last["model_id"], last["method"], last["ocr"], bool(last["passed"])) == (
+        "now", "m1", "levenshtein", "rapidocr", passed)
+    assert drop.passed == passed
+    assert drop.metadata.get("previous") == previous
+
+
+def test_record_links_of_one_run_choose_record_and_stamp_the_run() -> None:
+    links, runs, choice, drop = selection.record_links(
+        _links(), _embedding_links(), _model(), _sources(), _regions(), _history((1.0, True)), run_id="run-7",
+        recorded_at="2026-12-06T08:00:00Z")
+    # the model's multimodal links are right on every validation query (q4 has none: a right no-match), as are
+    # levenshtein's; equal accuracies go to the method name first
+    assert (choice["method"], choice["ocr"]) == ("levenshtein", "rapidocr")
+    assert (links["run_id"] == "run-7").all() and (links["model_id"] == "").all()
+    assert runs["run_id"].tolist() == ["r0", "run-7"] and runs["model_id"].tolist() == ["", "m1"]
+    assert drop.passed and np.isclose(drop.metadata["current"], 1.0)
+    # without labels: the model's method on the query source's primary OCR, at the model's threshold
+    links, runs, choice, drop = selection.record_links(
+        _links(), _embedding_links(), _model(), _sources(), _regions(labelled=False), None, run_id="run-8",
+        recorded_at="2026-12-06T09:00:00Z")
+    assert (choice["method"], choice["ocr"], choice["threshold"]) == ("multimodal", "rapidocr", 0.42)
+    assert links["model_id"].tolist() == ["m1"] * 4 and links["matched"].all()
+    assert runs["run_id"].tolist() == ["run-8"] and drop.passed
