@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -24,14 +25,17 @@ def preview(df: pd.DataFrame, n: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(df.head(n).to_markdown(index=False))
 
 
-def selected_results(
-    context: dg.AssetExecutionContext, metadata: dict[str, dict]
-) -> Iterator[dg.MaterializeResult]:
-    """A multi-asset's results (asset name -> metadata) for the assets this run selected, in the given order."""
+def table_step(*specs: dg.AssetSpec, group: str, **kwargs: Any) -> Callable[..., dg.AssetsDefinition]:
+    """One step that writes several DuckDB tables together: a multi-asset with one spec per table (so lineage
+    shows each), in the ``duckdb`` pool; any subset of its tables can be selected (see :func:`selected_results`)."""
+    return dg.multi_asset(specs=list(specs), group_name=group, pool="duckdb", can_subset=True, **kwargs)
+
+
+def selected_results(context: dg.AssetExecutionContext, *results: dg.MaterializeResult) -> Iterator[dg.MaterializeResult]:
+    """The results of the assets this run selected, in order. A run of a subset still writes every table of its
+    step (they are computed together and must not disagree), but reports only what was selected."""
     selected = context.selected_asset_keys
-    for name, meta in metadata.items():
-        if dg.AssetKey(name) in selected:
-            yield dg.MaterializeResult(asset_key=name, metadata=meta)
+    yield from (r for r in results if r.asset_key in selected)
 
 
 def write_rejections(store: Store, stage: str, source: str, rejections: Iterable[Rejection]) -> int:

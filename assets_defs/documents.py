@@ -11,6 +11,7 @@ from assets_defs._common import (
     check_result,
     preview,
     selected_results,
+    table_step,
     write_rejections,
 )
 from assets_defs.partitions import document_sources_partitions
@@ -38,18 +39,14 @@ def _write_logged_rejections(
     return n
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec("document_sources", kinds={"duckdb"},
-                     description="One row per document source declared in sources.yaml; refreshed when "
-                     "sources.yaml changes."),
-        dg.AssetSpec("source_linkages", kinds={"duckdb"},
-                     description="One row per linkage (query source -> target source) declared in sources.yaml; "
-                     "refreshed with document_sources."),
-    ],
-    group_name="documents",
-    pool="duckdb",
-    can_subset=True,
+@table_step(
+    dg.AssetSpec("document_sources", kinds={"duckdb"},
+                 description="One row per document source declared in sources.yaml; refreshed when "
+                 "sources.yaml changes."),
+    dg.AssetSpec("source_linkages", kinds={"duckdb"},
+                 description="One row per linkage (query source -> target source) declared in sources.yaml; "
+                 "refreshed with document_sources."),
+    group="documents",
 )
 def document_sources(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> Iterator[dg.MaterializeResult]:
     """Both tables (and the rejected entries of sources.yaml) are written whichever of them is selected."""
@@ -59,11 +56,12 @@ def document_sources(context: dg.AssetExecutionContext, linkage_store: LinkageSt
     linkages = pd.DataFrame([vars(lk) for lk in registry.linkages], columns=list(schema.SOURCE_LINKAGES))
     n_linkages = store.replace_table("source_linkages", linkages, schema.SOURCE_LINKAGES)
     n_rejected = write_rejections(store, "sources", "sources_yaml", registry.rejected)
-    yield from selected_results(context, {
-        "document_sources": {"sources": len(frame), "linkages": len(registry.linkages), "rejected": n_rejected,
-                             "preview": preview(frame)},
-        "source_linkages": {"rows": n_linkages, "preview": preview(linkages)},
-    })
+    yield from selected_results(
+        context,
+        dg.MaterializeResult(asset_key="document_sources", metadata={
+            "sources": len(frame), "linkages": len(registry.linkages), "rejected": n_rejected, "preview": preview(frame)}),
+        dg.MaterializeResult(asset_key="source_linkages", metadata={"rows": n_linkages, "preview": preview(linkages)}),
+    )
 
 
 @dg.asset(group_name="documents", partitions_def=document_sources_partitions, deps=["document_sources"], kinds={"parquet"})

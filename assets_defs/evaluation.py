@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import preview, selected_results
+from assets_defs._common import preview, selected_results, table_step
 from assets_defs.documents import layout_regions, ocr_texts, region_labels
 from assets_defs.linking import string_links
 from assets_defs.model import all_embedding_inputs
@@ -80,27 +80,23 @@ class LinkageEvaluationConfig(dg.Config):
     self_supervised: bool = True
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            "linkage_evaluation",
-            deps=[string_links, "embedding_links", "stg_regions", "linkage_model"],
-            kinds={"duckdb"},
-            description="One row per linking method, training and OCR condition and split: top-1 accuracy as in "
-            "CLIPPINGS Table 1 / S-2; refreshed on demand.",
-        ),
-        dg.AssetSpec(
-            "self_supervised_embeddings",
-            deps=["linkage_model", "layout_regions", "region_crops", "ocr_texts", "labelled_regions"],
-            kinds={"parquet"},
-            skippable=True,  # written only when the linkage model names its pretrained start
-            description="One row per crop and text condition embedded with the linkage model's pretrained start "
-            "(kept between runs: only new crops are embedded); refreshed with linkage_evaluation.",
-        ),
-    ],
-    group_name="evaluation",
-    pool="duckdb",
-    can_subset=True,
+@table_step(
+    dg.AssetSpec(
+        "linkage_evaluation",
+        deps=[string_links, "embedding_links", "stg_regions", "linkage_model"],
+        kinds={"duckdb"},
+        description="One row per linking method, training and OCR condition and split: top-1 accuracy as in "
+        "CLIPPINGS Table 1 / S-2; refreshed on demand.",
+    ),
+    dg.AssetSpec(
+        "self_supervised_embeddings",
+        deps=["linkage_model", "layout_regions", "region_crops", "ocr_texts", "labelled_regions"],
+        kinds={"parquet"},
+        skippable=True,  # written only when the linkage model names its pretrained start
+        description="One row per crop and text condition embedded with the linkage model's pretrained start "
+        "(kept between runs: only new crops are embedded); refreshed with linkage_evaluation.",
+    ),
+    group="evaluation",
 )
 def linkage_evaluation(
     context: dg.AssetExecutionContext, config: LinkageEvaluationConfig, linkage_store: LinkageStore,
@@ -121,12 +117,13 @@ def linkage_evaluation(
     )
     if embedded is not None:  # one fixed partition: the cache spans every source
         n = store.write_partition("self_supervised_embeddings", "all", embedded, schema.CROP_EMBEDDINGS)
-        yield from selected_results(context, {"self_supervised_embeddings": {"rows": n}})
+        yield from selected_results(context, dg.MaterializeResult(asset_key="self_supervised_embeddings",
+                                                                  metadata={"rows": n}))
     store.replace_table("linkage_evaluation", table, schema.LINKAGE_EVALUATION)
     empty = {"empty": "no labelled query with a link: no links, or no labels on the query sources"} if table.empty else {}
-    yield from selected_results(context, {"linkage_evaluation": {
+    yield from selected_results(context, dg.MaterializeResult(asset_key="linkage_evaluation", metadata={
         **empty, "rows": len(table), "model_id": "" if model is None else str(model["model_id"]),
         "table_1_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy")),
         "table_s2_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy_with_nomatch")),
         "table": preview(table, n=60),
-    }})
+    }))

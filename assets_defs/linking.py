@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import check_result, preview
+from assets_defs._common import check_result, preview, selected_results, table_step
 from assets_defs.model import crop_embeddings, current_model, linkage_model
 from linkage_pipeline import schema
 from linkage_pipeline.config import SourceRegistry
@@ -42,12 +42,6 @@ def _empty_linkages(context: dg.AssetExecutionContext, lines: list[str]) -> str:
     return "; ".join(lines) if lines else "none"
 
 
-def _selected(context: dg.AssetExecutionContext, *results: dg.MaterializeResult) -> Iterator[dg.MaterializeResult]:
-    """The results of the selected assets. A run of a subset still writes every table of the step (they are
-    computed together and must not disagree), but reports only what was selected."""
-    yield from (r for r in results if r.asset_key in context.selected_asset_keys)
-
-
 def _previous(store: Store, relink_all: bool, *tables: str) -> list[pd.DataFrame | None]:
     """The earlier tables an incremental run reuses: all of them, or ``None`` for each when relinking everything
     or when one is missing."""
@@ -61,19 +55,17 @@ class StringLinksConfig(dg.Config):
     relink_all: bool = False  # True: compare every query again; False: only new texts, old ones against new targets
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec("string_links", deps=["stg_crop_texts", "document_sources"], kinds={"duckdb"},
-                     description="One row per query crop, target crop and string method/OCR condition among the "
-                                 "top 5; only new texts compared."),
-        dg.AssetSpec("string_link_inputs", deps=["stg_crop_texts", "document_sources"], kinds={"duckdb"},
-                     description="One row per crop text the string links were computed from (its hash); "
-                                 "refreshed with string_links."),
-    ],
-    group_name="linking",
-    pool="duckdb",
-    can_subset=True,
+_STRING_LINKS_TABLES = (
+    dg.AssetSpec("string_links", deps=["stg_crop_texts", "document_sources"], kinds={"duckdb"},
+                 description="One row per query crop, target crop and string method/OCR condition among the "
+                             "top 5; only new texts compared."),
+    dg.AssetSpec("string_link_inputs", deps=["stg_crop_texts", "document_sources"], kinds={"duckdb"},
+                 description="One row per crop text the string links were computed from (its hash); "
+                             "refreshed with string_links."),
 )
+
+
+@table_step(*_STRING_LINKS_TABLES, group="linking")
 def string_links(
     context: dg.AssetExecutionContext, config: StringLinksConfig, linkage_store: LinkageStore, compute: ComputeResource
 ) -> Iterator[dg.MaterializeResult]:
@@ -92,7 +84,7 @@ def string_links(
     # links first: a run stopped in between leaves the older inputs, so the newer texts are compared again
     n = store.replace_table("string_links", links, schema.STRING_LINKS)
     n_inputs = store.replace_table("string_link_inputs", inputs, schema.STRING_LINK_INPUTS)
-    yield from _selected(
+    yield from selected_results(
         context, dg.MaterializeResult(asset_key="string_links", metadata={
             "rows": n, **stats, "empty_linkages": empty, "seconds": seconds, "preview": preview(links)}),
         dg.MaterializeResult(asset_key="string_link_inputs", metadata={"rows": n_inputs}),
@@ -102,25 +94,23 @@ def string_links(
 _NO_RECORD_LINKS = "no record links: no candidate links (every linkage has an empty query or target side)"
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec("record_links", deps=["string_links", "embedding_links", "stg_regions"], kinds={"duckdb"},
-                     description="One row per accepted query -> target link (or a no-match row per unlinked "
-                                 "query); refreshed on demand."),
-        dg.AssetSpec("record_link_runs", deps=["string_links", "embedding_links", "stg_regions"], kinds={"duckdb"},
-                     description="One row per record_links run: the method, OCR condition and validation accuracy "
-                                 "chosen, and whether the accuracy check passed."),
-    ],
-    check_specs=[
-        dg.AssetCheckSpec("record_links_score_spread", asset="record_links", blocking=True,
-                          description="top-1 scores have not collapsed to one value"),
-        dg.AssetCheckSpec("record_links_accuracy_not_dropped", asset="record_links", blocking=True,
-                          description="validation accuracy did not fall against the last accepted run"),
-    ],
-    group_name="linking",
-    pool="duckdb",
-    can_subset=True,
+_RECORD_LINKS_TABLES = (
+    dg.AssetSpec("record_links", deps=["string_links", "embedding_links", "stg_regions"], kinds={"duckdb"},
+                 description="One row per accepted query -> target link (or a no-match row per unlinked "
+                             "query); refreshed on demand."),
+    dg.AssetSpec("record_link_runs", deps=["string_links", "embedding_links", "stg_regions"], kinds={"duckdb"},
+                 description="One row per record_links run: the method, OCR condition and validation accuracy "
+                             "chosen, and whether the accuracy check passed."),
 )
+_RECORD_LINKS_CHECKS = [
+    dg.AssetCheckSpec("record_links_score_spread", asset="record_links", blocking=True,
+                      description="top-1 scores have not collapsed to one value"),
+    dg.AssetCheckSpec("record_links_accuracy_not_dropped", asset="record_links", blocking=True,
+                      description="validation accuracy did not fall against the last accepted run"),
+]
+
+
+@table_step(*_RECORD_LINKS_TABLES, group="linking", check_specs=_RECORD_LINKS_CHECKS)
 def record_links(
     context: dg.AssetExecutionContext, config: RecordLinkConfig, linkage_store: LinkageStore
 ) -> Iterator[dg.MaterializeResult]:
@@ -143,7 +133,7 @@ def record_links(
     checks = [check_result("record_links_score_spread", quality.score_spread(links)),
               check_result("record_links_accuracy_not_dropped", drop)]
     matched = int(links["matched"].fillna(False).astype(bool).sum())
-    yield from _selected(
+    yield from selected_results(
         context, dg.MaterializeResult(asset_key="record_links", check_results=checks, metadata={
             **empty, "rows": n, "matched": matched, **choice, "preview": preview(links)}),
         dg.MaterializeResult(asset_key="record_link_runs", metadata={"rows": n_runs, "passed": drop.passed}),
@@ -188,26 +178,24 @@ def _linkable(
     return queries, targets, linkages, lines, empty
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec("faiss_index", deps=[crop_embeddings, linkage_model, "document_sources"],
-                     kinds={"faiss", "duckdb"},
-                     description="The FAISS index files over the target sources' embeddings (per OCR condition "
-                                 "and method); refreshed on demand."),
-        dg.AssetSpec("faiss_indexes", deps=[crop_embeddings, linkage_model, "document_sources"], kinds={"duckdb"},
-                     description="One row per FAISS index file: target source, OCR condition, method, model, kind, "
-                                 "pooling weight, size and path; refreshed with faiss_index."),
-    ],
-    group_name="linking",
-    pool="duckdb",
-    can_subset=True,
+_FAISS_INDEX_TABLES = (
+    dg.AssetSpec("faiss_index", deps=[crop_embeddings, linkage_model, "document_sources"],
+                 kinds={"faiss", "duckdb"},
+                 description="The FAISS index files over the target sources' embeddings (per OCR condition "
+                             "and method); refreshed on demand."),
+    dg.AssetSpec("faiss_indexes", deps=[crop_embeddings, linkage_model, "document_sources"], kinds={"duckdb"},
+                 description="One row per FAISS index file: target source, OCR condition, method, model, kind, "
+                             "pooling weight, size and path; refreshed with faiss_index."),
 )
+
+
+@table_step(*_FAISS_INDEX_TABLES, group="linking")
 def faiss_index(
     context: dg.AssetExecutionContext, config: FaissIndexConfig, linkage_store: LinkageStore, compute: ComputeResource
 ) -> Iterator[dg.MaterializeResult]:
     """The target indexes brought up to date (only new targets added), and the table listing them."""
-    store, registry = linkage_store.store(), linkage_store.registry()
     model, t0 = current_model(linkage_store), time.perf_counter()
+    store, registry = linkage_store.store(), linkage_store.registry()
     device = linking_index.faiss_device(config.device, compute.torch_device().type)
     emb, skipped = _source_embeddings(context, store, str(model["model_id"]),
                                       sorted({lk.target for lk in registry.linkages}))
@@ -221,7 +209,7 @@ def faiss_index(
     n = store.replace_table("faiss_indexes", rows, schema.FAISS_INDEXES)
     for name in (empty := sorted(set(targets) - set(emb["source"]))):
         context.log.warning(f"target source {name!r} has no crop embeddings: no index, its linkages yield no links")
-    yield from _selected(
+    yield from selected_results(
         context, dg.MaterializeResult(asset_key="faiss_index", metadata={
             "indexes": len(rows), **stats, "empty_targets": ", ".join(empty) or "none",
             "skipped_sources": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none", "device": device,
@@ -238,26 +226,24 @@ class EmbeddingLinksConfig(dg.Config):
     relink_all: bool = False  # True: search every query again; False: only new queries, old ones against new targets
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec("embedding_links", deps=["faiss_index"], kinds={"faiss", "duckdb"},
-                     description="One row per query crop, target crop and model method/OCR condition among the "
-                                 "top k; only affected queries relinked."),
-        dg.AssetSpec("embedding_link_targets", deps=["faiss_index"], kinds={"duckdb"},
-                     description="One row per target crop each index's top-k lists were computed against; "
-                                 "refreshed with embedding_links."),
-    ],
-    group_name="linking",
-    pool="duckdb",
-    can_subset=True,
+_EMBEDDING_LINKS_TABLES = (
+    dg.AssetSpec("embedding_links", deps=["faiss_index"], kinds={"faiss", "duckdb"},
+                 description="One row per query crop, target crop and model method/OCR condition among the "
+                             "top k; only affected queries relinked."),
+    dg.AssetSpec("embedding_link_targets", deps=["faiss_index"], kinds={"duckdb"},
+                 description="One row per target crop each index's top-k lists were computed against; "
+                             "refreshed with embedding_links."),
 )
+
+
+@table_step(*_EMBEDDING_LINKS_TABLES, group="linking")
 def embedding_links(
     context: dg.AssetExecutionContext, config: EmbeddingLinksConfig, linkage_store: LinkageStore,
     compute: ComputeResource,
 ) -> Iterator[dg.MaterializeResult]:
     """Nearest-neighbour links of the linkage model, and the targets they were computed against."""
-    store, registry = linkage_store.store(), linkage_store.registry()
     model = current_model(linkage_store)
+    store, registry = linkage_store.store(), linkage_store.registry()
     model_id, index_rows = str(model["model_id"]), store.read_table("faiss_indexes")
     indexes = by_embeddings.load_target_indexes(
         index_rows, model_id, device=linking_index.faiss_device("auto", compute.torch_device().type))
@@ -272,7 +258,7 @@ def embedding_links(
     # links first: a run stopped in between leaves the older target list, so those targets are searched again
     n = store.replace_table("embedding_links", links, schema.EMBEDDING_LINKS)
     n_targets = store.replace_table("embedding_link_targets", linked_targets, schema.LINKED_TARGETS)
-    yield from _selected(
+    yield from selected_results(
         context, dg.MaterializeResult(asset_key="embedding_links", metadata={
             "rows": n, **stats, "empty_linkages": empty, "skipped_linkages": "; ".join(skipped_lines) or "none",
             "model_id": model_id, "pooling_weight": weight, "seconds": time.perf_counter() - t0,

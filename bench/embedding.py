@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from linkage_pipeline.device import resolve_device
 from linkage_pipeline.linking.index import (
     IndexSpec,
     build_index,
@@ -266,9 +267,10 @@ def main() -> None:
     parser.add_argument("--skip-knn", action="store_true")
     parser.add_argument("--json", type=str, default="", help="also write the rows to this JSON file")
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for, but torch sees no CUDA device; use --device auto or cpu")
-    use_cuda = args.device != "cpu" and torch.cuda.is_available()
+    try:
+        use_cuda = resolve_device(args.device).type == "cuda"
+    except ValueError as exc:  # e.g. cuda asked for where torch sees none
+        raise SystemExit(f"--device: {exc}") from None
     dim = args.dim or MultimodalEncoder.load(shipped_model_dir(), device="cpu").dim
     skipped: list[str] = []
     out: dict[str, Any] = {"machine": header(use_cuda)}

@@ -26,7 +26,7 @@ import re
 import reprlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -566,6 +566,40 @@ def _load_source(data_dir: Path, raw_name: Any, settings: Any) -> SourceConfig:
     return replace(src, path=folder)
 
 
+def _load_named(
+    raw: Mapping[Any, Any],
+    load: Callable[[Any, Any], S],
+    reject: Callable[[str, str], None],
+    *,
+    kind: str,
+    taken: Collection[str] = (),
+) -> list[S]:
+    """Loads each ``name: settings`` entry of ``raw`` with ``load``, in order.
+
+    An entry is rejected (through ``reject``, the others kept) when ``load`` raises ``ValueError``, when its name
+    is in ``taken`` (a document source's, for tables), or when it differs from an earlier name only in letter case:
+    such names share one folder on macOS and Windows file systems.
+    """
+    loaded: list[S] = []
+    folded: dict[str, str] = {}
+    for raw_name, settings in raw.items():
+        try:
+            item = load(raw_name, settings)
+        except ValueError as exc:
+            reject(source_label(raw_name), str(exc))
+            continue
+        if item.name in taken:
+            reject(item.name, f"name {item.name!r} is also a document source; expected distinct names")
+            continue
+        other = folded.get(item.name.casefold())
+        if other is not None:
+            reject(item.name, f"name differs from {kind} {other!r} only in letter case; expected distinct names")
+            continue
+        folded[item.name.casefold()] = item.name
+        loaded.append(item)
+    return loaded
+
+
 def load_sources(data_dir: Path, *, strict: bool = False, log_repeats: bool = True) -> SourceRegistry:
     """Reads and validates ``<data_dir>/sources.yaml``.
 
@@ -631,21 +665,8 @@ def load_sources(data_dir: Path, *, strict: bool = False, log_repeats: bool = Tr
     def reject(source: str, reason: str) -> None:
         rejected.append(Rejection(source=source, file=SOURCES_FILE, stage="sources", reason=reason))
 
-    sources: list[SourceConfig] = []
-    folded: dict[str, str] = {}
-    for raw_name, settings in raw_sources.items():
-        try:
-            src = _load_source(data_dir, raw_name, settings)
-        except ValueError as exc:
-            reject(source_label(raw_name), str(exc))
-            continue
-        # Two names that differ only in case share one folder on macOS/Windows file systems.
-        other = folded.get(src.name.casefold())
-        if other is not None:
-            reject(src.name, f"name differs from source {other!r} only in letter case; expected distinct names")
-            continue
-        folded[src.name.casefold()] = src.name
-        sources.append(src)
+    sources = _load_named(raw_sources, lambda name, settings: _load_source(data_dir, name, settings), reject,
+                          kind="source")
 
     by_name = {s.name: s for s in sources}
     rejected_names = {r.source for r in rejected}
@@ -1006,23 +1027,9 @@ def load_table_sources(data_dir: Path, *, strict: bool = False, log_repeats: boo
     def reject(source: str, reason: str) -> None:
         rejected.append(Rejection(source=source, file=SOURCES_FILE, stage="table_sources", reason=reason))
 
-    tables: dict[str, TableSourceConfig] = {}
-    folded: dict[str, str] = {}
-    for raw_name, settings in raw_tables.items():
-        try:
-            src = _load_table(data_dir, raw_name, settings)
-        except ValueError as exc:
-            reject(source_label(raw_name), str(exc))
-            continue
-        if src.name in document_sources:
-            reject(src.name, f"name {src.name!r} is also a document source; expected distinct names")
-            continue
-        other = folded.get(src.name.casefold())
-        if other is not None:
-            reject(src.name, f"name differs from table {other!r} only in letter case; expected distinct names")
-            continue
-        folded[src.name.casefold()] = src.name
-        tables[src.name] = src
+    loaded = _load_named(raw_tables, lambda name, settings: _load_table(data_dir, name, settings), reject,
+                         kind="table", taken=document_sources)
+    tables: dict[str, TableSourceConfig] = {t.name: t for t in loaded}
 
     rejected_names = {r.source for r in rejected}
     linkages: list[TableLinkage] = []

@@ -10,14 +10,11 @@ torch is imported inside the functions: :mod:`linkage_pipeline.api` and the stri
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
-
-logger = logging.getLogger(__name__)
 
 
 #: Device names accepted everywhere (``cuda:N``: the N-th CUDA device).

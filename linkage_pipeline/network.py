@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -25,9 +25,6 @@ import pandas as pd
 
 from linkage_pipeline.paths import atomic_write_bytes
 from linkage_pipeline.schema import require_columns
-
-if TYPE_CHECKING:  # training imports torch; this module must stay light
-    pass
 
 logger = logging.getLogger(__name__)
 

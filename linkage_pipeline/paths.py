@@ -10,13 +10,10 @@ is not inside the base folder. Files other processes may read while we write the
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["atomic_output", "atomic_write_bytes", "is_within", "safe_child"]
 

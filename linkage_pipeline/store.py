@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from linkage_pipeline import schema as contracts
 from linkage_pipeline.paths import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,29 @@ def conform(df: pd.DataFrame, schema: Mapping[str, str], *, table: str = "table"
     target = arrow_schema(schema)
     frame = df.loc[:, list(schema)].reset_index(drop=True)
     return pa.Table.from_pandas(frame, schema=target, preserve_index=False, safe=False)
+
+
+def table_contract(table: str, given: Mapping[str, str] | None = None) -> Mapping[str, str] | None:
+    """The contract a table is written and read with: its entry in :data:`schema.CONTRACTS`.
+
+    ``given`` (the contract a caller passes) must equal that entry, or, for a table of
+    :data:`schema.LEADING_CONTRACTS` (the user's own columns follow), start with its columns. A table schema.py
+    does not name keeps ``given`` (``None``: the frame's own columns, for tables outside the pipeline).
+
+    Raises:
+        ValueError: when ``given`` disagrees with schema.py, naming the table and both column lists.
+    """
+    known = contracts.CONTRACTS.get(table)
+    if known is not None:
+        if given is not None and dict(given) != dict(known):
+            raise ValueError(f"columns given for table {table!r} {dict(given)} differ from its contract in "
+                             f"linkage_pipeline/schema.py {dict(known)}; expected that contract")
+        return known
+    leading = contracts.LEADING_CONTRACTS.get(table)
+    if leading is not None and (given is None or list(given.items())[: len(leading)] != list(leading.items())):
+        raise ValueError(f"columns given for table {table!r} {None if given is None else dict(given)} do not start "
+                         f"with its leading columns in linkage_pipeline/schema.py {dict(leading)}")
+    return given
 
 
 def duckdb_glob_literal(path: Path) -> str:
@@ -243,14 +267,29 @@ class Store:
             con.close()
 
     # -- per-source partitions -----------------------------------------------------------------------------
+    @staticmethod
+    def _contract(table: str, given: Mapping[str, str] | None) -> Mapping[str, str]:
+        contract = table_contract(table, given)
+        if contract is None:
+            raise ValueError(f"table {table!r} has no contract in linkage_pipeline/schema.py; expected one there or "
+                             "passed as schema=")
+        return contract
+
     def table_dir(self, table: str) -> Path:
         return self.artifact_dir / "tables" / _check_name(table, "table")
 
     def partition_path(self, table: str, partition: str) -> Path:
         return self.table_dir(table) / f"{check_partition(partition)}.parquet"
 
-    def write_partition(self, table: str, partition: str, df: pd.DataFrame, schema: Mapping[str, str]) -> int:
-        """Replaces one source's rows of a per-source table atomically; returns the row count."""
+    def write_partition(
+        self, table: str, partition: str, df: pd.DataFrame, schema: Mapping[str, str] | None = None
+    ) -> int:
+        """Replaces one source's rows of a per-source table atomically; returns the row count.
+
+        ``schema`` defaults to the table's contract in ``schema.py`` and must agree with it (see
+        :func:`table_contract`); a table schema.py does not name needs one.
+        """
+        schema = self._contract(table, schema)
         data = conform(df, schema, table=table)
         self._stamp_version()
         self.ensure_view(table, schema)
@@ -265,8 +304,9 @@ class Store:
             return True
         return False
 
-    def read_partition(self, table: str, partition: str, schema: Mapping[str, str]) -> pd.DataFrame:
+    def read_partition(self, table: str, partition: str, schema: Mapping[str, str] | None = None) -> pd.DataFrame:
         """One source's rows of a per-source table, read from its Parquet file (no DuckDB lock needed)."""
+        schema = self._contract(table, schema)
         path = self.partition_path(table, partition)
         if not path.exists():
             return arrow_schema(schema).empty_table().to_pandas()
@@ -302,8 +342,13 @@ class Store:
 
     # -- cross-source tables ------------------------------------------------------------------------------
     def replace_table(self, table: str, df: pd.DataFrame, schema: Mapping[str, str] | None = None) -> int:
-        """Replaces a DuckDB table with ``df`` inside one transaction; returns the row count."""
+        """Replaces a DuckDB table with ``df`` inside one transaction; returns the row count.
+
+        The table's contract in ``schema.py`` applies when it has one (``schema`` must then agree with it);
+        otherwise ``schema``, or the frame's own columns when that is ``None``.
+        """
         _check_name(table, "table")
+        schema = table_contract(table, schema)
         data = conform(df, schema, table=table) if schema is not None else pa.Table.from_pandas(df, preserve_index=False)
         with self.connect() as con:
             con.execute("begin transaction")
@@ -330,10 +375,10 @@ class Store:
             return self.query(f"select * from {table}")
         return self.query(f"select * from {table} where source = ?", [where_source])
 
-    def read_partitions(self, table: str, schema: Mapping[str, str]) -> pd.DataFrame:
+    def read_partitions(self, table: str, schema: Mapping[str, str] | None = None) -> pd.DataFrame:
         """Every source's rows of a per-source table, through its view; empty with its columns when no source
         has written the table yet (a data directory of table sources only, or before the first source run)."""
-        self.ensure_view(table, schema)
+        self.ensure_view(table, self._contract(table, schema))
         return self.read_table(table)
 
     def table_exists(self, table: str) -> bool:

@@ -15,11 +15,11 @@ import pandas as pd
 from linkage_pipeline.api.text import (
     DEFAULT_BATCH_SIZE,
     TextEncoder,
-    _as_column_list,
-    _check_frame,
-    _check_has,
-    _check_k,
-    _check_threshold,
+    as_column_list,
+    check_frame,
+    check_has,
+    check_k,
+    check_threshold,
     load_text_encoder,
     row_texts,
 )
@@ -58,18 +58,18 @@ def _resolve_on(
     if on is not None:
         if left_on is not None or right_on is not None:
             raise ValueError("give either on=..., or left_on=... and right_on=..., not both")
-        lcols = rcols = _as_column_list(on, "on")
+        lcols = rcols = as_column_list(on, "on")
     else:
         if left_on is None or right_on is None:
             raise ValueError("the columns to compare are missing: give on=..., or both left_on=... and right_on=...")
-        lcols = _as_column_list(left_on, "left_on")
-        rcols = _as_column_list(right_on, "right_on")
+        lcols = as_column_list(left_on, "left_on")
+        rcols = as_column_list(right_on, "right_on")
         if len(lcols) != len(rcols):
             raise ValueError(
                 f"left_on and right_on must name the same number of columns, got {len(lcols)} and {len(rcols)}"
             )
-    _check_has(left, lcols, "left")
-    _check_has(right, rcols, "right")
+    check_has(left, lcols, "left")
+    check_has(right, rcols, "right")
     return lcols, rcols
 
 
@@ -217,7 +217,7 @@ def _options(
     if fs_options is not None and not isinstance(fs_options, Mapping):
         raise ValueError(f"fs_options must be a mapping of FellegiSunter arguments, got {fs_options!r}")
     logger.info("method=%s (asked %s) on %d column(s) per side", resolved, method, n_columns)
-    return _Options(resolved, model, device, _check_k(batch_size, "batch_size"), sep, dict(fs_options or {}))
+    return _Options(resolved, model, device, check_k(batch_size, "batch_size"), sep, dict(fs_options or {}))
 
 
 def _assemble(
@@ -264,9 +264,9 @@ def _table_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Check the arguments of a two-table call, then its ``k`` best right rows per left row (see :func:`_pairs`)."""
     lcols, rcols = _resolve_on(left, right, on, left_on, right_on)
-    k = _check_k(k)
+    k = check_k(k)
     opt = _options(method, len(lcols), model, device, batch_size, sep, fs_options)
-    thr = _check_threshold(threshold, opt.method)
+    thr = check_threshold(threshold, opt.method)
     return _pairs(left, right, lcols, rcols, k, thr, opt)
 
 
@@ -327,7 +327,7 @@ def merge(
         >>> merge(firms, register, on=["name", "city"], method="fellegi_sunter")  # doctest: +SKIP
         >>> merge(firms, register, left_on="name", right_on="firm", model=minilm_dir)  # doctest: +SKIP
     """
-    left, right = _check_frame(left, "left"), _check_frame(right, "right")
+    left, right = check_frame(left, "left"), check_frame(right, "right")
     i, j, s = _table_pairs(left, right, on, left_on, right_on, 1, method=method, model=model, threshold=threshold,
                            device=device, batch_size=batch_size, sep=sep, fs_options=fs_options)
     best, score = _best_per_left(len(left), i, j, s)
@@ -369,7 +369,7 @@ def merge_knn(
     Example:
         >>> merge_knn(firms, register, on="name", k=3, method="levenshtein")  # doctest: +SKIP
     """
-    left, right = _check_frame(left, "left"), _check_frame(right, "right")
+    left, right = check_frame(left, "left"), check_frame(right, "right")
     i, j, s = _table_pairs(left, right, on, left_on, right_on, k, method=method, model=model, threshold=threshold,
                            device=device, batch_size=batch_size, sep=sep, fs_options=fs_options)
     rank = np.ones(i.size, dtype=np.int64)
@@ -391,14 +391,14 @@ def _cluster_labels(
     df: pd.DataFrame, on: object, method: str, model: object, threshold: float | None, k_neighbours: int,
     device: str, batch_size: int, sep: str, fs_options: Mapping[str, Any] | None,
 ) -> np.ndarray:
-    df = _check_frame(df, "df")
-    cols = _as_column_list(on, "on")
-    _check_has(df, cols, "df")
+    df = check_frame(df, "df")
+    cols = as_column_list(on, "on")
+    check_has(df, cols, "df")
     opt = _options(method, len(cols), model, device, batch_size, sep, fs_options)
-    thr = _check_threshold(threshold, opt.method)
+    thr = check_threshold(threshold, opt.method)
     if thr is None:
         thr = DEFAULT_CLUSTER_THRESHOLDS[opt.method]
-    k = _check_k(k_neighbours, "k_neighbours")
+    k = check_k(k_neighbours, "k_neighbours")
     i, j, _ = _pairs(df, None, cols, cols, k, thr, opt)
     clusters = clusters_from_links(len(df), i, j)
     return clusters["cluster_id"].to_numpy(np.int64)
@@ -509,7 +509,7 @@ def aggregate_rows(
         >>> aggregate_rows(products, industries, left_on="product", right_on="industry", right_key="code",
         ...                model=minilm_dir)  # doctest: +SKIP
     """
-    left, right = _check_frame(left, "left"), _check_frame(right, "right")
+    left, right = check_frame(left, "left"), check_frame(right, "right")
     if not isinstance(right_key, str) or right_key not in right.columns:
         raise ValueError(f"right_key must be a column of right, got {right_key!r}; right has {list(right.columns)}")
     key_column = right_key if key_column is None else key_column

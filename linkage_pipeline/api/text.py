@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -20,8 +19,6 @@ from linkage_pipeline.linking.strings import STRING_METHODS
 if TYPE_CHECKING:
     import torch
 
-logger = logging.getLogger(__name__)
-
 
 #: Texts per forward pass of the embedding model unless a call says otherwise: LinkTransformer's default, so that
 #: bench/dataframe_api.py compares like with like (on FEBRL4 texts 64 and 128 cost the same CPU time, 256 ~10 % more).
@@ -29,13 +26,13 @@ DEFAULT_BATCH_SIZE = 128
 
 
 # ---------------------------------------------------------------------------------------------- argument checks
-def _check_frame(df: object, what: str) -> pd.DataFrame:
+def check_frame(df: object, what: str) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
     return df
 
 
-def _as_column_list(cols: object, what: str) -> list[str]:
+def as_column_list(cols: object, what: str) -> list[str]:
     if isinstance(cols, str):
         return [cols]
     if isinstance(cols, Sequence) and cols and all(isinstance(c, str) for c in cols):
@@ -45,13 +42,13 @@ def _as_column_list(cols: object, what: str) -> list[str]:
     raise ValueError(f"{what} must be a column name or a non-empty list of column names, got {cols!r}")
 
 
-def _check_has(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
+def check_has(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise ValueError(f"{what} table lacks column(s) {missing}; expected one of {list(df.columns)}")
 
 
-def _check_threshold(threshold: float | None, method: str) -> float | None:
+def check_threshold(threshold: float | None, method: str) -> float | None:
     if threshold is None:
         return None
     try:
@@ -67,7 +64,7 @@ def _check_threshold(threshold: float | None, method: str) -> float | None:
     return t
 
 
-def _check_k(k: object, what: str = "k") -> int:
+def check_k(k: object, what: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"{what} must be a positive int, got {k!r}")
     return int(k)
@@ -92,7 +89,7 @@ def row_texts(df: pd.DataFrame, columns: Sequence[str], sep: str = " ") -> list[
         >>> row_texts(pd.DataFrame({"a": ["x", None], "b": ["y", "z"]}), ["b", "a"])
         ['y x', 'z']
     """
-    _check_has(df, columns, "the")
+    check_has(df, columns, "the")
     cols = [df[c].tolist() for c in columns]
     out = []
     for values in zip(*cols) if cols else []:
@@ -178,7 +175,7 @@ class TextEncoder:
         """
         import torch
 
-        batch_size = _check_k(batch_size, "batch_size")
+        batch_size = check_k(batch_size, "batch_size")
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -243,7 +240,7 @@ def _read_max_length(path: Path, tokenizer: Any) -> int:
 
 
 @lru_cache(maxsize=4)
-def _cached_encoder(path: str, device: torch.device) -> TextEncoder:
+def cached_encoder(path: str, device: torch.device) -> TextEncoder:
     return TextEncoder(path, device=device)
 
 
@@ -269,4 +266,4 @@ def load_text_encoder(
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise ValueError(f"model must be a local directory path or a TextEncoder, got {type(model).__name__}")
-    return _cached_encoder(str(Path(model).resolve()), resolve_device(device))
+    return cached_encoder(str(Path(model).resolve()), resolve_device(device))

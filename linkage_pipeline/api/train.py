@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -15,16 +14,14 @@ import pandas as pd
 
 from linkage_pipeline.api.text import (
     TextEncoder,
-    _cached_encoder,
-    _check_frame,
-    _check_has,
-    _check_k,
+    cached_encoder,
+    check_frame,
+    check_has,
+    check_k,
 )
 
 if TYPE_CHECKING:
     from linkage_pipeline.multimodal.training.trainer import TrainResult
-
-logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -84,10 +81,10 @@ def train_model(
         shuffled_batches,
     )
 
-    pairs = _check_frame(pairs, "pairs")
-    _check_has(pairs, [left_col, right_col] + ([label_col] if label_col else []), "pairs")
-    epochs = _check_k(epochs, "epochs")
-    batch_size = _check_k(batch_size, "batch_size")
+    pairs = check_frame(pairs, "pairs")
+    check_has(pairs, [left_col, right_col] + ([label_col] if label_col else []), "pairs")
+    epochs = check_k(epochs, "epochs")
+    batch_size = check_k(batch_size, "batch_size")
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 (in-batch negatives), got {batch_size}")
     if not temperature > 0:
@@ -126,7 +123,7 @@ def train_model(
     model.save_pretrained(str(out), safe_serialization=True)
     enc.tokenizer.save_pretrained(str(out))
     _write_sentence_transformers_config(Path(base_model_dir), out, enc)
-    _cached_encoder.cache_clear()  # a re-trained directory must not be served from the cache
+    cached_encoder.cache_clear()  # a re-trained directory must not be served from the cache
     return dataclasses.replace(result, model_dir=out)
 
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,9 +30,6 @@ from linkage_pipeline.documents.ocr import OcrEngine
 from linkage_pipeline.documents.pages import load_page_image
 from linkage_pipeline.paths import atomic_write_bytes, safe_child
 from linkage_pipeline.schema import empty_frame
-
-if TYPE_CHECKING:  # training imports torch; this module must stay light
-    pass
 
 logger = logging.getLogger(__name__)
 

@@ -228,7 +228,7 @@ def ink_mask(img: Image.Image) -> np.ndarray:
     return mask
 
 
-def _column_extent(mask: np.ndarray) -> tuple[int, int]:
+def column_extent(mask: np.ndarray) -> tuple[int, int]:
     """Columns ``[left, right)`` holding the text column's ink (ignores thin stray marks at the sides)."""
     col_ink = mask.sum(axis=0)
     threshold = max(1, int(0.01 * mask.shape[0]))
@@ -258,7 +258,7 @@ def vertical_cells(img: Image.Image) -> list[tuple[int, int]]:
     mask = ink_mask(img)
     if not mask.any():
         return []
-    left, right = _column_extent(mask)
+    left, right = column_extent(mask)
     width = right - left
     profile = mask[:, left:right].sum(axis=1)
     atoms = _atoms(profile, width)
@@ -341,7 +341,7 @@ def _group_atoms(atoms: list[_Atom], width: int) -> list[tuple[int, int]]:
     return best_cells
 
 
-def _turned_in_vertical(cell: np.ndarray, width: int) -> bool:
+def turned_in_vertical(cell: np.ndarray, width: int) -> bool:
     """Whether a cell holds a glyph set turned a quarter (ー as a vertical bar, brackets as arches ︵ ︶).
 
     Args:
@@ -391,7 +391,7 @@ def reflow_vertical(img: Image.Image, *, gap: int | None = None) -> Image.Image:
         logger.debug("reflow_vertical: no ink in a %dx%d crop, returned unchanged", *img.size)
         return img
     mask = ink_mask(img)
-    left, right = _column_extent(mask)
+    left, right = column_extent(mask)
     ink_width = right - left
     if gap is None:
         gap = max(2, round(_GAP * ink_width))
@@ -402,7 +402,7 @@ def reflow_vertical(img: Image.Image, *, gap: int | None = None) -> Image.Image:
     tiles = []
     for top, bottom in cells:
         tile = img.crop((x0, top, x1, bottom))
-        if _turned_in_vertical(mask[top:bottom, left:right], ink_width):
+        if turned_in_vertical(mask[top:bottom, left:right], ink_width):
             tile = tile.rotate(90, expand=True, fillcolor=background)  # counter-clockwise: undo the turn
         tiles.append(tile)
     line_height = max(tile.height for tile in tiles)

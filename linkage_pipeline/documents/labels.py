@@ -8,14 +8,13 @@ import logging
 import math
 from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from linkage_pipeline.config import Rejection, SourceConfig
 from linkage_pipeline.documents.pages import (
     SUPPORTED_SUFFIXES,
-    _Reject,
+    InputRejected,
 )
 from linkage_pipeline.evaluation import metrics
 from linkage_pipeline.paths import safe_child
@@ -24,9 +23,6 @@ from linkage_pipeline.schema import (
     LABELLED_REGIONS,
     empty_frame,
 )
-
-if TYPE_CHECKING:  # training imports torch; this module must stay light
-    pass
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +57,13 @@ def _parse_coordinate(value: str, column: str) -> int:
     try:
         number = float(text)
     except ValueError:
-        raise _Reject(f"field {column!r}: {value!r} is not a number; expected pixels, e.g. 120") from None
+        raise InputRejected(f"field {column!r}: {value!r} is not a number; expected pixels, e.g. 120") from None
     if not math.isfinite(number):
-        raise _Reject(f"field {column!r}: {value!r} is not a finite number; expected pixels, e.g. 120")
+        raise InputRejected(f"field {column!r}: {value!r} is not a finite number; expected pixels, e.g. 120")
     if number < 0:
-        raise _Reject(f"field {column!r}: {value!r} is negative; expected pixels >= 0")
+        raise InputRejected(f"field {column!r}: {value!r} is negative; expected pixels >= 0")
     if number > 2**31 - 1:
-        raise _Reject(f"field {column!r}: {value!r} is too large; expected pixels inside the page")
+        raise InputRejected(f"field {column!r}: {value!r} is too large; expected pixels inside the page")
     return int(round(number))
 
 
@@ -172,30 +168,30 @@ def read_labels(
         where = f"row {row_number} (line {reader.line_num})"
         try:
             if len(values) != len(columns):
-                raise _Reject(f"has {len(values)} fields; expected {len(columns)} like the header")
+                raise InputRejected(f"has {len(values)} fields; expected {len(columns)} like the header")
             page = values[index["page"]].strip()
             if not page:
-                raise _Reject("field 'page' is empty; expected a file name under pages/")
+                raise InputRejected("field 'page' is empty; expected a file name under pages/")
             ok = page in known_pages if known_pages is not None else page_exists(page)
             if not ok:
-                raise _Reject(f"field 'page': {page!r} is not a page file of this source; expected a file under pages/")
+                raise InputRejected(f"field 'page': {page!r} is not a page file of this source; expected a file under pages/")
             page_number = 0
             if has_page_number and values[index["page_number"]].strip():
                 raw = values[index["page_number"]].strip()
                 if not raw.isdigit():
-                    raise _Reject(f"field 'page_number': {raw!r} is not a non-negative integer; expected e.g. 0")
+                    raise InputRejected(f"field 'page_number': {raw!r} is not a non-negative integer; expected e.g. 0")
                 page_number = int(raw)
             box = {c: _parse_coordinate(values[index[c]], c) for c in ("x0", "y0", "x1", "y1")}
             if box["x1"] <= box["x0"]:
-                raise _Reject(f"field 'x1': inverted or empty box, x1 ({box['x1']}) must be greater than x0 ({box['x0']})")
+                raise InputRejected(f"field 'x1': inverted or empty box, x1 ({box['x1']}) must be greater than x0 ({box['x0']})")
             if box["y1"] <= box["y0"]:
-                raise _Reject(f"field 'y1': inverted or empty box, y1 ({box['y1']}) must be greater than y0 ({box['y0']})")
+                raise InputRejected(f"field 'y1': inverted or empty box, y1 ({box['y1']}) must be greater than y0 ({box['y0']})")
             role = values[index["role"]].strip().lower()
             if role not in LABEL_ROLES:
-                raise _Reject(
+                raise InputRejected(
                     f"field 'role': {values[index['role']]!r} is not one of {', '.join(LABEL_ROLES)}"
                 )
-        except _Reject as exc:
+        except InputRejected as exc:
             reject(f"{where}: {exc}")
             continue
         entity_id = values[index["entity_id"]].strip()

@@ -59,7 +59,7 @@ _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError, ZeroDivisionError)
 
 
-class _Reject(Exception):
+class InputRejected(Exception):
     """Raised inside the per-file helpers; the message becomes the rejection reason."""
 
 
@@ -145,7 +145,7 @@ def _decode_current_frame(image: Image.Image) -> Image.Image:
 
 def _check_pixels(width: int, height: int, max_pixels: int, what: str = "declared size") -> None:
     if width * height > max_pixels:
-        raise _Reject(
+        raise InputRejected(
             f"decompression bomb: {what} {width}x{height} = {width * height:,} pixels exceeds "
             f"max_pixels={max_pixels:,}; expected a smaller page (raise max_pixels if it is genuine)"
         )
@@ -173,7 +173,7 @@ def load_page_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
             with Image.open(Path(path), formats=_PIL_FORMATS) as image:
                 _check_pixels(image.width, image.height, max_pixels)
                 return _decode_current_frame(image)
-        except (_Reject, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except (InputRejected, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ValueError(f"{path}: {exc}") from None
 
 
@@ -208,7 +208,7 @@ def ink_fraction(image: Image.Image) -> float:
 def _check_ink(image: Image.Image, min_ink_fraction: float) -> None:
     share = ink_fraction(image)
     if share < min_ink_fraction:
-        raise _Reject(
+        raise InputRejected(
             f"blank page (no ink found): {share:.4%} of pixels differ from the paper, "
             f"expected at least {min_ink_fraction:.4%}"
         )
@@ -323,37 +323,37 @@ class _Scanner:
         suffix = path.suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
             shown = f"'{suffix}'" if suffix else "'' (no extension)"
-            raise _Reject(f"unsupported file type {shown}; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+            raise InputRejected(f"unsupported file type {shown}; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
         try:
             rel.encode("utf-8")
         except UnicodeEncodeError:
-            raise _Reject("file name is not valid UTF-8; expected a UTF-8 file name (rename the file)") from None
+            raise InputRejected("file name is not valid UTF-8; expected a UTF-8 file name (rename the file)") from None
         data = path.read_bytes()
         if not data:
-            raise _Reject("empty file (0 bytes)")
+            raise InputRejected("empty file (0 bytes)")
         sha = hashlib.sha256(data).hexdigest()
         first = self.seen.get(sha)
         if first is not None:
-            raise _Reject(f"duplicate of '{first}' (identical bytes); each page file should appear once")
+            raise InputRejected(f"duplicate of '{first}' (identical bytes); each page file should appear once")
         self.seen[sha] = rel
         kind = _sniff(data)
         if suffix in PDF_SUFFIXES:
             if kind != "PDF":
                 found = f"a {kind} image" if kind else ("text" if _looks_like_text(data) else "unrecognised content")
-                raise _Reject(f"not a PDF: the file holds {found} (no %PDF- header); expected a PDF document")
+                raise InputRejected(f"not a PDF: the file holds {found} (no %PDF- header); expected a PDF document")
             self.scan_pdf(rel, data, sha)
             return
         if kind == "PDF":
-            raise _Reject(f"the file holds a PDF but its extension is '{suffix}'; expected it named .pdf")
+            raise InputRejected(f"the file holds a PDF but its extension is '{suffix}'; expected it named .pdf")
         if kind is None:
             if _looks_like_text(data):
-                raise _Reject("not an image: the file holds text; expected PNG, JPEG or TIFF data")
-            raise _Reject("not an image: unrecognised content (corrupt bytes?); expected PNG, JPEG or TIFF data")
+                raise InputRejected("not an image: the file holds text; expected PNG, JPEG or TIFF data")
+            raise InputRejected("not an image: unrecognised content (corrupt bytes?); expected PNG, JPEG or TIFF data")
         # Pillow quietly decodes a cut file when another library set LOAD_TRUNCATED_IMAGES, so check ends too.
         if kind == "PNG" and data.rfind(b"IEND") < 0:
-            raise _Reject("truncated image: the PNG has no IEND chunk (file cut short?)")
+            raise InputRejected("truncated image: the PNG has no IEND chunk (file cut short?)")
         if kind == "JPEG" and data.rfind(b"\xff\xd9") < 0:
-            raise _Reject("truncated image: the JPEG has no end-of-image marker (file cut short?)")
+            raise InputRejected("truncated image: the JPEG has no end-of-image marker (file cut short?)")
         self.scan_image(rel, path, data, sha)
 
     def scan_image(self, rel: str, path: Path, data: bytes, sha: str) -> None:
@@ -371,13 +371,13 @@ class _Scanner:
                         return
                     self.scan_frames(rel, image, n_frames, sha)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise _Reject(f"decompression bomb: {exc}") from None
+                raise InputRejected(f"decompression bomb: {exc}") from None
             except UnidentifiedImageError:
-                raise _Reject("not an image: Pillow cannot identify the content; expected PNG, JPEG or TIFF data") from None
+                raise InputRejected("not an image: Pillow cannot identify the content; expected PNG, JPEG or TIFF data") from None
             except MemoryError:
-                raise _Reject("image too large to decode in memory") from None
+                raise InputRejected("image too large to decode in memory") from None
             except _DECODE_ERRORS as exc:
-                raise _Reject(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
+                raise InputRejected(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
 
     def scan_frames(self, rel: str, image: Image.Image, n_frames: int, sha: str) -> None:
         for n in range(n_frames):
@@ -391,7 +391,7 @@ class _Scanner:
                 if _usable_render(out, None, page.size) is None:
                     _write_render(out, _encode_png(page))
                 self.add(rel, n, page_id, out, page.size, sha)
-            except _Reject as exc:
+            except InputRejected as exc:
                 self.reject(rel, f"page_number {n}: {exc}")
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 self.reject(rel, f"page_number {n}: decompression bomb: {exc}")
@@ -405,21 +405,21 @@ class _Scanner:
             # pypdfium2 also refuses a document that PDFium opened but found no pages in, with whatever error an
             # earlier document left behind (PDFium sets none on success): ask PDFium itself first.
             if _pdf_page_count(data) == 0:
-                raise _Reject(_NO_PAGES) from None
+                raise InputRejected(_NO_PAGES) from None
             code = getattr(exc, "err_code", None)
             if code == pdfium_c.FPDF_ERR_PASSWORD:
-                raise _Reject("encrypted PDF (password protected); expected an unencrypted PDF") from None
+                raise InputRejected("encrypted PDF (password protected); expected an unencrypted PDF") from None
             if code == pdfium_c.FPDF_ERR_SECURITY:
-                raise _Reject("encrypted PDF (unsupported security handler); expected an unencrypted PDF") from None
-            raise _Reject(f"corrupt PDF ({exc}); expected a readable PDF document") from None
+                raise InputRejected("encrypted PDF (unsupported security handler); expected an unencrypted PDF") from None
+            raise InputRejected(f"corrupt PDF ({exc}); expected a readable PDF document") from None
         try:
             n_pages = len(pdf)
             if n_pages == 0:
-                raise _Reject(_NO_PAGES)
+                raise InputRejected(_NO_PAGES)
             for n in range(n_pages):
                 try:
                     self.scan_pdf_page(rel, pdf, n, sha)
-                except _Reject as exc:
+                except InputRejected as exc:
                     self.reject(rel, f"page_number {n}: {exc}")
                 except (pdfium.PdfiumError, *_DECODE_ERRORS) as exc:
                     self.reject(rel, f"page_number {n}: page could not be rendered: {type(exc).__name__}: {exc}")
@@ -434,7 +434,7 @@ class _Scanner:
             scale = self.pdf_dpi / 72.0
             w_pt, h_pt = page.get_size()
             if not (math.isfinite(w_pt) and math.isfinite(h_pt)) or w_pt <= 0 or h_pt <= 0:
-                raise _Reject(f"page has no area ({w_pt}x{h_pt} pt)")
+                raise InputRejected(f"page has no area ({w_pt}x{h_pt} pt)")
             width, height = math.ceil(w_pt * scale), math.ceil(h_pt * scale)
             _check_pixels(width, height, self.max_pixels, what=f"render at {self.pdf_dpi:g} dpi")
             cached = _usable_render(out, self.pdf_dpi, None)
@@ -472,7 +472,7 @@ def _write_render(path: Path, data: bytes) -> None:
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:
-        raise _Reject(f"could not write the rendered page to {path}: {exc.strerror or exc}") from None
+        raise InputRejected(f"could not write the rendered page to {path}: {exc.strerror or exc}") from None
 
 
 def _usable_render(path: Path, dpi: float | None, size: tuple[int, int] | None) -> Image.Image | None:
@@ -561,7 +561,7 @@ def scan_pages(
             continue
         try:
             scanner.scan_file(rel, paths[rel])
-        except _Reject as exc:
+        except InputRejected as exc:
             scanner.reject(shown, str(exc))
         except OSError as exc:
             scanner.reject(shown, f"could not be read: {exc.strerror or exc}")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from linkage_pipeline.schema import require_columns
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

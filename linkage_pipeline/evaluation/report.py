@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +13,6 @@ from linkage_pipeline.linking.strings import normalize
 
 if TYPE_CHECKING:  # the encoder imports torch; this module must stay light
     from linkage_pipeline.multimodal.encoder import MultimodalEncoder
-
-logger = logging.getLogger(__name__)
 
 
 def layout_evaluation_table(

@@ -33,7 +33,7 @@ from linkage_pipeline.linking.topk import (
 )
 from linkage_pipeline.multimodal.embed import (
     EMBEDDING_METHODS,
-    _check_one_model,
+    check_one_model,
     embed_crops,
     method_embeddings,
 )
@@ -156,7 +156,7 @@ def index_targets(
     rows = []
     if embeddings.empty:
         return out, pd.DataFrame(rows, columns=list(FAISS_INDEXES))
-    model_id = _check_one_model(embeddings)
+    model_id = check_one_model(embeddings)
     for source, condition, t, ids in _target_groups(embeddings, target_sources):
         for method in methods:
             index = build_index(method_embeddings(t, method, weight), spec)
@@ -314,7 +314,7 @@ def update_target_indexes(
     rows = []
     if embeddings.empty:
         return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
-    model_id = _check_one_model(embeddings)
+    model_id = check_one_model(embeddings)
     for source, condition, t, ids in _target_groups(embeddings, target_sources):
         for method in methods:
             path = Path(out_dir) / _index_name(source, condition, method)
@@ -432,7 +432,7 @@ def relink(
     stats = {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0, "queries_kept": 0}
     if queries.empty:
         return empty_frame(EMBEDDING_LINKS), empty_frame(LINKED_TARGETS), stats
-    model_id = _check_one_model(queries)
+    model_id = check_one_model(queries)
     frames, linked = [], []
     prev = previous if previous is not None and not previous.empty else None
     if prev is not None:

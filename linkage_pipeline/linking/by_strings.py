@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -16,8 +15,6 @@ from linkage_pipeline.schema import (
     STRING_LINKS,
     empty_frame,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def string_links(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
@@ -16,9 +15,6 @@ from linkage_pipeline.schema import (
     STRING_LINKS,
     empty_frame,
 )
-
-logger = logging.getLogger(__name__)
-
 
 _MODEL_METHODS = ("vision", "language", "multimodal")
 

@@ -5,7 +5,6 @@ and the model shipped with the package (``linkage_pipeline/models/default``).
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import torch
@@ -22,9 +21,6 @@ from linkage_pipeline.multimodal.encoder import (
 )
 from linkage_pipeline.multimodal.preprocessing import Preprocessing
 from linkage_pipeline.multimodal.towers import ClipDualEncoder, RinnaDualEncoder
-
-logger = logging.getLogger(__name__)
-
 
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
 PRETRAINED_SUBDIR = "pretrained"

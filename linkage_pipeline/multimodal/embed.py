@@ -184,7 +184,7 @@ def method_embeddings(frame: pd.DataFrame, method: str, weight: float) -> np.nda
     return pooled
 
 
-def _check_one_model(frame: pd.DataFrame) -> str:
+def check_one_model(frame: pd.DataFrame) -> str:
     models = sorted(set(frame["model_id"]))
     if len(models) != 1:
         raise ValueError(

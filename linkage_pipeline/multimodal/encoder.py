@@ -52,7 +52,7 @@ from linkage_pipeline.multimodal.preprocessing import Preprocessing, grid_layout
 from linkage_pipeline.multimodal.tokenizer import build_char_tokenizer
 from linkage_pipeline.multimodal.towers import (
     ClipDualEncoder,
-    _build_clip_model,
+    build_clip_model,
     small_clip_config,
 )
 
@@ -141,7 +141,7 @@ class MultimodalEncoder:
         tokenizer = build_char_tokenizer(max_length=prep.max_length)
         config = small_clip_config(len(tokenizer), **config_overrides)
         torch.manual_seed(seed)
-        model = ClipDualEncoder(_build_clip_model(config))
+        model = ClipDualEncoder(build_clip_model(config))
         dev = resolve_device(device)
         model.to(dev).eval()
         return cls(model, tokenizer, prep, dev, resolve_dtype(dtype, dev), None, {})
@@ -448,7 +448,7 @@ class MultimodalEncoder:
         config = CLIPConfig.from_json_file(str(src / CONFIG_FILE))
         prep_raw = json.loads((src / PREPROCESSING_FILE).read_text(encoding="utf-8"))
         prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in prep_raw.items()})
-        model = _build_clip_model(config)
+        model = build_clip_model(config)
         model.load_state_dict(load_file(str(src / WEIGHTS_FILE)), strict=True)
         tokenizer = AutoTokenizer.from_pretrained(str(src / TOKENIZER_DIR), local_files_only=True)
         card_path = src / MODEL_CARD_FILE

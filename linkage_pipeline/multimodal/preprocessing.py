@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from linkage_pipeline.documents.crops import (
-    _column_extent,
-    _turned_in_vertical,
     border_colour,
+    column_extent,
     ink_mask,
     pad_to_square,
+    turned_in_vertical,
     vertical_cells,
 )
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,11 +68,11 @@ def character_tiles(img: Image.Image, direction: str) -> tuple[list[Image.Image]
         if not cells:
             return [img], bg
         mask = ink_mask(img)
-        left, right = _column_extent(mask)
+        left, right = column_extent(mask)
         tiles = []
         for top, bottom in cells:
             tile = img.crop((left, top, right, bottom))
-            if _turned_in_vertical(mask[top:bottom, left:right], right - left):
+            if turned_in_vertical(mask[top:bottom, left:right], right - left):
                 tile = tile.rotate(90, expand=True, fillcolor=bg)
             tiles.append(tile)
         return tiles, bg

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import unicodedata
 from typing import Any
 
 from linkage_pipeline.synthetic.firms import OLD_NEW_PAIRS, vocabulary_characters
-
-logger = logging.getLogger(__name__)
-
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 

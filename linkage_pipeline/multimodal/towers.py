@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,9 +9,6 @@ import torch
 from torch import nn
 
 from linkage_pipeline.multimodal.tokenizer import SPECIAL_TOKENS
-
-logger = logging.getLogger(__name__)
-
 
 #: Model kinds a :class:`MultimodalEncoder` can hold.
 MODEL_KINDS: tuple[str, ...] = ("clip", "rinna")
@@ -105,7 +101,7 @@ class ConvVisionTower(nn.Module):
         return BaseModelOutputWithPooling(last_hidden_state=x.flatten(2).transpose(1, 2), pooler_output=pooled)
 
 
-def _build_clip_model(config: Any) -> Any:
+def build_clip_model(config: Any) -> Any:
     """``CLIPModel(config)``, with the vision model replaced by :class:`ConvVisionTower` for a ``cnn`` tower."""
     from transformers import CLIPModel
 
@@ -192,6 +188,6 @@ def small_clip_config(
         "attention_dropout": 0.0,
     }
     if vision_tower == "cnn":
-        # The ViT part of the config is not built (no layers); the CNN replaces it (see _build_clip_model).
+        # The ViT part of the config is not built (no layers); the CNN replaces it (see build_clip_model).
         vision.update(tower="cnn", cnn_widths=[int(w) for w in cnn_widths], num_hidden_layers=0)
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)

@@ -27,7 +27,6 @@ compared through their decimal text (``4223``, not ``4223.0``).
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import unicodedata
 from collections.abc import Sequence
@@ -38,8 +37,6 @@ import numpy as np
 import pandas as pd
 from rapidfuzz import process
 from rapidfuzz.distance import JaroWinkler
-
-logger = logging.getLogger(__name__)
 
 #: Comparison kinds accepted by :class:`FieldSpec`.
 COMPARISONS = ("jaro_winkler", "exact", "levenshtein")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linkage_pipeline import schema
 from linkage_pipeline.config import (
     SOURCES_FILE,
     Rejection,
@@ -19,20 +20,9 @@ from linkage_pipeline.config import (
     TableRegistry,
 )
 from linkage_pipeline.documents.crops import content_id
-from linkage_pipeline.probabilistic import (
-    FellegiSunter,
-    FieldSpec,
-    clusters_from_links,
-)
+from linkage_pipeline.probabilistic import FellegiSunter, FieldSpec, clusters_from_links
 from linkage_pipeline.probabilistic.comparisons import DEFAULT_MAX_EDITS
 from linkage_pipeline.probabilistic.records import select_records
-from linkage_pipeline.schema import (
-    TABLE_CLUSTERS,
-    TABLE_COMPARISON_PATTERNS,
-    TABLE_LINKAGE_SUMMARY,
-    TABLE_LINKS,
-    TABLE_MODEL_PARAMETERS,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +129,8 @@ def link_table_records(
     }
     logger.info("table linkage %s: %d pairs, lambda %.3g, %d links, %d clusters", linkage.name, summary["pairs"],
                 summary["lambda"], summary["links"], summary["clusters"])
-    return TableLinkageResult(patterns=patterns, parameters=parameters[list(TABLE_MODEL_PARAMETERS)], links=out_links,
-                              clusters=clusters, summary=summary)
+    return TableLinkageResult(patterns=patterns, parameters=parameters[list(schema.TABLE_MODEL_PARAMETERS)],
+                              links=out_links, clusters=clusters, summary=summary)
 
 
 @dataclass(frozen=True)
@@ -207,11 +197,11 @@ def run_table_linkages(
             logger.warning("%s", rejection)
             rejected.append(rejection)
     return TableLinkageOutputs(
-        patterns=_concat([r.patterns for r in results], TABLE_COMPARISON_PATTERNS),
-        parameters=_concat([r.parameters for r in results], TABLE_MODEL_PARAMETERS),
-        links=_concat([r.links for r in results], TABLE_LINKS),
-        clusters=_concat([r.clusters for r in results], TABLE_CLUSTERS),
-        summary=pd.DataFrame([r.summary for r in results], columns=list(TABLE_LINKAGE_SUMMARY)),
+        patterns=_concat([r.patterns for r in results], schema.TABLE_COMPARISON_PATTERNS),
+        parameters=_concat([r.parameters for r in results], schema.TABLE_MODEL_PARAMETERS),
+        links=_concat([r.links for r in results], schema.TABLE_LINKS),
+        clusters=_concat([r.clusters for r in results], schema.TABLE_CLUSTERS),
+        summary=pd.DataFrame([r.summary for r in results], columns=list(schema.TABLE_LINKAGE_SUMMARY)),
         rejected=tuple(rejected),
     )
 

@@ -43,9 +43,9 @@ from linkage_pipeline.synthetic.fonts import (
     FALLBACK_FONTS,
     FontFile,
     MissingFontError,
-    _cmap,
-    _pil_font,
     find_font,
+    font_cmap,
+    pil_font,
     resolve_fonts,
 )
 
@@ -121,11 +121,11 @@ class _Typeset:
         self.fallbacks = tuple(fallbacks) + fonts
 
     def face(self, font: FontFile, ch: str, size: int) -> ImageFont.FreeTypeFont:
-        if ord(ch) in _cmap(font.path, font.index):
-            return _pil_font(font.path, font.index, size)
+        if ord(ch) in font_cmap(font.path, font.index):
+            return pil_font(font.path, font.index, size)
         for fb in self.fallbacks:
-            if ord(ch) in _cmap(fb.path, fb.index):
-                return _pil_font(fb.path, fb.index, size)
+            if ord(ch) in font_cmap(fb.path, fb.index):
+                return pil_font(fb.path, fb.index, size)
         raise MissingFontError(f"no installed font has a glyph for {ch!r} (U+{ord(ch):04X})")
 
 

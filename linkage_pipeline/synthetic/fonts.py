@@ -147,7 +147,7 @@ def resolve_fonts(families: Sequence[str]) -> tuple[FontFile, ...]:
 
 
 @lru_cache(maxsize=32)
-def _cmap(path: str, index: int) -> frozenset[int]:
+def font_cmap(path: str, index: int) -> frozenset[int]:
     font = TTFont(path, fontNumber=index, lazy=True)
     try:
         return frozenset(font.getBestCmap() or {})
@@ -156,7 +156,7 @@ def _cmap(path: str, index: int) -> frozenset[int]:
 
 
 @lru_cache(maxsize=256)
-def _pil_font(path: str, index: int, size: int) -> ImageFont.FreeTypeFont:
+def pil_font(path: str, index: int, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size=size, index=index, layout_engine=ImageFont.Layout.BASIC)
 #: Typefaces of the training renderings: the demo faces; the held-out faces stay unseen.
 TRAIN_FONTS: tuple[str, ...] = DEMO_FONTS

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-logger = logging.getLogger(__name__)
-
 
 # ---------------------------------------------------------------------------------------------- demo data
 _SURNAMES = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+import duckdb
 import pytest
 from _pipeline_cli import tables_only_dir
 
@@ -17,9 +17,9 @@ def test_report_on_old_tables_exits_2_until_migrated(tmp_path: Path, monkeypatch
     for var in ("LP_DUCKDB_PATH", "LP_ARTIFACT_DIR"):
         monkeypatch.delenv(var, raising=False)
     data = tables_only_dir(tmp_path / "data")
-    old = Store(data / "_pipeline" / "linkage.duckdb", data / "_pipeline", check_version=False)
-    old.replace_table("ocr_evaluation", pd.DataFrame({"source": ["s"], "engine": ["tesseract"], "cer": [0.1]}))
-    (data / "_pipeline" / "schema_version").unlink()  # written before versions were recorded
+    (data / "_pipeline").mkdir()
+    with duckdb.connect(str(data / "_pipeline" / "linkage.duckdb")) as con:  # no version file: written before them
+        con.execute("create table ocr_evaluation as select 's' as source, 'tesseract' as engine, 0.1 as cer")
 
     assert main(["report", "--data-dir", str(data)]) == 2
     err = capsys.readouterr().err.strip()
@@ -27,6 +27,7 @@ def test_report_on_old_tables_exits_2_until_migrated(tmp_path: Path, monkeypatch
 
     assert main(["migrate", "--data-dir", str(data)]) == 0
     assert "ocr_evaluation: engine -> ocr" in capsys.readouterr().out
-    assert Store(old.database, old.artifact_dir).read_table("ocr_evaluation").columns.tolist() == ["source", "ocr", "cer"]
+    migrated = Store(data / "_pipeline" / "linkage.duckdb", data / "_pipeline")
+    assert migrated.read_table("ocr_evaluation").columns.tolist() == ["source", "ocr", "cer"]
     assert main(["migrate", "--data-dir", str(data)]) == 0
     assert "already at the current schema version" in capsys.readouterr().out

@@ -28,6 +28,8 @@ from assets_defs.sql_models import PER_SOURCE_TABLES
 from linkage_pipeline import schema
 from resources import ComputeResource, EnginesResource, LinkageStore
 
+pytestmark = pytest.mark.slow  # runs the CLI in subprocesses
+
 BAD_DEVICE = "LP_DEVICE_IS_BOGUS"
 DEVICE_ERROR = (f"ValueError: compute resource: device must be one of 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU "
                 f"index), got '{BAD_DEVICE}'")
@@ -41,7 +43,6 @@ def failed_runs(stderr: str, home: Path) -> dict[str, dg.DagsterRun]:
     return runs
 
 
-@pytest.mark.slow  # a document run of the tiny corpus
 def test_a_failed_step_makes_run_exit_non_zero_and_names_step_error_and_run(tmp_path: Path) -> None:
     data = tiny_corpus(tmp_path / "corpus")
     done = run_cli(["run", "--data-dir", str(data)], cli_env(tmp_path / "home", LP_DEVICE=BAD_DEVICE))

@@ -42,6 +42,8 @@ from assets_defs._common import (
     release_dead_runs,
 )
 
+pytestmark = pytest.mark.slow  # runs the CLI in subprocesses and signals them
+
 
 def add_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, tags: dict[str, str] | None = None) -> str:
     run = dg.DagsterRun(job_name="source_job", run_id=str(uuid.uuid4()), status=status, tags=tags or {})
@@ -122,7 +124,6 @@ def test_release_dead_runs_judges_a_run_started_elsewhere_by_the_process_it_name
     assert pool_claims(instance, "gpu") == [] and holding == []
 
 
-@pytest.mark.slow  # two document runs of the tiny corpus (about a minute)
 def test_sigkill_inside_a_gpu_step_does_not_wedge_the_next_run(tmp_path: Path) -> None:
     data, home = tiny_corpus(tmp_path / "corpus"), tmp_path / "home"
     env = cli_env(home)

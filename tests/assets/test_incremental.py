@@ -19,6 +19,8 @@ from assets_defs.schedules import linkage_job_schedule, unprocessed_sources
 from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
+pytestmark = pytest.mark.slow  # materializes the whole chain end to end, twice
+
 LINKAGE = dg.AssetSelection.all() - source_assets - training_assets - dg.AssetSelection.assets("document_sources", "linkage_model")
 #: Source tables compared with a from-scratch run (file paths differ between data directories).
 SOURCE_TABLES = ("page_images", "layout_regions", "region_crops", "ocr_texts", "crop_embeddings")

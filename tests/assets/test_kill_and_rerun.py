@@ -10,12 +10,15 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 from _cli_runs import CHAIN, REPO, cli_env, comparable_table, materialize_cmd
 
 from assets_defs.definitions import all_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
+
+pytestmark = pytest.mark.slow  # kills a `dagster asset materialize` subprocess mid-run
 
 TABLES = ("page_images", "layout_regions", "region_crops", "ocr_texts", "labelled_regions")
 

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from _cli_runs import (
     REPO,
     cli_env,
@@ -15,6 +16,8 @@ from _cli_runs import (
 )
 
 from linkage_pipeline.synthetic.corpus import generate_corpus
+
+pytestmark = pytest.mark.slow  # runs partitions in parallel subprocesses
 
 SOURCES = ("firm_directory", "supplier_lists")
 PER_SOURCE_TABLES = ("page_images", "layout_regions", "region_crops", "ocr_texts", "labelled_regions", "rejected_inputs")

@@ -16,6 +16,8 @@ from assets_defs.partitions import SOURCE_PARTITIONS_NAME
 from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
+pytestmark = pytest.mark.slow  # materializes the whole chain end to end
+
 TABLES = (
     "document_sources",
     "page_images",

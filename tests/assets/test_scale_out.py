@@ -33,7 +33,7 @@ from assets_defs.definitions import default_executor
 from linkage_pipeline.synthetic.corpus import generate_corpus
 
 REDIS_SERVER = shutil.which("redis-server")
-pytestmark = pytest.mark.scale_out
+pytestmark = [pytest.mark.slow, pytest.mark.scale_out]
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (Debian package "
                                  "redis-server, installed by .ci/setup): no broker for the Celery workers")
 

@@ -25,6 +25,8 @@ LINKAGE = dg.AssetSelection.all() - source_assets - training_assets - dg.AssetSe
     "document_sources", "linkage_model"
 )
 
+pytestmark = pytest.mark.slow  # materializes the whole chain end to end
+
 
 @pytest.fixture(scope="module")
 def linked(tmp_path_factory: pytest.TempPathFactory):

@@ -53,6 +53,7 @@ PARTITION = "supplier_lists"
 SOURCES = ["firm_directory", "supplier_lists"]
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.ui,
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium, or set LP_CHROMIUM)"),
 ]

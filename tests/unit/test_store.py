@@ -6,9 +6,13 @@ import os
 import shutil
 from pathlib import Path
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from linkage_pipeline import schema
 from linkage_pipeline.store import (
     SCHEMA_VERSION,
     SchemaVersionError,
@@ -171,22 +175,22 @@ def test_a_backslash_in_the_artifact_path_is_a_clear_error(tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------------------------------------- schema version
-OCR_V1 = {"crop_id": "VARCHAR", "engine": "VARCHAR", "text": "VARCHAR"}
-OCR_V2 = {"crop_id": "VARCHAR", "ocr": "VARCHAR", "text": "VARCHAR"}
 
 
 def _version_1_store(tmp_path: Path) -> Store:
     """A store as written before versions were recorded: `engine` in ocr_texts and ocr_evaluation, `condition`
-    in stg_crop_texts, and no version file."""
-    old = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False)
-    old.write_partition("ocr_texts", "dir", pd.DataFrame({"crop_id": ["c1"], "engine": ["tesseract"], "text": ["甲"]}),
-                        OCR_V1)
-    old.write_partition("ocr_texts", "lists", pd.DataFrame({"crop_id": ["c2"], "engine": ["rapidocr"], "text": ["乙"]}),
-                        OCR_V1)
-    old.replace_table("ocr_evaluation", pd.DataFrame({"source": ["dir"], "engine": ["tesseract"], "cer": [0.1]}))
-    old.replace_table("stg_crop_texts", pd.DataFrame({"crop_id": ["c1"], "condition": ["tesseract"]}))
-    (tmp_path / "art" / "schema_version").unlink()
-    return old
+    in stg_crop_texts, and no version file (written directly: the store itself refuses the old columns)."""
+    folder = tmp_path / "art" / "tables" / "ocr_texts"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"crop_id": ["c1"], "engine": ["tesseract"], "text": ["甲"]}), folder / "dir.parquet")
+    pq.write_table(pa.table({"crop_id": ["c2"], "engine": ["rapidocr"], "text": ["乙"]}), folder / "lists.parquet")
+    pq.write_table(pa.table({"crop_id": pa.array([], pa.string()), "engine": pa.array([], pa.string()),
+                             "text": pa.array([], pa.string())}), folder / "_schema.parquet")
+    with duckdb.connect(str(tmp_path / "db.duckdb")) as con:
+        con.execute(f"create view ocr_texts as select * from read_parquet('{folder}/*.parquet', union_by_name=true)")
+        con.execute("create table ocr_evaluation as select 'dir' as source, 'tesseract' as engine, 0.1 as cer")
+        con.execute("create table stg_crop_texts as select 'c1' as crop_id, 'tesseract' as condition")
+    return Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False)
 
 
 def test_a_new_store_records_the_schema_version(tmp_path: Path) -> None:
@@ -215,7 +219,8 @@ def test_migrate_renames_the_ocr_condition_columns_in_place(tmp_path: Path) -> N
     texts = store.read_table("ocr_texts").sort_values("crop_id")
     assert list(texts.columns) == ["crop_id", "ocr", "text"]
     assert texts["ocr"].tolist() == ["tesseract", "rapidocr"]
-    assert store.read_partition("ocr_texts", "dir", OCR_V2)["ocr"].tolist() == ["tesseract"]
+    assert pq.read_table(tmp_path / "art" / "tables" / "ocr_texts" / "dir.parquet").column_names == ["crop_id", "ocr",
+                                                                                                      "text"]
     assert store.read_table("ocr_evaluation").columns.tolist() == ["source", "ocr", "cer"]
     assert store.read_table("stg_crop_texts").columns.tolist() == ["crop_id", "ocr"]
     assert store.migrate() == []  # a second run has nothing left to do
@@ -226,3 +231,25 @@ def test_a_version_file_that_is_not_a_number_is_a_clear_error(tmp_path: Path) ->
     (tmp_path / "art" / "schema_version").write_text("two\n")
     with pytest.raises(SchemaVersionError, match="expected a whole number"):
         Store(tmp_path / "db.duckdb", tmp_path / "art")
+
+
+# ---------------------------------------------------------------------------------------------- contracts
+def test_writes_of_a_pipeline_table_are_checked_against_schema_py(store: Store) -> None:
+    frame = pd.DataFrame({"crop_id": ["c"], "source": ["s"], "ocr": ["tesseract"], "text": ["甲"], "confidence": [0.9]})
+    store.write_partition("ocr_texts", "s", frame)  # no contract passed: schema.py's
+    assert list(store.read_partition("ocr_texts", "s").columns) == list(schema.OCR_TEXTS)
+    with pytest.raises(ValueError, match=r"'ocr_texts' .* differ from its contract in linkage_pipeline/schema"):
+        store.write_partition("ocr_texts", "s", frame.rename(columns={"ocr": "engine"}),
+                              {**{k: v for k, v in schema.OCR_TEXTS.items() if k != "ocr"}, "engine": "VARCHAR"})
+    with pytest.raises(ValueError, match="differ from its contract"):
+        store.replace_table("record_links", pd.DataFrame({"a": [1]}), {"a": "BIGINT"})
+    with pytest.raises(ValueError, match=r"'scratch' has no contract in linkage_pipeline/schema.py"):
+        store.write_partition("scratch", "s", frame)
+
+
+def test_table_records_keep_their_leading_columns(store: Store) -> None:
+    records = {**schema.RECORD_COLUMNS, "name": "VARCHAR"}
+    frame = pd.DataFrame({"source": ["a"], "record_id": ["1"], "row_number": [0], "name": ["Acme"]})
+    assert store.write_partition("table_records", "a", frame, records) == 1
+    with pytest.raises(ValueError, match="do not start with its leading columns"):
+        store.write_partition("table_records", "a", frame[["name"]], {"name": "VARCHAR"})

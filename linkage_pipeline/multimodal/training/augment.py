@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import unicodedata
 from functools import lru_cache
 from typing import Any
@@ -19,8 +18,6 @@ from linkage_pipeline.synthetic.firms import (
 from linkage_pipeline.synthetic.fonts import (
     FontFile,
 )
-
-logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=8)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ losses

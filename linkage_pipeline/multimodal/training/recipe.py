@@ -16,13 +16,8 @@ import pandas as pd
 
 from linkage_pipeline.multimodal import registry
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
-from linkage_pipeline.multimodal.training.data import (
-    PRETRAINING_EXTRA_FILE,
-    TRAINING_CROPS_FILE,
-    TrainingSet,
-    concat_training_sets,
-    load_training_set,
-)
+from linkage_pipeline.multimodal.training import data as training_data
+from linkage_pipeline.multimodal.training.data import TrainingSet
 from linkage_pipeline.multimodal.training.trainer import TrainConfig, train
 
 logger = logging.getLogger(__name__)
@@ -184,14 +179,14 @@ def stage_data(model_dir: str | Path, stage: str) -> tuple[TrainingSet, str]:
     Raises:
         ValueError: If ``model_dir/training_crops.parquet`` is missing.
     """
-    data_path = Path(model_dir) / TRAINING_CROPS_FILE
+    data_path = Path(model_dir) / training_data.TRAINING_CROPS_FILE
     if not data_path.is_file():
         raise ValueError(f"{data_path} is missing; materialize training_crops first")
-    data = load_training_set(data_path)
+    data = training_data.load_training_set(data_path)
     data_sha = hashlib.sha256(data_path.read_bytes()).hexdigest()
-    extra_path = Path(model_dir) / PRETRAINING_EXTRA_FILE
+    extra_path = Path(model_dir) / training_data.PRETRAINING_EXTRA_FILE
     if stage == "clip" and extra_path.is_file():
-        data = concat_training_sets([data, load_training_set(extra_path)])
+        data = training_data.concat_training_sets([data, training_data.load_training_set(extra_path)])
         data_sha += hashlib.sha256(extra_path.read_bytes()).hexdigest()
     return data, data_sha
 
