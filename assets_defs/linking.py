@@ -49,12 +49,6 @@ def _previous(store: Store, relink_all: bool, *tables: str) -> list[pd.DataFrame
     return [store.read_table(t) if reuse else None for t in tables]
 
 
-class StringLinksConfig(dg.Config):
-    """Whether earlier top-k lists of the string baselines are reused."""
-
-    relink_all: bool = False  # True: compare every query again; False: only new texts, old ones against new targets
-
-
 _STRING_LINKS_TABLES = (
     dg.AssetSpec("string_links", deps=["stg_crop_texts", "document_sources"], kinds={"duckdb"},
                  description="One row per query crop, target crop and string method/OCR condition among the "
@@ -63,6 +57,12 @@ _STRING_LINKS_TABLES = (
                  description="One row per crop text the string links were computed from (its hash); "
                              "refreshed with string_links."),
 )
+
+
+class StringLinksConfig(dg.Config):
+    """Whether earlier top-k lists of the string baselines are reused."""
+
+    relink_all: bool = False  # True: compare every query again; False: only new texts, old ones against new targets
 
 
 @table_step(*_STRING_LINKS_TABLES, group="linking")

@@ -74,16 +74,8 @@ PAGE_IMAGES = {
 }
 #: One row per labelled box of a source's labels.csv (ground truth; layout-only labels have no text or entity).
 REGION_LABELS = {
-    "source": "VARCHAR",
-    "label_index": "INTEGER",
-    "page": "VARCHAR",
-    "x0": "INTEGER",
-    "y0": "INTEGER",
-    "x1": "INTEGER",
-    "y1": "INTEGER",
-    "text": "VARCHAR",
-    "entity_id": "VARCHAR",
-    "role": "VARCHAR",
+    "source": "VARCHAR", "label_index": "INTEGER", "page": "VARCHAR", "x0": "INTEGER", "y0": "INTEGER",
+    "x1": "INTEGER", "y1": "INTEGER", "text": "VARCHAR", "entity_id": "VARCHAR", "role": "VARCHAR",
 }
 #: One row per detected text region on a page, in reading order.
 LAYOUT_REGIONS = {
@@ -114,22 +106,12 @@ REGION_CROPS = {
 }
 #: One row per crop and OCR engine.
 OCR_TEXTS = {
-    "crop_id": "VARCHAR",
-    "source": "VARCHAR",
-    "ocr": "VARCHAR",
-    "text": "VARCHAR",
-    "confidence": "DOUBLE",
+    "crop_id": "VARCHAR", "source": "VARCHAR", "ocr": "VARCHAR", "text": "VARCHAR", "confidence": "DOUBLE",
 }
 #: One row per detected region matched (IoU >= 0.5, one to one) to a labelled box.
 LABELLED_REGIONS = {
-    "region_id": "VARCHAR",
-    "source": "VARCHAR",
-    "page": "VARCHAR",
-    "label_index": "INTEGER",
-    "iou": "DOUBLE",
-    "text": "VARCHAR",
-    "entity_id": "VARCHAR",
-    "role": "VARCHAR",
+    "region_id": "VARCHAR", "source": "VARCHAR", "page": "VARCHAR", "label_index": "INTEGER", "iou": "DOUBLE",
+    "text": "VARCHAR", "entity_id": "VARCHAR", "role": "VARCHAR",
 }
 
 
@@ -170,29 +152,16 @@ CROP_EMBEDDINGS = {
 # ------------------------------------------------------------------------------------------ linking
 #: One row per query crop, target crop, string method and OCR condition among the top k.
 STRING_LINKS = {
-    "query_crop_id": "VARCHAR",
-    "target_crop_id": "VARCHAR",
-    "query_source": "VARCHAR",
-    "target_source": "VARCHAR",
-    "method": "VARCHAR",
-    "ocr": "VARCHAR",
-    "rank": "INTEGER",
-    "score": "DOUBLE",
+    "query_crop_id": "VARCHAR", "target_crop_id": "VARCHAR", "query_source": "VARCHAR", "target_source": "VARCHAR",
+    "method": "VARCHAR", "ocr": "VARCHAR", "rank": "INTEGER", "score": "DOUBLE",
 }
 #: The crop texts earlier string links were computed from: one row per source, text condition and crop, with a hash
 #: of the text (an OCR engine that now reads a crop differently makes it a new text).
 STRING_LINK_INPUTS = {"source": "VARCHAR", "ocr": "VARCHAR", "crop_id": "VARCHAR", "text_hash": "VARCHAR"}
 #: One row per FAISS index file (target source, OCR condition, method).
 FAISS_INDEXES = {
-    "target_source": "VARCHAR",
-    "ocr": "VARCHAR",
-    "method": "VARCHAR",
-    "model_id": "VARCHAR",
-    "kind": "VARCHAR",
-    "weight": "DOUBLE",
-    "n": "BIGINT",
-    "dim": "INTEGER",
-    "path": "VARCHAR",
+    "target_source": "VARCHAR", "ocr": "VARCHAR", "method": "VARCHAR", "model_id": "VARCHAR", "kind": "VARCHAR",
+    "weight": "DOUBLE", "n": "BIGINT", "dim": "INTEGER", "path": "VARCHAR",
 }
 #: ``string_links`` columns plus how the model was trained and its id.
 EMBEDDING_LINKS = {**STRING_LINKS, "training": "VARCHAR", "model_id": "VARCHAR"}
@@ -216,42 +185,23 @@ RECORD_LINKS = {
 }
 #: One row per record_links run: its choice and whether its accuracy check passed.
 RECORD_LINK_RUNS = {
-    "run_id": "VARCHAR",
-    "model_id": "VARCHAR",
-    "method": "VARCHAR",
-    "ocr": "VARCHAR",
-    "val_top1": "DOUBLE",
-    "val_top1_with_nomatch": "DOUBLE",
-    "passed": "BOOLEAN",
-    "recorded_at": "VARCHAR",
+    "run_id": "VARCHAR", "model_id": "VARCHAR", "method": "VARCHAR", "ocr": "VARCHAR", "val_top1": "DOUBLE",
+    "val_top1_with_nomatch": "DOUBLE", "passed": "BOOLEAN", "recorded_at": "VARCHAR",
 }
 
 
 # --------------------------------------------------------------------------------------- evaluation
 #: One row per labelled source: precision and recall of detected regions at IoU >= 0.5.
 LAYOUT_EVALUATION = {
-    "source": "VARCHAR",
-    "precision": "DOUBLE",
-    "recall": "DOUBLE",
-    "f1": "DOUBLE",
-    "mean_iou": "DOUBLE",
-    "n_detected": "BIGINT",
-    "n_labelled": "BIGINT",
-    "n_matched": "BIGINT",
-    "kind_accuracy": "DOUBLE",
+    "source": "VARCHAR", "precision": "DOUBLE", "recall": "DOUBLE", "f1": "DOUBLE", "mean_iou": "DOUBLE",
+    "n_detected": "BIGINT", "n_labelled": "BIGINT", "n_matched": "BIGINT", "kind_accuracy": "DOUBLE",
 }
 #: One row per labelled source and OCR engine: character error rate on matched regions.
 OCR_EVALUATION = {"source": "VARCHAR", "ocr": "VARCHAR", "cer": "DOUBLE", "exact_match": "DOUBLE", "n": "BIGINT"}
 #: One row per method, training, OCR condition and split: top-1 accuracy (CLIPPINGS Table 1 / S-2).
 LINKAGE_EVALUATION = {
-    "method": "VARCHAR",
-    "training": "VARCHAR",
-    "ocr": "VARCHAR",
-    "split": "VARCHAR",
-    "top1_accuracy": "DOUBLE",
-    "top1_accuracy_with_nomatch": "DOUBLE",
-    "nomatch_threshold": "DOUBLE",
-    "n": "BIGINT",
+    "method": "VARCHAR", "training": "VARCHAR", "ocr": "VARCHAR", "split": "VARCHAR", "top1_accuracy": "DOUBLE",
+    "top1_accuracy_with_nomatch": "DOUBLE", "nomatch_threshold": "DOUBLE", "n": "BIGINT",
     "n_with_nomatch": "BIGINT",
 }
 
@@ -259,22 +209,13 @@ LINKAGE_EVALUATION = {
 # ------------------------------------------------------------------------------------------ network
 #: One row per firm of the supply-chain network: degrees and centralities.
 FIRM_CENTRALITY = {
-    "node_id": "VARCHAR",
-    "label": "VARCHAR",
-    "in_degree": "BIGINT",
-    "out_degree": "BIGINT",
-    "degree_centrality": "DOUBLE",
-    "betweenness": "DOUBLE",
+    "node_id": "VARCHAR", "label": "VARCHAR", "in_degree": "BIGINT", "out_degree": "BIGINT",
+    "degree_centrality": "DOUBLE", "betweenness": "DOUBLE",
 }
 #: One row per firm and anchor firm: shortest-path distance in the network.
 FIRM_ANCHOR_DISTANCES = {
-    "anchor_id": "VARCHAR",
-    "anchor_label": "VARCHAR",
-    "node_id": "VARCHAR",
-    "label": "VARCHAR",
-    "undirected_distance": "BIGINT",
-    "distance_to_anchor": "BIGINT",
-    "distance_from_anchor": "BIGINT",
+    "anchor_id": "VARCHAR", "anchor_label": "VARCHAR", "node_id": "VARCHAR", "label": "VARCHAR",
+    "undirected_distance": "BIGINT", "distance_to_anchor": "BIGINT", "distance_from_anchor": "BIGINT",
 }
 
 
@@ -314,7 +255,8 @@ TABLE_CLUSTERS = {
 TABLE_LINKAGE_SUMMARY = {
     "linkage": "VARCHAR", "kind": "VARCHAR", "left_source": "VARCHAR", "right_source": "VARCHAR",
     "left_records": "BIGINT", "right_records": "BIGINT", "pairs": "BIGINT", "lambda": "DOUBLE",
-    "converged": "BOOLEAN", "em_iterations": "INTEGER", "links": "BIGINT", "clusters": "BIGINT", "seconds": "DOUBLE",
+    "converged": "BOOLEAN", "em_iterations": "INTEGER", "links": "BIGINT", "clusters": "BIGINT",
+    "seconds": "DOUBLE",
 }
 
 
