@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from fixtures.table_sources import TABLE_LINKAGES_YAML, TABLES_YAML
 
 from assets_defs.definitions import defs, table_assets
 from assets_defs.tables import (
@@ -29,22 +30,6 @@ from resources import ComputeResource, LinkageStore
 
 N_FIRMS = 120
 SEED = 7
-GOOD_TABLES = """\
-tables:
-  registry_a: {path: tables/registry_a.csv, id: firm_id}
-  registry_b: {path: tables/registry_b.parquet, id: record_no}
-"""
-LINKAGES = """\
-table_linkages:
-  - name: a_to_b
-    left: registry_a
-    right: registry_b
-    fields:
-      name: {comparison: jaro_winkler, right: firm_name}
-      city: exact
-      founded: levenshtein
-  - {dedup: registry_a, fields: {name: jaro_winkler, city: exact, founded: exact}}
-"""
 
 
 def write_tables(data_dir: Path) -> pd.DataFrame:
@@ -117,7 +102,7 @@ def materialized(tmp_path_factory: pytest.TempPathFactory):
     data_dir = tmp_path_factory.mktemp("tables")
     truth = write_tables(data_dir)
     bad = "  escape: {path: ../../outside.csv, id: firm_id}\n"
-    (data_dir / "sources.yaml").write_text(GOOD_TABLES + bad + LINKAGES, encoding="utf-8")
+    (data_dir / "sources.yaml").write_text(TABLES_YAML + bad + TABLE_LINKAGES_YAML, encoding="utf-8")
     instance = dg.DagsterInstance.ephemeral()
     result = materialize_tables(data_dir, instance)
     store = _resources(data_dir)["linkage_store"].store()
@@ -225,7 +210,7 @@ def test_rerun_gives_identical_tables(materialized) -> None:
 
 
 def test_linkage_with_missing_records_is_rejected_and_others_run(tmp_path: Path) -> None:
-    data = make_data_dir(tmp_path, GOOD_TABLES + LINKAGES)
+    data = make_data_dir(tmp_path, TABLES_YAML + TABLE_LINKAGES_YAML)
     resources = _resources(data)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(TABLE_PARTITIONS_NAME, ["registry_a"])
@@ -240,7 +225,7 @@ def test_linkage_with_missing_records_is_rejected_and_others_run(tmp_path: Path)
 
 
 def test_sensor_adds_new_tables_and_reruns_changed_ones(tmp_path: Path) -> None:
-    data = make_data_dir(tmp_path, GOOD_TABLES)
+    data = make_data_dir(tmp_path, TABLES_YAML)
     instance = dg.DagsterInstance.ephemeral()
     resources = {"linkage_store": LinkageStore(data_dir=str(data))}
     first = table_source_sensor(dg.build_sensor_context(instance=instance, resources=resources))
@@ -258,7 +243,7 @@ def test_sensor_adds_new_tables_and_reruns_changed_ones(tmp_path: Path) -> None:
 def test_linkage_sensor_relinks_after_new_records_or_a_changed_linkage(tmp_path: Path) -> None:
     from dagster._core.utils import make_new_run_id
 
-    data = make_data_dir(tmp_path, GOOD_TABLES + LINKAGES)
+    data = make_data_dir(tmp_path, TABLES_YAML + TABLE_LINKAGES_YAML)
     instance = dg.DagsterInstance.ephemeral()
     resources = _resources(data)
 
@@ -287,7 +272,7 @@ def test_linkage_sensor_relinks_after_new_records_or_a_changed_linkage(tmp_path:
     linked = evaluate(read.cursor)
     assert not linked.run_requests and linked.skip_reason.skip_message == "table links are up to date"
     # a changed linkage entry relinks, once
-    (data / "sources.yaml").write_text(GOOD_TABLES + LINKAGES.replace("founded: levenshtein", "founded: exact"),
+    (data / "sources.yaml").write_text(TABLES_YAML + TABLE_LINKAGES_YAML.replace("founded: levenshtein", "founded: exact"),
                                        encoding="utf-8")
     edited = evaluate(linked.cursor)
     assert reasons(edited) == ["table_linkages changed"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures.table_sources import TABLE_LINKAGES_YAML, TABLES_YAML
 
 from linkage_pipeline.config import (
     Linkage,
@@ -503,24 +504,6 @@ def test_a_table_rejection_is_logged_once_per_load_and_not_per_asset(
 
 
 # -- table sources (tables and table_linkages) -----------------------------------------------------------------
-
-TABLES_YAML = """\
-tables:
-  registry_a: {path: tables/registry_a.csv, id: firm_id}
-  registry_b: {path: tables/registry_b.parquet, id: record_no}
-"""
-TABLE_LINKAGES_YAML = """\
-table_linkages:
-  - name: a_to_b
-    left: registry_a
-    right: registry_b
-    fields:
-      name: {comparison: jaro_winkler, right: firm_name}
-      city: exact
-      founded: levenshtein
-  - {dedup: registry_a, fields: {name: jaro_winkler, city: exact, founded: exact}}
-"""
-
 
 def make_table_dir(root: Path, text: str) -> Path:
     """``root`` as a data directory with two small firm registers (CSV and Parquet) and ``text`` as sources.yaml."""
