@@ -62,10 +62,12 @@ class TrainConfig:
     """Hyperparameters of one training stage (defaults: CLIPPINGS Table S-1, scaled to a small CPU model).
 
     Attributes:
-        stage: ``clip`` (language-image pretraining) or ``supcon`` (supervised, pooled embedding).
         lr: Maximum learning rate of the cosine schedule.
-        batch_size: Rows per batch (``B``).
         weight_decay: AdamW weight decay.
+        t0: Steps to the first warm restart; ``t_mult`` multiplies the period after each restart.
+        t_mult: Restart period factor.
+        batch_size: Rows per batch (``B``).
+        stage: ``clip`` (language-image pretraining) or ``supcon`` (supervised, pooled embedding).
         temperature: SupCon temperature (the CLIP stage learns ``logit_scale`` instead).
         image_weight: ``w`` of the pooled embedding in the SupCon stage.
         unimodal_weight: SupCon stage: add ``unimodal_weight`` times the mean of the SupCon losses of the image
@@ -74,31 +76,32 @@ class TrainConfig:
             each tower to link on its own (the paper's vision-only and language-only rows).
         m: Views per class in a SupCon batch.
         k: Classes per hard-negative set (anchor + ``k - 1`` nearest).
+        max_steps: Stop after this many steps in total (``None``: run all epochs).
         epochs: Passes over the data.
-        t0: Steps to the first warm restart; ``t_mult`` multiplies the period after each restart.
-        t_mult: Restart period factor.
         seed: Seed of batch order and view sampling.
         checkpoint_every: Steps between checkpoints (one is also written at the end).
         log_every: Steps between progress log lines.
-        max_steps: Stop after this many steps in total (``None``: run all epochs).
     """
 
-    stage: Stage = "clip"
+    # the optimiser
     lr: float = 5e-4
-    batch_size: int = 64
     weight_decay: float = 0.001
+    t0: int = 10
+    t_mult: int = 2
+    batch_size: int = 64
+    # what the stage optimises, and the loss and batch-mining settings of SupCon
+    stage: Stage = "clip"
     temperature: float = 0.1
     image_weight: float = 0.5
     unimodal_weight: float = 0.0
     m: int = 3
     k: int = 3
+    # how long, and the bookkeeping
+    max_steps: int | None = None
     epochs: int = 1
-    t0: int = 10
-    t_mult: int = 2
     seed: int = 0
     checkpoint_every: int = 50
     log_every: int = 10
-    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         # (holds, what is expected): one row per rule, checked in order.
