@@ -67,8 +67,24 @@ all_assets = [
 # partitioned by table source, not by document source (selections over all_assets stay as they were).
 table_assets = dg.load_assets_from_modules([table_defs])
 
+# Every step that rejects inputs writes its own Parquet file of this table (one per stage and source), so no step
+# owns it: it is declared downstream of all of them, for lineage in the UI.
+rejected_inputs = dg.AssetsDefinition(
+    specs=[
+        dg.AssetSpec(
+            "rejected_inputs",
+            deps=["document_sources", "page_images", "region_labels", "layout_regions", "region_crops",
+                  "crop_embeddings", "table_sources", "table_records", "table_links"],
+            group_name="documents",
+            kinds={"parquet"},
+            description="One row per rejected input (a file, page, crop, row or sources.yaml entry) with the stage "
+            "and the reason; written by the step that rejected it.",
+        )
+    ]
+)
+
 defs = dg.Definitions(
-    assets=[*all_assets, *table_assets],
+    assets=[*all_assets, *table_assets, rejected_inputs],
     jobs=[source_job, linkage_job, training_job, table_job, table_linkage_job],
     schedules=[linkage_job_schedule],
     sensors=[document_source_sensor, table_defs.table_source_sensor, table_defs.table_linkage_sensor],
