@@ -13,7 +13,7 @@ preprocessing cost). CPU rows run once per ``--threads`` value; on CUDA the peer
 on ``--gpu-crops`` crops, against the issue's target of >= 3000 crops/s, and the shipped model runs with its
 default CUDA precision (fp16 autocast).
 
-Table 2 (seconds): exact top-k inner-product search of random unit vectors with ``linkage_pipeline.matching``
+Table 2 (seconds): exact top-k inner-product search of random unit vectors with ``linkage_pipeline.linking.index``
 (flat index: build + search) against the floor, the bare blocked matrix product ``queries @ targets.T`` (no
 top-k); also blocked ``torch.topk`` and an IVF index with its recall@1 against the exact result. GPU rows need
 CUDA (torch.mm) and faiss-gpu (flat index); inputs are copied to the GPU inside the timed region in both.

@@ -41,7 +41,7 @@ def detect_page_regions(
 
     A page is rejected (its regions are not emitted, so never cut or read) when layout fails on it, finds no
     text, holds more regions than its size allows at its type size, runs over ``time_budget_s`` or is noise
-    without paper (:class:`~linkage_pipeline.layout.PageRejected`); a region of zero width or height is
+    without paper (:class:`~linkage_pipeline.documents.layout.PageRejected`); a region of zero width or height is
     rejected on its own and its page kept.
 
     Args:

@@ -6,7 +6,7 @@ chosen per document source by name (:func:`make_engine`); both read a batch of c
 in the log; it never aborts the batch. Texts come back NFKC-normalised without spaces between Japanese
 characters, so both engines and both orientations spell ``(株)`` the same way.
 
-Measured on the demo corpus (``documents.synthetic.generate_corpus(seed=0)``, labelled boxes cut with
+Measured on the demo corpus (``synthetic.corpus.generate_corpus(seed=0)``, labelled boxes cut with
 ``crops.crop_region``; character accuracy = 1 - CER against the NFKC label): rapidocr 0.979 on the
 horizontal lists and 0.993 on the vertical directory (re-flowed), tesseract 0.926 and 0.933, at roughly a
 third of the cost per crop for rapidocr. Tesseract is weak on old forms (氣, 鑛, 國, 會).
@@ -344,7 +344,7 @@ class RapidOcrEngine(OcrEngine):
     """rapidocr 3.10 recognition only (PP-OCRv6 small, multilingual) on onnxruntime.
 
     The crop is already one line, so the detector and the angle classifier never run. Vertical crops are
-    first re-flowed into a horizontal line with :func:`linkage_pipeline.crops.reflow_vertical`.
+    first re-flowed into a horizontal line with :func:`linkage_pipeline.documents.crops.reflow_vertical`.
 
     A crop's reading depends on the crop alone, never on which other crops share its batch: rapidocr's own
     batching pads every crop to the widest one in its batch, so the same crop read in an incremental run

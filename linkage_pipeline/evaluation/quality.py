@@ -49,7 +49,7 @@ def regions_per_page(pages: pd.DataFrame, regions: pd.DataFrame) -> CheckOutcome
     Each page's type size ``s`` is the area-weighted median extent of its regions across the text direction
     (height on horizontal pages, width on vertical ones): the size most of the page's region area is set in, so
     thousands of specks do not drag it down to their own size while the page's names outweigh them. The page
-    fails when it holds more than :func:`linkage_pipeline.layout.max_regions` (``W * H / (2.2 * s^2)``)
+    fails when it holds more than :func:`linkage_pipeline.documents.layout.max_regions` (``W * H / (2.2 * s^2)``)
     regions, or when even that size is below ``layout.MIN_TYPE_SIZE`` (8 px, the smallest type OCR reads: the
     page's regions are specks, not type). The layout stage rejects such pages itself; this check catches what
     slipped through (regions kept from an older run, another detector) and reports the distribution per source.

@@ -57,7 +57,7 @@ def embed_crops(
     Returns:
         ``crop_embeddings`` rows in the order of ``crops`` (no rows, all columns, for no crops), and counts
         ``{"reused", "images", "texts", "seconds"}``. Each embedding is a function of its crop or text, the model
-        and ``batch_size`` alone (see :mod:`linkage_pipeline.encoders`): the rows embedded now equal those of a
+        and ``batch_size`` alone (see :mod:`linkage_pipeline.multimodal.encoder`): the rows embedded now equal those of a
         run that embeds every crop at once.
 
     Raises:

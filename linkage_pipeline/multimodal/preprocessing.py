@@ -57,7 +57,7 @@ class Preprocessing:
 def character_tiles(img: Image.Image, direction: str) -> tuple[list[Image.Image], int]:
     """Cut a text crop (``L``) into one tile per character cell, in reading order, and its border colour.
 
-    Vertical crops are cut by :func:`~linkage_pipeline.crops.vertical_cells` (over the column's ink width; a
+    Vertical crops are cut by :func:`~linkage_pipeline.documents.crops.vertical_cells` (over the column's ink width; a
     glyph that vertical setting turns is turned back); horizontal crops by the same projection cut applied to
     the crop turned a quarter (over the line's ink height). A crop without ink is one tile.
     """

@@ -473,7 +473,7 @@ def generate_corpus(
         n_firms: Firms in the directory (``>= 4``).
         n_list_pages: Supply-chain list pages (``>= 1``), one reporting firm each.
         fonts: Font family names (fontconfig) or font file paths; default :data:`DEMO_FONTS`.
-        vocabulary: Part of the firm-name vocabulary (see :func:`~linkage_pipeline.documents.firms.generate_firms`).
+        vocabulary: Part of the firm-name vocabulary (see :func:`~linkage_pipeline.synthetic.firms.generate_firms`).
         duplicate_share: Share of directory firms listed twice (under two prefectures).
         absent_share: Probability that a supplier/customer is a firm absent from the directory.
         names_per_list: Inclusive range of suppliers + customers per list page.

@@ -56,7 +56,7 @@ def _schedule_tick(data_dir: Path, instance: dg.DagsterInstance):
 
 
 #: Embeddings do not depend on what they were embedded with (every forward pass has one shape, see
-#: linkage_pipeline.encoders), and link scores are exact float64 products of the stored vectors, so on one machine
+#: linkage_pipeline.multimodal.encoder), and link scores are exact float64 products of the stored vectors, so on one machine
 #: a grown table holds the same bits as a fresh one. BLAS does not promise on every CPU that a row's result is
 #: independent of its place in a batch of that shape, so floats are compared to within float32 rounding: a unit-norm
 #: component carries 24 bits (unit roundoff 6e-8), and summing in another order through the towers moves it by a

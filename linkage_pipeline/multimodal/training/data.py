@@ -101,7 +101,7 @@ def build_training_set(
         vocabulary: Firm-name vocabulary; ``train`` is disjoint from the demo and held-out firms.
         fonts: Typeface families (default :data:`TRAIN_FONTS`); each crop draws one.
         views: ``(mention style, direction)`` pairs, e.g. ``("directory", "vertical")``.
-        ocr: An ``OcrEngine`` (``linkage_pipeline.ocr.make_engine``) to read the crops; ``None`` uses
+        ocr: An ``OcrEngine`` (``linkage_pipeline.documents.ocr.make_engine``) to read the crops; ``None`` uses
             :func:`simulate_ocr`.
         ocr_error_rate: Error rate of the simulated OCR.
         noise: Augmentation strength of the renderings.

@@ -2,7 +2,7 @@
 
 1. :func:`build_training_set` renders generated firm names (``vocabulary="train"``, disjoint from the demo
    and held-out firms) in several typefaces, both orientations, with light scan augmentations. Each view of a
-   firm is printed the way some document would print it (:func:`~linkage_pipeline.documents.firms.mention`:
+   firm is printed the way some document would print it (:func:`~linkage_pipeline.synthetic.firms.mention`:
    old/new character forms, ``株式會社``/``（株）``/none, short forms), so views of one firm are positives and the
    confusable siblings that :func:`generate_firms` draws are hard negatives. The text side is OCR of the
    rendering by a real engine (real OCR noise) or, cheaply, :func:`simulate_ocr`.

@@ -1,4 +1,4 @@
-"""Unit tests of linkage_pipeline.crops: tight crops, square padding, vertical re-flow, PNG ids."""
+"""Unit tests of linkage_pipeline.documents.crops: tight crops, square padding, vertical re-flow, PNG ids."""
 
 from __future__ import annotations
 

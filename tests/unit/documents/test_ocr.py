@@ -1,4 +1,4 @@
-"""Unit tests of linkage_pipeline.ocr: both engines on rendered firm names, failure handling, the factory."""
+"""Unit tests of linkage_pipeline.documents.ocr: both engines on rendered firm names, failure handling, the factory."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Known-answer tests of the string-matching baselines (linkage_pipeline.strings)."""
+"""Known-answer tests of the string-matching baselines (linkage_pipeline.linking.strings)."""
 
 from __future__ import annotations
 

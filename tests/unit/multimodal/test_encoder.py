@@ -1,4 +1,4 @@
-"""Unit tests of linkage_pipeline.encoders: tokenizer, embedding API, our format, HF-CLIP and rinna loaders."""
+"""Unit tests of linkage_pipeline.multimodal (encoder, tokenizer, checkpoints): tokenizer, embedding API, our format, HF-CLIP and rinna loaders."""
 
 from __future__ import annotations
 

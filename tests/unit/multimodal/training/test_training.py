@@ -1,4 +1,4 @@
-"""Unit tests of linkage_pipeline.training: data, losses, hard-negative mining, training and resuming."""
+"""Unit tests of linkage_pipeline.multimodal.training: data, losses, hard-negative mining, training and resuming."""
 
 from __future__ import annotations
 
