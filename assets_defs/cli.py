@@ -7,6 +7,7 @@ so every materialization they make appears in `dagster dev` afterwards.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEMO_DIR = REPO_ROOT / "data" / "demo"
+#: Styles of the synthetic corpus (linkage_pipeline.synthetic.corpus.STYLES; kept here so parsing imports nothing).
+CORPUS_STYLES = ("sparse", "dense")
 DEFAULT_DAGSTER_HOME = REPO_ROOT / ".dagster_home"
 
 
@@ -39,18 +42,25 @@ def _configure_env(data_dir: Path) -> None:
         dagster_yaml.write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
 
 
-def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool, heldout: bool = False) -> None:
+#: Page scale of the dense demo corpus: 1860 x 2550 pages (about 225 dpi), body type 25-33 px, names up to 44 px.
+DENSE_DEMO_SCALE = 1.5
+
+
+def generate_demo(
+    out_dir: Path, *, seed: int, n_firms: int | None, force: bool, heldout: bool = False, style: str = "dense"
+) -> None:
     """Writes the synthetic demo corpus unless one from the same settings and generator code is already there."""
     import hashlib
 
     from linkage_pipeline.synthetic import corpus as synthetic_corpus
-    from linkage_pipeline.synthetic import firms, fonts
+    from linkage_pipeline.synthetic import dense, entries, firms, fonts
 
     code = hashlib.sha256(
-        b"".join(Path(m.__file__).read_bytes() for m in (firms, fonts, synthetic_corpus))
+        b"".join(Path(m.__file__).read_bytes() for m in (firms, fonts, synthetic_corpus, dense, entries))
     ).hexdigest()[:12]
     marker = out_dir / ".corpus-settings"
-    settings = f"seed={seed} n_firms={n_firms} heldout={heldout} generator={code}"
+    scale = DENSE_DEMO_SCALE if style == "dense" else 1.0
+    settings = f"seed={seed} n_firms={n_firms} heldout={heldout} style={style} scale={scale} generator={code}"
     if not force and marker.exists() and marker.read_text() == settings and (out_dir / "sources.yaml").exists():
         print(f"demo corpus already at {out_dir} ({settings})")
         return
@@ -59,10 +69,12 @@ def generate_demo(out_dir: Path, *, seed: int, n_firms: int | None, force: bool,
             raise SystemExit(f"{out_dir} exists and is not a generated demo corpus; refusing to overwrite it")
         shutil.rmtree(out_dir)
     t0 = time.perf_counter()
-    kwargs = {"seed": seed} | ({"n_firms": n_firms} if n_firms else {})
+    kwargs = {"seed": seed, "style": style} | ({"n_firms": n_firms} if n_firms else {})
+    if style == "dense":  # small body type (6-7 pt) needs about 225 dpi to be read, as archives scan directories
+        kwargs["scale"] = DENSE_DEMO_SCALE
     if heldout:
         # firm names and typefaces the shipped model never saw in training
-        kwargs |= {"vocabulary": "heldout", "fonts": fonts.HELDOUT_FONTS}
+        kwargs |= {"vocabulary": "heldout", "fonts": fonts.corpus_fonts(style, heldout=True)}
     summary = synthetic_corpus.generate_corpus(out_dir, **kwargs)
     marker.write_text(settings)
     print(
@@ -448,17 +460,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-firms", type=int, default=None)
     p.add_argument("--force", action="store_true", help="regenerate the corpus even if present")
+    p.add_argument("--style", choices=CORPUS_STYLES, default="dense", help="corpus style (see `generate`)")
     p = sub.add_parser("generate", help="write a synthetic corpus")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-firms", type=int, default=None)
     p.add_argument("--heldout", action="store_true", help="held-out firm names and typefaces (unseen in training)")
+    p.add_argument(
+        "--style", choices=CORPUS_STYLES, default="dense",
+        help="sparse: one name per column or line; dense: directory entries with body text, inline lists",
+    )
     p = sub.add_parser("run", help="materialize every asset for a data directory (your own scans)")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
     p = sub.add_parser("report", help="print the evaluation tables")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
     p = sub.add_parser("migrate", help="rename, in place, the columns of tables written by an older version")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
+    p = sub.add_parser("train-layout", help="train the line classifier of the ppocr layout step on synthetic corpora")
+    p.add_argument("--out", type=Path, required=True, help="the model file to write (.skops, with a .json card)")
+    p.add_argument("--work-dir", type=Path, required=True, help="where the training corpora are generated")
     p = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
     p.add_argument("--port", type=int, default=3000)
@@ -478,10 +498,12 @@ def main(argv: list[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     """One command other than ``ui``; its exit status."""
     if args.command == "generate":
-        generate_demo(args.out, seed=args.seed, n_firms=args.n_firms, force=True, heldout=args.heldout)
+        generate_demo(
+            args.out, seed=args.seed, n_firms=args.n_firms, force=True, heldout=args.heldout, style=args.style
+        )
     elif args.command == "demo":
         t0 = time.perf_counter()
-        generate_demo(args.data_dir, seed=args.seed, n_firms=args.n_firms, force=args.force)
+        generate_demo(args.data_dir, seed=args.seed, n_firms=args.n_firms, force=args.force, style=args.style)
         rc = run_pipeline(args.data_dir)
         print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s")
         print(f"open the UI:  .venv/bin/linkage-pipeline ui --data-dir {args.data_dir}   (then http://127.0.0.1:3000)")
@@ -491,6 +513,10 @@ def _command(args: argparse.Namespace) -> int:
     elif args.command == "migrate":
         changed = open_store(args.data_dir, check_version=False).migrate()
         print("\n".join(changed) if changed else f"{args.data_dir}: tables already at the current schema version")
+    elif args.command == "train-layout":
+        from linkage_pipeline.documents.region_training import train_default
+
+        print(json.dumps(train_default(args.out, args.work_dir), indent=1))
     elif args.command == "report":
         documents, _ = load_registries(args.data_dir)
         print_report(args.data_dir, documents=bool(documents.sources))

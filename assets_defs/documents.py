@@ -82,7 +82,8 @@ def page_images(context: dg.AssetExecutionContext, linkage_store: LinkageStore) 
 
 @dg.asset(group_name="evaluation", partitions_def=document_sources_partitions, deps=[page_images], kinds={"parquet"})
 def region_labels(context: dg.AssetExecutionContext, linkage_store: LinkageStore) -> dg.MaterializeResult:
-    """One row per labelled region in a source's labels.csv (ground truth for evaluation); refreshed per source."""
+    """One row per labelled region in a source's labels.csv, or in its PASCAL VOC files when it has no labels.csv
+    (ground truth for evaluation); refreshed per source."""
     store, source = linkage_store.store(), linkage_store.source(context.partition_key)
     labels, rejected = read_labels(source)
     frame = pd.DataFrame(columns=list(schema.REGION_LABELS)) if labels is None else labels.assign(source=source.name, label_index=range(len(labels)))

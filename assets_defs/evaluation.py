@@ -33,7 +33,7 @@ def labelled_regions(context: dg.AssetExecutionContext, linkage_store: LinkageSt
     n = store.write_partition("labelled_regions", name, matched, schema.LABELLED_REGIONS)
     empty = {}
     if n == 0:
-        why = "no labels.csv rows" if labels.empty else "no detected regions" if regions.empty else "no region overlaps a label"
+        why = "no labels (labels.csv or VOC XML)" if labels.empty else "no detected regions" if regions.empty else "no region overlaps a label"
         empty = {"empty": f"no labelled regions in source {name!r}: {why}"}
     return dg.MaterializeResult(metadata={**empty, "matched": n, "regions": len(regions), "labels": len(labels)})
 

@@ -3,7 +3,7 @@
 Usage:
     .venv/bin/python bench/stages.py [--data-dir data/demo] [--max-pages N]
 
-Both layout detectors and both OCR engines run on the same pages in the same run, so their figures are
+The three layout detectors (ppocr, morphology, tesseract) and both OCR engines run on the same pages in the same run, so their figures are
 directly comparable (ratios are given against the tesseract baseline). Uses the library functions the assets
 call; nothing is written to DuckDB.
 """
@@ -46,7 +46,7 @@ def main() -> None:
             rows.append({"source": source.name, "stage": "page_images", "variant": "scan+decode",
                          "items": len(pages), "seconds": t_pages})
             regions = None
-            for detector in ("morphology", "tesseract"):
+            for detector in ("ppocr", "morphology", "tesseract"):
                 t0 = time.perf_counter()
                 found, _ = chain.detect_page_regions(pages, replace(source, layout=detector))
                 rows.append({"source": source.name, "stage": "layout_regions", "variant": detector,

@@ -4,7 +4,7 @@ A data directory holds ``sources.yaml`` and one folder per source (``<source>/pa
 PDFs, optional ``<source>/labels.csv``)::
 
     sources:
-      firm_directory: {role: target, direction: vertical, language: jpn, layout: morphology, ocr: [tesseract, rapidocr]}
+      firm_directory: {role: target, direction: vertical, language: jpn, layout: ppocr, ocr: [tesseract, rapidocr]}
       supplier_lists: {role: query, direction: horizontal}
     linkages:
       - {query: supplier_lists, target: firm_directory}
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES_FILE = "sources.yaml"
 #: Layout detectors a source may ask for.
-LAYOUT_DETECTORS = ("morphology", "tesseract")
+LAYOUT_DETECTORS = ("ppocr", "morphology", "tesseract")
 #: OCR engines a source may list; extend here when an engine is added to ``resources/engines.py``.
 OCR_ENGINES = ("tesseract", "rapidocr")
 DEFAULT_OCR = ("tesseract", "rapidocr")
@@ -69,7 +69,7 @@ TABLE_KEYS = ("tables", "table_linkages")
 _FORMAT_HINT = (
     "expected a YAML file like:\n"
     "sources:\n"
-    "  firm_directory: {role: target, direction: vertical, language: jpn, layout: morphology, ocr: [tesseract, rapidocr]}\n"
+    "  firm_directory: {role: target, direction: vertical, language: jpn, layout: ppocr, ocr: [tesseract, rapidocr]}\n"
     "  supplier_lists: {role: query, direction: horizontal}\n"
     "linkages:\n"
     "  - {query: supplier_lists, target: firm_directory}"
@@ -276,7 +276,7 @@ class SourceConfig:
     direction: str
     path: Path
     language: str = "jpn"
-    layout: str = "morphology"
+    layout: str = "ppocr"
     ocr: tuple[str, ...] = DEFAULT_OCR
     primary_ocr: str | None = None
 
@@ -315,7 +315,7 @@ class SourceConfig:
 
     def fingerprint(self) -> str:
         """A hash of what is on disk for this source: every file under ``pages/`` (path, size, modification time)
-        and ``labels.csv``. It changes when a page is added, replaced or removed, or the labels change, so a sensor
+        and ``labels.csv`` or ``labels/**/*.xml``. It changes when a page is added, replaced or removed, or the labels change, so a sensor
         can rerun exactly the sources that changed. Symlinks are hashed by their own entry, never followed.
         """
         h = hashlib.sha256()
@@ -328,6 +328,12 @@ class SourceConfig:
         if self.labels_path.is_file():
             st = self.labels_path.stat()
             entries.append(("../labels.csv", st.st_size, st.st_mtime_ns))
+        labels_dir = self.path / "labels"  # PASCAL VOC boxes (documents.labels.read_voc_labels)
+        if labels_dir.is_dir():
+            for p in labels_dir.rglob("*"):
+                if p.suffix.lower() == ".xml" and (p.is_symlink() or p.is_file()):
+                    st = p.lstat()
+                    entries.append(("../labels/" + p.relative_to(labels_dir).as_posix(), st.st_size, st.st_mtime_ns))
         for entry in sorted(entries):
             h.update(repr(entry).encode())
         return h.hexdigest()[:16]

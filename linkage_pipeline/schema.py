@@ -13,10 +13,13 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 # ------------------------------------------------------------------------------------- vocabularies
-#: Roles a labelled or detected region can take (DESIGN section 4).
-REGION_KINDS = ("title", "heading", "entry")
+#: Roles a labelled or detected region can take (DESIGN section 4). ``body`` is any other printed text (an
+#: address, a capital, officers, a line of a book): detected and scored, but never cropped, read or linked.
+REGION_KINDS = ("title", "heading", "entry", "body")
+#: The kinds whose regions are cropped, read and linked: firm names and the titles and headings around them.
+NAME_KINDS = ("title", "heading", "entry")
 #: Roles in ``labels.csv``; ``supplier``/``customer`` entries on lists map to the detected kind ``entry``.
-LABEL_ROLES = ("title", "heading", "supplier", "customer", "entry")
+LABEL_ROLES = ("title", "heading", "supplier", "customer", "entry", "body")
 TEXT_DIRECTIONS = ("horizontal", "vertical")
 SOURCE_ROLES = ("query", "target")
 
@@ -86,11 +89,12 @@ LAYOUT_REGIONS = {
     "y0": "INTEGER",
     "x1": "INTEGER",
     "y1": "INTEGER",
-    "kind": "VARCHAR",  # title | heading | entry
+    "kind": "VARCHAR",  # title | heading | entry | body
     "reading_order": "INTEGER",  # 0-based position on the page
     "score": "DOUBLE",
     "detector": "VARCHAR",
     "direction": "VARCHAR",
+    "classifier": "VARCHAR",  # what decided the kind: default | source:<name> (cross-fitted) | size rules
 }
 #: One row per cropped region: a tight crop (for OCR) and its CLIPPINGS square padding (for the encoders).
 REGION_CROPS = {
@@ -195,6 +199,7 @@ RECORD_LINK_RUNS = {
 LAYOUT_EVALUATION = {
     "source": "VARCHAR", "precision": "DOUBLE", "recall": "DOUBLE", "f1": "DOUBLE", "mean_iou": "DOUBLE",
     "n_detected": "BIGINT", "n_labelled": "BIGINT", "n_matched": "BIGINT", "kind_accuracy": "DOUBLE",
+    "detector": "VARCHAR", "classifier": "VARCHAR",
 }
 #: One row per labelled source and OCR engine: character error rate on matched regions.
 OCR_EVALUATION = {"source": "VARCHAR", "ocr": "VARCHAR", "cer": "DOUBLE", "exact_match": "DOUBLE", "n": "BIGINT"}

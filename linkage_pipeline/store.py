@@ -33,13 +33,23 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _PARTITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SCHEMA_FILE = "_schema.parquet"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the tables' columns this code writes, kept in ``<artifact_dir>/schema_version``."""
 _VERSION_FILE = "schema_version"
 # Columns each version renamed, as (table, old name, new name). Version 2: the OCR condition is `ocr` in every
 # table (it was `engine` in ocr_texts and ocr_evaluation, `condition` in stg_crop_texts).
 _RENAMED: dict[int, tuple[tuple[str, str, str], ...]] = {
     2: (("ocr_texts", "engine", "ocr"), ("ocr_evaluation", "engine", "ocr"), ("stg_crop_texts", "condition", "ocr")),
+}
+# Columns each version added, as (table, column, type, value for rows written before). Version 3: which line
+# classifier decided each region's kind (earlier detectors decided by type-size rules), and the detector and
+# classifier behind each layout evaluation (unknown for evaluations written before).
+_ADDED: dict[int, tuple[tuple[str, str, str, str | None], ...]] = {
+    3: (
+        ("layout_regions", "classifier", "VARCHAR", "size rules"),
+        ("layout_evaluation", "detector", "VARCHAR", None),
+        ("layout_evaluation", "classifier", "VARCHAR", None),
+    ),
 }
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -168,8 +178,9 @@ class Store:
         if self.check_version and found is not None and found != SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{self.artifact_dir} holds tables of schema version {found}; this code reads and writes version "
-                f"{SCHEMA_VERSION} (the OCR condition column is named 'ocr' in every table). Run "
-                "'linkage-pipeline migrate --data-dir <data dir>' once to rename the columns in place, or delete "
+                f"{SCHEMA_VERSION} (version 2 named the OCR condition 'ocr' in every table; version 3 records the line "
+                "classifier of each layout region). Run 'linkage-pipeline migrate --data-dir <data dir>' once to "
+                "rename and add the columns in place, or delete "
                 f"{self.artifact_dir} to rebuild every table"
             )
         if "?" in str(self.database):
@@ -203,7 +214,8 @@ class Store:
             atomic_write_bytes(path, f"{SCHEMA_VERSION}\n".encode())
 
     def migrate(self) -> list[str]:
-        """Renames, in place, the columns that later schema versions renamed; returns what it changed.
+        """Renames and adds, in place, the columns that later schema versions renamed or added; returns what it
+        changed (added columns take the value their version gives rows written before).
 
         Parquet partitions are rewritten one by one (write then rename), DuckDB tables altered in one
         transaction; the version file is written last, so a migration stopped half way is run again.
@@ -217,6 +229,15 @@ class Store:
                                      f"{SCHEMA_VERSION}; upgrade linkage_pipeline instead")
         done: list[str] = []
         renames = [r for v in range(found + 1, SCHEMA_VERSION + 1) for r in _RENAMED.get(v, ())]
+        added = [a for v in range(found + 1, SCHEMA_VERSION + 1) for a in _ADDED.get(v, ())]
+        for table, column, kind, value in added:
+            folder = self.artifact_dir / "tables" / table
+            for path in sorted(folder.glob("*.parquet")) if folder.exists() else []:
+                data = pq.read_table(path)
+                if column not in data.column_names:
+                    filled = pa.array([value] * data.num_rows, _ARROW_TYPES[kind])
+                    _atomic_write_parquet(data.append_column(column, filled), path)
+                    done.append(f"{table}/{path.name}: + {column}")
         for table, old, new in renames:
             folder = self.artifact_dir / "tables" / table
             for path in sorted(folder.glob("*.parquet")) if folder.exists() else []:
@@ -235,6 +256,18 @@ class Store:
                     if found_column:
                         con.execute(f'alter table {_check_name(table, "table")} rename column "{old}" to "{new}"')
                         done.append(f"{table}: {old} -> {new}")
+                for table, column, kind, value in added:
+                    has_table = con.execute(
+                        "select 1 from information_schema.tables where table_name = ? and table_type = 'BASE TABLE'",
+                        [table]).fetchall()
+                    has_column = con.execute(
+                        "select 1 from information_schema.columns where table_name = ? and column_name = ?",
+                        [table, column]).fetchall()
+                    if has_table and not has_column:
+                        con.execute(f'alter table {_check_name(table, "table")} add column "{column}" {kind}')
+                        if value is not None:
+                            con.execute(f'update {_check_name(table, "table")} set "{column}" = ?', [value])
+                        done.append(f"{table}: + {column}")
                 # views over partitions bind their columns when created: create them again over the renamed files
                 for name, sql in con.execute("select view_name, sql from duckdb_views() where not internal").fetchall():
                     con.execute(sql.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))

@@ -19,7 +19,9 @@ import pandas as pd
 
 from linkage_pipeline import schema
 from linkage_pipeline.config import Rejection, SourceConfig
+from linkage_pipeline.documents import region_training
 from linkage_pipeline.documents.crops import content_id, cut_regions, encode_png
+from linkage_pipeline.documents.labels import read_labels
 from linkage_pipeline.documents.layout import (
     DEFAULT_TIME_BUDGET_S,
     PageRejected,
@@ -54,12 +56,16 @@ def detect_page_regions(
     """
     rows: list[dict] = []
     rejected: list[Rejection] = []
+    classifiers = None
+    if source.layout == "ppocr" and not pages.empty:
+        classifiers = region_training.source_classifiers(pages, _labels_of(source, pages), source.direction, source.name)
     for page in pages.itertuples(index=False):
         try:
             image = np.asarray(load_page_image(Path(page.image_path)).convert("L"))
             layout = detect_layout(
                 image, direction=source.direction, detector=source.layout, lang=source.language,
                 time_budget_s=time_budget_s,
+                classifier=None if classifiers is None else classifiers.for_page(page.page_id),
             )
         except PageRejected as exc:  # too many regions, over budget, or no paper: nothing of it goes on
             logger.warning("layout rejected %s/%s: %s", source.name, page.file, exc.reason)
@@ -96,23 +102,50 @@ def detect_page_regions(
                     "score": float(rec.get("score") or 0.0),
                     "detector": source.layout,
                     "direction": source.direction,
+                    "classifier": "size rules" if classifiers is None else classifiers.name,
                 }
             )
     frame = pd.DataFrame(rows, columns=list(schema.LAYOUT_REGIONS)) if rows else empty_frame(schema.LAYOUT_REGIONS)
     return frame, rejected
 
 
+def _labels_of(source: SourceConfig, pages: pd.DataFrame) -> pd.DataFrame | None:
+    """The source's labels for fitting its line classifier (rejected rows are recorded by ``region_labels``)."""
+    found, _ = read_labels(source, set(pages["file"].astype(str)))
+    return found
+
+
+def expected_classifier(source: SourceConfig, pages: pd.DataFrame) -> str:
+    """The ``classifier`` value :func:`detect_page_regions` writes for these pages (without fitting anything)."""
+    if source.layout != "ppocr":
+        return "size rules"
+    return region_training.classifier_name(pages, _labels_of(source, pages), source.name)
+
+
+def name_regions(regions: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``layout_regions`` that are cropped, read and linked: kind in ``schema.NAME_KINDS``.
+
+    A frame without a ``kind`` column (boxes given by hand, not detected) is taken whole.
+    """
+    if "kind" not in regions.columns:
+        return regions
+    return regions[regions["kind"].isin(schema.NAME_KINDS)]
+
+
 def extract_crops(
     pages: pd.DataFrame, regions: pd.DataFrame, source: SourceConfig, crop_dir: Path
 ) -> tuple[pd.DataFrame, list[Rejection]]:
-    """Cuts every region out of its page: a tight crop (for OCR) and its square padding (for the encoders).
+    """Cuts every name region out of its page: a tight crop (for OCR) and its square padding (for the encoders).
 
+    Only regions whose kind is in ``schema.NAME_KINDS`` (title, heading, entry) are cut; ``body`` text regions
+    stay in ``layout_regions`` (and are scored by the layout evaluation) but are never cropped, read or linked.
     Files are written as ``<crop_dir>/<source>/<crop_id>.png`` and ``<crop_id>.square.png``; a file that already
     exists with the same content id is kept. A region that cannot be cut (zero width or height, off its page) or
     written is rejected with its reason and the others are cut: no single crop fails a source.
     """
     out_dir = safe_child(Path(crop_dir), source.name)
     out_dir.mkdir(parents=True, exist_ok=True)
+    regions = name_regions(regions)
     rows: list[dict] = []
     rejected: list[Rejection] = []
     page_by_id = {p.page_id: p for p in pages.itertuples(index=False)}
@@ -232,14 +265,16 @@ def detect_page_regions_incremental(
     pages: pd.DataFrame, source: SourceConfig, previous: pd.DataFrame | None
 ) -> IncrementalResult:
     """:func:`detect_page_regions` on the pages without regions in ``previous`` (the source's earlier
-    ``layout_regions``); regions of unchanged pages (same page id, detector and direction) are kept.
+    ``layout_regions``); regions of unchanged pages (same page id, detector, direction and line classifier: new
+    labels for a source refit its classifier, so every page is classified again) are kept.
 
     Page ids are content hashes, so an edited page is a new page and its old regions are dropped. A page that
     had no regions before is detected again (it may have been rejected). Rows are ordered by page id and
     reading order, whether built at once or bit by bit.
     """
     t0 = time.perf_counter()
-    kept = _kept_rows(previous, "page_id", pages["page_id"], {"detector": source.layout, "direction": source.direction})
+    same = {"detector": source.layout, "direction": source.direction, "classifier": expected_classifier(source, pages)}
+    kept = _kept_rows(previous, "page_id", pages["page_id"], same)
     todo = pages[~pages["page_id"].isin(set(kept["page_id"]))]
     new, rejected = detect_page_regions(todo, source)
     rows = _combined(kept, new, schema.LAYOUT_REGIONS, ["page_id", "reading_order", "region_id"])
@@ -249,9 +284,10 @@ def detect_page_regions_incremental(
 def extract_crops_incremental(
     pages: pd.DataFrame, regions: pd.DataFrame, source: SourceConfig, crop_dir: Path, previous: pd.DataFrame | None
 ) -> IncrementalResult:
-    """:func:`extract_crops` on the regions not cut before; a region of ``previous`` (the source's earlier
+    """:func:`extract_crops` on the name regions not cut before; a region of ``previous`` (the source's earlier
     ``region_crops``) is kept when it is still detected and both its crop files still exist."""
     t0 = time.perf_counter()
+    regions = name_regions(regions)
     kept = _kept_rows(previous, "region_id", regions["region_id"], {})
     if not kept.empty:
         on_disk = [Path(a).is_file() and Path(b).is_file() for a, b in zip(kept["crop_path"], kept["square_path"], strict=True)]

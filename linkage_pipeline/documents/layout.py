@@ -43,12 +43,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage  # find_objects: every label's bounding slices in one C pass
 
+from linkage_pipeline.documents import lines, regions
 from linkage_pipeline.schema import REGION_KINDS, TEXT_DIRECTIONS
 
 logger = logging.getLogger(__name__)
 
 
-DETECTORS: tuple[str, ...] = ("morphology", "tesseract")
+DETECTORS: tuple[str, ...] = ("ppocr", "morphology", "tesseract")
 
 # Thresholds on a region's type size relative to the median name on the same page. Headings are set about a
 # quarter larger than names (and often bold), titles half again larger or more.
@@ -453,6 +454,173 @@ def _morphology_boxes(gray: np.ndarray, direction: str, budget: _Budget) -> tupl
     return boxes, clean, size
 
 
+#: Skew the ppocr detector corrects (degrees either way), the step of its search, and the least it acts on.
+MAX_SKEW = 4.0
+_SKEW_STEP = 0.1
+_MIN_SKEW = 0.15
+
+
+def estimate_skew(ink: np.ndarray, direction: str) -> float:
+    """Angle (degrees, counter-clockwise positive as in ``cv2.getRotationMatrix2D``) that straightens the lines.
+
+    Projection profiles: the ink, shrunk to at most 800 pixels, is rotated by each candidate angle in
+    [-:data:`MAX_SKEW`, +:data:`MAX_SKEW`] and summed across the text direction (rows of horizontal text, columns
+    of vertical text); straight lines give the sharpest profile (largest sum of squared differences).
+    """
+    h, w = ink.shape
+    f = min(1.0, 800.0 / max(h, w))
+    small = cv2.resize(ink, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA).astype(np.float32)
+    if not small.any():
+        return 0.0
+    centre = (small.shape[1] / 2.0, small.shape[0] / 2.0)
+    axis = 1 if direction == "horizontal" else 0
+
+    def sharpness(angle: float) -> float:
+        m = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        rotated = cv2.warpAffine(small, m, (small.shape[1], small.shape[0]), flags=cv2.INTER_LINEAR, borderValue=0)
+        profile = rotated.sum(axis=axis)
+        return float(np.square(np.diff(profile)).sum())
+
+    coarse = np.arange(-MAX_SKEW, MAX_SKEW + 1e-9, 0.5)
+    best = float(coarse[int(np.argmax([sharpness(a) for a in coarse]))])
+    fine = np.arange(best - 0.5, best + 0.5 + 1e-9, _SKEW_STEP)
+    return float(fine[int(np.argmax([sharpness(a) for a in fine]))])
+
+
+@dataclass(frozen=True)
+class _Rotation:
+    """A page straightened by ``angle`` degrees about its centre; maps boxes back to the page as scanned."""
+
+    angle: float
+    shape: tuple[int, int]
+
+    def matrix(self) -> np.ndarray:
+        h, w = self.shape
+        return cv2.getRotationMatrix2D((w / 2.0, h / 2.0), self.angle, 1.0)
+
+    def apply(self, image: np.ndarray, fill: int) -> np.ndarray:
+        h, w = self.shape
+        flags = cv2.INTER_NEAREST if fill == 0 else cv2.INTER_LINEAR
+        return cv2.warpAffine(image, self.matrix(), (w, h), flags=flags, borderValue=fill)
+
+    def back(self, b: _Box) -> _Box:
+        """The upright box, on the page as scanned, around a box of the straightened page."""
+        inverse = cv2.invertAffineTransform(self.matrix())
+        corners = np.array([[b.x0, b.y0, 1], [b.x1, b.y0, 1], [b.x0, b.y1, 1], [b.x1, b.y1, 1]], np.float64)
+        pts = corners @ inverse.T
+        h, w = self.shape
+        x0, y0 = max(0, int(np.floor(pts[:, 0].min()))), max(0, int(np.floor(pts[:, 1].min())))
+        x1, y1 = min(w, int(np.ceil(pts[:, 0].max()))), min(h, int(np.ceil(pts[:, 1].max())))
+        return _Box(x0, y0, x1, y1, b.size, b.score)
+
+
+def _ppocr_page(
+    gray: np.ndarray, direction: str, budget: _Budget
+) -> tuple[list[_Box], np.ndarray, float, _Rotation | None, np.ndarray]:
+    """Lines of the PP-OCR DB detector (:mod:`.lines`) on the page straightened (skew up to :data:`MAX_SKEW`
+    degrees), each shrunk to the character strokes inside it; boxes, ink and size are of the straightened page,
+    the rotation (None when the page was straight) maps boxes back, and the last mask keeps the dots (、 ・)
+    that the cleaned ink drops with the dust."""
+    page = despeckle(gray)
+    _require_paper(page)
+    size = estimate_char_size(page.ink, direction)
+    clean = _clean(page.ink, size)
+    budget.check("binarisation")
+    angle = estimate_skew(clean, direction)
+    rotation = None
+    work, ink = page.gray, page.ink
+    if abs(angle) >= _MIN_SKEW:
+        rotation = _Rotation(angle, gray.shape)
+        work = rotation.apply(page.gray, int(np.median(page.gray)))
+        ink = rotation.apply(page.ink, 0)
+        clean = _clean(ink, size)
+        logger.debug("page straightened by %.1f degrees", angle)
+    dots = _drop_specks(ink, max(_SPECK_AREA, int(0.01 * size * size)))
+    budget.check("deskew")
+    found = lines.detect_lines(work, size)
+    budget.check("text-line detection")
+    if len(found) > max_regions(gray.shape[1], gray.shape[0], size):
+        raise _over_bound(len(found), gray.shape, size, "text lines")
+    boxes = []
+    for line in found:
+        tight = _tighten(clean, line.x0, line.y0, line.x1, line.y1)
+        if tight is None:  # a line of faint marks only (bleed-through, a stain): no strokes to read
+            continue
+        for x0, y0, x1, y1 in _unstack(clean, tight, direction, size):
+            boxes.append(_Box(x0, y0, x1, y1, _core_size(clean[y0:y1, x0:x1], direction), line.score))
+    sizes = [b.size for b in boxes]
+    if len(sizes) >= 3:
+        size = max(MIN_TYPE_SIZE, float(np.median(sizes)))
+    return _drop_ruby(boxes, direction), clean, size, rotation, dots
+
+
+def _unstack(clean: np.ndarray, box: tuple[int, int, int, int], direction: str, size: float) -> list[tuple[int, int, int, int]]:
+    """The lines of type inside one detected line box, apart.
+
+    The detector's box, grown back around the line, can take in a sliver of the neighbouring line's ink (close
+    leading), or hold two lines its map merged. Across the line, the ink falls in bands separated by blank runs:
+    slivers (bands under a third of a type size at either edge) are trimmed, and in a box thicker than 1.4 type
+    sizes, bands each at least 0.6 type sizes thick are lines of their own; otherwise the box is one line.
+    """
+    x0, y0, x1, y1 = box
+    vertical = direction == "vertical"
+    crop = clean[y0:y1, x0:x1] > 0
+    filled = np.flatnonzero(crop.any(axis=0 if vertical else 1))
+    if len(filled) == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(filled) > 1)
+    if len(cuts) == 0:
+        return [box]
+    bands = list(zip(np.concatenate(([filled[0]], filled[cuts + 1])).tolist(),
+                     (np.concatenate((filled[cuts], [filled[-1]])) + 1).tolist(), strict=True))
+    thin = 0.35 * size
+    while len(bands) > 1 and bands[0][1] - bands[0][0] < thin:
+        bands.pop(0)
+    while len(bands) > 1 and bands[-1][1] - bands[-1][0] < thin:
+        bands.pop()
+    # Lines apart: the box is thicker than one line can be and every band is most of a type size thick (the
+    # halves of characters built left and right, 株 or 鑛, leave a blank run down a narrow column of them).
+    apart = bands[-1][1] - bands[0][0] >= 1.4 * size and min(b - a for a, b in bands) >= 0.6 * size
+    if len(bands) > 1 and not apart:
+        bands = [(bands[0][0], bands[-1][1])]
+    out = []
+    for a, b in bands:
+        part = (x0 + a, y0, x0 + b, y1) if vertical else (x0, y0 + a, x1, y0 + b)
+        tight = _tighten(clean, *part)
+        if tight is not None:
+            out.append(tight)
+    return out
+
+
+#: Ruby (furigana) is set at half the size of the text it glosses (its measured core comes out nearer 0.7: thin
+#: strokes), over a word, not a whole line: a line under this share of its neighbour's size, shorter than this
+#: share of its length, and closer to it than this share of its size, is ruby.
+_RUBY_SIZE = 0.75
+_RUBY_LENGTH = 0.6
+_RUBY_GAP = 0.25
+
+
+def _drop_ruby(boxes: list[_Box], direction: str) -> list[_Box]:
+    """The lines without ruby: small type set right against (or into the margin of) a larger, longer line, above
+    it on horizontal pages and to its right on vertical ones. Ruby glosses a reading; it is no line of its own."""
+    if len(boxes) < 2:
+        return boxes
+    arr = np.array([(b.x0, b.y0, b.x1, b.y1, b.size) for b in boxes], dtype=np.float64)
+    vertical = direction == "vertical"
+    a0, a1 = (arr[:, 1], arr[:, 3]) if vertical else (arr[:, 0], arr[:, 2])
+    keep = []
+    for i, b in enumerate(boxes):
+        length = a1[i] - a0[i]
+        base = (arr[:, 4] * _RUBY_SIZE >= b.size) & ((a1 - a0) * _RUBY_LENGTH >= length)
+        gap = (b.x0 - arr[:, 2]) if vertical else (arr[:, 1] - b.y1)  # right of a column / above a line
+        near = base & (gap >= -b.size) & (gap <= _RUBY_GAP * arr[:, 4])
+        along = np.minimum(a1, a1[i]) - np.maximum(a0, a0[i])
+        keep.append(not bool((near & (along >= 0.8 * length)).any()))
+    if not all(keep):
+        logger.debug("dropped %d ruby lines", len(keep) - sum(keep))
+    return [b for b, k in zip(boxes, keep, strict=True) if k]
+
+
 def _tight_boxes(labels: np.ndarray, n: int, clean: np.ndarray, size: float, direction: str) -> list[_Box]:
     """Tight boxes of the ink inside each merged component, dust clusters dropped.
 
@@ -776,6 +944,120 @@ def _classify(boxes: list[_Box], direction: str) -> list[tuple[_Box, str, float]
     return out
 
 
+def _segments(
+    boxes: list[_Box], clean: np.ndarray, direction: str
+) -> tuple[list[_Box], np.ndarray]:
+    """The lines in reading order, each cut into segments at blank gaps of ``regions.NAME_GAP`` ems, and the line
+    index of each segment (a heading and the names after it on one line, a label and its value on a body line)."""
+    vertical = direction == "vertical"
+    ordered = _reading_order([(b, "entry", b.score) for b in boxes], direction)
+    segments: list[_Box] = []
+    line_ids: list[int] = []
+    for i, (b, _, _) in enumerate(ordered):
+        for x0, y0, x1, y1 in regions.split_names(clean, (b.x0, b.y0, b.x1, b.y1), b.size, vertical, at_separators=False):
+            size = _core_size(clean[y0:y1, x0:x1], direction) if (x0, y0, x1, y1) != (b.x0, b.y0, b.x1, b.y1) else b.size
+            segments.append(_Box(x0, y0, x1, y1, size, b.score))
+            line_ids.append(i)
+    return segments, np.array(line_ids, dtype=np.int64)
+
+
+def _geometry(segments: list[_Box], line_ids: np.ndarray) -> regions.LineGeometry:
+    return regions.LineGeometry(
+        np.array([(b.x0, b.y0, b.x1, b.y1) for b in segments], dtype=np.int64).reshape(-1, 4),
+        np.array([b.size for b in segments], dtype=np.float64),
+        line_ids,
+    )
+
+
+def page_lines(
+    image: np.ndarray | Image.Image, direction: str
+) -> tuple[regions.LineGeometry, np.ndarray, np.ndarray, np.ndarray]:
+    """The segments of a page's PP-OCR text lines in reading order, before they are classified or cut into names.
+
+    Returns:
+        The segments on the straightened page (boxes tight around their strokes, type sizes, line ids), its
+        cleaned ink mask (uint8, 255 = ink) that :func:`regions.line_features` reads, the segments' boxes on
+        the page as scanned (n, 4), to match with labels, and the ink mask that keeps separator dots.
+    """
+    if direction not in TEXT_DIRECTIONS:
+        raise ValueError(f"direction must be one of {TEXT_DIRECTIONS}, got {direction!r}")
+    gray = _to_gray(image)
+    boxes, clean, _, rotation, dots = _ppocr_page(gray, direction, _Budget(None))
+    segments, line_ids = _segments(_drop_degenerate(boxes, gray.shape), clean, direction)
+    scanned = segments if rotation is None else [rotation.back(b) for b in segments]
+    return _geometry(segments, line_ids), clean, _geometry(scanned, line_ids).boxes, dots
+
+
+def _union(boxes: list[_Box], score: float) -> _Box:
+    return _Box(
+        min(b.x0 for b in boxes), min(b.y0 for b in boxes), max(b.x1 for b in boxes), max(b.y1 for b in boxes),
+        float(np.median([b.size for b in boxes])), score,
+    )
+
+
+#: Two pieces of text in one row (column), of one kind other than entry, less than this many ems apart are one
+#: line: a label and its value set with a full-width space, a letter-spaced heading, a line the detector broke.
+_SAME_LINE_GAP = 2.0
+
+
+def _continues(a: _Box, b: _Box, vertical: bool) -> bool:
+    """Whether ``b`` goes on the line of ``a``: it overlaps ``a`` across the line by half the thinner of the two
+    and starts less than :data:`_SAME_LINE_GAP` ems after ``a`` ends."""
+    if vertical:
+        overlap, thin, gap = min(a.x1, b.x1) - max(a.x0, b.x0), min(a.width, b.width), b.y0 - a.y1
+    else:
+        overlap, thin, gap = min(a.y1, b.y1) - max(a.y0, b.y0), min(a.height, b.height), b.x0 - a.x1
+    return overlap >= 0.5 * thin and -0.5 * a.size <= gap <= _SAME_LINE_GAP * max(a.size, b.size)
+
+
+def _names_from_lines(
+    boxes: list[_Box],
+    clean: np.ndarray,
+    direction: str,
+    classifier: regions.RegionClassifier,
+    budget: _Budget,
+    dots: np.ndarray | None = None,
+) -> list[tuple[_Box, str, float]]:
+    """Classify the segments of a page's lines (title, heading, entry, body) and cut entries into names.
+
+    A line takes one kind, voted by its segments' probabilities (:func:`regions.line_kinds_smoothed`); only a
+    run-in heading at its start keeps a kind of its own.
+
+    Consecutive segments of the same kind other than ``entry`` that go on one line (:func:`_continues`) are one
+    region again (a body line of label and value, a letter-spaced heading); ``entry`` segments are cut at
+    separator marks into names.
+    """
+    vertical = direction == "vertical"
+    segments, line_ids = _segments(boxes, clean, direction)
+    if not segments:
+        return []
+    geometry = _geometry(segments, line_ids)
+    proba_all = classifier.probabilities(regions.line_features(clean, geometry, vertical, dots))
+    lengths = (geometry.boxes[:, 3] - geometry.boxes[:, 1]) if vertical else (geometry.boxes[:, 2] - geometry.boxes[:, 0])
+    predicted, proba = regions.line_kinds_smoothed(proba_all, classifier.classes, line_ids, lengths)
+    budget.check("line classification")
+    out: list[tuple[_Box, str, float]] = []
+    run: list[int] = []
+
+    def flush() -> None:
+        if run:
+            kind = predicted[run[0]]
+            score = float(np.mean([segments[i].score * proba[i] for i in run]))
+            out.append((_union([segments[i] for i in run], score), kind, score))
+            run.clear()
+
+    for i, (b, kind, p) in enumerate(zip(segments, predicted, proba.tolist(), strict=True)):
+        if run and (predicted[run[-1]] != kind or not _continues(segments[run[-1]], b, vertical)):
+            flush()
+        if kind != "entry":
+            run.append(i)
+            continue
+        for x0, y0, x1, y1 in regions.split_names(clean, (b.x0, b.y0, b.x1, b.y1), b.size, vertical, marks=dots):
+            out.append((_Box(x0, y0, x1, y1, b.size, b.score), kind, float(b.score * p)))
+    flush()
+    return _reading_order(out, direction)
+
+
 def _length(b: _Box, direction: str) -> int:
     return b.width if direction == "horizontal" else b.height
 
@@ -798,6 +1080,38 @@ def _group_overlapping(
     return groups
 
 
+def _gutter(items: list[tuple[_Box, str, float]]) -> int | None:
+    """The x of a blank band down the middle third of a horizontal page that no line crosses, with lines on both
+    sides spanning most of the height (a two-page spread); None on a single page."""
+    if len(items) < 4:
+        return None
+    x0 = min(b.x0 for b, _, _ in items)
+    x1 = max(b.x1 for b, _, _ in items)
+    width = x1 - x0
+    size = float(np.median([b.size for b, _, _ in items]))
+    covered = np.zeros(width + 1, bool)
+    for b, _, _ in items:
+        covered[b.x0 - x0 : b.x1 - x0] = True
+    lo, hi = width // 3, 2 * width // 3
+    blank = np.flatnonzero(~covered[lo:hi]) + lo
+    if len(blank) == 0:
+        return None
+    runs = np.split(blank, np.flatnonzero(np.diff(blank) > 1) + 1)
+    run = max(runs, key=len)
+    if len(run) < size:  # narrower than a character: a gap inside a row, not a gutter
+        return None
+    cut = int(x0 + run[len(run) // 2])
+    left = [b for b, _, _ in items if b.x1 <= cut]
+    right = [b for b, _, _ in items if b.x0 >= cut]
+
+    def tall(side: list[_Box]) -> bool:
+        return bool(side) and (max(b.y1 for b in side) - min(b.y0 for b in side)) >= 0.5 * (
+            max(b.y1 for b, _, _ in items) - min(b.y0 for b, _, _ in items)
+        )
+
+    return cut if tall(left) and tall(right) else None
+
+
 def _reading_order(items: list[tuple[_Box, str, float]], direction: str) -> list[tuple[_Box, str, float]]:
     """Sort regions as a reader reads them.
 
@@ -806,6 +1120,11 @@ def _reading_order(items: list[tuple[_Box, str, float]], direction: str) -> list
     overlapping horizontally) right to left, each top to bottom.
     """
     if direction == "horizontal":
+        gutter = _gutter(items)
+        if gutter is not None:  # a two-page spread: the left page, then the right one
+            left = [it for it in items if it[0].x1 <= gutter]
+            right = [it for it in items if it[0].x1 > gutter]
+            return _reading_order(left, direction) + _reading_order(right, direction)
         rows = _group_overlapping(
             sorted(items, key=lambda t: (t[0].y0 + t[0].y1) / 2), lambda b: (b.y0, b.y1)
         )
@@ -847,9 +1166,10 @@ def detect_layout(
     image: np.ndarray | Image.Image,
     *,
     direction: str,
-    detector: str = "morphology",
+    detector: str = "ppocr",
     lang: str = "jpn",
     time_budget_s: float | None = DEFAULT_TIME_BUDGET_S,
+    classifier: regions.RegionClassifier | None = None,
 ) -> lp.Layout:
     """Detect the text regions of one page.
 
@@ -887,6 +1207,13 @@ def detect_layout(
         raise ValueError(f"time_budget_s must be > 0 seconds or None, got {time_budget_s!r}")
     budget = _Budget(time_budget_s)
     gray = _to_gray(image)
+    if detector == "ppocr":
+        boxes, clean, size, rotation, dots = _ppocr_page(gray, direction, budget)
+        boxes = _drop_degenerate(boxes, gray.shape)
+        items = _names_from_lines(boxes, clean, direction, classifier or regions.default_classifier(), budget, dots)
+        if rotation is not None:
+            items = [(rotation.back(b), kind, score) for b, kind, score in items]
+        return _to_layout(items, detector, size, direction)
     if detector == "morphology":
         boxes, _, size = _morphology_boxes(gray, direction, budget)
         boxes = _join_fragments(_drop_degenerate(boxes, gray.shape), direction, budget)
@@ -897,6 +1224,10 @@ def detect_layout(
         raise _over_bound(len(boxes), gray.shape, size, "regions")
     budget.check("joining fragments")
     items = _reading_order(_classify(boxes, direction), direction)
+    return _to_layout(items, detector, size, direction)
+
+
+def _to_layout(items: list[tuple[_Box, str, float]], detector: str, size: float, direction: str) -> lp.Layout:
     blocks = [
         lp.TextBlock(lp.Rectangle(b.x0, b.y0, b.x1, b.y1), type=kind, score=round(score, 4), id=i)
         for i, (b, kind, score) in enumerate(items)

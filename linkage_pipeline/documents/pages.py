@@ -9,7 +9,8 @@ encrypted or corrupt PDFs, blank pages, duplicate files, and symlinks pointing o
 :func:`load_page_image` is how later stages read a page: the same decoding, EXIF orientation and mode
 conversion that :func:`scan_pages` used to record ``width``/``height``, so coordinates agree.
 
-:func:`read_labels` reads the optional ground truth ``labels.csv``, keeping good rows and rejecting bad ones.
+:func:`~linkage_pipeline.documents.labels.read_labels` (in ``labels.py``) reads the optional ground truth
+(``labels.csv`` or PASCAL VOC XML files, which may sit beside the pages and are skipped here).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 PDF_SUFFIXES = (".pdf",)
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + PDF_SUFFIXES
+#: Annotation files that may sit beside the pages (PASCAL VOC ``NAME.xml`` next to ``NAME.jpg``, as NDL-DocL ships
+#: them): skipped by the page loader, read by :func:`linkage_pipeline.documents.labels.read_voc_labels`.
+ANNOTATION_SUFFIXES = (".xml",)
 #: Largest page (width x height) decoded or rendered; a 600 dpi A3 scan is about 35 million pixels.
 DEFAULT_MAX_PIXELS = 60_000_000
 DEFAULT_PDF_DPI = 200
@@ -505,7 +509,8 @@ def scan_pages(
     """Lists and vets every page of one source.
 
     Files under ``<source.path>/pages/`` are walked recursively in sorted order. Accepted: ``.png .jpg .jpeg
-    .tif .tiff .pdf`` (any case). Each image is fully decoded to detect truncation; PDF pages (rendered with
+    .tif .tiff .pdf`` (any case); annotation files (``.xml``, see :data:`ANNOTATION_SUFFIXES`) are skipped
+    without a rejection. Each image is fully decoded to detect truncation; PDF pages (rendered with
     pypdfium2 at ``pdf_dpi``) and the frames of multi-frame TIFFs are written as ``<render_dir>/<page_id>.png``
     (atomically; an existing render of the same page id and dpi is reused). Anything unusable becomes a
     rejection (stage ``page_images``) and the rest of the source is still processed.
@@ -559,6 +564,9 @@ def scan_pages(
         if rel in problem_by_file:
             scanner.reject(shown, problem_by_file[rel])
             continue
+        if Path(rel).suffix.lower() in ANNOTATION_SUFFIXES:
+            logger.debug("skipped %s/%s: an annotation file, not a page", source.name, shown)
+            continue
         try:
             scanner.scan_file(rel, paths[rel])
         except InputRejected as exc:
@@ -572,6 +580,7 @@ def scan_pages(
     logger.log(
         logging.WARNING if scanner.rejected else logging.INFO,
         "scanned source %s: %d pages from %d files, %d rejected",
-        source.name, len(frame), len(names), len(scanner.rejected),
+        source.name, len(frame), sum(Path(n).suffix.lower() not in ANNOTATION_SUFFIXES for n in names),
+        len(scanner.rejected),
     )
     return frame, scanner.rejected

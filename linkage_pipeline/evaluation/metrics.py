@@ -47,7 +47,9 @@ LINKAGE_EVALUATION_COLUMNS = (
 )
 CONDITION_COLUMNS = ("method", "training", "ocr")
 #: Detected-region kind that each ``labels.csv`` role should be detected as.
-ROLE_TO_KIND = {"title": "title", "heading": "heading", "supplier": "entry", "customer": "entry", "entry": "entry"}
+ROLE_TO_KIND = {
+    "title": "title", "heading": "heading", "supplier": "entry", "customer": "entry", "entry": "entry", "body": "body"
+}
 
 
 # --------------------------------------------------------------------------------------------------- helpers

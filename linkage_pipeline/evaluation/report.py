@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # the encoder imports torch; this module must stay light
 def layout_evaluation_table(
     regions: pd.DataFrame, pages: pd.DataFrame, labels: pd.DataFrame, matched: pd.DataFrame
 ) -> pd.DataFrame:
-    """One row per labelled source: detection precision/recall at IoU >= 0.5 and kind accuracy.
+    """One row per labelled source: detection precision/recall at IoU >= 0.5, kind accuracy, and the detector and
+    line classifier that produced the regions.
 
     Args:
         regions: ``layout_regions`` rows (all sources).
@@ -31,20 +32,32 @@ def layout_evaluation_table(
     for source, src_labels in labels.groupby("source", sort=True):
         src_regions = regions[regions["source"] == source]
         metrics = evaluation_metrics.layout_metrics(src_regions, src_labels, matched[matched["source"] == source])
-        rows.append({"source": source, **metrics})
-    columns = ["source", "precision", "recall", "f1", "mean_iou", "n_detected", "n_labelled", "n_matched", "kind_accuracy"]
+        rows.append({"source": source, **metrics, "detector": _which(src_regions, "detector"),
+                     "classifier": _which(src_regions, "classifier")})
+    columns = ["source", "precision", "recall", "f1", "mean_iou", "n_detected", "n_labelled", "n_matched", "kind_accuracy",
+               "detector", "classifier"]
     return pd.DataFrame(rows, columns=columns)
 
 
+def _which(regions: pd.DataFrame, column: str) -> str | None:
+    """The distinct values of a column of a source's regions, joined (None when it has no regions)."""
+    if column not in regions.columns or regions.empty:
+        return None
+    return ", ".join(sorted({str(v) for v in regions[column].dropna()})) or None
+
+
 def ocr_evaluation_table(crops: pd.DataFrame, ocr: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
-    """One row per labelled source and OCR engine: character error rate and exact-match share on matched regions."""
+    """One row per labelled source and OCR engine: character error rate and exact-match share on matched regions
+    (regions matched to ``heading`` or ``body`` labels are left out)."""
     joined = (
         matched[["region_id", "source", "text", "role"]]
         .rename(columns={"text": "true_text"})
         .merge(crops[["region_id", "crop_id"]], on="region_id")
         .merge(ocr[["crop_id", "ocr", "text"]], on="crop_id")
     )
-    joined = joined[joined["role"] != "heading"]
+    # Headings are not names; body text is never cropped, but a body line detected as a name would be read
+    # against a label without text (layout-only labels, e.g. PASCAL VOC), so neither is scored.
+    joined = joined[~joined["role"].isin(("heading", "body"))]
     rows = []
     for (source, engine), g in joined.groupby(["source", "ocr"], sort=True):
         pred = g["text"].fillna("").tolist()

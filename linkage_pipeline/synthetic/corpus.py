@@ -40,6 +40,7 @@ from linkage_pipeline.synthetic.firms import (
 )
 from linkage_pipeline.synthetic.fonts import (
     DEMO_FONTS,
+    DENSE_DEMO_FONTS,
     FALLBACK_FONTS,
     FontFile,
     MissingFontError,
@@ -60,6 +61,8 @@ linkages:
   - {query: supplier_lists, target: firm_directory}
 """
 LABEL_COLUMNS: tuple[str, ...] = ("page", "x0", "y0", "x1", "y1", "text", "entity_id", "role")
+#: Corpus styles of :func:`generate_corpus`.
+STYLES: tuple[str, ...] = ("sparse", "dense")
 
 _PREFECTURES: tuple[str, ...] = (
     "東京都", "大阪府", "北海道", "愛知縣", "兵庫縣", "福岡縣", "神奈川縣", "京都府", "廣島縣", "静岡縣",
@@ -69,6 +72,8 @@ _PREFECTURES: tuple[str, ...] = (
 # (small kana), as a Japanese compositor does.
 _ROTATE_IN_VERTICAL = set("ー－—〜（）()「」『』〔〕［］")
 _SMALL_KANA = set("ぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶ")
+# Commas and full stops sit in the lower left of a horizontal cell and in the upper right of a vertical one.
+_PUNCT_IN_VERTICAL = set("、。，．")
 _EM_ASCENT = 0.88  # ideographic em box top above the baseline, in ems (CJK fonts put the box at -0.12..0.88)
 
 
@@ -90,6 +95,9 @@ class CorpusSummary:
         n_absent_mentions: Of those, mentions of firms absent from the directory.
         n_changed_mentions: List mentions (titles included) whose text differs from the canonical name.
         seconds: Wall time of the generation.
+        style: ``sparse`` or ``dense`` (see :func:`generate_corpus`).
+        fonts_used: Families that set at least one character, fallbacks included (dense style only).
+        n_body_lines: Body lines (address, capital, officers ...) labelled in the directory (dense style only).
     """
 
     out_dir: Path
@@ -105,6 +113,9 @@ class CorpusSummary:
     n_absent_mentions: int
     n_changed_mentions: int
     seconds: float = field(default=0.0, compare=False)
+    style: str = "sparse"
+    fonts_used: tuple[str, ...] = ()
+    n_body_lines: int = 0
 
 
 class _Typeset:
@@ -185,6 +196,8 @@ def _render_run(
             )
         else:
             dx, dy = (0.12 * size, -0.12 * size) if ch in _SMALL_KANA else (0.0, 0.0)
+            if ch in _PUNCT_IN_VERTICAL:
+                dx, dy = (0.55 * size, -0.6 * size)
             x = centre_x - face.getlength(ch) / 2 + dx
             draw.text(
                 (x, pen + _EM_ASCENT * size + dy), ch, font=face, fill=shade, anchor="ls",
@@ -225,13 +238,23 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell: int) -
     return big / (big.std() + 1e-6)
 
 
-def _degrade(page: _Page, rng: np.random.Generator, noise: float) -> tuple[np.ndarray, np.ndarray]:
+def _degrade(
+    page: _Page,
+    rng: np.random.Generator,
+    noise: float,
+    *,
+    max_angle: float = 0.8,
+    bleed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Turn the clean ink layer into a scan.
 
     Args:
         page: The composed page.
         rng: Randomness of this page.
         noise: Strength of the degradation, 1.0 = the demo corpus, 0.0 = clean.
+        max_angle: Largest rotation of the page on the scanner glass, in degrees (at ``noise >= 1``).
+        bleed: Ink layer (float32 in [0, 1], any shape) of the page's back side: it shows through faintly,
+            mirrored, with an uneven paper tone (both only where given and ``noise > 0``).
 
     Returns:
         ``(image, matrix)``: uint8 (H, W) grey scan, and the 2x3 float64 affine matrix that maps clean page
@@ -258,7 +281,7 @@ def _degrade(page: _Page, rng: np.random.Generator, noise: float) -> tuple[np.nd
         drop: np.ndarray = cv2.dilate(seeds, np.ones((2, 2), np.uint8))
         ink = ink * (1 - 0.8 * drop)
     # A page never lies perfectly straight on the scanner glass.
-    angle = float(rng.uniform(-0.8, 0.8)) * min(noise, 1.0)
+    angle = float(rng.uniform(-max_angle, max_angle)) * min(noise, 1.0)
     shift = rng.uniform(-4, 4, size=2) * min(noise, 1.0)
     matrix: np.ndarray = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0).astype(np.float64)
     matrix[:, 2] = matrix[:, 2] + shift
@@ -266,6 +289,16 @@ def _degrade(page: _Page, rng: np.random.Generator, noise: float) -> tuple[np.nd
     paper = float(rng.uniform(208, 240)) + 4.0 * noise * _smooth_field(rng, (h, w), 300)
     ink_tone = float(rng.uniform(20, 60))
     img: np.ndarray = paper * (1 - ink) + ink_tone * ink
+    if bleed is not None and noise > 0:
+        # Show-through: the back side's text, mirrored and blurred by the paper; paper darker towards an edge.
+        back = cv2.resize(np.ascontiguousarray(bleed[:, ::-1]), (w, h), interpolation=cv2.INTER_AREA)
+        back = cv2.GaussianBlur(back, (0, 0), float(rng.uniform(1.2, 2.5)))
+        strength = float(rng.uniform(0.03, 0.09)) * min(noise, 1.5)
+        img = img - strength * back * (paper - ink_tone) * (1 - ink)
+        ramp = np.linspace(0.0, 1.0, w, dtype=np.float32) ** 3
+        if rng.random() < 0.5:
+            ramp = ramp[::-1]
+        img = img - float(rng.uniform(0, 18)) * noise * ramp[None, :]
     if noise > 0:
         sigma = float(rng.uniform(0.8, 1.3)) * min(noise, 1.5)
         img = cv2.GaussianBlur(img, (0, 0), sigma)
@@ -439,8 +472,9 @@ def _write_labels(path: Path, rows: list[dict[str, object]]) -> None:
 def _prepare_source(out_dir: Path, name: str) -> Path:
     pages = out_dir / name / "pages"
     pages.mkdir(parents=True, exist_ok=True)
-    for stale in pages.glob("page_*.png"):  # a smaller rerun must not leave pages of a larger one behind
-        stale.unlink()
+    for stale in sorted(pages.glob("page_*")):  # a smaller rerun must not leave pages of a larger one behind
+        if stale.suffix in (".png", ".jpg", ".tif"):
+            stale.unlink()
     return pages
 
 
@@ -449,6 +483,90 @@ def _save_png(path: Path, image: np.ndarray) -> None:
     if not ok:
         raise OSError(f"could not encode {path}")
     path.write_bytes(buf.tobytes())
+
+
+@dataclass(frozen=True)
+class _Population:
+    """The firms of one corpus: who is in the directory (in which prefecture sections) and who is absent."""
+
+    universe: list[Firm]
+    directory: list[Firm]
+    absent: list[Firm]
+    sections: list[str]
+    suffix: str
+    by_section: list[list[Firm]]
+    duplicated: set[int]
+    rng: np.random.Generator
+
+    @classmethod
+    def draw(cls, seed: int, n_firms: int, vocabulary: Vocabulary, duplicate_share: float) -> _Population:
+        """Draw the firms, the absent ones and the directory's sections (some firms in two sections)."""
+        rng = np.random.default_rng([seed, 0x434F5250])
+        n_absent = max(2, int(round(n_firms * 0.25)))
+        universe = generate_firms(n_firms + n_absent, seed, vocabulary=vocabulary)
+        absent_idx = set(rng.choice(len(universe), size=n_absent, replace=False).tolist())
+        directory = [f for i, f in enumerate(universe) if i not in absent_idx]
+        absent = [f for i, f in enumerate(universe) if i in absent_idx]
+        n_sections = int(np.clip(round(n_firms / 30), 2, len(_PREFECTURES)))
+        sections = [str(p) for p in rng.choice(_PREFECTURES, size=n_sections, replace=False)]
+        suffix = "之部" if rng.random() < 0.7 else ""
+        by_section: list[list[Firm]] = [[] for _ in sections]
+        n_twice = int(round(duplicate_share * len(directory)))
+        duplicated = set(rng.choice(len(directory), size=n_twice, replace=False).tolist())
+        for i, firm in enumerate(directory):
+            homes = rng.choice(n_sections, size=2 if i in duplicated else 1, replace=False)
+            for h in homes:
+                by_section[int(h)].append(firm)
+        return cls(universe, directory, absent, sections, suffix, by_section, duplicated, rng)
+
+    def directory_items(self) -> list[tuple[str, str, str]]:
+        """The directory in print order, ``(text, entity_id, role)``: a heading, then its section's entries.
+
+        Draws from :attr:`rng`; call it once.
+        """
+        items: list[tuple[str, str, str]] = []
+        for name, members in zip(self.sections, self.by_section, strict=True):
+            if not members:
+                continue
+            items.append((name + self.suffix, "", "heading"))
+            order = self.rng.permutation(len(members))
+            items.extend(
+                (mention(members[j], self.rng, "directory"), members[j].entity_id, "entry") for j in order
+            )
+        return items
+
+    def list_content(
+        self, prng: np.random.Generator, names_per_list: tuple[int, int], absent_share: float
+    ) -> tuple[tuple[str, str], list[tuple[str, str, list[tuple[str, str]]]]]:
+        """What one supply-chain list page says: its reporting firm and its suppliers and customers.
+
+        Returns:
+            ``(title, sections)``: ``title`` is ``(printed name, entity_id)``; each section is ``(heading,
+            role, [(printed name, entity_id), ...])`` for ``supplier`` then ``customer``.
+        """
+        lo, hi = names_per_list
+        directory, absent = self.directory, self.absent
+        reporter = directory[int(prng.integers(len(directory)))] if prng.random() < 0.9 else \
+            absent[int(prng.integers(len(absent)))]
+        used = {reporter.entity_id}
+        total = min(int(prng.integers(lo, hi + 1)), len(self.universe) - 1)  # a tiny corpus has few firms
+        n_sup = int(np.clip(prng.integers(total // 2 - 2, total // 2 + 3), 1, total - 1))
+        page_sections = []
+        for heading, role, count in (
+            ("仕入先", "supplier", n_sup),
+            ("販賣先" if prng.random() < 0.6 else "得意先", "customer", total - n_sup),
+        ):
+            names: list[tuple[str, str]] = []
+            while len(names) < count:
+                pool = absent if prng.random() < absent_share else directory
+                firm = pool[int(prng.integers(len(pool)))]
+                if firm.entity_id in used:  # terminates: total < number of firms
+                    continue
+                used.add(firm.entity_id)
+                names.append((mention(firm, prng, "list"), firm.entity_id))
+            page_sections.append((heading, role, names))
+        title = (mention(reporter, prng, "title"), reporter.entity_id)
+        return title, page_sections
 
 
 def generate_corpus(
@@ -464,6 +582,7 @@ def generate_corpus(
     names_per_list: tuple[int, int] = (8, 15),
     scale: float = 1.0,
     noise: float = 1.0,
+    style: str = "sparse",
 ) -> CorpusSummary:
     """Write the synthetic two-source corpus (directory + supply-chain lists) under ``out_dir``.
 
@@ -479,6 +598,10 @@ def generate_corpus(
         names_per_list: Inclusive range of suppliers + customers per list page.
         scale: Page and type size factor; 1.0 gives 1240 px wide pages (about 150 dpi) and 28-38 px type.
         noise: Scan degradation strength; 1.0 for the demo, 0.0 for clean renderings.
+        style: ``sparse`` (the default): one name per column or line, PNG pages; ``dense``: directory entries
+            with body text in smaller type and lists that run partners inline, mixed PNG/JPEG/TIFF pages, more
+            typefaces (:data:`~linkage_pipeline.synthetic.fonts.DENSE_DEMO_FONTS`); see
+            :mod:`linkage_pipeline.synthetic.dense`.
 
     Returns:
         A CorpusSummary with counts and timing.
@@ -507,36 +630,28 @@ def generate_corpus(
         raise ValueError(f"unknown vocabulary {vocabulary!r}; expected one of {VOCABULARIES}")
     if isinstance(fonts, str):
         raise ValueError(f"fonts must be a sequence of family names, got the string {fonts!r}; wrap it in a list")
-    families = tuple(fonts) if fonts is not None else DEMO_FONTS
-    typeset = _Typeset(resolve_fonts(families))
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
+    if fonts is not None:
+        families = tuple(fonts)
+    else:
+        families = DENSE_DEMO_FONTS if style == "dense" else DEMO_FONTS
+    found = resolve_fonts(families)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    rng = np.random.default_rng([seed, 0x434F5250])
-    n_absent = max(2, int(round(n_firms * 0.25)))
-    universe = generate_firms(n_firms + n_absent, seed, vocabulary=vocabulary)
-    absent_idx = set(rng.choice(len(universe), size=n_absent, replace=False).tolist())
-    directory = [f for i, f in enumerate(universe) if i not in absent_idx]
-    absent = [f for i, f in enumerate(universe) if i in absent_idx]
+    if style == "dense":
+        from linkage_pipeline.synthetic.dense import generate_dense
 
-    # ---- directory: firms by prefecture section, some firms in two sections
-    n_sections = int(np.clip(round(n_firms / 30), 2, len(_PREFECTURES)))
-    sections = [str(p) for p in rng.choice(_PREFECTURES, size=n_sections, replace=False)]
-    suffix = "之部" if rng.random() < 0.7 else ""
-    by_section: list[list[Firm]] = [[] for _ in sections]
-    n_twice = int(round(duplicate_share * len(directory)))
-    duplicated = set(rng.choice(len(directory), size=n_twice, replace=False).tolist())
-    for i, firm in enumerate(directory):
-        homes = rng.choice(n_sections, size=2 if i in duplicated else 1, replace=False)
-        for h in homes:
-            by_section[int(h)].append(firm)
-    items: list[tuple[str, str, str]] = []
-    for name, members in zip(sections, by_section, strict=True):
-        if not members:
-            continue
-        items.append((name + suffix, "", "heading"))
-        order = rng.permutation(len(members))
-        items.extend((mention(members[j], rng, "directory"), members[j].entity_id, "entry") for j in order)
+        return generate_dense(
+            out, seed=seed, n_firms=n_firms, n_list_pages=n_list_pages, families=families, fonts=found,
+            vocabulary=vocabulary, duplicate_share=duplicate_share, absent_share=absent_share,
+            names_per_list=names_per_list, scale=scale, noise=noise, t0=t0,
+        )
+    typeset = _Typeset(found)
+    population = _Population.draw(seed, n_firms, vocabulary, duplicate_share)
+    directory, absent, universe = population.directory, population.absent, population.universe
+    items = population.directory_items()
 
     dir_pages = _prepare_source(out, "firm_directory")
     dir_rows: list[dict[str, object]] = []
@@ -567,26 +682,7 @@ def generate_corpus(
     canonical = {f.entity_id: f.canonical for f in universe}
     for p in range(1, n_list_pages + 1):
         prng = _page_rng(seed, 2, p)
-        reporter = directory[int(prng.integers(len(directory)))] if prng.random() < 0.9 else \
-            absent[int(prng.integers(len(absent)))]
-        used = {reporter.entity_id}
-        total = min(int(prng.integers(lo, hi + 1)), len(universe) - 1)  # a tiny corpus has few firms to list
-        n_sup = int(np.clip(prng.integers(total // 2 - 2, total // 2 + 3), 1, total - 1))
-        page_sections = []
-        for heading, role, count in (
-            ("仕入先", "supplier", n_sup),
-            ("販賣先" if prng.random() < 0.6 else "得意先", "customer", total - n_sup),
-        ):
-            names: list[tuple[str, str]] = []
-            while len(names) < count:
-                pool = absent if prng.random() < absent_share else directory
-                firm = pool[int(prng.integers(len(pool)))]
-                if firm.entity_id in used:  # terminates: total < number of firms
-                    continue
-                used.add(firm.entity_id)
-                names.append((mention(firm, prng, "list"), firm.entity_id))
-            page_sections.append((heading, role, names))
-        title = (mention(reporter, prng, "title"), reporter.entity_id)
+        title, page_sections = population.list_content(prng, names_per_list, absent_share)
         page = _layout_list(title, page_sections, typeset, prng, scale, width)
         image, matrix = _degrade(page, prng, noise)
         file = f"page_{p:03d}.png"
@@ -610,7 +706,7 @@ def generate_corpus(
         n_absent_firms=len(absent),
         n_directory_pages=page_no,
         n_directory_entries=sum(1 for r in dir_rows if r["role"] == "entry"),
-        n_duplicated_firms=len(duplicated),
+        n_duplicated_firms=len(population.duplicated),
         n_list_pages=n_list_pages,
         n_list_mentions=n_mentions,
         n_absent_mentions=n_absent_mentions,

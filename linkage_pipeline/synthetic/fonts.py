@@ -19,6 +19,20 @@ logger = logging.getLogger(__name__)
 DEMO_FONTS: tuple[str, ...] = ("Noto Serif CJK JP", "IPAMincho", "Ume Mincho", "IPAGothic", "VL Gothic")
 #: Typefaces for a held-out corpus (none of them is in DEMO_FONTS).
 HELDOUT_FONTS: tuple[str, ...] = ("BIZ UDMincho", "IPAexMincho", "BIZ UDGothic")
+#: Typefaces of the dense demo corpus (``style="dense"``): Mincho and Gothic faces of many foundries and eras, so
+#: a detector or reader does not learn one design. None of them is in DENSE_HELDOUT_FONTS or HELDOUT_FONTS.
+DENSE_DEMO_FONTS: tuple[str, ...] = (
+    "Noto Serif CJK JP", "Noto Sans CJK JP", "IPAMincho", "IPAPMincho", "IPAGothic", "IPAPGothic",
+    "IPAmjMincho", "TakaoMincho", "TakaoPGothic", "Ume Mincho", "Ume Mincho S3", "Ume Gothic",
+    "Ume Gothic C4", "Ume Hy Gothic", "VL Gothic", "VL PGothic", "HanaMinA", "MotoyaLCedar",
+    "Sawarabi Mincho", "Sawarabi Gothic", "Dejima",
+)
+#: Typefaces of a held-out dense corpus: designs the dense demo never uses (BIZ UD, IPAex, a Meiji-style
+#: Mincho, an M+-based Gothic).
+DENSE_HELDOUT_FONTS: tuple[str, ...] = (
+    "BIZ UDMincho", "BIZ UDPMincho", "BIZ UDGothic", "BIZ UDPGothic", "IPAexMincho", "IPAexGothic",
+    "Oradano-mincho-GSRR", "Migu 1M",
+)
 #: Used, if installed, for the few characters a chosen typeface lacks (e.g. ㈴ in IPAMincho).
 FALLBACK_FONTS: tuple[str, ...] = ("Noto Serif CJK JP", "Noto Sans CJK JP", "IPAexMincho", "BIZ UDMincho")
 
@@ -35,7 +49,45 @@ FONT_PACKAGES: dict[str, str] = {
     "Ume Gothic": "fonts-horai-umefont",
     "BIZ UDMincho": "fonts-morisawa-bizud-mincho",
     "BIZ UDGothic": "fonts-morisawa-bizud-gothic",
+    "BIZ UDPMincho": "fonts-morisawa-bizud-mincho",
+    "BIZ UDPGothic": "fonts-morisawa-bizud-gothic",
+    "IPAPMincho": "fonts-ipafont-mincho",
+    "IPAPGothic": "fonts-ipafont-gothic",
+    "IPAmjMincho": "fonts-ipamj-mincho",
+    "TakaoMincho": "fonts-takao-mincho",
+    "TakaoPGothic": "fonts-takao-gothic",
+    "Ume Mincho S3": "fonts-horai-umefont",
+    "Ume Gothic C4": "fonts-horai-umefont",
+    "Ume Hy Gothic": "fonts-horai-umefont",
+    "VL PGothic": "fonts-vlgothic",
+    "HanaMinA": "fonts-hanazono",
+    "MotoyaLCedar": "fonts-motoya-l-cedar",
+    "Sawarabi Mincho": "fonts-sawarabi-mincho",
+    "Sawarabi Gothic": "fonts-sawarabi-gothic",
+    "Dejima": "fonts-dejima-mincho",
+    "Oradano-mincho-GSRR": "fonts-oradano-mincho-gsrr",
+    "Migu 1M": "fonts-migmix",
 }
+
+
+def corpus_fonts(style: str = "sparse", heldout: bool = False) -> tuple[str, ...]:
+    """The typefaces a generated corpus of ``style`` is set in.
+
+    Args:
+        style: ``sparse`` or ``dense`` (see :func:`~linkage_pipeline.synthetic.corpus.generate_corpus`).
+        heldout: The held-out faces (never used by the demo corpora nor in training) instead of the demo ones.
+
+    Returns:
+        Family names.
+
+    Raises:
+        ValueError: If ``style`` is unknown.
+    """
+    if style == "sparse":
+        return HELDOUT_FONTS if heldout else DEMO_FONTS
+    if style == "dense":
+        return DENSE_HELDOUT_FONTS if heldout else DENSE_DEMO_FONTS
+    raise ValueError(f"unknown corpus style {style!r}; expected 'sparse' or 'dense'")
 
 
 class MissingFontError(FileNotFoundError):

@@ -16,7 +16,7 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 
 def _region(rid: str, source: str, page: str, kind: str, y: int, order: int, x: int = 100) -> dict:
     return {"region_id": rid, "source": source, "page_id": page, "x0": x, "y0": y, "x1": x + 200, "y1": y + 40,
-            "kind": kind, "reading_order": order, "score": 1.0, "detector": "morphology", "direction": "horizontal"}
+            "kind": kind, "reading_order": order, "score": 1.0, "detector": "morphology", "direction": "horizontal", "classifier": "size rules"}
 
 
 @pytest.fixture()

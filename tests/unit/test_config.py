@@ -82,7 +82,7 @@ def test_good_registry(tmp_path: Path) -> None:
 def test_defaults_and_primary_ocr(tmp_path: Path, settings: str, ocr: tuple[str, ...], primary: str) -> None:
     data = make_data_dir(tmp_path, f"sources:\n  s: {settings}\n", folders=("s",))
     src = load_sources(data).get("s")
-    assert (src.language, src.layout, src.ocr, src.primary_ocr) == ("jpn", "morphology", ocr, primary)
+    assert (src.language, src.layout, src.ocr, src.primary_ocr) == ("jpn", "ppocr", ocr, primary)
 
 
 # -- one bad source among good ones ------------------------------------------------------------------------
@@ -104,7 +104,7 @@ BAD_SOURCES = [
     ("number_key", f"007: {OK}", "7", "is a int; expected a string (quote it in YAML"),
     ("bad_direction", "x: {role: query, direction: diagonal}", "x", "direction 'diagonal' is not one of horizontal, vertical"),
     ("bad_role", "x: {role: boss, direction: vertical}", "x", "role 'boss' is not one of query, target"),
-    ("bad_layout", "x: {role: query, direction: vertical, layout: magic}", "x", "layout 'magic' is not one of morphology, tesseract"),
+    ("bad_layout", "x: {role: query, direction: vertical, layout: magic}", "x", "layout 'magic' is not one of ppocr, morphology, tesseract"),
     ("bad_engine", "x: {role: query, direction: vertical, ocr: [tesseract, easyocr]}", "x", "ocr engine 'easyocr' is not one of tesseract, rapidocr"),
     ("empty_ocr", "x: {role: query, direction: vertical, ocr: []}", "x", "ocr is empty"),
     ("duplicate_engine", "x: {role: query, direction: vertical, ocr: [tesseract, tesseract]}", "x", "ocr lists tesseract more than once"),

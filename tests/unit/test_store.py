@@ -253,3 +253,27 @@ def test_table_records_keep_their_leading_columns(store: Store) -> None:
     assert store.write_partition("table_records", "a", frame, records) == 1
     with pytest.raises(ValueError, match="do not start with its leading columns"):
         store.write_partition("table_records", "a", frame[["name"]], {"name": "VARCHAR"})
+
+
+def test_migrate_adds_the_classifier_columns_of_version_3(tmp_path: Path) -> None:
+    """A version-2 data dir: layout_regions partitions without `classifier`, a layout_evaluation table without
+    `detector` and `classifier`; migrate adds them (old regions were classified by size rules)."""
+    folder = tmp_path / "art" / "tables" / "layout_regions"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"region_id": ["r1", "r2"], "kind": ["entry", "title"]}), folder / "dir.parquet")
+    (tmp_path / "art" / "schema_version").write_text("2\n")
+    with duckdb.connect(str(tmp_path / "db.duckdb")) as con:
+        con.execute("create table layout_evaluation as select 'dir' as source, 0.9 as precision")
+    with pytest.raises(SchemaVersionError, match="schema version 2"):
+        Store(tmp_path / "db.duckdb", tmp_path / "art")
+    changed = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False).migrate()
+    assert sorted(changed) == [
+        "layout_evaluation: + classifier", "layout_evaluation: + detector", "layout_regions/dir.parquet: + classifier",
+    ]
+    data = pq.read_table(folder / "dir.parquet").to_pandas()
+    assert data["classifier"].tolist() == ["size rules", "size rules"]
+    store = Store(tmp_path / "db.duckdb", tmp_path / "art")
+    evaluation = store.read_table("layout_evaluation")
+    assert evaluation.columns.tolist() == ["source", "precision", "detector", "classifier"]
+    assert evaluation["classifier"].isna().all()
+    assert store.migrate() == []

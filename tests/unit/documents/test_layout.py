@@ -74,7 +74,9 @@ def _page(corpus: Path, source: str, page: str) -> np.ndarray:
 def test_morphology_matches_labels(corpus: Path, source: str, n_labels: int, n_kind_ok: int) -> None:
     n_det = n_match = n_ok = n_lab = 0
     for page, labels in sorted(_labels(corpus, source).items()):
-        records = layout_to_records(detect_layout(_page(corpus, source, page), direction=DIRECTIONS[source]))
+        records = layout_to_records(
+            detect_layout(_page(corpus, source, page), direction=DIRECTIONS[source], detector="morphology")
+        )
         matched, ok = _score(records, labels)
         n_det += len(records)
         n_lab += len(labels)
@@ -126,7 +128,7 @@ def test_horizontal_reading_order_and_kinds() -> None:
     last = _draw_name(page, 90, 530, 5, 28, "horizontal")
     rng = np.random.default_rng(0)
     page[rng.integers(0, 700, 300), rng.integers(0, 900, 300)] = 90  # dust
-    layout = detect_layout(page, direction="horizontal")
+    layout = detect_layout(page, direction="horizontal", detector="morphology")
     assert _boxes(layout) == [title, heading, *grid, heading2, last]
     kinds = [r["kind"] for r in layout_to_records(layout)]
     assert kinds == ["title", "heading"] + ["entry"] * 6 + ["heading", "entry"]
@@ -139,7 +141,7 @@ def test_vertical_reading_order_tiers_and_rule() -> None:
     tier0b = [_draw_name(page, x, 60, 6, 28, "vertical") for x in (280, 220)]
     page[446:449, 40:660] = 40  # ruling line between the tiers, touching nothing
     tier1 = [_draw_name(page, x, 500, 7, 28, "vertical") for x in (600, 540, 480)]
-    layout = detect_layout(page, direction="vertical")
+    layout = detect_layout(page, direction="vertical", detector="morphology")
     assert _boxes(layout) == [*tier0, head, *tier0b, *tier1]
     kinds = [r["kind"] for r in layout_to_records(layout)]
     assert kinds == ["entry"] * 4 + ["heading"] + ["entry"] * 5
@@ -158,21 +160,22 @@ def test_vertical_reading_order_tiers_and_rule() -> None:
 def test_accepts_pil_and_colour_inputs(convert) -> None:
     page = np.full((300, 500), 230, np.uint8)
     boxes = [_draw_name(page, 40, y, 6, 28, "horizontal") for y in (40, 120, 200)]
-    assert _boxes(detect_layout(convert(page), direction="horizontal")) == boxes
+    assert _boxes(detect_layout(convert(page), direction="horizontal", detector="morphology")) == boxes
 
 
 def test_blank_page_gives_empty_layout() -> None:
     page = np.full((400, 300), 220, np.uint8)
     page[np.random.default_rng(1).integers(0, 400, 50), np.random.default_rng(2).integers(0, 300, 50)] = 100
     for direction in ("horizontal", "vertical"):
-        assert len(detect_layout(page, direction=direction)) == 0
+        for detector in ("ppocr", "morphology"):
+            assert len(detect_layout(page, direction=direction, detector=detector)) == 0
 
 
 def test_layout_to_records_format() -> None:
     page = np.full((300, 500), 230, np.uint8)
     for y in (40, 120, 200):
         _draw_name(page, 40, y, 6, 28, "horizontal")
-    layout = detect_layout(page, direction="horizontal")
+    layout = detect_layout(page, direction="horizontal", detector="morphology")
     assert all(isinstance(b, lp.TextBlock) and isinstance(b.block, lp.Rectangle) for b in layout)
     records = layout_to_records(layout)
     assert [r["reading_order"] for r in records] == [0, 1, 2]

@@ -176,18 +176,21 @@ def test_a_page_over_the_bound_is_rejected_with_count_and_bound(
     page, image, labels = _pages(corpus, "supplier_lists")[0]
     monkeypatch.setattr(layout, "max_regions", lambda w, h, s: 5)  # a page of 12 names, a bound of 5
     with pytest.raises(PageRejected) as info:
-        detect_layout(image, direction="horizontal")
+        detect_layout(image, direction="horizontal", detector="morphology")
     assert info.value.bound == 5 and info.value.n_regions == len(labels)
     height, width = image.shape
     assert f"{len(labels)} candidate regions on a {width}x{height} page" in info.value.reason
     assert "more than the 5 regions" in info.value.reason
     # The stage emits none of its regions (nothing is cut or read) and records the page as a rejection.
-    source = SourceConfig(name="lists", role="query", direction="horizontal", path=tmp_path)
+    source = SourceConfig(name="lists", role="query", direction="horizontal", path=tmp_path, layout="morphology")
     pages = pd.DataFrame([{"page_id": "p1", "file": page, "image_path": str(corpus / "supplier_lists" / "pages" / page)}])
     regions, rejected = detect_page_regions(pages, source)
     assert regions.empty
     assert [(r.file, r.stage) for r in rejected] == [(page, "layout_regions")]
     assert "more than the 5 regions" in rejected[0].reason
+    # The ppocr detector counts its text lines against the same bound (the page's title, headings and lines).
+    with pytest.raises(PageRejected, match=r"text lines on a \d+x\d+ page .* more than the 5 regions"):
+        detect_layout(image, direction="horizontal", detector="ppocr")
 
 
 def test_a_page_over_its_time_budget_is_rejected(corpus: Path) -> None:
@@ -239,7 +242,7 @@ def test_degenerate_regions_are_dropped_at_layout(monkeypatch: pytest.MonkeyPatc
     ]
     monkeypatch.setattr(layout, "_morphology_boxes", lambda gray, direction, *_: ([*good, *bad], gray, 28.0))
     page = np.full((300, 500), 230, np.uint8)
-    records = layout_to_records(detect_layout(page, direction="horizontal"))
+    records = layout_to_records(detect_layout(page, direction="horizontal", detector="morphology"))
     assert [(r["x0"], r["y0"], r["x1"], r["y1"]) for r in records] == [(40, 40, 208, 68), (40, 120, 208, 148)]
 
 
