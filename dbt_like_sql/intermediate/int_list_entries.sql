@@ -1,6 +1,7 @@
 -- depends_on: stg_regions, ocr_texts, document_sources
 -- One row per listed firm on a query source's pages: its page's reporting firm (the title) and its section
--- (supplier or customer), from the nearest heading above it; the heading's text decides, its order is the fallback.
+-- (supplier or customer), from the nearest heading before it in reading order (a run-in heading, 【仕入先】 and the
+-- names after it on its line, comes first); the heading's text decides, its order is the fallback.
 with texts as (
     select
         g.*,
@@ -14,9 +15,9 @@ with texts as (
 headings as (
     select
         page_id,
-        y1 as heading_y1,
+        reading_order as heading_order,
         ocr_text as heading_text,
-        row_number() over (partition by page_id order by y0, x0) as heading_rank
+        row_number() over (partition by page_id order by reading_order) as heading_rank
     from texts
     where kind = 'heading'
 ),
@@ -52,7 +53,7 @@ select
         else 'unknown'
     end as section
 from texts as e
-asof left join headings as h on h.page_id = e.page_id and e.y0 >= h.heading_y1
+asof left join headings as h on h.page_id = e.page_id and e.reading_order > h.heading_order
 left join titles as t on t.page_id = e.page_id
 where e.kind = 'entry'
 order by e.source, e.page_id, e.reading_order

@@ -101,3 +101,28 @@ def test_link_provenance_traces_each_link_to_both_crops_pages_boxes_and_texts(st
     assert row["query_source"] == "lists" and row["target_source"] == "dir"
     assert row["query_page"] and row["target_page"] and row["query_x1"] > row["query_x0"]
     assert bool(row["matched"]) and row["score"] == 0.8 and row["method"] == "jaro_winkler"
+
+
+def test_a_list_without_any_title_or_heading_gives_no_entries_and_no_edges(store: Store) -> None:
+    """Empty is a result: when layout finds no title and no heading on the list pages (every region an entry),
+    the listed names are kept without a reporting firm or section, there are no edges, and the models still run."""
+    regions = store.read_partition("layout_regions", "lists", schema.LAYOUT_REGIONS).assign(kind="entry")
+    store.write_partition("layout_regions", "lists", regions, schema.LAYOUT_REGIONS)
+    for model in load_sql_models(SQL_DIR):
+        store.run_sql_model(model)
+    entries = store.query("select title_crop_id, section from int_list_entries")
+    assert len(entries) == 6 and entries["title_crop_id"].isna().all() and set(entries["section"]) == {"unknown"}
+    edges = store.query("select * from mart_supply_chain_edges")
+    assert edges.empty and {"supplier_id", "customer_id"} <= set(edges.columns)
+
+
+def test_names_on_the_line_of_a_run_in_heading_belong_to_its_section(store: Store) -> None:
+    """【仕入先】 and the first names on one line: the names share the heading's row, and follow it in reading order."""
+    regions = store.read_partition("layout_regions", "lists", schema.LAYOUT_REGIONS)
+    same_row = {"rS": 60, "rC": 160, "rC2": 160}  # rH1 is at y 60, rH2 at y 160
+    regions["y0"] = [same_row.get(r, y) for r, y in zip(regions["region_id"], regions["y0"], strict=True)]
+    store.write_partition("layout_regions", "lists", regions, schema.LAYOUT_REGIONS)
+    for model in load_sql_models(SQL_DIR):
+        store.run_sql_model(model)
+    entries = store.query("select crop_id, section from int_list_entries order by crop_id")
+    assert entries.set_index("crop_id")["section"].to_dict() == {"crC": "customer", "crC2": "customer", "crS": "supplier"}
