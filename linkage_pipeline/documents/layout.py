@@ -1,8 +1,13 @@
-"""Layout detection: find the text regions (titles, headings, names) on a scanned page, in reading order.
+"""Layout detection: find the text regions (titles, headings, names, body text) on a scanned page, in reading order.
 
-Two detectors share one interface, :func:`detect_layout`:
+Three detectors share one interface, :func:`detect_layout`:
 
-- ``morphology`` (default): OpenCV. Normalise the paper tone, binarise (Otsu's ink level, with the cut moved
+- ``ppocr`` (default): text lines from the pretrained PP-OCR DB detector (:mod:`.lines`) on the despeckled,
+  straightened page (:func:`estimate_skew`), each shrunk to its strokes, split where it holds two lines, ruby
+  dropped; then each line classified as title / heading / entry / body by a learned classifier over features
+  relative to its page and neighbours (:mod:`.regions`), and entry lines cut into names at separators. Boxes are
+  mapped back to the page as scanned.
+- ``morphology``: OpenCV. Normalise the paper tone, binarise (Otsu's ink level, with the cut moved
   toward the paper so faded strokes survive), remove ruling lines (morphological opening) and dust, dilate
   along the text direction so that the characters of one name merge but neighbouring names do not, and take
   the connected components. Every length is relative to the page's own type size, estimated from the ink and
@@ -18,8 +23,8 @@ page that still yields more regions than its size allows at its type size (:func
 longer than its time budget, raises :class:`PageRejected` instead of emitting thousands of regions of noise, and
 every step after the connected components is O(n log n) in the number of candidate boxes (spatial grids).
 
-Both classify each region as ``title``, ``heading`` or ``entry`` from its type size relative to the page's
-median name (a title is set much larger, a heading somewhat larger and short), and order regions as a reader
+``morphology`` and ``tesseract`` classify each region as ``title``, ``heading`` or ``entry`` from its type size
+relative to the page's median name (a title is set much larger, a heading somewhat larger and short), and order regions as a reader
 would: horizontal pages row by row, top to bottom, left to right; vertical pages band (tier) by band, columns
 right to left, each column top to bottom.
 
@@ -1181,16 +1186,19 @@ def detect_layout(
     Args:
         image: The page: uint8 numpy array (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, or a PIL image.
         direction: ``horizontal`` (rows, left to right) or ``vertical`` (columns, top to bottom, right to left).
-        detector: ``morphology`` (OpenCV, fast, no model) or ``tesseract`` (Tesseract page segmentation).
+        detector: ``ppocr`` (pretrained text lines + learned line classifier), ``morphology`` (OpenCV, fast, no
+            model) or ``tesseract`` (Tesseract page segmentation).
         lang: Tesseract language for the ``tesseract`` detector; vertical pages use ``{lang}_vert`` where
             installed. Ignored by ``morphology``.
         time_budget_s: Wall-clock seconds this page may take (checked between steps, so a step that is running
             finishes first); ``None`` for no budget.
+        classifier: The line classifier of the ``ppocr`` detector (default: the shipped one,
+            :func:`regions.default_classifier`); ignored by the others.
 
     Returns:
         A layoutparser Layout of TextBlocks in reading order: ``block`` an ``lp.Rectangle`` in pixels
-        (x_2/y_2 exclusive), ``type`` one of ``title``/``heading``/``entry``, ``score`` in [0, 1], ``id`` the
-        0-based reading order.
+        (x_2/y_2 exclusive), ``type`` one of ``title``/``heading``/``entry``/``body`` (``body`` from ``ppocr``
+        only), ``score`` in [0, 1], ``id`` the 0-based reading order.
 
     Raises:
         ValueError: If the image, ``direction``, ``detector``, ``time_budget_s`` or (for tesseract) ``lang`` is
@@ -1247,7 +1255,7 @@ def layout_to_records(layout: lp.Layout) -> list[dict[str, Any]]:
         ``reading_order`` (int, 0-based position).
 
     Raises:
-        ValueError: If a block has a kind outside title/heading/entry.
+        ValueError: If a block has a kind outside title/heading/entry/body.
     """
     records = []
     for i, block in enumerate(layout):

@@ -2,7 +2,7 @@
 
 The model is ``PP-OCRv6_det_small.onnx`` from ``rapidocr/models/`` (PaddleOCR's PP-OCR text detector, Apache
 License 2.0, converted to ONNX and packaged by RapidOCR, Apache License 2.0). It is read from the installed wheel,
-never downloaded, and run on onnxruntime's CPU provider (the CUDA provider when one is installed and asked for).
+never downloaded, and run on onnxruntime's CPU provider.
 
 DB (differentiable binarisation) predicts, for every pixel, the probability that it lies inside a shrunk text
 line. Here the page is scaled so its longer side is at most 960 pixels (PaddleOCR's default detection size)
@@ -72,21 +72,16 @@ def model_path() -> Path:
     return path
 
 
-@lru_cache(maxsize=2)
-def _session(use_cuda: bool = False):  # noqa: ANN202 - onnxruntime.InferenceSession
+@lru_cache(maxsize=1)
+def _session():  # noqa: ANN202 - onnxruntime.InferenceSession
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
         options.intra_op_num_threads = threads
-    providers = ["CPUExecutionProvider"]
-    if use_cuda:
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise DetectorUnavailable("device cuda asked for, but this onnxruntime has no CUDAExecutionProvider")
-        providers.insert(0, "CUDAExecutionProvider")
     try:
-        return ort.InferenceSession(str(model_path()), options, providers=providers)
+        return ort.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise DetectorUnavailable(f"could not load {model_path()}: {exc}") from exc
 
@@ -99,7 +94,7 @@ def detection_scale(height: int, width: int, type_size: float) -> float:
     return min(scale, MAX_DETECTION_SIDE / max(height, width))
 
 
-def probability_map(gray: np.ndarray, scale: float, *, use_cuda: bool = False) -> np.ndarray:
+def probability_map(gray: np.ndarray, scale: float) -> np.ndarray:
     """DB text probability (float32, the scaled page's size rounded to multiples of 32) of a uint8 grey page."""
     h, w = gray.shape
     nh = max(32, int(round(h * scale / 32)) * 32)
@@ -107,7 +102,7 @@ def probability_map(gray: np.ndarray, scale: float, *, use_cuda: bool = False) -
     small = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     x = (small.astype(np.float32) / 255.0 - 0.5) / 0.5
     x = np.repeat(x[None, None], 3, axis=1)
-    session = _session(use_cuda)
+    session = _session()
     out = session.run(None, {session.get_inputs()[0].name: x})[0]
     return np.asarray(out[0, 0], dtype=np.float32)
 
@@ -141,9 +136,9 @@ def lines_from_map(prob: np.ndarray, page_shape: tuple[int, int]) -> list[Line]:
     return out
 
 
-def detect_lines(gray: np.ndarray, type_size: float, *, use_cuda: bool = False) -> list[Line]:
+def detect_lines(gray: np.ndarray, type_size: float) -> list[Line]:
     """Text lines of a uint8 grey page (dark ink on light paper) whose type is about ``type_size`` pixels."""
     if gray.ndim != 2 or gray.dtype != np.uint8:
         raise ValueError(f"gray must be a uint8 (H, W) array, got {gray.dtype} {gray.shape}")
     scale = detection_scale(*gray.shape, type_size)
-    return lines_from_map(probability_map(gray, scale, use_cuda=use_cuda), gray.shape)
+    return lines_from_map(probability_map(gray, scale), gray.shape)

@@ -569,6 +569,21 @@ class _Population:
         return title, page_sections
 
 
+def tally_mentions(
+    rows: list[dict[str, object]], directory_ids: set[str], canonical: dict[str, str], counts: tuple[int, int, int]
+) -> tuple[int, int, int]:
+    """Adds a list page's label rows to (mentions, mentions absent from the directory, mentions printed otherwise
+    than the canonical name)."""
+    n_mentions, n_absent, n_changed = counts
+    for row in rows:
+        if row["role"] in ("supplier", "customer"):
+            n_mentions += 1
+            n_absent += row["entity_id"] not in directory_ids
+        if row["entity_id"]:
+            n_changed += row["text"] != canonical[str(row["entity_id"])]
+    return n_mentions, n_absent, n_changed
+
+
 def generate_corpus(
     out_dir: str | Path,
     *,
@@ -689,12 +704,9 @@ def generate_corpus(
         _save_png(list_pages / file, image)
         rows = _labels_for(page, matrix, image.shape, file)
         list_rows.extend(rows)
-        for row in rows:
-            if row["role"] in ("supplier", "customer"):
-                n_mentions += 1
-                n_absent_mentions += row["entity_id"] not in directory_ids
-            if row["entity_id"]:
-                n_changed += row["text"] != canonical[str(row["entity_id"])]
+        n_mentions, n_absent_mentions, n_changed = tally_mentions(
+            rows, directory_ids, canonical, (n_mentions, n_absent_mentions, n_changed)
+        )
     _write_labels(out / "supplier_lists" / "labels.csv", list_rows)
     (out / "sources.yaml").write_text(SOURCES_YAML, encoding="utf-8")
 

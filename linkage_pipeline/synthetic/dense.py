@@ -43,6 +43,7 @@ from linkage_pipeline.synthetic.corpus import (
     _Run,
     _Typeset,
     _write_labels,
+    tally_mentions,
 )
 from linkage_pipeline.synthetic.entries import entry_fields, wrap_fields
 from linkage_pipeline.synthetic.firms import Vocabulary, mention
@@ -489,12 +490,9 @@ def generate_dense(
         file = _save_page(list_pages, f"page_{p:03d}", image, prng)
         rows = _labels_for(page, matrix, image.shape, file)
         list_rows.extend(rows)
-        for row in rows:
-            if row["role"] in ("supplier", "customer"):
-                n_mentions += 1
-                n_absent_mentions += row["entity_id"] not in directory_ids
-            if row["entity_id"]:
-                n_changed += row["text"] != canonical[str(row["entity_id"])]
+        n_mentions, n_absent_mentions, n_changed = tally_mentions(
+            rows, directory_ids, canonical, (n_mentions, n_absent_mentions, n_changed)
+        )
     _write_labels(out / "supplier_lists" / "labels.csv", list_rows)
     (out / "sources.yaml").write_text(SOURCES_YAML_DENSE, encoding="utf-8")
 
