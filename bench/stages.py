@@ -3,7 +3,8 @@
 Usage:
     .venv/bin/python bench/stages.py [--data-dir data/demo] [--max-pages N]
 
-The three layout detectors (ppocr, morphology, tesseract) and both OCR engines run on the same pages in the same run, so their figures are
+The three layout detectors (ppocr with the shipped line classifier and, on a labelled source, with the one fitted
+on its labels; morphology; tesseract) and both OCR engines run on the same pages in the same run, so their figures are
 directly comparable (ratios are given against the tesseract baseline). Uses the library functions the assets
 call; nothing is written to DuckDB.
 """
@@ -46,12 +47,16 @@ def main() -> None:
             rows.append({"source": source.name, "stage": "page_images", "variant": "scan+decode",
                          "items": len(pages), "seconds": t_pages})
             regions = None
-            for detector in ("ppocr", "morphology", "tesseract"):
+            variants = (("ppocr", False), ("ppocr", True), ("morphology", False), ("tesseract", False))
+            for detector, fit in variants:
+                if fit and not (source.labels_path.is_file() and detector == source.layout):
+                    continue
                 t0 = time.perf_counter()
-                found, _ = chain.detect_page_regions(pages, replace(source, layout=detector))
-                rows.append({"source": source.name, "stage": "layout_regions", "variant": detector,
+                found, _ = chain.detect_page_regions(pages, replace(source, layout=detector), source_classifier=fit)
+                name = detector + (" + fit on the source's labels" if fit else "")
+                rows.append({"source": source.name, "stage": "layout_regions", "variant": name,
                              "items": len(pages), "seconds": time.perf_counter() - t0, "regions": len(found)})
-                if detector == source.layout:
+                if detector == source.layout and not fit:
                     regions = found
             t0 = time.perf_counter()
             crops, _ = chain.extract_crops(pages, regions, source, Path(tmp) / "crops")

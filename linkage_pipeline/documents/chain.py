@@ -37,7 +37,11 @@ logger = logging.getLogger(__name__)
 
 
 def detect_page_regions(
-    pages: pd.DataFrame, source: SourceConfig, *, time_budget_s: float | None = DEFAULT_TIME_BUDGET_S
+    pages: pd.DataFrame,
+    source: SourceConfig,
+    *,
+    time_budget_s: float | None = DEFAULT_TIME_BUDGET_S,
+    source_classifier: bool = True,
 ) -> tuple[pd.DataFrame, list[Rejection]]:
     """Detects name regions on every page of one source.
 
@@ -50,6 +54,8 @@ def detect_page_regions(
         pages: rows of ``page_images`` for the source.
         source: the source's configuration (direction, layout detector, language).
         time_budget_s: wall-clock seconds one page's layout may take (``None``: no budget).
+        source_classifier: fit the ``ppocr`` line classifier on the source's labels when it has enough
+            (:func:`region_training.source_classifiers`); False always runs the shipped one.
 
     Returns:
         ``layout_regions`` rows (reading order per page) and rejections for pages that failed or had no text.
@@ -58,7 +64,8 @@ def detect_page_regions(
     rejected: list[Rejection] = []
     classifiers = None
     if source.layout == "ppocr" and not pages.empty:
-        classifiers = region_training.source_classifiers(pages, _labels_of(source, pages), source.direction, source.name)
+        labels = _labels_of(source, pages) if source_classifier else None
+        classifiers = region_training.source_classifiers(pages, labels, source.direction, source.name)
     for page in pages.itertuples(index=False):
         try:
             image = np.asarray(load_page_image(Path(page.image_path)).convert("L"))
