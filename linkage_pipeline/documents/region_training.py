@@ -235,11 +235,12 @@ def train_default(out: Path, work_dir: Path, corpora: Sequence[tuple[int, str]] 
         pages.extend(corpus_pages(folder, _CORPUS_SOURCES))
     x, kinds, _ = training_rows(pages)
     model = regions.train_classifier(x, kinds, name="default")
-    model.save(out)
     predicted, _ = model.predict(x)
-    return {
+    summary = {
         "corpora": [f"{style}:{seed}" for seed, style in corpora],
         "pages": len(pages),
         "lines": {k: kinds.count(k) for k in sorted(set(kinds))},
         "training_accuracy": float(np.mean(np.array(predicted) == np.array(kinds))),
     }
+    model.save(out, training=summary)
+    return summary

@@ -317,13 +317,16 @@ class RegionClassifier:
         return [self.classes[i] for i in best], proba[np.arange(len(best)), best]
 
 
-    def save(self, path: Path) -> None:
-        """Writes the model (skops) and a JSON card beside it (features, classes, name)."""
+    def save(self, path: Path, training: dict | None = None) -> None:
+        """Writes the model (skops) and a JSON card beside it (features, classes, name, the scikit-learn version
+        it was fitted with, and ``training``: what it was trained on)."""
+        import sklearn
         import skops.io as sio
 
         path.parent.mkdir(parents=True, exist_ok=True)
         sio.dump(self.model, path)
-        card = {"features": list(FEATURES), "classes": [str(c) for c in self.model.classes_], "name": self.name}
+        card = {"features": list(FEATURES), "classes": [str(c) for c in self.model.classes_], "name": self.name,
+                "sklearn_version": sklearn.__version__, "training": training or {}}
         path.with_suffix(".json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
     @classmethod
@@ -340,6 +343,12 @@ class RegionClassifier:
         if not path.is_file() or not card_path.is_file():
             raise FileNotFoundError(f"region classifier {path} (and its card {card_path.name}) not found")
         card = json.loads(card_path.read_text(encoding="utf-8"))
+        import sklearn
+
+        fitted_with = card.get("sklearn_version")
+        if fitted_with and fitted_with.split(".")[:2] != sklearn.__version__.split(".")[:2]:
+            logger.warning("%s was fitted with scikit-learn %s, this is %s; its predictions may differ",
+                           path, fitted_with, sklearn.__version__)
         if tuple(card.get("features", ())) != FEATURES:
             raise ValueError(f"{card_path}: the model was trained on other features ({card.get('features')})")
         untrusted = sio.get_untrusted_types(file=path)
