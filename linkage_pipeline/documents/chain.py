@@ -42,6 +42,7 @@ def detect_page_regions(
     *,
     time_budget_s: float | None = DEFAULT_TIME_BUDGET_S,
     source_classifier: bool = True,
+    all_pages: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[Rejection]]:
     """Detects name regions on every page of one source.
 
@@ -56,6 +57,8 @@ def detect_page_regions(
         time_budget_s: wall-clock seconds one page's layout may take (``None``: no budget).
         source_classifier: fit the ``ppocr`` line classifier on the source's labels when it has enough
             (:func:`region_training.source_classifiers`); False always runs the shipped one.
+        all_pages: every page of the source, when ``pages`` are some of them (an incremental run): the source's
+            classifier is fitted on the labels of all its pages, so new pages get the same one as the others.
 
     Returns:
         ``layout_regions`` rows (reading order per page) and rejections for pages that failed or had no text.
@@ -64,8 +67,9 @@ def detect_page_regions(
     rejected: list[Rejection] = []
     classifiers = None
     if source.layout == "ppocr" and not pages.empty:
-        labels = _labels_of(source, pages) if source_classifier else None
-        classifiers = region_training.source_classifiers(pages, labels, source.direction, source.name)
+        context = pages if all_pages is None else all_pages
+        labels = _labels_of(source, context) if source_classifier else None
+        classifiers = region_training.source_classifiers(context, labels, source.direction, source.name)
     for page in pages.itertuples(index=False):
         try:
             image = np.asarray(load_page_image(Path(page.image_path)).convert("L"))
@@ -283,7 +287,7 @@ def detect_page_regions_incremental(
     same = {"detector": source.layout, "direction": source.direction, "classifier": expected_classifier(source, pages)}
     kept = _kept_rows(previous, "page_id", pages["page_id"], same)
     todo = pages[~pages["page_id"].isin(set(kept["page_id"]))]
-    new, rejected = detect_page_regions(todo, source)
+    new, rejected = detect_page_regions(todo, source, all_pages=pages)
     rows = _combined(kept, new, schema.LAYOUT_REGIONS, ["page_id", "reading_order", "region_id"])
     return IncrementalResult(rows, rejected, len(todo), kept["page_id"].nunique(), {"layout": time.perf_counter() - t0})
 

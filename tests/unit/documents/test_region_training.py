@@ -61,3 +61,18 @@ def test_layout_regions_name_the_classifier_that_ran(directory) -> None:
     shipped, _ = detect_page_regions(pages, source, source_classifier=False)
     assert set(shipped["classifier"]) == {"default"}
     assert set(regions["kind"]) == set(shipped["kind"]) == {"heading", "entry", "body"}
+
+
+def test_a_new_page_of_a_labelled_source_gets_the_source_classifier(directory) -> None:
+    """An incremental run detects only the new page, but with the classifier fitted on the whole source, so the
+    next run keeps its regions instead of detecting it again."""
+    from linkage_pipeline.documents.chain import detect_page_regions_incremental
+
+    source, pages, _ = directory
+    first = detect_page_regions_incremental(pages, source, None)
+    missing = pages["page_id"].iloc[3]  # as if that page had just been added
+    grown = detect_page_regions_incremental(pages, source, first.rows[first.rows["page_id"] != missing])
+    assert (grown.done, grown.reused) == (1, 3)
+    assert set(grown.rows["classifier"]) == {expected_classifier(source, pages)}
+    again = detect_page_regions_incremental(pages, source, grown.rows)
+    assert (again.done, again.reused) == (0, 4)
