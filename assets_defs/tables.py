@@ -107,7 +107,8 @@ def fellegi_sunter_table_linkage(linkage_store: LinkageStore, compute: ComputeRe
         "rejected_linkages": len(out.rejected), "preview": preview(out.patterns)})
     yield dg.MaterializeResult(asset_key="table_model_parameters", metadata={
         "rows": len(out.parameters), "lambda": dg.MetadataValue.json(per_linkage["lambda"].to_dict()),
-        "match_weights": dg.MetadataValue.md(chart_md), "summary": preview(out.summary)})
+        "match_weights": dg.MetadataValue.md(chart_md), "summary": preview(out.summary),
+        "fit_diagnostics": dg.MetadataValue.json(out.diagnostics)})
     yield dg.MaterializeResult(asset_key="table_links", metadata={
         "links": len(out.links), "by_linkage": dg.MetadataValue.json(per_linkage["links"].to_dict()),
         "preview": preview(out.links)})

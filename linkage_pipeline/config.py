@@ -793,7 +793,9 @@ class TableLinkage:
         right: right table source, or ``None`` for dedup.
         fields: compared fields; ``FieldSpec.name`` is the left column, ``FieldSpec.right`` the right one.
         threshold: posterior match probability for a link, in (0, 1).
-        one_to_one: keep at most one link per record on each side (linking only).
+        one_to_one: ``"auto"`` (default): one link per entity (a record keeps a second link only when the model
+            takes its two partners for the same entity); ``True``: at most one link per record on each side;
+            ``False``: every pair above the threshold. Linking only (``"auto"`` for dedup, where it does nothing).
         blocking: optional blocking rules (columns that must be equal); ``None`` compares all pairs.
     """
 
@@ -802,7 +804,7 @@ class TableLinkage:
     right: str | None
     fields: tuple[FieldSpec, ...]
     threshold: float = DEFAULT_MATCH_THRESHOLD
-    one_to_one: bool = False
+    one_to_one: bool | str = "auto"
     blocking: tuple[tuple[str, ...], ...] | None = None
 
     @property
@@ -821,7 +823,8 @@ class TableLinkage:
             f"{f.name}:{f.comparison}" + (f"->{f.right_name}" if f.right_name else "") for f in self.fields
         ]
         return {"name": self.name, "kind": self.kind, "left_source": self.left, "right_source": self.right_source,
-                "fields": fields, "threshold": self.threshold, "one_to_one": self.one_to_one}
+                "fields": fields, "threshold": self.threshold,
+                "one_to_one": self.one_to_one if isinstance(self.one_to_one, str) else str(self.one_to_one).lower()}
 
 
 class TableRegistry(Registry[TableSourceConfig, TableLinkage]):
@@ -961,10 +964,10 @@ def _load_linkage(item: Any, tables: Mapping[str, TableSourceConfig], rejected_n
     threshold = item.get("threshold", DEFAULT_MATCH_THRESHOLD)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold {short_repr(threshold)} is not a probability; expected a number in (0, 1)")
-    one_to_one = item.get("one_to_one", False)
-    if not isinstance(one_to_one, bool):
-        raise ValueError(f"one_to_one {short_repr(one_to_one)} is not true or false")
-    if one_to_one and dedup:
+    one_to_one = item.get("one_to_one", "auto")
+    if not isinstance(one_to_one, bool) and one_to_one != "auto":
+        raise ValueError(f"one_to_one {short_repr(one_to_one)} is not auto, true or false")
+    if one_to_one is True and dedup:
         raise ValueError("one_to_one applies to linking two tables; expected it left out for dedup")
     blocking = item.get("blocking")
     if blocking is not None:

@@ -234,7 +234,7 @@ TABLE_SOURCES = {
 #: One row per table linkage of sources.yaml.
 TABLE_LINKAGES = {
     "name": "VARCHAR", "kind": "VARCHAR", "left_source": "VARCHAR", "right_source": "VARCHAR",
-    "fields": "VARCHAR[]", "threshold": "DOUBLE", "one_to_one": "BOOLEAN",
+    "fields": "VARCHAR[]", "threshold": "DOUBLE", "one_to_one": "VARCHAR",
 }
 #: One row per table linkage and agreement pattern: its pair count.
 TABLE_COMPARISON_PATTERNS = {
@@ -256,12 +256,15 @@ TABLE_CLUSTERS = {
     "linkage": "VARCHAR", "source": "VARCHAR", "record_id": "VARCHAR", "cluster_id": "BIGINT",
     "cluster_size": "BIGINT",
 }
-#: One row per table linkage: sizes, fitted lambda, links, clusters and time.
+#: One row per table linkage: sizes, fitted lambda, links, clusters and time; which estimate was used (``em``, or
+#: ``robust`` when EM's answer was impossible), the matches lambda implies against the feasible maximum, the fields
+#: compared jointly, and the links dropped by one-to-one resolution.
 TABLE_LINKAGE_SUMMARY = {
     "linkage": "VARCHAR", "kind": "VARCHAR", "left_source": "VARCHAR", "right_source": "VARCHAR",
     "left_records": "BIGINT", "right_records": "BIGINT", "pairs": "BIGINT", "lambda": "DOUBLE",
     "converged": "BOOLEAN", "em_iterations": "INTEGER", "links": "BIGINT", "clusters": "BIGINT",
-    "seconds": "DOUBLE",
+    "seconds": "DOUBLE", "estimate": "VARCHAR", "expected_matches": "DOUBLE", "feasible_matches": "BIGINT",
+    "dependent_fields": "VARCHAR", "resolved_links": "BIGINT",
 }
 
 

@@ -33,7 +33,7 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _PARTITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SCHEMA_FILE = "_schema.parquet"
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the tables' columns this code writes, kept in ``<artifact_dir>/schema_version``."""
 _VERSION_FILE = "schema_version"
 # Columns each version renamed, as (table, old name, new name). Version 2: the OCR condition is `ocr` in every
@@ -50,6 +50,19 @@ _ADDED: dict[int, tuple[tuple[str, str, str, str | None], ...]] = {
         ("layout_evaluation", "detector", "VARCHAR", None),
         ("layout_evaluation", "classifier", "VARCHAR", None),
     ),
+    # Version 4: what the Fellegi-Sunter fit of each table linkage used and found.
+    4: (
+        ("table_linkage_summary", "estimate", "VARCHAR", "em"),
+        ("table_linkage_summary", "expected_matches", "DOUBLE", None),
+        ("table_linkage_summary", "feasible_matches", "BIGINT", None),
+        ("table_linkage_summary", "dependent_fields", "VARCHAR", None),
+        ("table_linkage_summary", "resolved_links", "BIGINT", None),
+    ),
+}
+# Columns of DuckDB tables whose type a version changed, as (table, column, new type). Version 4: a table linkage's
+# one_to_one is "auto", "true" or "false" (it was a boolean).
+_RETYPED: dict[int, tuple[tuple[str, str, str], ...]] = {
+    4: (("table_linkages", "one_to_one", "VARCHAR"),),
 }
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -179,7 +192,8 @@ class Store:
             raise SchemaVersionError(
                 f"{self.artifact_dir} holds tables of schema version {found}; this code reads and writes version "
                 f"{SCHEMA_VERSION} (version 2 named the OCR condition 'ocr' in every table; version 3 records the line "
-                "classifier of each layout region). Run 'linkage-pipeline migrate --data-dir <data dir>' once to "
+                "classifier of each layout region; version 4 records what each table linkage's Fellegi-Sunter fit used and "
+                "found). Run 'linkage-pipeline migrate --data-dir <data dir>' once to "
                 "rename and add the columns in place, or delete "
                 f"{self.artifact_dir} to rebuild every table"
             )
@@ -230,6 +244,7 @@ class Store:
         done: list[str] = []
         renames = [r for v in range(found + 1, SCHEMA_VERSION + 1) for r in _RENAMED.get(v, ())]
         added = [a for v in range(found + 1, SCHEMA_VERSION + 1) for a in _ADDED.get(v, ())]
+        retyped = [r for v in range(found + 1, SCHEMA_VERSION + 1) for r in _RETYPED.get(v, ())]
         for table, column, kind, value in added:
             folder = self.artifact_dir / "tables" / table
             for path in sorted(folder.glob("*.parquet")) if folder.exists() else []:
@@ -268,6 +283,14 @@ class Store:
                         if value is not None:
                             con.execute(f'update {_check_name(table, "table")} set "{column}" = ?', [value])
                         done.append(f"{table}: + {column}")
+                for table, column, kind in retyped:
+                    current = con.execute(
+                        "select c.data_type from information_schema.columns c join information_schema.tables t "
+                        "using (table_name) where c.table_name = ? and t.table_type = 'BASE TABLE' "
+                        "and c.column_name = ?", [table, column]).fetchall()
+                    if current and current[0][0] != kind:
+                        con.execute(f'alter table {_check_name(table, "table")} alter "{column}" type {kind}')
+                        done.append(f"{table}: {column} {current[0][0]} -> {kind}")
                 # views over partitions bind their columns when created: create them again over the renamed files
                 for name, sql in con.execute("select view_name, sql from duckdb_views() where not internal").fetchall():
                     con.execute(sql.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))

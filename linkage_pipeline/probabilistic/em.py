@@ -44,6 +44,7 @@ class EMResult:
         n_iter: Iterations run.
         converged: Whether the largest parameter change fell below the tolerance before ``max_iter``.
         log_likelihood: Log-likelihood of the pattern counts under the fitted mixture (natural log).
+        trace: One ``(lambda, log_likelihood)`` per iteration, of the parameters that iteration started from.
     """
 
     lambda_: float
@@ -52,6 +53,7 @@ class EMResult:
     n_iter: int
     converged: bool
     log_likelihood: float
+    trace: tuple[tuple[float, float], ...] = ()
 
 
 def _check_inputs(levels: np.ndarray, counts: np.ndarray, n_levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -158,6 +160,11 @@ def posterior(levels: np.ndarray, lambda_: float, m: Sequence[np.ndarray], u: Se
     return _sigmoid(logit)
 
 
+def posterior_from_terms(lm: np.ndarray, lu: np.ndarray, lambda_: float) -> np.ndarray:
+    """Match probability per pattern from :func:`log_likelihood_terms` and lambda."""
+    return _sigmoid(math.log(lambda_) - math.log1p(-lambda_) + lm - lu)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     pos = x >= 0
@@ -218,8 +225,12 @@ def expectation_maximisation(
     total = counts.sum()
     converged = False
     it = 0
+    trace = []
     for it in range(1, max_iter + 1):
-        post = posterior(levels, lam, m, u)
+        lm, lu = log_likelihood_terms(levels, m, u)
+        a, b = math.log(lam) + lm, math.log1p(-lam) + lu
+        trace.append((lam, float(np.dot(counts, np.logaddexp(a, b)))))
+        post = _sigmoid(a - b)
         w_m = counts * post
         w_u = counts - w_m
         lam_new = float(np.clip(w_m.sum() / total, _MIN_LAMBDA, max_lambda))
@@ -245,49 +256,139 @@ def expectation_maximisation(
         logger.info("EM converged in %d iterations: lambda=%.3g, log-likelihood=%.6g", it, lam, ll)
     else:
         logger.warning("EM did not converge in %d iterations (tolerance %g): lambda=%.3g", max_iter, tol, lam)
-    return EMResult(lambda_=lam, m=m, u=u, n_iter=it, converged=converged, log_likelihood=ll)
+    return EMResult(lambda_=lam, m=m, u=u, n_iter=it, converged=converged, log_likelihood=ll,
+                    trace=tuple(trace))
+
+
+@dataclass(frozen=True)
+class FieldDependence:
+    """How strongly two fields' agreements go together among non-matching pairs.
+
+    Attributes:
+        fields: The two field indices ``(f, g)``, ``f < g``.
+        pairs: Pairs where both fields are present.
+        agree_f: Of those, pairs agreeing on ``f``; ``agree_g`` likewise.
+        agree_both: Pairs agreeing on both.
+        lift: ``agree_both * pairs / (agree_f * agree_g)``: how many times more often the two agree together than
+            if they were independent (1 = independent), over all pairs.
+        lift_lower: A lower confidence bound of the lift among non-matches: ``agree_both`` less ``z`` Poisson
+            standard deviations and less every co-agreement the matches can explain (the feasible maximum of
+            matches), over the same expectation.
+        bits: ``log2(lift_lower)`` (0 when not positive): how many bits the independence assumption would add to
+            the match weight of a non-matching pair that agrees on both.
+        dependent: Whether the pair counts as dependent (``bits >= min_bits``).
+    """
+
+    fields: tuple[int, int]
+    pairs: float
+    agree_f: float
+    agree_g: float
+    agree_both: float
+    lift: float
+    lift_lower: float
+    bits: float
+    dependent: bool
+
+
+def field_dependence(
+    levels: np.ndarray,
+    counts: np.ndarray,
+    n_levels: Sequence[int],
+    max_matches: float,
+    *,
+    z: float = 4.0,
+    min_bits: float = 1.0,
+) -> list[FieldDependence]:
+    """Measure, for every pair of fields, how much their agreements depend on each other among non-matches.
+
+    The test. Over the given pairs (all pairs, or a uniform random sample of them), let ``n`` be the pairs where
+    both fields are present, ``n_f``, ``n_g`` the pairs agreeing (level >= 2) on each and ``n_fg`` on both. Under
+    independence ``n_fg`` is about ``n_f * n_g / n``. Matches co-agree on nearly everything, so up to
+    ``max_matches`` of the ``n_fg`` pairs may be matches; non-matches are the rest. The lower bound of the
+    non-match lift is ``(n_fg - z * sqrt(n_fg) - max_matches) * n / (n_f * n_g)``: a Poisson lower bound at ``z``
+    standard deviations (``z = 4``: a one-sided error rate of 3e-5 per field pair, under 1e-3 for the 36 pairs of
+    nine fields, Bonferroni), with every match counted against the dependence. Its base-2 logarithm is the error,
+    in bits, that assuming independence adds to the match weight of a non-match agreeing on both fields. A pair is
+    dependent when that error is at least ``min_bits`` (1 bit: the non-match odds off by a factor of two).
+
+    Args:
+        levels: Patterns, shape (n_patterns, K) integer.
+        counts: Pairs per pattern, shape (n_patterns,).
+        n_levels: Level counts per field.
+        max_matches: The largest number of matching pairs among the counted pairs (feasible maximum, scaled to
+            a sample when the counts are of one).
+        z: Standard deviations of the Poisson lower bound.
+        min_bits: Smallest weight error that counts as dependence.
+
+    Returns:
+        One :class:`FieldDependence` per field pair ``f < g``, in order.
+    """
+    levels, counts = _check_inputs(levels, counts, n_levels)
+    k = len(n_levels)
+    agree = levels >= 2
+    present = levels >= 1
+    out = []
+    for f in range(k):
+        for g in range(f + 1, k):
+            w = counts * (present[:, f] & present[:, g])
+            n_all = float(w.sum())
+            n_f = float((w * agree[:, f]).sum())
+            n_g = float((w * agree[:, g]).sum())
+            n_fg = float((w * (agree[:, f] & agree[:, g])).sum())
+            if n_f <= 0 or n_g <= 0:
+                out.append(FieldDependence((f, g), n_all, n_f, n_g, n_fg, float("nan"), 0.0, 0.0, False))
+                continue
+            expected = n_f * n_g / n_all
+            lift = n_fg / expected
+            lower = (n_fg - z * math.sqrt(n_fg) - max_matches) / expected
+            bits = math.log2(lower) if lower > 1.0 else 0.0
+            out.append(FieldDependence((f, g), n_all, n_f, n_g, n_fg, lift, lower, bits, bits >= min_bits))
+    return out
 
 
 def detect_dependent_groups(
     levels: np.ndarray,
     counts: np.ndarray,
     n_levels: Sequence[int],
-    min_pairs: float,
+    max_matches: float,
     *,
-    min_strength: float = 0.3,
+    z: float = 4.0,
+    min_bits: float = 1.0,
     max_group_levels: int = 4096,
 ) -> list[list[int]]:
     """Groups of fields whose agreements depend on each other among non-matching pairs.
 
-    Conditional independence given the class is the model's assumption; fields such as suburb, postcode and
-    state break it among non-matches (same suburb nearly always means same postcode), and EM then explains the
-    co-agreement of a million same-town pairs with its "match" class instead of the ten thousand true matches:
-    the likelihood of that wrong answer is higher, so no start point avoids it. Such fields are compared jointly
-    instead (one composite field whose levels are the combinations of theirs, with its own m and u).
+    Conditional independence given the class is the model's assumption; fields such as street, suburb, postcode
+    and state break it among non-matches (neighbours and families share addresses; same suburb nearly always
+    means same postcode), and EM then explains the co-agreement of a million same-address pairs with its "match"
+    class instead of the ten thousand true matches: the likelihood of that wrong answer is higher, so no start
+    point avoids it. Such fields are compared jointly instead (one composite field whose levels are the
+    combinations of theirs, with its own m and u).
 
-    Dependence of ``f`` and ``g`` is measured on pairs that agree on few other fields (at most
-    ``max(1, (K - 2) // 3)``), which are almost all non-matches: the strength is
-    ``max((P(g | f) - P(g)) / (1 - P(g)), (P(f | g) - P(f)) / (1 - P(f)))`` over agreement (level >= 2). A pair
-    of fields is dependent when the strength is at least ``min_strength`` and at least ``min_pairs`` pairs co-agree
-    there: more than matches alone can produce (pass the largest plausible number of matches).
+    Every pair of fields is tested by :func:`field_dependence`; dependent pairs are merged, strongest first, into
+    groups (connected components), unless a group would have more than ``max_group_levels`` levels.
 
     Args:
         levels: Patterns, shape (n_patterns, K) integer.
         counts: Pairs per pattern, shape (n_patterns,).
         n_levels: Level counts per field.
-        min_pairs: Fewest co-agreeing pairs that count as dependence.
-        min_strength: Smallest dependence strength in [0, 1].
+        max_matches: The largest number of matching pairs among the counted pairs.
+        z: See :func:`field_dependence`.
+        min_bits: See :func:`field_dependence`.
         max_group_levels: A merge that would give a composite field more levels than this is skipped.
 
     Returns:
         Groups of field indices, each sorted, ordered by first field; every field is in exactly one group.
     """
-    levels, counts = _check_inputs(levels, counts, n_levels)
+    tests = field_dependence(levels, counts, n_levels, max_matches, z=z, min_bits=min_bits)
+    return groups_from_dependence(tests, n_levels, max_group_levels=max_group_levels)
+
+
+def groups_from_dependence(
+    tests: Sequence[FieldDependence], n_levels: Sequence[int], *, max_group_levels: int = 4096
+) -> list[list[int]]:
+    """Merge the dependent pairs of ``tests`` into groups, strongest first (see :func:`detect_dependent_groups`)."""
     k = len(n_levels)
-    agree = levels >= 2
-    present = levels >= 1
-    n_agree = agree.sum(axis=1)
-    max_other = max(1, (k - 2) // 3)
     parent = list(range(k))
 
     def find(f: int) -> int:
@@ -296,36 +397,19 @@ def detect_dependent_groups(
             f = parent[f]
         return f
 
-    edges = []
-    for f in range(k):
-        for g in range(f + 1, k):
-            ref = (n_agree - agree[:, f] - agree[:, g] <= max_other) & present[:, f] & present[:, g]
-            w = counts * ref
-            n_all = w.sum()
-            n_f = (w * agree[:, f]).sum()
-            n_g = (w * agree[:, g]).sum()
-            n_fg = (w * (agree[:, f] & agree[:, g])).sum()
-            if n_fg < min_pairs or n_all <= 0:
-                continue
-            p_f, p_g = n_f / n_all, n_g / n_all
-            strength = max(
-                (n_fg / n_f - p_g) / (1.0 - p_g) if p_g < 1 else 0.0,
-                (n_fg / n_g - p_f) / (1.0 - p_f) if p_f < 1 else 0.0,
-            )
-            if strength >= min_strength:
-                edges.append((strength, f, g, n_fg))
-    for strength, f, g, n_fg in sorted(edges, reverse=True):
+    for t in sorted((t for t in tests if t.dependent), key=lambda t: (-t.bits, t.fields)):
+        f, g = t.fields
         rf, rg = find(f), find(g)
         if rf == rg:
             continue
         members = [h for h in range(k) if find(h) in (rf, rg)]
         size = int(np.prod([n_levels[h] for h in members]))
         if size > max_group_levels:
-            logger.warning("fields %d and %d depend on each other (strength %.2f) but a composite of %d levels is "
-                           "too large: kept apart", f, g, strength, size)
+            logger.warning("fields %d and %d depend on each other (%.1f bits) but a composite of %d levels is "
+                           "too large: kept apart", f, g, t.bits, size)
             continue
-        logger.info("fields %d and %d depend on each other among non-matches (strength %.2f, %d co-agreeing pairs): "
-                    "compared jointly", f, g, strength, n_fg)
+        logger.info("fields %d and %d depend on each other among non-matches (lift >= %.1f, %.0f co-agreeing "
+                    "pairs): compared jointly", f, g, t.lift_lower, t.agree_both)
         parent[rg] = rf
     groups: dict[int, list[int]] = {}
     for f in range(k):

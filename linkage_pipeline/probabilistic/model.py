@@ -49,10 +49,14 @@ from linkage_pipeline.probabilistic.comparisons import (
 )
 from linkage_pipeline.probabilistic.em import (
     EMResult,
-    detect_dependent_groups,
     expectation_maximisation,
+    field_dependence,
     group_levels,
+    groups_from_dependence,
     initial_parameters,
+    log_likelihood_terms,
+    posterior,
+    posterior_from_terms,
 )
 from linkage_pipeline.probabilistic.patterns import (
     AllPairsSpace,
@@ -124,11 +128,12 @@ class FellegiSunter:
         threshold: Default posterior match probability for :meth:`predict` and :meth:`clusters`.
         u_estimate: ``"em"``: EM estimates u too, starting from the level frequencies over all pairs;
             ``"all_pairs"``: u stays fixed at those frequencies (all compared pairs are taken as non-matches).
-        dependent_fields: ``"auto"`` (default) finds fields whose agreements depend on each other among
-            non-matches (suburb, postcode, state) and compares each such group jointly, as one composite field
-            with a level per combination (see :func:`~linkage_pipeline.probabilistic.em.detect_dependent_groups`);
-            a sequence of groups of field names fixes the groups; ``None`` assumes independence (Fast-ER,
-            fastLink).
+        dependent_fields: ``"auto"`` (default) tests every pair of fields for dependence among non-matches (on
+            all pairs, or on the random sample with blocking; see
+            :func:`~linkage_pipeline.probabilistic.em.field_dependence`: street, number, suburb and postcode of
+            people sharing an address; postcode and state) and compares each dependent group jointly, as one
+            composite field with a level per combination; a sequence of groups of field names fixes the groups;
+            ``None`` assumes independence (Fast-ER, fastLink).
         blocking: Optional blocking rules, each a sequence of column names that must be equal (and non-missing)
             on both sides; a pair is compared if any rule holds. ``None`` (default) compares all pairs. With
             blocking, u comes from a random sample of a million pairs, m from one EM session per rule on that
@@ -137,11 +142,14 @@ class FellegiSunter:
             pairs outside every block are never linked.
         id_column: Column holding record ids (the same name on both sides); ``None`` uses the DataFrame index.
         device: ``"cpu"`` (rapidfuzz), ``"cuda"``/``"cuda:N"`` (Triton kernel for Jaro-Winkler) or ``"auto"``.
-        expected_match_share: Starting lambda for EM; ``None`` takes ``min(n_a, n_b)`` matches among all pairs
-            (for dedup, ``n / 2`` duplicate pairs).
-        max_match_share: Upper bound on lambda; ``None`` allows on average two matches per record of the larger
-            table (``2 * max(n_a, n_b)`` matching pairs; ``2 * n`` for dedup). A "match" class larger than that is
-            a cluster of similar non-matches, not matches.
+        expected_match_share: Starting lambda for EM; ``None`` takes half the feasible matches (``min(n_a, n_b) /
+            2`` among all pairs; ``n / 2`` for dedup).
+        max_match_share: Upper bound on lambda; ``None`` takes the feasible maximum of matches over all pairs (see
+            :func:`feasible_matches`: ``min(n_a, n_b)`` when linking, ``2 * n`` for dedup). A "match" class larger
+            than that is a cluster of similar non-matches, not matches. When EM ends at the bound, or more pairs
+            reach the threshold than can match, the fit warns and falls back to a robust estimate (u fixed at the
+            all-pairs level frequencies, m from one EM session per informative field, lambda alone by EM within
+            the bound, as Splink trains); ``diagnostics_`` records why.
         max_iter: Most EM iterations.
         tol: EM convergence tolerance on the largest parameter change per iteration.
         workers: Threads of rapidfuzz and of pattern counting (``-1``: all cores).
@@ -156,6 +164,13 @@ class FellegiSunter:
             (first field fastest).
         u: Same for P(level | non-match).
         pattern_counts_: Pairs per pattern code, shape (n_patterns,) int64.
+        dependence_: One :class:`~linkage_pipeline.probabilistic.em.FieldDependence` per pair of fields.
+        diagnostics_: What the fit used and found, as plain JSON-able values: ``estimate`` (``"em"``, or
+            ``"robust"`` after a fall-back), ``fallback_reason``, ``lambda``, ``pairs``, ``compared_pairs``,
+            ``expected_matches`` (lambda times all pairs) against ``feasible_matches``, ``links_at_threshold``,
+            ``dependent_groups``, ``dependence`` (per field pair: lift, its lower bound among non-matches, bits,
+            dependent), ``em_iterations``, ``em_converged`` and ``em_trace`` (lambda and log-likelihood per
+            iteration). :meth:`summary` prints it.
         em_: The full :class:`~linkage_pipeline.probabilistic.em.EMResult`.
         timings_: Seconds spent per stage.
     """
@@ -409,9 +424,15 @@ class FellegiSunter:
         logger.info("blocking: %d candidate pairs of %d", key.size, n_a * (n_a - 1) // 2 if dedup else n_a * n_b)
         return key // n_b, key % n_b
 
-    def _codes_for_pairs(self, data: dict, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    def _codes_for_pairs(self, data: dict, i: np.ndarray, j: np.ndarray, within: str | None = None) -> np.ndarray:
+        """Pattern codes of the pairs (left row ``i``, right row ``j``); ``within="left"`` (``"right"``) compares
+        rows of the left (right) table with each other instead."""
         code = np.zeros(i.shape[0], dtype=np.int64)
         for f, (spec, codes_a, uniq_a, codes_b, uniq_b) in enumerate(data["fields"]):
+            if within == "left":
+                codes_b, uniq_b = codes_a, uniq_a
+            elif within == "right":
+                codes_a, uniq_a = codes_b, uniq_b
             x = codes_a[i].astype(np.int64)
             y = codes_b[j].astype(np.int64)
             level = np.full(i.shape[0], MISSING_LEVEL, dtype=np.int64)
@@ -465,25 +486,26 @@ class FellegiSunter:
         levels = decode_patterns(observed, self.n_levels)
         obs_counts = counts[observed]
         total = float(counts.sum())
-        larger = data["n_a"] if data["dedup"] else max(data["n_a"], data["n_b"])
-        all_pairs = data["n_a"] * (data["n_a"] - 1) // 2 if data["dedup"] else data["n_a"] * data["n_b"]
-        expected = data["n_a"] / 2 if data["dedup"] else min(data["n_a"], data["n_b"])
+        dedup = data["dedup"]
+        all_pairs = data["n_a"] * (data["n_a"] - 1) // 2 if dedup else data["n_a"] * data["n_b"]
+        feasible = float(feasible_matches(data["n_a"], None if dedup else data["n_b"]))
+        expected = data["n_a"] / 2 if dedup else min(data["n_a"], data["n_b"]) / 2
+        bound = self.max_match_share or float(np.clip(feasible / all_pairs, 1e-12, 1.0 - 1e-9))
         share = self.expected_match_share or float(np.clip(expected / total, 1e-12, 0.5))
-        bound = self.max_match_share or float(np.clip(2.0 * larger / all_pairs, 1e-12, 1.0 - 1e-9))
         # with blocking, EM runs on the candidates, where matches are common: lambda is rescaled afterwards
         max_share = bound if self.blocking is None else 1.0 - 1e-9
         share = min(share, max_share)
         t0 = time.perf_counter()
         if self.blocking is not None:
             sample_levels, sample_counts = self._random_pair_patterns(data)
+            dep_levels, dep_counts = sample_levels, sample_counts
+            in_sample = bound * float(sample_counts.sum())  # matches expected in the sample at the bound
+            dep_matches = in_sample + 4.0 * math.sqrt(in_sample) + 1.0
+        else:
+            dep_levels, dep_counts, dep_matches = levels, obs_counts, bound * total
+        self.dependence_ = field_dependence(dep_levels, dep_counts, self.n_levels, dep_matches)
         if self.dependent_fields == "auto":
-            # co-agreement must exceed what the matches alone can produce (at most one per record of the
-            # larger side, twice that for slack): on a tiny table the true pairs are most co-agreeing pairs
-            if self.blocking is None:
-                groups = detect_dependent_groups(levels, obs_counts, self.n_levels, min_pairs=2.0 * larger)
-            else:
-                groups = detect_dependent_groups(sample_levels, sample_counts, self.n_levels,
-                                                 min_pairs=max(20.0, 2.0 * larger * sample_counts.sum() / all_pairs))
+            groups = groups_from_dependence(self.dependence_, self.n_levels)
         elif self.dependent_fields is None:
             groups = [[f] for f in range(len(self.fields))]
         else:
@@ -497,6 +519,7 @@ class FellegiSunter:
             fix_u=self.u_estimate == "all_pairs" and self.blocking is None, max_lambda=max_share,
             max_iter=self.max_iter, tol=self.tol,
         )
+        first_em = self.em_
         if self.blocking is not None:
             # score with the all-pairs model: u from random pairs, lambda = expected matches / all pairs, m from
             # one EM session per blocking rule with u fixed, leaving out the groups that hold the rule's fields
@@ -505,13 +528,23 @@ class FellegiSunter:
             lam_all = float(np.clip(self.em_.lambda_ * total / all_pairs, 1e-15, bound))
             m_all = self._m_by_rule_sessions(data, groups, u_all, m0, share)
             self.em_ = dataclasses.replace(self.em_, lambda_=lam_all, u=u_all, m=m_all or self.em_.m)
-            max_share = bound
-        self.timings_["em"] = time.perf_counter() - t0
-        if self.em_.lambda_ >= max_share * (1 - 1e-6):
+        self._fitted = True
+        estimate, reason = "em", self._infeasible(glevels, obs_counts, bound, feasible, all_pairs)
+        if reason is not None and self.blocking is None:
             logger.warning(
-                "lambda reached its bound %.3g (%d matching pairs): the match class may be absorbing similar "
-                "non-matches; check dependent_fields or raise max_match_share", max_share, int(max_share * total),
-            )
+                "the EM fit is not feasible (%s): falling back to the robust estimate (u fixed at the all-pairs level "
+                "frequencies, m from one EM session per informative field, lambda bounded by %d matches)",
+                reason, int(feasible))
+            self.em_ = self._robust_estimate(glevels, obs_counts, bound, feasible, m0)
+            estimate = "robust"
+            still = self._infeasible(glevels, obs_counts, bound, feasible, all_pairs)
+            if still is not None:
+                logger.warning("the robust estimate is not feasible either (%s): links will include many "
+                               "non-matches; check dependent_fields and the compared fields", still)
+        elif reason is not None:
+            logger.warning("the blocked fit is not feasible (%s): links will include many non-matches; check the "
+                           "blocking rules and dependent_fields", reason)
+        self.timings_["em"] = time.perf_counter() - t0
         self.lambda_ = self.em_.lambda_
         names = ["+".join(g) for g in self.groups_]
         self.m = {name: self.em_.m[k] for k, name in enumerate(names)}
@@ -519,8 +552,118 @@ class FellegiSunter:
         self.converged_ = self.em_.converged
         self.n_iter_ = self.em_.n_iter
         self._data = data
-        self._fitted = True
+        accepted = int(self.pattern_counts_[self.accepted_patterns()].sum())
+        self.diagnostics_ = {
+            "estimate": estimate,
+            "fallback_reason": reason if estimate == "robust" else None,
+            "infeasible_reason": reason,
+            "lambda": float(self.lambda_),
+            "pairs": int(all_pairs),
+            "compared_pairs": int(total),
+            "expected_matches": float(self.lambda_ * all_pairs),
+            "feasible_matches": int(feasible),
+            "links_at_threshold": accepted,
+            "dependent_groups": ["+".join(g) for g in self.groups_ if len(g) > 1],
+            "dependence": [
+                {"fields": f"{self.fields[t.fields[0]].name}+{self.fields[t.fields[1]].name}",
+                 "lift": _finite(t.lift), "lift_lower": _finite(t.lift_lower), "bits": round(t.bits, 3),
+                 "dependent": t.dependent}
+                for t in self.dependence_
+            ],
+            "em_iterations": int(first_em.n_iter),
+            "em_converged": bool(first_em.converged),
+            "em_trace": [[float(lam), float(ll)] for lam, ll in first_em.trace],
+        }
         return self
+
+    def _infeasible(self, glevels: np.ndarray, counts: np.ndarray, bound: float, feasible: float,
+                    all_pairs: int) -> str | None:
+        """Why the current parameters are impossible (``None`` when they are not): lambda at its bound, or more
+        pairs linked at the threshold than there can be matches."""
+        if self.em_.lambda_ >= bound * (1 - 1e-6):
+            return (f"lambda reached its bound {bound:.3g}: {self.em_.lambda_ * all_pairs:.0f} expected matches, "
+                    f"at most {feasible:.0f} possible")
+        if self.blocking is None:
+            post = posterior(glevels, self.em_.lambda_, self.em_.m, self.em_.u)
+            accepted = post >= self.threshold
+            accepted &= glevels.max(axis=1) > MISSING_LEVEL
+            links = float(counts[accepted].sum())
+            if links > feasible:
+                return f"{links:.0f} pairs reach the threshold {self.threshold:g}, at most {feasible:.0f} can match"
+        return None
+
+    def _robust_estimate(self, glevels: np.ndarray, counts: np.ndarray, bound: float, feasible: float,
+                         m_init: list[np.ndarray]) -> EMResult:
+        """Splink's estimate, on the exact all-pairs counts: u fixed at the level frequencies over all pairs; m
+        from one EM session per informative group (the pairs at that group's top level, where the matches are
+        not swamped: at most 100 non-matches per possible match), that group left out and u fixed, averaged over
+        sessions; lambda alone by EM with m and u fixed, bounded by the feasible number of matches."""
+        sizes = self._group_sizes
+        u = _smoothed_frequencies(glevels, counts, sizes)
+        total = float(counts.sum())
+        sums = [np.zeros(n) for n in sizes]
+        seen = [0] * len(sizes)
+        for g, n in enumerate(sizes):
+            top = n - 1
+            at_top = glevels[:, g] == top
+            if not at_top.any() or u[g][top] * total > 100.0 * feasible:
+                continue
+            keep = [h for h in range(len(sizes)) if h != g]
+            if not keep:
+                continue
+            session = expectation_maximisation(
+                glevels[at_top][:, keep], counts[at_top], [sizes[h] for h in keep], lambda_init=0.5,
+                m_init=[m_init[h] for h in keep], u_init=[np.nan_to_num(u[h], nan=0.0) for h in keep], fix_u=True,
+                max_iter=self.max_iter, tol=self.tol,
+            )
+            for h, m in zip(keep, session.m):
+                sums[h] += np.nan_to_num(m, nan=0.0)
+                seen[h] += 1
+        m = []
+        for g in range(len(sizes)):
+            if seen[g]:
+                mg = sums[g] / seen[g]
+                mg[MISSING_LEVEL] = np.nan
+                m.append(mg)
+            else:
+                m.append(self.em_.m[g])
+        lm, lu = log_likelihood_terms(glevels, m, u)
+        lam = min(self.em_.lambda_, bound)
+        for it in range(1, self.max_iter + 1):
+            post = posterior_from_terms(lm, lu, lam)
+            new = float(np.clip(np.dot(counts, post) / total, 1e-15, bound))
+            done = abs(math.log(new) - math.log(lam)) < self.tol
+            lam = new
+            if done:
+                break
+        ll = float(np.dot(counts, np.logaddexp(math.log(lam) + lm, math.log1p(-lam) + lu)))
+        return EMResult(lambda_=lam, m=m, u=u, n_iter=it, converged=done, log_likelihood=ll)
+
+    def summary(self) -> str:
+        """A plain-text report of the fit: the estimate used, lambda with its implied expected matches against
+        the feasible maximum, links at the threshold, dependent fields, the EM trace, and m, u per level."""
+        self._require_fitted()
+        d = self.diagnostics_
+        lines = [
+            f"Fellegi-Sunter on {d['compared_pairs']:,} compared pairs ({d['pairs']:,} possible)",
+            f"estimate: {d['estimate']}" + (f" (EM fell back: {d['fallback_reason']})" if d["fallback_reason"] else ""),
+            f"lambda: {d['lambda']:.4g} -> {d['expected_matches']:,.0f} expected matches; feasible maximum "
+            f"{d['feasible_matches']:,}",
+            f"links at threshold {self.threshold:g}: {d['links_at_threshold']:,}",
+            "dependent fields (compared jointly): " + (", ".join(d["dependent_groups"]) or "none"),
+        ]
+        strong = sorted((t for t in d["dependence"] if t["bits"] > 0), key=lambda t: -t["bits"])
+        for t in strong[:12]:
+            lines.append(f"  {t['fields']}: lift {t['lift']:.3g} (lower bound among non-matches "
+                         f"{t['lift_lower']:.3g}, {t['bits']:.2f} bits){'' if t['dependent'] else ', kept apart'}")
+        trace = d["em_trace"]
+        lines.append(f"EM: {d['em_iterations']} iterations, {'converged' if d['em_converged'] else 'NOT converged'}")
+        for k in sorted({0, 1, 2, 5, 10, 20, 50, 100, 200, 500, len(trace) - 1}):
+            if 0 <= k < len(trace):
+                lines.append(f"  iteration {k + 1}: lambda {trace[k][0]:.4g}, log-likelihood {trace[k][1]:.8g}")
+        lines.append("m and u per level:")
+        lines.append(self.match_weights().to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        return "\n".join(lines)
 
     def _require_fitted(self) -> None:
         if not self._fitted:
@@ -564,7 +707,7 @@ class FellegiSunter:
         b: pd.DataFrame | None = None,
         *,
         threshold: float | None = None,
-        one_to_one: bool = False,
+        one_to_one: bool | Literal["auto"] = "auto",
     ) -> pd.DataFrame:
         """Pairs whose match probability is at least ``threshold`` (never a pair missing every field on one side or
         the other: see :meth:`accepted_patterns`).
@@ -573,21 +716,32 @@ class FellegiSunter:
             a: Left table to score with the fitted parameters; ``None`` scores the tables given to :meth:`fit`.
             b: Right table; ``None`` with ``a`` given de-duplicates ``a``.
             threshold: Posterior match probability in (0, 1); ``None`` takes the model's ``threshold``.
-            one_to_one: Keep at most one link per left and per right record (greedy by probability; linking only).
+            one_to_one: How many links a record may keep when linking two tables (ignored for dedup):
+
+                - ``"auto"`` (default): one per *entity*. Links are taken by descending probability; a link is
+                  dropped when its left record already links a right record that the model does not take for the
+                  same entity as this one (the two right records compared with each other by the fitted model,
+                  below the threshold), and likewise from the right. A household member sharing the address of
+                  the true match loses its link; a duplicate of the true match within the right table keeps it.
+                - ``True``: at most one link per left and per right record (greedy by probability).
+                - ``False``: every pair above the threshold.
 
         Returns:
             One row per link, columns ``left_id``, ``right_id`` (ids from ``id_column`` or the index),
             ``match_probability`` (float64), ``match_weight`` (float64, log2 odds), ``pattern`` (int64 code, see
             :meth:`pattern_table`), sorted by left then right row. In dedup mode each pair appears once, with
-            ``left`` the earlier row, and never a row with itself.
+            ``left`` the earlier row, and never a row with itself. ``attrs["resolved"]`` counts the links dropped by
+            ``one_to_one``.
 
         Raises:
-            ValueError: If not fitted, on a bad threshold, or ``one_to_one`` in dedup mode.
+            ValueError: If not fitted, on a bad threshold, a bad ``one_to_one``, or ``one_to_one=True`` in dedup.
         """
         self._require_fitted()
         thr = self.threshold if threshold is None else _check_probability(threshold, "threshold")
+        if one_to_one not in (True, False, "auto"):
+            raise ValueError(f"one_to_one must be 'auto', True or False, got {one_to_one!r}")
         data = self._data if a is None else self._prepare(a, b)
-        if one_to_one and data["dedup"]:
+        if one_to_one is True and data["dedup"]:
             raise ValueError("one_to_one applies to linking two tables, not to dedup (use clusters)")
         if a is not None:
             self._build_space(data)
@@ -597,8 +751,14 @@ class FellegiSunter:
         prob = 1.0 / (1.0 + np.exp2(-weights))
         order = np.lexsort((j, i))
         i, j, code, weights, prob = i[order], j[order], code[order], weights[order], prob[order]
-        if one_to_one:
+        n_before = i.shape[0]
+        if one_to_one is True:
             keep = resolve_one_to_one(i, j, prob)
+        elif one_to_one == "auto" and not data["dedup"]:
+            keep = self._resolve_entities(data, i, j, prob, thr)
+        else:
+            keep = None
+        if keep is not None:
             i, j, code, weights, prob = i[keep], j[keep], code[keep], weights[keep], prob[keep]
         self.timings_["predict"] = time.perf_counter() - t0
         out = pd.DataFrame({
@@ -607,7 +767,49 @@ class FellegiSunter:
         })
         out.attrs["left_row"] = i
         out.attrs["right_row"] = j
+        out.attrs["resolved"] = int(n_before - i.shape[0])
         return out
+
+    def _resolve_entities(self, data: dict, i: np.ndarray, j: np.ndarray, prob: np.ndarray,
+                          thr: float) -> np.ndarray:
+        """One link per entity (see :meth:`predict`): boolean mask of the kept links."""
+        keep = np.ones(i.shape[0], dtype=bool)
+        if i.shape[0] < 2:
+            return keep
+        same: dict[str, dict[tuple[int, int], bool]] = {}
+        for side, rows, partners in (("right", i, j), ("left", j, i)):
+            # pairs of records on one side that share a partner on the other: are they one entity?
+            order = np.argsort(rows, kind="stable")
+            r, p = rows[order], partners[order]
+            starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+            sizes = np.diff(np.r_[starts, r.shape[0]])
+            xs, ys = [], []
+            for st, n in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+                group = np.sort(p[st:st + n])
+                x, y = np.triu_indices(n, 1)
+                xs.append(group[x])
+                ys.append(group[y])
+            if not xs:
+                same[side] = {}
+                continue
+            x, y = np.concatenate(xs), np.concatenate(ys)
+            accept = self.accepted_patterns(thr)
+            is_same = accept[self._codes_for_pairs(data, x, y, within=side)]
+            same[side] = dict(zip(zip(x.tolist(), y.tolist()), is_same.tolist()))
+        if not same["left"] and not same["right"]:
+            return keep
+        taken_l: dict[int, list[int]] = {}
+        taken_r: dict[int, list[int]] = {}
+        for k in np.lexsort((j, i, -prob)).tolist():
+            li, rj = int(i[k]), int(j[k])
+            ok = all(same["right"].get((min(rj, o), max(rj, o)), False) for o in taken_l.get(li, ())) and all(
+                same["left"].get((min(li, o), max(li, o)), False) for o in taken_r.get(rj, ()))
+            if ok:
+                taken_l.setdefault(li, []).append(rj)
+                taken_r.setdefault(rj, []).append(li)
+            else:
+                keep[k] = False
+        return keep
 
     def accepted_patterns(self, threshold: float | None = None) -> np.ndarray:
         """Which pattern codes are linked at ``threshold``: bool (n_patterns,).
@@ -705,6 +907,17 @@ class FellegiSunter:
         df["match_probability"] = 1.0 / (1.0 + np.exp2(-w))
         df["match_weight"] = w
         return df.sort_values("match_weight", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def feasible_matches(n_left: int, n_right: int | None) -> int:
+    """The most matching pairs two tables can hold: ``min(n_left, n_right)`` when linking (each record the same
+    entity as at most one record of the other table; duplicates within a table are the exception, not the rule),
+    and ``2 * n`` for dedup (an average cluster of five records, were every record duplicated)."""
+    return 2 * n_left if n_right is None else min(n_left, n_right)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
 
 
 def _smoothed_frequencies(levels: np.ndarray, counts: np.ndarray, n_levels: Sequence[int]) -> list[np.ndarray]:

@@ -39,6 +39,7 @@ class TableLinkageResult:
     links: pd.DataFrame
     clusters: pd.DataFrame
     summary: dict[str, Any]
+    diagnostics: dict[str, Any]
 
 
 def _level_labels(spec: FieldSpec, default_thresholds: Sequence[float]) -> list[str]:
@@ -125,12 +126,17 @@ def link_table_records(
         "right_source": linkage.right_source, "left_records": n_l, "right_records": len(right_frame),
         "pairs": int(model.pattern_counts_.sum()), "lambda": float(model.lambda_), "converged": bool(model.converged_),
         "em_iterations": int(model.n_iter_), "links": len(out_links), "clusters": int(clusters["cluster_id"].nunique()),
-        "seconds": time.perf_counter() - t0,
+        "seconds": time.perf_counter() - t0, "estimate": model.diagnostics_["estimate"],
+        "expected_matches": float(model.diagnostics_["expected_matches"]),
+        "feasible_matches": int(model.diagnostics_["feasible_matches"]),
+        "dependent_fields": "; ".join(model.diagnostics_["dependent_groups"]),
+        "resolved_links": int(links.attrs["resolved"]),
     }
     logger.info("table linkage %s: %d pairs, lambda %.3g, %d links, %d clusters", linkage.name, summary["pairs"],
                 summary["lambda"], summary["links"], summary["clusters"])
     return TableLinkageResult(patterns=patterns, parameters=parameters[list(schema.TABLE_MODEL_PARAMETERS)],
-                              links=out_links, clusters=clusters, summary=summary)
+                              links=out_links, clusters=clusters, summary=summary,
+                              diagnostics=model.diagnostics_)
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,7 @@ class TableLinkageOutputs:
     clusters: pd.DataFrame
     summary: pd.DataFrame
     rejected: tuple[Rejection, ...]
+    diagnostics: dict[str, dict[str, Any]]
 
 
 def _concat(frames: list[pd.DataFrame], schema: Mapping[str, str]) -> pd.DataFrame:
@@ -203,6 +210,7 @@ def run_table_linkages(
         clusters=_concat([r.clusters for r in results], schema.TABLE_CLUSTERS),
         summary=pd.DataFrame([r.summary for r in results], columns=list(schema.TABLE_LINKAGE_SUMMARY)),
         rejected=tuple(rejected),
+        diagnostics={r.summary["linkage"]: r.diagnostics for r in results},
     )
 
 

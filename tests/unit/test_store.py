@@ -277,3 +277,24 @@ def test_migrate_adds_the_classifier_columns_of_version_3(tmp_path: Path) -> Non
     assert evaluation.columns.tolist() == ["source", "precision", "detector", "classifier"]
     assert evaluation["classifier"].isna().all()
     assert store.migrate() == []
+
+
+def test_migrate_to_version_4_retypes_one_to_one_and_adds_the_fit_columns(tmp_path: Path) -> None:
+    """A version-3 data dir: table_linkages.one_to_one is a boolean and table_linkage_summary lacks the columns of
+    what the fit used; migrate turns the flag into text ("true"/"false") and adds the columns (old fits were EM)."""
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "schema_version").write_text("3\n")
+    with duckdb.connect(str(tmp_path / "db.duckdb")) as con:
+        con.execute("create table table_linkages as select * from (values ('a__b', true), ('c__d', false)) "
+                    "t(name, one_to_one)")
+        con.execute("create table table_linkage_summary as select 'a__b' as linkage, 0.5 as lambda")
+    changed = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False).migrate()
+    assert "table_linkages: one_to_one BOOLEAN -> VARCHAR" in changed
+    assert "table_linkage_summary: + estimate" in changed and "table_linkage_summary: + resolved_links" in changed
+    store = Store(tmp_path / "db.duckdb", tmp_path / "art")
+    assert store.read_table("table_linkages")["one_to_one"].tolist() == ["true", "false"]
+    summary = store.read_table("table_linkage_summary")
+    assert summary.columns.tolist() == ["linkage", "lambda", "estimate", "expected_matches", "feasible_matches",
+                                        "dependent_fields", "resolved_links"]
+    assert summary["estimate"].tolist() == ["em"]
+    assert store.migrate() == []

@@ -92,7 +92,7 @@ def test_dependent_fields_are_detected_and_independent_ones_are_not():
     rng = np.random.default_rng(9)
     levels, counts, n_levels = _simulate_counts(
         rng, 1_000_000, 0.002, [[0.1, 0.9]] * 4, [[0.9, 0.1], [0.9, 0.1], [0.99, 0.01], [0.99, 0.01]], [0.0] * 4)
-    assert fs_em.detect_dependent_groups(levels, counts, n_levels, min_pairs=2000) == [[0], [1], [2], [3]]
+    assert fs_em.detect_dependent_groups(levels, counts, n_levels, max_matches=2500) == [[0], [1], [2], [3]]
     # make field 3 a copy of field 2 (say postcode of suburb): dependent among non-matches too
     dep = levels.copy()
     dep[:, 3] = dep[:, 2]
@@ -100,5 +100,37 @@ def test_dependent_fields_are_detected_and_independent_ones_are_not():
     merged = np.bincount(codes, weights=counts)
     observed = np.flatnonzero(merged)
     dep_levels = fs_patterns.decode_patterns(observed, n_levels)
-    groups = fs_em.detect_dependent_groups(dep_levels, merged[observed], n_levels, min_pairs=2000)
+    groups = fs_em.detect_dependent_groups(dep_levels, merged[observed], n_levels, max_matches=2500)
     assert groups == [[0], [1], [2, 3]]
+
+
+def test_field_dependence_counts_every_possible_match_against_the_dependence():
+    # 1,000 matches agree on both fields; 1,000,000 non-matches agree independently (10 % and 1 %)
+    rng = np.random.default_rng(3)
+    levels, counts, n_levels = _simulate_counts(
+        rng, 1_001_000, 1000 / 1_001_000, [[0.05, 0.95]] * 2, [[0.9, 0.1], [0.99, 0.01]], [0.0] * 2)
+    (t,) = fs_em.field_dependence(levels, counts, n_levels, max_matches=1000)
+    # over all pairs the matches make the two look dependent (lift ~ 1.9) ...
+    assert t.lift > 1.5
+    # ... but not once every possible match is counted against it
+    assert not t.dependent and t.bits == 0.0
+    # with fewer possible matches than there are (a wrong bound) the test would see dependence that is not there
+    (wrong,) = fs_em.field_dependence(levels, counts, n_levels, max_matches=0)
+    assert wrong.lift_lower > t.lift_lower
+
+
+def test_shared_addresses_make_one_group_of_every_address_field():
+    # 200,000 non-matching pairs; 5 % of them live at the same address: agree on street, number, town together
+    rng = np.random.default_rng(4)
+    n = 200_000
+    same = rng.random(n) < 0.05
+    lv = np.ones((n, 4), dtype=np.int64)
+    for f, p in enumerate((0.01, 0.002, 0.01, 0.02)):  # name, street, number, town agree by chance
+        lv[:, f] += rng.random(n) < p
+    lv[same, 1:] = 2
+    codes = fs_patterns.encode_patterns(lv, [3] * 4)
+    c = np.bincount(codes)
+    obs = np.flatnonzero(c)
+    groups = fs_em.detect_dependent_groups(fs_patterns.decode_patterns(obs, [3] * 4), c[obs], [3] * 4,
+                                           max_matches=100)
+    assert groups == [[0], [1, 2, 3]]
