@@ -271,9 +271,7 @@ class FieldDependence:
         agree_both: Pairs agreeing on both.
         lift: ``agree_both * pairs / (agree_f * agree_g)``: how many times more often the two agree together than
             if they were independent (1 = independent), over all pairs.
-        lift_lower: A lower confidence bound of the lift among non-matches: ``agree_both`` less ``z`` Poisson
-            standard deviations and less every co-agreement the matches can explain (the feasible maximum of
-            matches), over the same expectation.
+        lift_lower: A lower confidence bound of the lift among non-matches (see :func:`field_dependence`).
         bits: ``log2(lift_lower)`` (0 when not positive): how many bits the independence assumption would add to
             the match weight of a non-matching pair that agrees on both.
         dependent: Whether the pair counts as dependent (``bits >= min_bits``).
@@ -290,6 +288,31 @@ class FieldDependence:
     dependent: bool
 
 
+def _strong_disagreement_rates(levels: np.ndarray, counts: np.ndarray, z: float) -> np.ndarray:
+    """Per field ``h``, an upper bound of how often a match is at ``h``'s lowest compared level (level 1: strong
+    disagreement), from the near-certain matches: pairs that agree (level >= 2) on every other field present, with
+    at least three of them present (``1.0`` where there are too few such pairs to tell)."""
+    k = levels.shape[1]
+    agree = levels >= 2
+    present = levels >= 1
+    out = np.ones(k)
+    for h in range(k):
+        others = [f for f in range(k) if f != h]
+        sure = np.all(agree[:, others] | ~present[:, others], axis=1) & (present[:, others].sum(axis=1) >= 3)
+        sure &= present[:, h]
+        n = float(counts[sure].sum())
+        if n < 30:
+            continue
+        x = float(counts[sure & (levels[:, h] == 1)].sum())
+        out[h] = min(1.0, (x + z * math.sqrt(x) + 1.0) / n)
+    return out
+
+
+def _lift_bound(n_all: float, n_f: float, n_g: float, n_fg: float, matches: float, z: float) -> tuple[float, float]:
+    expected = n_f * n_g / n_all
+    return n_fg / expected, (n_fg - z * math.sqrt(n_fg) - matches) / expected
+
+
 def field_dependence(
     levels: np.ndarray,
     counts: np.ndarray,
@@ -303,12 +326,22 @@ def field_dependence(
 
     The test. Over the given pairs (all pairs, or a uniform random sample of them), let ``n`` be the pairs where
     both fields are present, ``n_f``, ``n_g`` the pairs agreeing (level >= 2) on each and ``n_fg`` on both. Under
-    independence ``n_fg`` is about ``n_f * n_g / n``. Matches co-agree on nearly everything, so up to
-    ``max_matches`` of the ``n_fg`` pairs may be matches; non-matches are the rest. The lower bound of the
-    non-match lift is ``(n_fg - z * sqrt(n_fg) - max_matches) * n / (n_f * n_g)``: a Poisson lower bound at ``z``
-    standard deviations (``z = 4``: a one-sided error rate of 3e-5 per field pair, under 1e-3 for the 36 pairs of
-    nine fields, Bonferroni), with every match counted against the dependence. Its base-2 logarithm is the error,
-    in bits, that assuming independence adds to the match weight of a non-match agreeing on both fields. A pair is
+    independence ``n_fg`` is about ``n_f * n_g / n``. Matches co-agree on nearly everything, so they must not be
+    taken for dependence. Two lower bounds of the non-match lift ``n_fg * n / (n_f * n_g)`` are computed, and the
+    larger is kept:
+
+    - over all pairs, counting every possible match against the dependence: ``(n_fg - z * sqrt(n_fg) -
+      max_matches) * n / (n_f * n_g)``;
+    - over the pairs that strongly disagree (level 1) on a third field ``h``, the most identifying one (the field
+      that agrees least often among all pairs, such as an id or a birth date: people sharing an address still
+      differ there): there the matches are at most ``max_matches`` times an upper bound of their
+      strong-disagreement rate on ``h``, read off the near-certain matches (pairs agreeing on every other field
+      present). That bound is too low if matches that disagree on ``h`` also disagree elsewhere (a typo-free
+      field rarely does), which is why ``h`` is the most identifying field, not any field.
+
+    Both subtract ``z`` Poisson standard deviations (``z = 4``: a one-sided error rate of 3e-5 per bound, under
+    1e-3 for the 72 bounds of nine fields, Bonferroni). The base-2 logarithm of the kept bound is the error, in
+    bits, that assuming independence adds to the match weight of a non-match agreeing on both fields. A pair is
     dependent when that error is at least ``min_bits`` (1 bit: the non-match odds off by a factor of two).
 
     Args:
@@ -317,7 +350,7 @@ def field_dependence(
         n_levels: Level counts per field.
         max_matches: The largest number of matching pairs among the counted pairs (feasible maximum, scaled to
             a sample when the counts are of one).
-        z: Standard deviations of the Poisson lower bound.
+        z: Standard deviations of the Poisson bounds.
         min_bits: Smallest weight error that counts as dependence.
 
     Returns:
@@ -327,10 +360,16 @@ def field_dependence(
     k = len(n_levels)
     agree = levels >= 2
     present = levels >= 1
+    rates = _strong_disagreement_rates(levels, counts, z)
+    # how often each field agrees among all pairs (where present): the rarest is the most identifying
+    chance = np.array([
+        float(counts[agree[:, h]].sum()) / max(float(counts[present[:, h]].sum()), 1.0) for h in range(k)
+    ])
     out = []
     for f in range(k):
         for g in range(f + 1, k):
-            w = counts * (present[:, f] & present[:, g])
+            both = present[:, f] & present[:, g]
+            w = counts * both
             n_all = float(w.sum())
             n_f = float((w * agree[:, f]).sum())
             n_g = float((w * agree[:, g]).sum())
@@ -338,9 +377,16 @@ def field_dependence(
             if n_f <= 0 or n_g <= 0:
                 out.append(FieldDependence((f, g), n_all, n_f, n_g, n_fg, float("nan"), 0.0, 0.0, False))
                 continue
-            expected = n_f * n_g / n_all
-            lift = n_fg / expected
-            lower = (n_fg - z * math.sqrt(n_fg) - max_matches) / expected
+            lift, lower = _lift_bound(n_all, n_f, n_g, n_fg, max_matches, z)
+            others = [h for h in range(k) if h not in (f, g)]
+            if others:
+                h = min(others, key=lambda h: (chance[h], h))
+                if rates[h] < 1.0:
+                    wr = counts * (both & (levels[:, h] == 1))
+                    r_all, r_f = float(wr.sum()), float((wr * agree[:, f]).sum())
+                    r_g, r_fg = float((wr * agree[:, g]).sum()), float((wr * (agree[:, f] & agree[:, g])).sum())
+                    if r_f > 0 and r_g > 0:
+                        lower = max(lower, _lift_bound(r_all, r_f, r_g, r_fg, max_matches * rates[h], z)[1])
             bits = math.log2(lower) if lower > 1.0 else 0.0
             out.append(FieldDependence((f, g), n_all, n_f, n_g, n_fg, lift, lower, bits, bits >= min_bits))
     return out
