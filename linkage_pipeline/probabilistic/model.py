@@ -800,7 +800,10 @@ class FellegiSunter:
             return keep
         taken_l: dict[int, list[int]] = {}
         taken_r: dict[int, list[int]] = {}
-        for k in np.lexsort((j, i, -prob)).tolist():
+        # only links sharing a record with another link can conflict
+        shared = (np.bincount(i)[i] > 1) | (np.bincount(j)[j] > 1)
+        order = np.lexsort((j, i, -prob))
+        for k in order[shared[order]].tolist():
             li, rj = int(i[k]), int(j[k])
             ok = all(same["right"].get((min(rj, o), max(rj, o)), False) for o in taken_l.get(li, ())) and all(
                 same["left"].get((min(li, o), max(li, o)), False) for o in taken_r.get(rj, ()))

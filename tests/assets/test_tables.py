@@ -198,6 +198,25 @@ def test_match_weight_chart_in_metadata(materialized) -> None:
     text = meta["match_weights"].value
     assert "**a_to_b**" in text and "**registry_a__dedup**" in text and "data:image/png;base64," in text
     assert events["table_links"].materialization.metadata["links"].value > 80
+    # what each fit used: the estimate, lambda's expected matches against the feasible maximum, the EM trace
+    diagnostics = meta["fit_diagnostics"].value
+    assert set(diagnostics) == {"a_to_b", "registry_a__dedup"}
+    fit = diagnostics["a_to_b"]
+    assert fit["estimate"] == "em" and fit["fallback_reason"] is None
+    assert 0 < fit["expected_matches"] <= fit["feasible_matches"]
+    assert len(fit["em_trace"]) == fit["em_iterations"] and len(fit["dependence"]) > 0
+
+
+def test_summary_records_what_each_fit_used(materialized) -> None:
+    _, _, store, _, _ = materialized
+    summary = store.read_table("table_linkage_summary").set_index("linkage")
+    assert summary["estimate"].tolist() == ["em", "em"]
+    assert (summary["expected_matches"] <= summary["feasible_matches"]).all()
+    assert summary.loc["a_to_b", "feasible_matches"] == min(summary.loc["a_to_b", "left_records"],
+                                                            summary.loc["a_to_b", "right_records"])
+    assert summary.loc["registry_a__dedup", "feasible_matches"] == 2 * summary.loc["registry_a__dedup",
+                                                                                   "left_records"]
+    assert (summary["resolved_links"] >= 0).all()
 
 
 def test_rerun_gives_identical_tables(materialized) -> None:
