@@ -238,6 +238,7 @@ class AllPairsSpace:
         self._matrices: dict[tuple, tuple[sp.csr_matrix | None, sp.csr_matrix]] = {}
         self._build_sparse()
         self._kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._multi_drivers: list[int] | None = None
 
     # ------------------------------------------------------------------ set-up
     def _density(self, fl: FieldLevels) -> float:
@@ -719,10 +720,12 @@ class AllPairsSpace:
         counts = self.base_counts().astype(np.float64)
         self._single_field_terms(counts)
         self._kept = None
+        self._multi_drivers = None
         n_multi = 0
         if len(self._sparse) >= 2:
             densest = max(range(len(self._sparse)), key=lambda pos: self._sparse[pos].density)
             drivers = [pos for pos in range(len(self._sparse)) if pos != densest]
+            self._multi_drivers = drivers
             for pos in range(len(self._sparse)):
                 if pos not in drivers:
                     self._lookup(pos, bits=True)  # built before the threads share it
@@ -744,16 +747,7 @@ class AllPairsSpace:
                             state["pending"], state["n_pending"] = [], 0
 
             # scipy's sparse product and numpy's array loops release the GIL: row ranges run in parallel threads
-            rows = self._rows_per_block(drivers)
-            n_threads = max(1, min(self.threads, -(-self.n_a // rows)))
-            bounds = [self.n_a * t // n_threads // rows * rows for t in range(n_threads)]
-            bounds.append(self.n_a)
-            if n_threads == 1:
-                count_rows(0, self.n_a)
-            else:
-                with ThreadPoolExecutor(n_threads) as pool:
-                    for fut in [pool.submit(count_rows, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
-                        fut.result()
+            self._in_row_ranges(drivers, count_rows)
             n_multi = state["n_multi"]
             pending = state["pending"]
             parts = [np.concatenate(p) for p in zip(*pending)] if pending else [np.empty(0, np.int32)] * 3
@@ -768,6 +762,38 @@ class AllPairsSpace:
         if np.any(out < 0) or int(out.sum()) != self.total_pairs:
             raise RuntimeError(f"pattern counts are inconsistent: sum {int(out.sum())}, expected {self.total_pairs}")
         return out
+
+    def _in_row_ranges(self, drivers: Sequence[int], work) -> None:
+        """Run ``work(row_from, row_to)`` over the left rows split into one range per thread (scipy's sparse
+        product and numpy's array loops release the GIL, so the ranges run in parallel)."""
+        rows = self._rows_per_block(drivers)
+        n_threads = max(1, min(self.threads, -(-self.n_a // rows)))
+        bounds = [self.n_a * t // n_threads // rows * rows for t in range(n_threads)]
+        bounds.append(self.n_a)
+        if n_threads == 1:
+            work(0, self.n_a)
+        else:
+            with ThreadPoolExecutor(n_threads) as pool:
+                for fut in [pool.submit(work, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
+                    fut.result()
+
+    def _accepted_multi_agreeing(self, accept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs agreeing on several sparse units whose code is accepted, enumerated again as in counting (when
+        there were too many to keep): ``(i, j, code)`` int32 arrays."""
+        lock = threading.Lock()
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+        def emit_rows(r_from: int, r_to: int) -> None:
+            for i, j, code in self._iter_multi_agreeing(self._multi_drivers, r_from, r_to):
+                sel = accept[code]
+                with lock:
+                    parts.append((i[sel], j[sel], code[sel]))
+
+        self._in_row_ranges(self._multi_drivers, emit_rows)
+        if not parts:
+            return (np.empty(0, np.int32),) * 3
+        parts.sort(key=lambda p: (int(p[0][0]) if p[0].size else -1))
+        return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ emission
     def driver_fields(self, accept: np.ndarray) -> list[int]:
@@ -855,11 +881,17 @@ class AllPairsSpace:
             raise ValueError(f"accept must have shape ({self.n_patterns},), got {accept.shape}")
         if not accept.any():
             return
-        if self._kept is not None and not bool(accept[self.base_code].any()):
+        multi_known = self._kept is not None or self._multi_drivers is not None
+        if multi_known and not bool(accept[self.base_code].any()):
             singles = self.single_field_accepted(accept)
-            logger.info("emission filters the %d kept pairs that agree on several sparse fields; enumerates pairs "
-                        "agreeing on %s alone", len(self._kept[0]), [self.fields[f].name for f in singles])
-            i, j, code = self._kept
+            if self._kept is not None:
+                logger.info("emission filters the %d kept pairs that agree on several sparse fields; enumerates "
+                            "pairs agreeing on %s alone", len(self._kept[0]), [self.fields[f].name for f in singles])
+                i, j, code = self._kept
+            else:
+                logger.info("emission enumerates the pairs that agree on several sparse fields again (too many to "
+                            "keep), and pairs agreeing on %s alone", [self.fields[f].name for f in singles])
+                i, j, code = self._accepted_multi_agreeing(accept)
             for k0 in range(0, i.shape[0], _EMIT_CHUNK):
                 sel = accept[code[k0:k0 + _EMIT_CHUNK]]
                 yield (i[k0:k0 + _EMIT_CHUNK][sel].astype(np.int64), j[k0:k0 + _EMIT_CHUNK][sel].astype(np.int64),

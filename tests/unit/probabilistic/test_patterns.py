@@ -244,3 +244,26 @@ def test_links_do_not_depend_on_the_kept_pairs(monkeypatch):
     assert len(links) > 0
     pd.testing.assert_frame_equal(links, again.predict())
     np.testing.assert_array_equal(fitted.pattern_counts_, again.pattern_counts_)
+
+
+def test_links_of_many_sparse_fields_do_not_depend_on_the_kept_pairs(monkeypatch):
+    # four sparse fields (hundreds of values each): pairs agreeing on several are enumerated again when not kept
+    rng = np.random.default_rng(9)
+    people = pd.DataFrame({
+        "name": [f"n{k}" for k in rng.integers(0, 300, 500)], "surname": [f"s{k}" for k in rng.integers(0, 400, 500)],
+        "born": [f"19{k:04d}" for k in rng.integers(0, 900, 500)], "id": [f"{k:05d}" for k in rng.integers(0, 5000, 500)],
+    })
+    a = people.iloc[:400].reset_index(drop=True)
+    b = pd.concat([people.iloc[200:], people.iloc[:50]], ignore_index=True)
+    fields = [FieldSpec("name", "exact"), FieldSpec("surname", "exact"), FieldSpec("born", "levenshtein"),
+              FieldSpec("id", "exact")]
+    for left, right in ((a, b), (pd.concat([a, a.iloc[:60]], ignore_index=True), None)):
+        fitted = FellegiSunter(fields, threshold=0.3).fit(left, right)
+        links = fitted.predict(one_to_one=False)
+        assert fitted._data["space"]._kept is not None and len(links) > 40
+        with monkeypatch.context() as m:
+            m.setattr(fs_patterns, "_MAX_KEPT_PAIRS", 0)
+            again = FellegiSunter(fields, threshold=0.3).fit(left, right)
+            space = again._data["space"]
+            assert space._kept is None and space._multi_drivers is not None and space.n_multi_agreeing_pairs > 0
+            pd.testing.assert_frame_equal(links, again.predict(one_to_one=False))
