@@ -73,10 +73,12 @@ _AGREE_UNIT = 1 << _AGREE_SHIFT
 _MAX_KEPT_PAIRS = 1 << 25
 # Two sparse fields are enumerated jointly when both agree on at least this share of all pairs, pairs agreeing on
 # both make at least this share of the rarer one's agreeing pairs, and their value-combination pair list has at
-# most this many entries.
+# most this many entries...
 _MIN_FUSION_DENSITY = 1e-4
 _MIN_FUSION_SHARE = 0.5
 _MAX_FUSED_ENTRIES = 1 << 22
+# ... or at most 1/256 of the co-agreeing pairs the fusion saves enumerating, up to this many entries
+_MAX_FUSED_ENTRIES_SCALED = 1 << 25
 _FUSION_SAMPLE = 512
 # Rows of pairs listed per chunk when kept pairs are filtered for emission.
 _EMIT_CHUNK = 1 << 22
@@ -359,9 +361,13 @@ class AllPairsSpace:
             else:
                 n_both = both.nnz
             co = n_both / (sample.shape[0] * self.n_b)
-            if co >= _MIN_FUSION_SHARE * min(self.density[f], self.density[g]) and \
-                    self._combined_size(f, g) <= _MAX_FUSED_ENTRIES:
-                cands.append((co, f, g))
+            if co >= _MIN_FUSION_SHARE * min(self.density[f], self.density[g]):
+                size = self._combined_size(f, g)
+                logger.info("fields %s and %s agree together on %.2g of all pairs; their value-combination pair "
+                            "list would hold %d entries", self.fields[f].name, self.fields[g].name, co, size)
+                # a larger list is worth it when it saves enumerating many more co-agreeing pairs
+                if size <= max(_MAX_FUSED_ENTRIES, min(_MAX_FUSED_ENTRIES_SCALED, co * self.n_a * self.n_b / 256)):
+                    cands.append((co, f, g))
         out: list[tuple[int, int]] = []
         used: set[int] = set()
         for _, f, g in sorted(cands, reverse=True):
