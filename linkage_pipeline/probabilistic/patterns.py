@@ -80,6 +80,8 @@ _MAX_FUSED_ENTRIES = 1 << 22
 # ... or at most 1/256 of the co-agreeing pairs the fusion saves enumerating, up to this many entries
 _MAX_FUSED_ENTRIES_SCALED = 1 << 25
 _FUSION_SAMPLE = 512
+# Pairs corrected per call when pairs agreeing on several sparse fields are counted.
+_TERMS_CHUNK = 1 << 22
 # Rows of pairs listed per chunk when kept pairs are filtered for emission.
 _EMIT_CHUNK = 1 << 22
 
@@ -678,6 +680,19 @@ class AllPairsSpace:
                 np.add.at(counts, base[nz] + int(delta), w[nz])
                 np.add.at(counts, base[nz], -w[nz])
 
+    def _multi_field_terms_in_chunks(self, counts: np.ndarray,
+                                     parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """:meth:`_multi_field_terms` over ``(i, j, code)`` parts, about ``_TERMS_CHUNK`` pairs at a time (its int64
+        temporaries take some 40 bytes a pair)."""
+        batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        size = 0
+        for k, part in enumerate(parts):
+            batch.append(part)
+            size += part[0].shape[0]
+            if size >= _TERMS_CHUNK or k == len(parts) - 1:
+                self._multi_field_terms(counts, *(np.concatenate(p) for p in zip(*batch)))
+                batch, size = [], 0
+
     def _multi_field_terms(self, counts: np.ndarray, i: np.ndarray, j: np.ndarray, code: np.ndarray) -> None:
         """Put right the pairs ``(i, j)`` with pattern ``code`` that agree on several sparse fields: +1 at the true
         code, -1 at each single-field code :meth:`_single_field_terms` moved them to, and (fields - 1) back at the
@@ -749,16 +764,16 @@ class AllPairsSpace:
                             logger.info("more than %d pairs agree on several sparse fields: prediction "
                                         "re-enumerates", _MAX_KEPT_PAIRS)
                         if not state["keep"] and state["n_pending"] >= _MAX_KEPT_PAIRS // 8:
-                            self._multi_field_terms(counts, *(np.concatenate(p) for p in zip(*state["pending"])))
+                            self._multi_field_terms_in_chunks(counts, state["pending"])
                             state["pending"], state["n_pending"] = [], 0
 
             # scipy's sparse product and numpy's array loops release the GIL: row ranges run in parallel threads
             self._in_row_ranges(drivers, count_rows)
             n_multi = state["n_multi"]
             pending = state["pending"]
-            parts = [np.concatenate(p) for p in zip(*pending)] if pending else [np.empty(0, np.int32)] * 3
-            self._multi_field_terms(counts, *parts)
+            self._multi_field_terms_in_chunks(counts, pending)
             if state["keep"]:
+                parts = [np.concatenate(p) for p in zip(*pending)] if pending else [np.empty(0, np.int32)] * 3
                 self._kept = (parts[0], parts[1], parts[2])
         self.n_agreeing_pairs = int(round(self.total_pairs - counts[np.unique(self.base_code)].sum()))
         self.n_multi_agreeing_pairs = n_multi
