@@ -541,6 +541,9 @@ def test_good_table_config(tmp_path: Path) -> None:
     assert [(f.name, f.right, f.comparison) for f in link.fields] == [
         ("name", "firm_name", "jaro_winkler"), ("city", "city", "exact"), ("founded", "founded", "levenshtein")]
     assert (dedup.name, dedup.kind, dedup.right_source, dedup.threshold) == ("registry_a__dedup", "dedup", "registry_a", 0.5)
+    # one link per entity unless the entry says otherwise; written to table_linkages as text
+    assert (link.one_to_one, dedup.one_to_one) == ("auto", "auto")
+    assert link.to_record()["one_to_one"] == "auto"
 
 
 def test_document_sources_ignore_the_tables_section(tmp_path: Path) -> None:
@@ -592,6 +595,8 @@ def test_bad_table_entry_is_rejected_and_the_others_load(tmp_path: Path, entry: 
         ("{dedup: registry_a, fields: {name: {thresholds: [0.9, 0.8]}}}", "field 'name': FieldSpec('name').thresholds"),
         ("{dedup: registry_a, fields: {name: exact}, threshold: 1.5}", "threshold 1.5 is not a probability"),
         ("{dedup: registry_a, fields: {name: exact}, one_to_one: true}", "one_to_one applies to linking two tables"),
+        ("{left: registry_a, right: registry_b, fields: {city: exact}, one_to_one: always}",
+         "one_to_one 'always' is not auto, true or false"),
         ("{dedup: registry_a, fields: {name: exact}, blocking: [[town]]}", "blocking column 'town' is not a column"),
         ("{name: ../x, dedup: registry_a, fields: {name: exact}}", "name '../x' is not a safe name"),
         ("{dedup: registry_a, fields: {name: exact}, colour: red}", "unknown field 'colour'"),
