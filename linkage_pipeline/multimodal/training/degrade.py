@@ -78,6 +78,7 @@ Families
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -119,6 +120,21 @@ def _check_direction(direction: str) -> None:
         raise ValueError(f"direction must be 'horizontal' or 'vertical', got {direction!r}")
 
 
+def _operation(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """What every operation does first: check the crop and the direction, and return a copy at strength <= 0."""
+
+    @functools.wraps(fn)
+    def op(img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
+           ) -> np.ndarray:
+        img = _check_crop(img)
+        _check_direction(direction)
+        if strength <= 0:
+            return img.copy()
+        return fn(img, rng, strength, direction=direction)
+
+    return op
+
+
 def _to_u8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
@@ -154,6 +170,7 @@ def _morph(img: np.ndarray, rng: np.random.Generator, strength: float, grow_ink:
     return cv2.erode(img, kernel) if grow_ink else cv2.dilate(img, kernel)
 
 
+@_operation
 def ink_spread(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -169,22 +186,18 @@ def ink_spread(
     Returns:
         uint8 (H, W) with at least as many dark pixels.
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     return _morph(img, rng, strength, grow_ink=True)
 
 
+@_operation
 def ink_erosion(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
     """Ink thins (starved press, worn type): see :func:`ink_spread` for the arguments; fewer dark pixels."""
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     return _morph(img, rng, strength, grow_ink=False)
 
 
+@_operation
 def broken_strokes(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -199,9 +212,6 @@ def broken_strokes(
     Returns:
         uint8 (H, W); unchanged if the crop has no ink.
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     mask = _ink_mask(img)
     ink_idx = np.flatnonzero(mask)
     if ink_idx.size == 0:
@@ -307,6 +317,7 @@ def neighbour_edge(
     return out if direction == "horizontal" else np.ascontiguousarray(out.T)
 
 
+@_operation
 def bleed_through(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -324,9 +335,6 @@ def bleed_through(
     Returns:
         uint8 (H, W), no pixel lighter than in ``img``.
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     h, w = img.shape
     paper, ink = _levels(img)
     span = max(paper - ink, 1.0)
@@ -351,6 +359,7 @@ def _smooth_field(shape: tuple[int, int], rng: np.random.Generator, cell: float)
     return (field - float(field.mean())) / (std if std > 1e-6 else 1.0)
 
 
+@_operation
 def paper_texture(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -365,9 +374,6 @@ def paper_texture(
     Returns:
         uint8 (H, W).
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     paper, ink = _levels(img)
     f = img.astype(np.float32)
     weight = np.clip((f - ink) / max(paper - ink, 1.0), 0.0, 1.0)
@@ -375,6 +381,7 @@ def paper_texture(
     return _to_u8(f + strength * field * weight)
 
 
+@_operation
 def illumination(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -389,9 +396,6 @@ def illumination(
     Returns:
         uint8 (H, W), no pixel lighter than in ``img``.
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     h, w = img.shape
     theta = float(rng.uniform(0.0, 2 * math.pi))
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -407,6 +411,7 @@ def _remap(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
     return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
 
 
+@_operation
 def baseline_warp(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -426,10 +431,6 @@ def baseline_warp(
     Raises:
         ValueError: If ``direction`` is unknown.
     """
-    img = _check_crop(img)
-    _check_direction(direction)
-    if strength <= 0:
-        return img.copy()
     h, w = img.shape
     along, across = (w, h) if direction == "horizontal" else (h, w)
     t = np.arange(along, dtype=np.float32) / max(along, 1)
@@ -446,6 +447,7 @@ def baseline_warp(
     return _remap(img, xs, ys)
 
 
+@_operation
 def rotation(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -460,9 +462,6 @@ def rotation(
     Returns:
         uint8 (H, W).
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     h, w = img.shape
     angle = min(strength, 15.0) * (1.0 if rng.random() < 0.5 else -1.0)
     m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, 1.0)
@@ -470,6 +469,7 @@ def rotation(
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
 
 
+@_operation
 def shear(img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal") -> np.ndarray:
     """Shear along the text direction about the centre (slanted type, skewed scan); shape kept.
 
@@ -485,10 +485,6 @@ def shear(img: np.ndarray, rng: np.random.Generator, strength: float, *, directi
     Raises:
         ValueError: If ``direction`` is unknown.
     """
-    img = _check_crop(img)
-    _check_direction(direction)
-    if strength <= 0:
-        return img.copy()
     h, w = img.shape
     k = min(strength, 0.5) * (1.0 if rng.random() < 0.5 else -1.0)
     if direction == "horizontal":
@@ -499,6 +495,7 @@ def shear(img: np.ndarray, rng: np.random.Generator, strength: float, *, directi
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
 
 
+@_operation
 def cut_short(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -517,10 +514,6 @@ def cut_short(
     Raises:
         ValueError: If ``direction`` is unknown.
     """
-    img = _check_crop(img)
-    _check_direction(direction)
-    if strength <= 0:
-        return img.copy()
     length = img.shape[1] if direction == "horizontal" else img.shape[0]
     n = min(length - 1, max(1, round(min(strength, 0.5) * length)))
     if n <= 0:
@@ -531,6 +524,7 @@ def cut_short(
     return np.ascontiguousarray(out)
 
 
+@_operation
 def gaussian_blur(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -545,12 +539,10 @@ def gaussian_blur(
     Returns:
         uint8 (H, W).
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     return cv2.GaussianBlur(img, (0, 0), min(strength, _MAX_SIGMA), borderType=cv2.BORDER_REPLICATE)
 
 
+@_operation
 def motion_blur(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -565,9 +557,6 @@ def motion_blur(
     Returns:
         uint8 (H, W).
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     length = min(_MAX_MOTION, 1 + round(strength))
     if length < 2:
         return img.copy()
@@ -590,6 +579,7 @@ def motion_blur(
     return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REPLICATE)
 
 
+@_operation
 def low_resolution(
     img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal"
 ) -> np.ndarray:
@@ -605,9 +595,6 @@ def low_resolution(
     Returns:
         uint8 (H, W).
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     h, w = img.shape
     scale = max(1.0 / 8.0, 1.0 - strength)
     sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -617,6 +604,7 @@ def low_resolution(
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+@_operation
 def speckle(img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal") -> np.ndarray:
     """Salt-and-pepper: random pixels set dark (0-79) or light (200-255), half each.
 
@@ -629,9 +617,6 @@ def speckle(img: np.ndarray, rng: np.random.Generator, strength: float, *, direc
     Returns:
         uint8 (H, W).
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     n = round(min(strength, 0.2) * img.size)
     out = img.copy()
     if n == 0:
@@ -644,6 +629,7 @@ def speckle(img: np.ndarray, rng: np.random.Generator, strength: float, *, direc
     return out
 
 
+@_operation
 def jpeg(img: np.ndarray, rng: np.random.Generator, strength: float, *, direction: str = "horizontal") -> np.ndarray:
     """JPEG round trip through ``cv2.imencode`` / ``cv2.imdecode`` at quality ``100 - strength``.
 
@@ -659,9 +645,6 @@ def jpeg(img: np.ndarray, rng: np.random.Generator, strength: float, *, directio
     Raises:
         RuntimeError: If OpenCV fails to encode or decode (should not happen for valid crops).
     """
-    img = _check_crop(img)
-    if strength <= 0:
-        return img.copy()
     quality = int(np.clip(round(100 - strength), 5, 100))
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
