@@ -381,6 +381,11 @@ class FellegiSunter:
                 seen[g] += 1
         if not any(seen):
             return None
+        return self._session_mean_m(sums, seen)
+
+    def _session_mean_m(self, sums: list[np.ndarray], seen: list[int]) -> list[np.ndarray]:
+        """m per group averaged over the EM sessions that estimated it (``sums`` of their m, ``seen`` sessions);
+        a group no session estimated keeps the m of the fit so far."""
         out = []
         for g, total in enumerate(sums):
             if seen[g]:
@@ -619,14 +624,7 @@ class FellegiSunter:
             for h, m in zip(keep, session.m):
                 sums[h] += np.nan_to_num(m, nan=0.0)
                 seen[h] += 1
-        m = []
-        for g in range(len(sizes)):
-            if seen[g]:
-                mg = sums[g] / seen[g]
-                mg[MISSING_LEVEL] = np.nan
-                m.append(mg)
-            else:
-                m.append(self.em_.m[g])
+        m = self._session_mean_m(sums, seen)
         lm, lu = log_likelihood_terms(glevels, m, u)
         lam = min(self.em_.lambda_, bound)
         for it in range(1, self.max_iter + 1):
@@ -777,6 +775,7 @@ class FellegiSunter:
         if i.shape[0] < 2:
             return keep
         same: dict[str, dict[tuple[int, int], bool]] = {}
+        accept = self.accepted_patterns(thr)
         for side, rows, partners in (("right", i, j), ("left", j, i)):
             # pairs of records on one side that share a partner on the other: are they one entity?
             order = np.argsort(rows, kind="stable")
@@ -793,7 +792,6 @@ class FellegiSunter:
                 same[side] = {}
                 continue
             x, y = np.concatenate(xs), np.concatenate(ys)
-            accept = self.accepted_patterns(thr)
             is_same = accept[self._codes_for_pairs(data, x, y, within=side)]
             same[side] = dict(zip(zip(x.tolist(), y.tolist()), is_same.tolist()))
         if not same["left"] and not same["right"]:
