@@ -767,7 +767,6 @@ class AllPairsSpace:
                             self._multi_field_terms_in_chunks(counts, state["pending"])
                             state["pending"], state["n_pending"] = [], 0
 
-            # scipy's sparse product and numpy's array loops release the GIL: row ranges run in parallel threads
             self._in_row_ranges(drivers, count_rows)
             n_multi = state["n_multi"]
             pending = state["pending"]
