@@ -44,10 +44,14 @@ def _configure_env(data_dir: Path) -> None:
 
 #: Page scale of the dense demo corpus: 1860 x 2550 pages (about 225 dpi), body type 25-33 px, names up to 44 px.
 DENSE_DEMO_SCALE = 1.5
+#: Print and scan settings of a corpus (``generate --scans``): the demo's, or the held-out scans: smaller type on
+#: smaller pages (about 195 dpi) and heavier degradation, values never used in training or to choose a constant.
+SCANS: dict[str, tuple[float, float]] = {"demo": (DENSE_DEMO_SCALE, 1.0), "heldout": (1.3, 1.4)}
 
 
 def generate_demo(
-    out_dir: Path, *, seed: int, n_firms: int | None, force: bool, heldout: bool = False, style: str = "dense"
+    out_dir: Path, *, seed: int, n_firms: int | None, force: bool, heldout: bool = False, style: str = "dense",
+    scans: str = "demo",
 ) -> None:
     """Writes the synthetic demo corpus unless one from the same settings and generator code is already there."""
     import hashlib
@@ -59,8 +63,12 @@ def generate_demo(
         b"".join(Path(m.__file__).read_bytes() for m in (firms, fonts, synthetic_corpus, dense, entries))
     ).hexdigest()[:12]
     marker = out_dir / ".corpus-settings"
-    scale = DENSE_DEMO_SCALE if style == "dense" else 1.0
+    if scans not in SCANS:
+        raise ConfigError(f"unknown scans {scans!r}; expected one of {sorted(SCANS)}")
+    scale, noise = SCANS[scans] if style == "dense" else (1.0, 1.0)
     settings = f"seed={seed} n_firms={n_firms} heldout={heldout} style={style} scale={scale} generator={code}"
+    if noise != 1.0:
+        settings += f" noise={noise}"
     if not force and marker.exists() and marker.read_text() == settings and (out_dir / "sources.yaml").exists():
         print(f"demo corpus already at {out_dir} ({settings})")
         return
@@ -71,7 +79,7 @@ def generate_demo(
     t0 = time.perf_counter()
     kwargs = {"seed": seed, "style": style} | ({"n_firms": n_firms} if n_firms else {})
     if style == "dense":  # small body type (6-7 pt) needs about 225 dpi to be read, as archives scan directories
-        kwargs["scale"] = DENSE_DEMO_SCALE
+        kwargs |= {"scale": scale, "noise": noise}
     if heldout:
         # firm names and typefaces the shipped model never saw in training
         kwargs |= {"vocabulary": "heldout", "fonts": fonts.corpus_fonts(style, heldout=True)}
@@ -466,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-firms", type=int, default=None)
     p.add_argument("--heldout", action="store_true", help="held-out firm names and typefaces (unseen in training)")
+    p.add_argument("--scans", choices=sorted(SCANS), default="demo",
+                   help="print and scan settings (dense style): the demo's, or held-out ones (smaller type, worse scans)")
     p.add_argument(
         "--style", choices=CORPUS_STYLES, default="dense",
         help="sparse: one name per column or line; dense: directory entries with body text, inline lists",
@@ -499,7 +509,8 @@ def _command(args: argparse.Namespace) -> int:
     """One command other than ``ui``; its exit status."""
     if args.command == "generate":
         generate_demo(
-            args.out, seed=args.seed, n_firms=args.n_firms, force=True, heldout=args.heldout, style=args.style
+            args.out, seed=args.seed, n_firms=args.n_firms, force=True, heldout=args.heldout, style=args.style,
+            scans=args.scans,
         )
     elif args.command == "demo":
         t0 = time.perf_counter()

@@ -14,6 +14,7 @@ from assets_defs.partitions import document_sources_partitions
 from linkage_pipeline import schema
 from linkage_pipeline.documents import labels as documents_labels
 from linkage_pipeline.evaluation import report
+from linkage_pipeline.store import Store
 from resources import ComputeResource, LinkageStore
 
 
@@ -80,6 +81,15 @@ class LinkageEvaluationConfig(dg.Config):
     self_supervised: bool = True
 
 
+def _index_weights(store: Store, model: pd.Series | None) -> dict[str, float] | None:
+    """The pooling weight per text condition of the linkage model's multimodal indexes (``faiss_indexes``)."""
+    if model is None or not store.table_exists("faiss_indexes"):
+        return None
+    rows = store.read_table("faiss_indexes")
+    rows = rows[(rows["model_id"] == str(model["model_id"])) & (rows["method"] == "multimodal")]
+    return rows.groupby("ocr")["weight"].first().astype(float).to_dict()
+
+
 @table_step(
     dg.AssetSpec(
         "linkage_evaluation",
@@ -114,6 +124,7 @@ def linkage_evaluation(
         store.read_table("string_links"), store.read_table("stg_regions"),
         embedding_links=store.read_table("embedding_links") if has_model else None, model=model,
         linkages=[(lk.query, lk.target) for lk in registry.linkages], pretrained=pretrained, inputs=inputs, cached=cached,
+        weights=_index_weights(store, model),
     )
     if embedded is not None:  # one fixed partition: the cache spans every source
         n = store.write_partition("self_supervised_embeddings", "all", embedded, schema.CROP_EMBEDDINGS)

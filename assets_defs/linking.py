@@ -1,6 +1,7 @@
 """Cross-source linking assets: string links (the baseline), FAISS indexes, embedding links and the record links
 the network is built on. Each also declares the bookkeeping table it writes (inputs, targets, index list, runs)."""
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -151,6 +152,27 @@ class FaissIndexConfig(dg.Config):
     rebuild: bool = False  # True: rebuild every index; False: add only new targets to the saved indexes
 
 
+def _pooling_weights(
+    context: dg.AssetExecutionContext, store: Store, config: FaissIndexConfig, model: pd.Series,
+    target_embeddings: pd.DataFrame, linkages: list[tuple[str, str]],
+) -> tuple[float | dict[str, float], pd.DataFrame]:
+    """The image weight per text condition: the config's when set, else chosen on labelled validation firms
+    (:func:`by_embeddings.choose_pooling_weights`) with the model card's weight as the default."""
+    default = float(model["pooling_weight"])
+    if config.pooling_weight is not None:
+        conditions = sorted(set(target_embeddings["ocr"])) if not target_embeddings.empty else []
+        table = pd.DataFrame({"ocr": conditions, "weight": config.pooling_weight, "chosen_by": "config",
+                              "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions)})
+        return float(config.pooling_weight), table
+    regions = store.read_table("stg_regions") if store.table_exists("stg_regions") else None
+    queries, _ = _source_embeddings(context, store, str(model["model_id"]), sorted({q for q, _ in linkages}))
+    both = pd.concat([queries, target_embeddings], ignore_index=True) if len(queries) else target_embeddings
+    weights, table = by_embeddings.choose_pooling_weights(both, regions, linkages, default=default)
+    for row in table.itertuples():
+        context.log.info(f"pooling weight {row.weight:.1f} for {row.ocr} ({row.chosen_by}, n_val={row.n_val})")
+    return weights, table
+
+
 def _source_embeddings(
     context: dg.AssetExecutionContext, store: Store, model_id: str, sources: list[str]
 ) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -179,7 +201,7 @@ def _linkable(
 
 
 _FAISS_INDEX_TABLES = (
-    dg.AssetSpec("faiss_index", deps=[crop_embeddings, linkage_model, "document_sources"],
+    dg.AssetSpec("faiss_index", deps=[crop_embeddings, linkage_model, "document_sources", "stg_regions"],
                  kinds={"faiss", "duckdb"},
                  description="The FAISS index files over the target sources' embeddings (per OCR condition "
                              "and method); refreshed on demand."),
@@ -201,10 +223,11 @@ def faiss_index(
                                       sorted({lk.target for lk in registry.linkages}))
     runnable, _ = by_strings.runnable_linkages([(lk.query, lk.target) for lk in registry.linkages], skipped)
     targets = sorted({t for _, t in runnable})
+    weights, chosen = _pooling_weights(context, store, config, model, emb, runnable)
     rows, stats = by_embeddings.update_target_indexes(
         emb, targets, store.artifact_dir / "indexes" / str(model["model_id"])[:16], methods=config.methods,
-        weight=config.pooling_weight if config.pooling_weight is not None else float(model["pooling_weight"]),
-        spec=linking_index.IndexSpec(kind=config.kind, device=device, nprobe=config.nprobe), rebuild=config.rebuild,
+        weight=weights, spec=linking_index.IndexSpec(kind=config.kind, device=device, nprobe=config.nprobe),
+        rebuild=config.rebuild,
     )
     n = store.replace_table("faiss_indexes", rows, schema.FAISS_INDEXES)
     for name in (empty := sorted(set(targets) - set(emb["source"]))):
@@ -214,6 +237,7 @@ def faiss_index(
             "indexes": len(rows), **stats, "empty_targets": ", ".join(empty) or "none",
             "skipped_sources": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none", "device": device,
             "kind": config.kind, "model_id": str(model["model_id"]), "seconds": time.perf_counter() - t0,
+            "pooling_weights": preview(chosen.drop(columns=["val_top1_by_weight"])),
             "preview": preview(rows)}),
         dg.MaterializeResult(asset_key="faiss_indexes", metadata={"rows": n}),
     )
@@ -247,7 +271,8 @@ def embedding_links(
     model_id, index_rows = str(model["model_id"]), store.read_table("faiss_indexes")
     indexes = by_embeddings.load_target_indexes(
         index_rows, model_id, device=linking_index.faiss_device("auto", compute.torch_device().type))
-    weight = float(index_rows["weight"].iloc[0]) if len(index_rows) else float(model["pooling_weight"])
+    weight = (index_rows.groupby("ocr")["weight"].first().astype(float).to_dict() if len(index_rows)
+              else float(model["pooling_weight"]))
     queries, targets, linkages, skipped_lines, empty = _linkable(context, store, registry, model_id)
     previous, previous_targets = _previous(store, config.relink_all, "embedding_links", "embedding_link_targets")
     t0 = time.perf_counter()
@@ -261,7 +286,7 @@ def embedding_links(
     yield from selected_results(
         context, dg.MaterializeResult(asset_key="embedding_links", metadata={
             "rows": n, **stats, "empty_linkages": empty, "skipped_linkages": "; ".join(skipped_lines) or "none",
-            "model_id": model_id, "pooling_weight": weight, "seconds": time.perf_counter() - t0,
+            "model_id": model_id, "pooling_weight": json.dumps(weight), "seconds": time.perf_counter() - t0,
             "preview": preview(links)}),
         dg.MaterializeResult(asset_key="embedding_link_targets", metadata={"rows": n_targets}),
     )

@@ -26,9 +26,11 @@ class TrainingCropsConfig(dg.Config):
     seed: int = 1
     ocr: str = "tesseract"  # an OCR engine name, or "simulated" (fast, for trials)
     include_labels: bool = True  # add the crops of labelled firms in the train split of every source
-    # Language-image pretraining only: further firms rendered the same way but read by simulated OCR (cheap), so
-    # the CLIP stage sees many more names than the supervised stage needs.
-    pretraining_firms: int = 12000
+    # Language-image pretraining only, without any firm label: printed names, each its own class, its views made
+    # by Unicode variant tables, a legal-form lexicon, many typefaces, scan degradations and glyph-similar misreadings
+    # (linkage_pipeline.multimodal.training.label_free). 0: the CLIP stage pretrains on the training crops instead.
+    pretraining_names: int = 12000
+    pretraining_views: int = 3
 
 
 def _model_dir(linkage_store: LinkageStore) -> Path:
@@ -68,7 +70,8 @@ def training_crops(
         seed=config.seed,
         ocr=config.ocr,
         ocr_engine=engines.ocr_engine,
-        pretraining_firms=config.pretraining_firms,
+        pretraining_names=config.pretraining_names,
+        pretraining_views=config.pretraining_views,
         regions=store.read_table("stg_regions") if labels else None,
         crop_texts=store.read_table("stg_crop_texts") if labels else None,
     )

@@ -207,7 +207,7 @@ OCR_EVALUATION = {"source": "VARCHAR", "ocr": "VARCHAR", "cer": "DOUBLE", "exact
 LINKAGE_EVALUATION = {
     "method": "VARCHAR", "training": "VARCHAR", "ocr": "VARCHAR", "split": "VARCHAR", "top1_accuracy": "DOUBLE",
     "top1_accuracy_with_nomatch": "DOUBLE", "nomatch_threshold": "DOUBLE", "n": "BIGINT",
-    "n_with_nomatch": "BIGINT",
+    "n_with_nomatch": "BIGINT", "pooling_weight": "DOUBLE",
 }
 
 

@@ -33,7 +33,7 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _PARTITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SCHEMA_FILE = "_schema.parquet"
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the tables' columns this code writes, kept in ``<artifact_dir>/schema_version``."""
 _VERSION_FILE = "schema_version"
 # Columns each version renamed, as (table, old name, new name). Version 2: the OCR condition is `ocr` in every
@@ -58,6 +58,8 @@ _ADDED: dict[int, tuple[tuple[str, str, str, str | None], ...]] = {
         ("table_linkage_summary", "dependent_fields", "VARCHAR", None),
         ("table_linkage_summary", "resolved_links", "BIGINT", None),
     ),
+    # Version 5: the image weight of the pooled embedding each multimodal evaluation row was linked with.
+    5: (("linkage_evaluation", "pooling_weight", "DOUBLE", None),),
 }
 # Columns of DuckDB tables whose type a version changed, as (table, column, new type). Version 4: a table linkage's
 # one_to_one is "auto", "true" or "false" (it was a boolean).
@@ -193,7 +195,7 @@ class Store:
                 f"{self.artifact_dir} holds tables of schema version {found}; this code reads and writes version "
                 f"{SCHEMA_VERSION} (version 2 named the OCR condition 'ocr' in every table; version 3 records the line "
                 "classifier of each layout region; version 4 records what each table linkage's Fellegi-Sunter fit used and "
-                "found). Run 'linkage-pipeline migrate --data-dir <data dir>' once to "
+                "found; version 5 the pooling weight of each multimodal evaluation row). Run 'linkage-pipeline migrate --data-dir <data dir>' once to "
                 "rename and add the columns in place, or delete "
                 f"{self.artifact_dir} to rebuild every table"
             )

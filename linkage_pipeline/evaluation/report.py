@@ -99,6 +99,7 @@ def linkage_evaluation_table(
     *,
     training: str = "none",
     report_splits: Sequence[str] = ("test", "all"),
+    weights: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Rows of ``linkage_evaluation`` for every method and text condition in ``links`` (top-1 of each query).
 
@@ -107,8 +108,13 @@ def linkage_evaluation_table(
         regions: ``stg_regions`` rows (crop ids with source role and true entity ids).
         training: what the method was trained with (``none`` for string matching).
         report_splits: splits to report (the no-match threshold is always tuned on ``val``).
+        weights: The image weight of each text condition the multimodal links were made with, recorded in the
+            ``pooling_weight`` column of multimodal rows (NaN for other methods, or when not given).
+
+    Returns:
+        Rows with the columns of ``schema.LINKAGE_EVALUATION``.
     """
-    columns = list(evaluation_metrics.LINKAGE_EVALUATION_COLUMNS)
+    columns = [*evaluation_metrics.LINKAGE_EVALUATION_COLUMNS, "pooling_weight"]
     queries, target_entity, target_ids = _truth_frames(regions)
     if links.empty or queries["entity_id"].isna().all():
         return pd.DataFrame(columns=columns)
@@ -124,7 +130,9 @@ def linkage_evaluation_table(
             "ocr": top1["ocr"].to_numpy(),
         }
     )
-    return evaluation_metrics.linkage_evaluation_rows(queries, frame, target_ids, report_splits=report_splits)[columns]
+    rows = evaluation_metrics.linkage_evaluation_rows(queries, frame, target_ids, report_splits=report_splits)
+    weight = rows["ocr"].map(dict(weights or {})).astype(float)
+    return rows.assign(pooling_weight=weight.where(rows["method"] == "multimodal"))[columns]
 
 
 def linkage_evaluation_report(
@@ -137,6 +145,7 @@ def linkage_evaluation_report(
     pretrained: MultimodalEncoder | None = None,
     inputs: pd.DataFrame | None = None,
     cached: pd.DataFrame | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The ``linkage_evaluation`` table: string baselines, the supervised model and, optionally, its pretrained start.
 
@@ -152,6 +161,10 @@ def linkage_evaluation_report(
         inputs: Embedding inputs of every source (:func:`~linkage_pipeline.multimodal.embed.embedding_inputs`);
             required with ``pretrained``.
         cached: Earlier ``crop_embeddings``-shaped rows of the pretrained model; only crops new to it are embedded.
+        weights: The image weight of each text condition the supervised links were made with (``faiss_indexes``);
+            recorded in the ``pooling_weight`` column of its multimodal rows. The pretrained model's weights are
+            chosen here the same way (:func:`~linkage_pipeline.linking.by_embeddings.choose_pooling_weights`:
+            on the validation firms, else the model's ``pooling_weight``).
 
     Returns:
         ``linkage_evaluation`` rows (the string rows' frame, possibly empty, when no method has a labelled query)
@@ -169,19 +182,19 @@ def linkage_evaluation_report(
         supervised = embedding_links[
             (embedding_links["model_id"] == str(model["model_id"])) & (embedding_links["training"] == "supervised")
         ]
-        frames.append(linkage_evaluation_table(supervised, regions, training="supervised"))
+        frames.append(linkage_evaluation_table(supervised, regions, training="supervised", weights=weights))
         if pretrained is not None:
             # torch-heavy imports only when the pretrained model is scored
+            from linkage_pipeline.linking.by_embeddings import choose_pooling_weights
             from linkage_pipeline.linking.by_embeddings import (
                 embedding_links as link_embeddings,
             )
             from linkage_pipeline.multimodal.embed import embed_crops
 
             embedded, _ = embed_crops(pretrained, inputs, existing=cached)
-            links = link_embeddings(
-                embedded, list(linkages), weight=float(model["pooling_weight"]), training="self_supervised"
-            )
-            frames.append(linkage_evaluation_table(links, regions, training="self_supervised"))
+            chosen, _ = choose_pooling_weights(embedded, regions, list(linkages), default=float(model["pooling_weight"]))
+            links = link_embeddings(embedded, list(linkages), weight=chosen, training="self_supervised")
+            frames.append(linkage_evaluation_table(links, regions, training="self_supervised", weights=chosen))
     scored = [f for f in frames if not f.empty]
     table = pd.concat(scored, ignore_index=True) if scored else frames[0]
     return table, embedded

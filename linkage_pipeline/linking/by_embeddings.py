@@ -113,6 +113,32 @@ def load_target_indexes(
     return indexes
 
 
+#: The image weight of the pooled embedding: one for every text condition, or one per condition (OCR engine).
+Weight = float | Mapping[str, float]
+
+
+def weight_of(weight: Weight, condition: str) -> float:
+    """The image weight ``weight`` gives text condition ``condition``.
+
+    Raises:
+        ValueError: If a per-condition mapping lacks ``condition`` or a weight is outside [0, 1].
+    """
+    if isinstance(weight, Mapping):
+        if condition not in weight:
+            raise ValueError(f"no pooling weight for text condition {condition!r}; weights are given for {sorted(weight)}")
+        w = float(weight[condition])
+    else:
+        w = float(weight)
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {w} for {condition!r}")
+    return w
+
+
+def _check_weight(weight: Weight) -> None:
+    for condition in weight if isinstance(weight, Mapping) else ("",):
+        weight_of(weight, condition)
+
+
 def _index_name(target_source: str, condition: str, method: str) -> str:
     return f"{target_source}__{condition}__{method}.faiss"
 
@@ -131,7 +157,7 @@ def index_targets(
     target_sources: Sequence[str],
     *,
     methods: Sequence[str] = EMBEDDING_METHODS,
-    weight: float = 0.5,
+    weight: Weight = 0.5,
     spec: IndexSpec | None = None,
     out_dir: Path | None = None,
 ) -> tuple[dict[tuple[str, str, str], tuple[object, list[str]]], pd.DataFrame]:
@@ -141,7 +167,7 @@ def index_targets(
         embeddings: ``crop_embeddings`` rows (one model).
         target_sources: Sources linked to.
         methods: Subset of :data:`EMBEDDING_METHODS`.
-        weight: Image weight of the ``multimodal`` embedding.
+        weight: Image weight of the ``multimodal`` embedding, or one per text condition.
         spec: Index kind and device (default exact flat on the CPU).
         out_dir: When given, every index is saved there with its metadata (:func:`save_index`).
 
@@ -149,8 +175,7 @@ def index_targets(
         ``{(source, condition, method): (index, crop ids in index order)}`` and one ``faiss_indexes`` row per
         index (target_source, ocr, method, model_id, kind, weight, n, dim, path).
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    _check_weight(weight)
     spec = spec or IndexSpec()
     out: dict[tuple[str, str, str], tuple[object, list[str]]] = {}
     rows = []
@@ -158,8 +183,9 @@ def index_targets(
         return out, pd.DataFrame(rows, columns=list(FAISS_INDEXES))
     model_id = check_one_model(embeddings)
     for source, condition, t, ids in _target_groups(embeddings, target_sources):
+        w = weight_of(weight, condition)
         for method in methods:
-            index = build_index(method_embeddings(t, method, weight), spec)
+            index = build_index(method_embeddings(t, method, w), spec)
             path = ""
             if out_dir is not None:
                 meta = IndexMeta(
@@ -167,11 +193,11 @@ def index_targets(
                     ids,
                     spec.kind,
                     int(index.d),
-                    {"source": source, "ocr": condition, "method": method, "weight": weight},
+                    {"source": source, "ocr": condition, "method": method, "weight": w},
                 )
                 path = str(save_index(index, out_dir / _index_name(source, condition, method), meta))
             out[(source, condition, method)] = (index, ids)
-            rows.append((source, condition, method, model_id, spec.kind, weight, len(ids), int(index.d), path))
+            rows.append((source, condition, method, model_id, spec.kind, w, len(ids), int(index.d), path))
     return out, pd.DataFrame(rows, columns=list(FAISS_INDEXES))
 
 
@@ -181,7 +207,7 @@ def link_with_indexes(
     indexes: dict[tuple[str, str, str], tuple[object, list[str]]],
     *,
     methods: Sequence[str] = EMBEDDING_METHODS,
-    weight: float = 0.5,
+    weight: Weight = 0.5,
     k: int = 5,
     training: str = "supervised",
 ) -> pd.DataFrame:
@@ -192,7 +218,7 @@ def link_with_indexes(
         linkages: (query source, target source) pairs.
         indexes: From :func:`index_targets` (or loaded indexes in the same shape).
         methods: Methods to link with; each needs its index.
-        weight: Image weight of the ``multimodal`` embedding (must be the one the index was built with).
+        weight: Image weight of the ``multimodal`` embedding, or one per condition (the index's weights).
         k: Neighbours kept per query.
         training: Recorded in the ``training`` column.
 
@@ -209,7 +235,7 @@ def embedding_links(
     linkages: Sequence[tuple[str, str]],
     *,
     methods: Sequence[str] = EMBEDDING_METHODS,
-    weight: float = 0.5,
+    weight: Weight = 0.5,
     k: int = 5,
     training: str = "supervised",
     spec: IndexSpec | None = None,
@@ -284,13 +310,88 @@ def tune_linking(
     return best
 
 
+#: Candidate image weights when the pooling weight is chosen on labels.
+WEIGHT_GRID: tuple[float, ...] = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 11), 2))
+#: Validation queries a text condition needs before its weight is chosen on them (fewer: the model's default).
+MIN_VALIDATION_QUERIES = 20
+
+
+def choose_pooling_weights(
+    embeddings: pd.DataFrame,
+    regions: pd.DataFrame | None,
+    linkages: Sequence[tuple[str, str]],
+    *,
+    default: float,
+    weights: Sequence[float] = WEIGHT_GRID,
+    min_queries: int = MIN_VALIDATION_QUERIES,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """The image weight of each text condition: the best on the labelled validation firms, else ``default``.
+
+    As the no-match threshold is, the weight is chosen on the validation split of labelled firms (a stable hash
+    of the entity id, as the evaluation splits them); test firms never count. For each condition (OCR engine or
+    ``ground_truth``) with at least ``min_queries`` labelled validation queries, the weight with the highest
+    top-1 accuracy there is taken, ties going to the weight nearest ``default``. Since 0 (language only) and 1
+    (vision only) are candidates, the pooled embedding is chosen over a single modality only where it does at
+    least as well on the validation firms. Without labels every condition gets ``default`` (the model card's).
+
+    Args:
+        embeddings: ``crop_embeddings`` rows of the query and target sources (one model).
+        regions: ``stg_regions`` rows (truth), or ``None`` when there are no labels.
+        linkages: (query source, target source) pairs.
+        default: The weight without labels, in [0, 1].
+        weights: Candidate weights.
+        min_queries: Validation queries needed to choose.
+
+    Returns:
+        ``{condition: weight}`` for every condition of ``embeddings``, and one row per condition: ocr, weight,
+        chosen_by (``validation`` or ``default``), val_top1 (at the weight; NaN for ``default``), n_val, and
+        val_top1_by_weight (JSON-able dict).
+
+    Raises:
+        ValueError: If ``default`` or a candidate weight is outside [0, 1].
+    """
+    from linkage_pipeline.evaluation import report
+
+    _check_weight(default)
+    for w in weights:
+        _check_weight(w)
+    conditions = sorted(set(embeddings["ocr"])) if not embeddings.empty else []
+    chosen = {c: float(default) for c in conditions}
+    rows = {c: {"ocr": c, "weight": float(default), "chosen_by": "default", "val_top1": float("nan"), "n_val": 0,
+                "val_top1_by_weight": {}} for c in conditions}
+    if regions is not None and not regions.empty and conditions and linkages:
+        queries, _, _ = report._truth_frames(regions)
+        val = set(queries.loc[(queries["split"] == "val") & queries["entity_id"].notna(), "query_id"])
+        query_sources = {q for q, _ in linkages}
+        is_query = embeddings["source"].isin(query_sources)
+        subset = embeddings[~is_query | embeddings["crop_id"].isin(val)]
+        if is_query.any() and subset["crop_id"].isin(val).any():
+            per_weight = {}
+            for w in weights:
+                links = embedding_links(subset, linkages, methods=("multimodal",), weight=float(w))
+                table = report.linkage_evaluation_table(links, regions, report_splits=("val",))
+                per_weight[float(w)] = table.set_index("ocr")
+            for c in conditions:
+                accs = {w: float(t.loc[c, "top1_accuracy"]) for w, t in per_weight.items()
+                        if c in t.index and pd.notna(t.loc[c, "top1_accuracy"])}
+                n_val = max((int(t.loc[c, "n"]) for t in per_weight.values() if c in t.index), default=0)
+                rows[c]["n_val"], rows[c]["val_top1_by_weight"] = n_val, accs
+                if n_val < min_queries or not accs:
+                    continue
+                best = max(accs, key=lambda w: (accs[w], -abs(w - default)))
+                chosen[c] = best
+                rows[c].update(weight=best, chosen_by="validation", val_top1=accs[best])
+    return chosen, pd.DataFrame(list(rows.values()),
+                                columns=["ocr", "weight", "chosen_by", "val_top1", "n_val", "val_top1_by_weight"])
+
+
 def update_target_indexes(
     embeddings: pd.DataFrame,
     target_sources: Sequence[str],
     out_dir: Path,
     *,
     methods: Sequence[str] = EMBEDDING_METHODS,
-    weight: float = 0.5,
+    weight: Weight = 0.5,
     spec: IndexSpec | None = None,
     rebuild: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -307,8 +408,7 @@ def update_target_indexes(
         ``faiss_indexes`` rows and counts ``{"unchanged", "extended", "rebuilt", "vectors_added"}`` (vectors
         added to extended indexes; a rebuilt index adds all of its vectors).
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    _check_weight(weight)
     spec = spec or IndexSpec()
     stats = {"unchanged": 0, "extended": 0, "rebuilt": 0, "vectors_added": 0}
     rows = []
@@ -316,13 +416,14 @@ def update_target_indexes(
         return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
     model_id = check_one_model(embeddings)
     for source, condition, t, ids in _target_groups(embeddings, target_sources):
+        w = weight_of(weight, condition)
         for method in methods:
             path = Path(out_dir) / _index_name(source, condition, method)
             old = None
             if path.is_file() and not rebuild:
                 try:
                     index, meta = load_index(path, model_id=model_id)
-                    if meta.kind == spec.kind and float(meta.extra.get("weight", -1)) == weight:
+                    if meta.kind == spec.kind and float(meta.extra.get("weight", -1)) == w:
                         old = (index, meta.ids)
                 except (ValueError, FileNotFoundError, RuntimeError) as exc:
                     logger.info("rebuilding index %s: %s", path.name, exc)
@@ -331,20 +432,20 @@ def update_target_indexes(
                 new = t[~t["crop_id"].isin(set(have))]
                 ordered, dirty = list(have) + new["crop_id"].tolist(), len(new) > 0
                 if dirty:
-                    index.add(method_embeddings(new, method, weight))
+                    index.add(method_embeddings(new, method, w))
                     stats["extended"] += 1
                     stats["vectors_added"] += len(new)
                 else:
                     stats["unchanged"] += 1
             else:
-                index, ordered, dirty = build_index(method_embeddings(t, method, weight), spec), ids, True
+                index, ordered, dirty = build_index(method_embeddings(t, method, w), spec), ids, True
                 stats["rebuilt"] += 1
                 stats["vectors_added"] += len(ids)
             if dirty:
                 meta = IndexMeta(model_id, ordered, spec.kind, int(index.d),
-                                 {"source": source, "ocr": condition, "method": method, "weight": weight})
+                                 {"source": source, "ocr": condition, "method": method, "weight": w})
                 save_index(index, path, meta)
-            rows.append((source, condition, method, model_id, spec.kind, weight, len(ordered), int(index.d), str(path)))
+            rows.append((source, condition, method, model_id, spec.kind, w, len(ordered), int(index.d), str(path)))
     return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
 
 
@@ -402,7 +503,7 @@ def relink(
     previous: pd.DataFrame | None = None,
     previous_targets: pd.DataFrame | None = None,
     methods: Sequence[str] = EMBEDDING_METHODS,
-    weight: float = 0.5,
+    weight: Weight = 0.5,
     k: int = 5,
     training: str = "supervised",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
@@ -422,6 +523,7 @@ def relink(
         indexes: ``{(target source, condition, method): (index, target ids in index order)}``.
         previous: Earlier ``embedding_links`` rows.
         previous_targets: Earlier :data:`LINKED_TARGETS` rows.
+        weight: Image weight of the ``multimodal`` embedding, or one per condition (the indexes' weights).
 
     Returns:
         ``embedding_links`` rows, the :data:`LINKED_TARGETS` rows for the next call, and counts
@@ -440,8 +542,12 @@ def relink(
     # the targets each earlier top-k list was computed against, per index (same model and pooling weight)
     linked_before: dict[tuple[str, str, str], set[str]] = {}
     if previous_targets is not None and not previous_targets.empty:
-        same = previous_targets[(previous_targets["model_id"] == model_id) & (previous_targets["weight"] == weight)]
-        linked_before = {key: set(g["crop_id"]) for key, g in same.groupby(["target_source", "ocr", "method"])}
+        same = previous_targets[previous_targets["model_id"] == model_id]
+        linked_before = {
+            key: set(g["crop_id"]) for key, g in same.groupby(["target_source", "ocr", "method"])
+            if not isinstance(weight, Mapping) or key[1] in weight
+            if (g["weight"] == weight_of(weight, key[1])).all()
+        }
     for query_source, target_source in linkages:
         q_all = queries[queries["source"] == query_source]
         for condition in sorted(set(q_all["ocr"])):
@@ -450,17 +556,17 @@ def relink(
                 found = indexes.get((target_source, condition, method))
                 if found is None or q.empty:
                     continue
+                w = weight_of(weight, condition)
                 index, target_ids = found
-                vectors = _target_vectors(targets, target_source, condition, target_ids, method, weight)
+                vectors = _target_vectors(targets, target_source, condition, target_ids, method, w)
                 linked.append(pd.DataFrame({"target_source": target_source, "ocr": condition, "method": method,
-                                            "model_id": model_id, "weight": weight, "crop_id": list(target_ids)}))
+                                            "model_id": model_id, "weight": w, "crop_id": list(target_ids)}))
                 old = None
                 if prev is not None:
                     old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
                                & (prev["ocr"] == condition) & (prev["method"] == method)]
                 out, counts = incremental_topk(
-                    q["crop_id"].tolist(), list(target_ids), _index_search(index, target_ids, vectors, q, method,
-                                                                          weight), k,
+                    q["crop_id"].tolist(), list(target_ids), _index_search(index, target_ids, vectors, q, method, w), k,
                     previous=old, previous_targets=linked_before.get((target_source, condition, method)),
                 )
                 stats = {key: stats[key] + counts[key] for key in stats}

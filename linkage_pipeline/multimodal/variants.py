@@ -464,6 +464,8 @@ def load_japanese_lists(path: str | Path | None = None) -> JapaneseKanjiLists:
 def japanese_old_new_sources(
     path: str | Path | None = None,
     kinds: tuple[str, ...] = DERIVED_KINDS,
+    *,
+    include_hand: bool = True,
 ) -> dict[str, tuple[str, str]]:
     """Old form -> (new form, where the pair comes from); see :func:`japanese_old_new`.
 
@@ -480,6 +482,8 @@ def japanese_old_new_sources(
     Args:
         path: As for :func:`load_unihan_variants` (a directory or ``Unihan.zip``; both files are read).
         kinds: Relations to derive pairs from, in trust order (some of :data:`VARIANT_KINDS`).
+        include_hand: Start from the hand list. ``False`` gives what the Unicode data alone yields (the label-free
+            training uses that, since the hand list is the list the project's corpus generator prints).
 
     Returns:
         Old -> (new, source), ordered as the sources, then by the old form's code point.
@@ -490,7 +494,7 @@ def japanese_old_new_sources(
     table = load_unihan_variants(path)
     lists = load_japanese_lists(path)
     standard = lists.joyo | lists.jinmeiyo
-    out: dict[str, tuple[str, str]] = {old: (new, "hand") for old, new in OLD_NEW_PAIRS}
+    out: dict[str, tuple[str, str]] = {old: (new, "hand") for old, new in OLD_NEW_PAIRS} if include_hand else {}
     for old, new in lists.jinmeiyo_old.items():
         # Only old forms of 常用漢字; kJinmeiyoKanji also links pairs of 人名用漢字 variants (萌/萠, 遥/遙).
         if old not in out and new in lists.joyo and in_jis_x_0213(old) and in_jis_x_0213(new):

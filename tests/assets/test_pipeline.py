@@ -224,7 +224,7 @@ def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipe
     shipped = store.read_table("linkage_model")["model_id"].item()
     tiny = {"ops": {
         "training_crops": {"config": {"n_firms": 12, "views_per_firm": 4, "ocr": "simulated", "include_labels": True,
-                                      "pretraining_firms": 8}},
+                                      "pretraining_names": 8}},
         "pretrained_model": {"config": {"epochs": 1}},
         "supervised_model": {"config": {"epochs": 1}},
     }}

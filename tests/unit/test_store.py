@@ -298,3 +298,18 @@ def test_migrate_to_version_4_retypes_one_to_one_and_adds_the_fit_columns(tmp_pa
                                         "dependent_fields", "resolved_links"]
     assert summary["estimate"].tolist() == ["em"]
     assert store.migrate() == []
+
+
+def test_migrate_to_version_5_adds_the_pooling_weight_of_evaluation_rows(tmp_path: Path) -> None:
+    """A version-4 data dir: linkage_evaluation lacks pooling_weight; migrate adds it, empty for old rows."""
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "schema_version").write_text("4\n")
+    with duckdb.connect(str(tmp_path / "db.duckdb")) as con:
+        con.execute("create table linkage_evaluation as select 'multimodal' as method, 0.9 as top1_accuracy")
+    with pytest.raises(SchemaVersionError, match="version 5 the pooling weight"):
+        Store(tmp_path / "db.duckdb", tmp_path / "art")
+    changed = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False).migrate()
+    assert changed == ["linkage_evaluation: + pooling_weight"]
+    table = Store(tmp_path / "db.duckdb", tmp_path / "art").read_table("linkage_evaluation")
+    assert table.columns.tolist() == ["method", "top1_accuracy", "pooling_weight"]
+    assert table["pooling_weight"].isna().all()

@@ -18,6 +18,7 @@ from PIL import Image
 
 from linkage_pipeline.evaluation import metrics
 from linkage_pipeline.multimodal.training.augment import render_crop, simulate_ocr
+from linkage_pipeline.multimodal.training.degrade import TRAIN_FAMILY, degrade
 from linkage_pipeline.synthetic.firms import (
     Firm,
     Vocabulary,
@@ -37,7 +38,7 @@ DEFAULT_VIEWS: tuple[tuple[str, str], ...] = (
     ("list", "vertical"),
 )
 #: Version of the rendering and view generation; bump it when they change so cached training sets are rebuilt.
-DATA_VERSION = 1
+DATA_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------------- data sets
@@ -91,6 +92,7 @@ def build_training_set(
     ocr: Any | None = None,
     ocr_error_rate: float = 0.08,
     noise: float = 1.0,
+    degradations: bool = True,
 ) -> TrainingSet:
     """Render ``views_per_firm`` views of each of ``n_firms`` generated firms and read them.
 
@@ -105,6 +107,9 @@ def build_training_set(
             :func:`simulate_ocr`.
         ocr_error_rate: Error rate of the simulated OCR.
         noise: Augmentation strength of the renderings.
+        degradations: Also apply scan degradations of the train family
+            (:data:`~linkage_pipeline.multimodal.training.degrade.TRAIN_FAMILY`: ink spread and erosion, broken
+            strokes, JPEG, paper texture, warped baselines, crops cut short or catching a neighbouring line, ...).
 
     Returns:
         The set, ``n_firms * views_per_firm`` rows, firm-major.
@@ -129,7 +134,11 @@ def build_training_set(
             style, direction = views[j % len(views)]
             text = mention(firm, rng, style)
             font = font_files[int(rng.integers(len(font_files)))]
-            images.append(render_crop(text, font, direction, rng, noise=noise))
+            img = render_crop(text, font, direction, rng, noise=noise)
+            if degradations:
+                arr, _ = degrade(np.asarray(img), rng, TRAIN_FAMILY, direction=direction)
+                img = Image.fromarray(arr, mode="L")
+            images.append(img)
             directions.append(direction)
             true_texts.append(text)
             labels.append(label)
@@ -153,6 +162,7 @@ def build_training_set(
         "views": [list(v) for v in views],
         "ocr": ocr_name,
         "noise": noise,
+        "degradations": TRAIN_FAMILY.name if degradations else None,
     }
     logger.info(
         "rendered %d crops of %d %s firms in %.1fs (OCR: %s)",
@@ -286,25 +296,10 @@ def labelled_training_rows(regions: pd.DataFrame, crop_texts: pd.DataFrame, *, s
         {"origin": "labelled crops", "split": split, "n_firms": len(entities)},
     )
 
-def build_pretraining_set(n_firms: int, views_per_firm: int, *, seed: int, chunk: int = 4000) -> TrainingSet:
-    """Renderings for language-image pretraining only, read by :func:`simulate_ocr` (cheap).
-
-    The train vocabulary holds a few thousand distinct names, so ``n_firms`` are drawn in chunks of at most
-    ``chunk`` with seeds ``seed, seed + 1, ...``; a name may recur across chunks, which is harmless for a loss
-    that pairs each crop with its own reading only (the labels of this set are never used).
-    """
-    if n_firms < 1 or chunk < 2:
-        raise ValueError(f"n_firms >= 1 and chunk >= 2 expected, got n_firms={n_firms}, chunk={chunk}")
-    parts, left, i = [], n_firms, 0
-    while left > 0:
-        n = min(left, chunk)
-        parts.append(build_training_set(max(n, 2), views_per_firm, seed=seed + i))
-        left, i = left - n, i + 1
-    return concat_training_sets(parts)
-
 
 # ------------------------------------------------------------------------------------- the training crops
-#: File names under the model folder: the training crops of both stages, and the pretraining-only extra set.
+#: File names under the model folder: the training crops of the supervised stage, and the label-free set of the
+#: language-image pretraining (:mod:`~linkage_pipeline.multimodal.training.label_free`).
 TRAINING_CROPS_FILE = "training_crops.parquet"
 PRETRAINING_EXTRA_FILE = "pretraining_extra.parquet"
 
@@ -359,16 +354,19 @@ def assemble_training_crops(
     seed: int,
     ocr: str,
     ocr_engine: Callable[[str], Any],
-    pretraining_firms: int,
+    pretraining_names: int,
+    pretraining_views: int = 3,
     regions: pd.DataFrame | None = None,
     crop_texts: pd.DataFrame | None = None,
 ) -> tuple[TrainingSet, pd.DataFrame, dict[str, Any]]:
     """The training crops of both stages, written to ``model_dir/training_crops.parquet``.
 
     The synthetic renderings (cached per configuration) plus, when ``regions`` and ``crop_texts`` are given, the
-    labelled crops of train-split firms. With ``pretraining_firms > 0`` a further set read by simulated OCR is
-    cached and copied to ``model_dir/pretraining_extra.parquet`` (only the CLIP stage reads it); with 0 that
-    file is removed.
+    labelled crops of train-split firms. With ``pretraining_names > 0`` the label-free set of the language-image
+    pretraining (:func:`~linkage_pipeline.multimodal.training.label_free.build_label_free_set`: one class per
+    printed name, views made by knowledge that needs no labels) is cached and copied to
+    ``model_dir/pretraining_extra.parquet`` (only the CLIP stage reads it); with 0 that file is removed and the
+    CLIP stage pretrains on the training crops.
 
     Args:
         model_dir: Folder of the training sets.
@@ -377,7 +375,8 @@ def assemble_training_crops(
         seed: Seed of the synthetic set (the pretraining set uses ``seed + 1000``).
         ocr: OCR engine name, or ``simulated``.
         ocr_engine: Makes the engine of a name; called only when the synthetic set must be built.
-        pretraining_firms: Firms of the pretraining-only set (0: none).
+        pretraining_names: Printed names of the label-free pretraining set (0: none).
+        pretraining_views: Views per name of that set (>= 2).
         regions: ``stg_regions`` rows, or ``None`` for no labelled crops.
         crop_texts: ``stg_crop_texts`` rows, or ``None``.
 
@@ -395,11 +394,13 @@ def assemble_training_crops(
     )
     parts = [load_training_set(synthetic_path)]
     extra_path = model_dir / PRETRAINING_EXTRA_FILE
-    if pretraining_firms > 0:
+    if pretraining_names > 0:
+        from linkage_pipeline.multimodal.training.label_free import build_label_free_set
+
         cached_training_set(
             model_dir,
-            [pretraining_firms, views_per_firm, seed + 1000],
-            lambda: build_pretraining_set(pretraining_firms, views_per_firm, seed=seed + 1000),
+            ["label-free", pretraining_names, pretraining_views, seed + 1000],
+            lambda: build_label_free_set(pretraining_names, pretraining_views, seed=seed + 1000),
             copy_to=extra_path,
         )
     elif extra_path.exists():
@@ -419,7 +420,7 @@ def assemble_training_crops(
         "rows": len(data),
         "classes": len(data.firms),
         "labelled_rows": n_labelled,
-        "pretraining_only_rows": pretraining_firms * views_per_firm,
+        "pretraining_only_rows": pretraining_names * pretraining_views,
         "path": path,
     }
     return data, summary, stats

@@ -8,13 +8,20 @@ import torch.nn.functional as F
 
 
 # ------------------------------------------------------------------------------------------------ losses
-def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+def clip_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Symmetric CLIP loss: cross-entropy of image->text and text->image logits, matched pairs on the diagonal.
 
     Args:
         image_emb: float (n, d), any norm (normalised here).
         text_emb: float (n, d), row ``i`` pairs with image row ``i``.
         logit_scale: Log of the inverse temperature (CLIP's learnable ``logit_scale``).
+        labels: Optional int (n,) class of each pair. Rows of one class are then all positives of each other
+            (the target spreads evenly over them), so several views of one name in a batch are not pushed apart.
 
     Returns:
         Scalar loss.
@@ -28,8 +35,14 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
         )
     scale = logit_scale.exp() if isinstance(logit_scale, torch.Tensor) else float(np.exp(logit_scale))
     logits = scale * F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    if labels is None:
+        target = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(f"labels must be ({logits.shape[0]},), got {tuple(labels.shape)}")
+    same = (labels[:, None] == labels[None, :]).to(logits.dtype)
+    soft = same / same.sum(dim=1, keepdim=True)  # symmetric: the transpose is the text->image target
+    return (F.cross_entropy(logits, soft) + F.cross_entropy(logits.T, soft)) / 2
 
 
 def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

@@ -58,9 +58,11 @@ def hard_negative_batches(
         raise ValueError(f"m must be >= 2 views per class, got {m}")
     if batch_size < k * m:
         raise ValueError(f"batch_size must be >= k * m = {k * m}, got {batch_size}")
-    rows_of: dict[int, np.ndarray] = {}
-    for cls in np.unique(labels):
-        rows_of[int(cls)] = np.flatnonzero(labels == cls)
+    order_rows = np.argsort(labels, kind="stable")  # one sort, not one scan of the labels per class
+    classes_present, starts = np.unique(labels[order_rows], return_index=True)
+    rows_of: dict[int, np.ndarray] = {
+        int(cls): rows for cls, rows in zip(classes_present, np.split(order_rows, starts[1:]), strict=True)
+    }
     sets_per_batch = batch_size // (k * m)
     order = rng.permutation(c)
     batches = []

@@ -1,4 +1,4 @@
-"""The CLIPPINGS recipe: language-image pretraining, then supervised contrastive training."""
+"""The CLIPPINGS recipe: label-free language-image pretraining, then supervised contrastive training."""
 
 from __future__ import annotations
 
@@ -43,9 +43,12 @@ class Recipe:
     seed: int = 0
     # Both stages stop at the end of a warm-restart cycle (10 * (2**n - 1) steps with t0=10, t_mult=2), so
     # training ends at a small learning rate rather than just after a restart.
+    # The CLIP stage is the label-free one: crop/reading pairs plus an instance loss over printed names whose views
+    # come from knowledge that needs no labels (label_free.py); batches hold 16 sets of 4 string-similar names x 3.
     clip: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            stage="clip", lr=2e-3, batch_size=256, epochs=100, max_steps=2550, log_every=50, checkpoint_every=250
+            stage="clip", lr=2e-3, batch_size=192, m=3, k=4, instance_weight=1.0, epochs=100, max_steps=2550,
+            log_every=50, checkpoint_every=250,
         )
     )
     supcon: TrainConfig = field(
@@ -169,26 +172,26 @@ def stage_config(
     return replace(base, seed=seed, **changes)
 
 
-def stage_data(model_dir: str | Path, stage: str) -> tuple[TrainingSet, str]:
-    """The training crops of ``stage`` (CLIP also gets the pretraining-only set) and the SHA-256 of their files.
+def stage_data(model_dir: str | Path, stage: str) -> tuple[TrainingSet, str, bool]:
+    """The training crops of ``stage`` and the SHA-256 of their file.
+
+    The CLIP stage trains on the label-free pretraining set when it exists (so the pretrained model, the
+    self-supervised rows of the evaluation, never sees a firm label) and on the training crops otherwise; the
+    SupCon stage always on the training crops.
 
     Returns:
-        The set and the hex digest of ``training_crops.parquet`` (followed by that of the pretraining set for
-        ``clip`` when it exists).
+        The set, the hex digest of its file, and whether it is the label-free set.
 
     Raises:
-        ValueError: If ``model_dir/training_crops.parquet`` is missing.
+        ValueError: If the file the stage needs is missing.
     """
     data_path = Path(model_dir) / training_data.TRAINING_CROPS_FILE
-    if not data_path.is_file():
-        raise ValueError(f"{data_path} is missing; materialize training_crops first")
-    data = training_data.load_training_set(data_path)
-    data_sha = hashlib.sha256(data_path.read_bytes()).hexdigest()
     extra_path = Path(model_dir) / training_data.PRETRAINING_EXTRA_FILE
-    if stage == "clip" and extra_path.is_file():
-        data = training_data.concat_training_sets([data, training_data.load_training_set(extra_path)])
-        data_sha += hashlib.sha256(extra_path.read_bytes()).hexdigest()
-    return data, data_sha
+    label_free = stage == "clip" and extra_path.is_file()
+    path = extra_path if label_free else data_path
+    if not path.is_file():
+        raise ValueError(f"{path} is missing; materialize training_crops first")
+    return training_data.load_training_set(path), hashlib.sha256(path.read_bytes()).hexdigest(), label_free
 
 
 def parent_model(trained_models: pd.DataFrame | None, stage: str) -> tuple[str | None, str]:
@@ -286,9 +289,12 @@ def train_stage(
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
     say = log or logger.info
-    data, data_sha = stage_data(model_dir, stage)
+    data, data_sha, label_free = stage_data(model_dir, stage)
     recipe = Recipe()
     config = stage_config(getattr(recipe, stage), **(overrides or {}))
+    if stage == "clip" and not label_free:
+        # the instance loss needs classes that carry no firm label; without the label-free set, plain CLIP
+        config = replace(config, instance_weight=0.0)
     recipe = replace(recipe, **{stage: config})
     start_from, parent = parent_model(trained_models, stage)
     work_dir = run_folder(model_dir, stage, data_sha, config, parent)

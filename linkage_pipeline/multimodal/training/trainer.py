@@ -74,6 +74,11 @@ class TrainConfig:
             and of the text embeddings alone to the pooled loss. The pooled loss alone lets the text side carry
             the batch and gives a randomly initialised image tower almost no signal; the unimodal terms train
             each tower to link on its own (the paper's vision-only and language-only rows).
+        instance_weight: CLIP stage: when > 0, batches are built as in SupCon (each class with its ``k - 1``
+            most similar classes by string similarity, ``m`` views each), the CLIP loss counts every view of a
+            class as a positive, and ``instance_weight`` times the SupCon losses of the pooled, image and text
+            embeddings over the classes is added. With label-free data (one class per printed name, views made by
+            :mod:`~linkage_pipeline.multimodal.training.label_free`) this is the self-supervised stage.
         m: Views per class in a SupCon batch.
         k: Classes per hard-negative set (anchor + ``k - 1`` nearest).
         max_steps: Stop after this many steps in total (``None``: run all epochs).
@@ -94,6 +99,7 @@ class TrainConfig:
     temperature: float = 0.1
     image_weight: float = 0.5
     unimodal_weight: float = 0.0
+    instance_weight: float = 0.0
     m: int = 3
     k: int = 3
     # how long, and the bookkeeping
@@ -103,6 +109,11 @@ class TrainConfig:
     checkpoint_every: int = 50
     log_every: int = 10
 
+    @property
+    def grouped(self) -> bool:
+        """Whether batches hold ``m`` views of each of their classes (SupCon, or CLIP with an instance loss)."""
+        return self.stage == "supcon" or self.instance_weight > 0
+
     def __post_init__(self) -> None:
         # (holds, what is expected): one row per rule, checked in order.
         rules = (
@@ -110,9 +121,9 @@ class TrainConfig:
             (self.lr > 0 and self.batch_size >= 2, "lr > 0 and batch_size >= 2 expected"),
             (self.epochs >= 1 and self.t0 >= 1 and self.t_mult >= 1, "epochs >= 1, t0 >= 1 and t_mult >= 1 expected"),
             (0.0 <= self.image_weight <= 1.0, "image_weight must be in [0, 1]"),
-            (self.unimodal_weight >= 0, "unimodal_weight must be >= 0"),
-            (self.stage != "supcon" or (self.m >= 2 and self.k >= 1 and self.batch_size >= self.m * self.k),
-             "supcon needs m >= 2, k >= 1 and batch_size >= m * k"),
+            (self.unimodal_weight >= 0 and self.instance_weight >= 0, "unimodal_weight must be >= 0 and instance_weight must be >= 0"),
+            (not self.grouped or (self.m >= 2 and self.k >= 1 and self.batch_size >= self.m * self.k),
+             "clip with instance_weight > 0, like supcon needs m >= 2, k >= 1 and batch_size >= m * k"),
         )
         for holds, expected in rules:
             if not holds:
@@ -352,7 +363,7 @@ def _epoch_batches(
     config: TrainConfig, labels: np.ndarray, epoch: int, neighbours: np.ndarray | None
 ) -> list[np.ndarray]:
     rng = epoch_rng(config.seed, epoch)
-    if config.stage == "clip":
+    if not config.grouped:
         return shuffled_batches(len(labels), config.batch_size, rng)
     if neighbours is None:
         raise ValueError("supcon batches need hard-negative neighbour sets; none were mined")
@@ -504,6 +515,13 @@ def train(
         )
         neighbours = nearest_classes(emb, k)
         logger.info("mined hard-negative sets: %d classes, k=%d", len(neighbours), k)
+    elif config.grouped and neighbours is None:
+        # No model worth asking yet (CLIP starts from random weights): the nearest names by string similarity.
+        from linkage_pipeline.multimodal.training.label_free import string_neighbours
+
+        k = min(config.k, len(data.firms))
+        neighbours = string_neighbours([f.canonical for f in data.firms], k)
+        logger.info("string-similar hard-negative sets: %d classes, k=%d", len(neighbours), k)
 
     def checkpoint(at: LoopState) -> None:
         if ckpt is None:
@@ -526,15 +544,18 @@ def train(
 
     def batch_loss(rows: np.ndarray) -> torch.Tensor:
         img, txt = _batch_features(encoder, tensors, rows)
-        if config.stage == "clip":
+        if not config.grouped:
             return clip_loss(img, txt, model.logit_scale)
-        z = config.image_weight * F.normalize(img, dim=-1) + (1 - config.image_weight) * F.normalize(txt, dim=-1)
         batch_labels = torch.from_numpy(data.labels[rows]).to(encoder.device)
+        z = config.image_weight * F.normalize(img, dim=-1) + (1 - config.image_weight) * F.normalize(txt, dim=-1)
         loss = supcon_loss(z, batch_labels, config.temperature)
-        if config.unimodal_weight > 0:
-            loss = loss + config.unimodal_weight * (
+        unimodal_weight = 1.0 if config.stage == "clip" else config.unimodal_weight
+        if unimodal_weight > 0:
+            loss = loss + unimodal_weight * (
                 supcon_loss(img, batch_labels, config.temperature) + supcon_loss(txt, batch_labels, config.temperature)
             ) / 2
+        if config.stage == "clip":
+            return clip_loss(img, txt, model.logit_scale, batch_labels) + config.instance_weight * loss
         return loss
 
     def clamp_logit_scale() -> None:  # CLIP clamps the inverse temperature at 100

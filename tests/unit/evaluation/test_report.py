@@ -255,8 +255,12 @@ def test_linkage_evaluation_report_embeds_with_the_pretrained_model_and_reuses_t
     assert list(embedded.columns) == list(schema.CROP_EMBEDDINGS)
     assert len(embedded) == 11 and set(embedded["model_id"]) == {encoder.model_id}
     # the self-supervised rows are those of the pretrained model's own links, weighted as the linkage model says
+    # (too few validation queries to choose a weight on), and the multimodal rows record that weight
     links = embedding_links(embedded, [("q", "t")], weight=0.5, training="self_supervised")
-    expected = report.linkage_evaluation_table(links, _stg_regions(), training="self_supervised")
+    expected = report.linkage_evaluation_table(links, _stg_regions(), training="self_supervised",
+                                               weights={"tesseract": 0.5})
+    assert expected.loc[expected["method"] == "multimodal", "pooling_weight"].tolist() == [0.5, 0.5]
+    assert expected.loc[expected["method"] != "multimodal", "pooling_weight"].isna().all()
     got = table[table["training"] == "self_supervised"].reset_index(drop=True)
     assert len(got) == 6  # vision, language, multimodal x test, all
     pd.testing.assert_frame_equal(got, expected)

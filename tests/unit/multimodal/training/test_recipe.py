@@ -14,6 +14,7 @@ from linkage_pipeline.multimodal.training.data import (
     build_training_set,
     save_training_set,
 )
+from linkage_pipeline.multimodal.training.label_free import build_label_free_set
 from linkage_pipeline.multimodal.training.recipe import (
     Recipe,
     parent_model,
@@ -95,16 +96,17 @@ def test_trained_model_row_and_its_registry_replace_a_model_id(tmp_path: Path) -
     assert record_trained_model(None, row) is row
 
 
-def test_stage_data_adds_the_pretraining_set_for_clip_only(tmp_path: Path) -> None:
+def test_stage_data_gives_clip_the_label_free_set_when_there_is_one(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="training_crops.parquet is missing; materialize training_crops"):
         stage_data(tmp_path, "clip")
     save_training_set(build_training_set(2, 2, seed=1), tmp_path / "training_crops.parquet")
-    supcon, sha = stage_data(tmp_path, "supcon")
-    assert len(supcon) == 4 and len(sha) == 64
-    save_training_set(build_training_set(3, 1, seed=2), tmp_path / "pretraining_extra.parquet")
-    clip, clip_sha = stage_data(tmp_path, "clip")
-    assert len(clip) == 7 and len(clip.firms) == 5 and clip_sha[:64] == sha and len(clip_sha) == 128
-    assert stage_data(tmp_path, "supcon")[1] == sha
+    supcon, sha, label_free = stage_data(tmp_path, "supcon")
+    assert len(supcon) == 4 and len(sha) == 64 and not label_free
+    assert stage_data(tmp_path, "clip")[1:] == (sha, False)  # no label-free set: CLIP on the training crops
+    save_training_set(build_label_free_set(3, 2, seed=2), tmp_path / "pretraining_extra.parquet")
+    clip, clip_sha, label_free = stage_data(tmp_path, "clip")
+    assert len(clip) == 6 and len(clip.firms) == 3 and label_free and clip_sha != sha
+    assert stage_data(tmp_path, "supcon")[1:] == (sha, False)
 
 
 def test_train_stage_runs_clip_then_supcon_from_it(tmp_path: Path) -> None:

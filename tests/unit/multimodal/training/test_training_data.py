@@ -60,9 +60,10 @@ def test_labelled_rows_are_the_train_split_crops_read_by_every_engine(tmp_path: 
 
 
 def test_training_set_key_is_stable_and_changes_with_the_configuration() -> None:
-    # the key of the default configuration (as the training_crops asset always computed it, data version 1)
-    assert DATA_VERSION == 1
-    assert training_set_key([1200, 6, 1, "tesseract"]) == "1ff8dd6c563a"
+    # the key of the default configuration (as the training_crops asset computes it, data version 2: the
+    # training typefaces grew from the 5 sparse-demo faces to 28)
+    assert DATA_VERSION == 2
+    assert training_set_key([1200, 6, 1, "tesseract"]) == "d5da123f9ba2"
     assert training_set_key([1200, 6, 1, "tesseract"]) == training_set_key((1200, 6, 1, "tesseract"))
     assert training_set_key([1200, 6, 2, "tesseract"]) != training_set_key([1200, 6, 1, "tesseract"])
 
@@ -90,17 +91,18 @@ def test_assemble_training_crops_adds_labels_and_the_pretraining_set(tmp_path: P
 
     kwargs = {"n_firms": 3, "views_per_firm": 2, "seed": 1, "ocr": "simulated", "ocr_engine": no_engine}
     data, summary, stats = assemble_training_crops(
-        model_dir, **kwargs, pretraining_firms=2, regions=regions, crop_texts=texts
+        model_dir, **kwargs, pretraining_names=2, pretraining_views=2, regions=regions, crop_texts=texts
     )
     assert stats == {"rows": 12, "classes": 5, "labelled_rows": 6, "pretraining_only_rows": 4,
                      "path": model_dir / "training_crops.parquet"}
     assert list(summary.columns) == ["label", "direction", "text", "true_text"]
     assert summary["label"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3, 3, 4, 4]
     assert load_training_set(stats["path"]).texts == data.texts
-    assert len(load_training_set(model_dir / "pretraining_extra.parquet")) == 4
+    extra = load_training_set(model_dir / "pretraining_extra.parquet")
+    assert len(extra) == 4 and extra.info["origin"] == "label-free names"
     assert len(list(model_dir.glob("synthetic-*.parquet"))) == 2
     # without the pretraining set its copy goes; without labels only the synthetic crops remain
-    _, summary, stats = assemble_training_crops(model_dir, **kwargs, pretraining_firms=0)
+    _, summary, stats = assemble_training_crops(model_dir, **kwargs, pretraining_names=0)
     assert not (model_dir / "pretraining_extra.parquet").exists()
     assert (stats["rows"], stats["labelled_rows"], len(summary)) == (6, 0, 6)
 
@@ -118,5 +120,5 @@ def test_assemble_training_crops_asks_for_the_engine_only_when_building(tmp_path
 
     with pytest.raises(RuntimeError, match="stop after asking"):
         assemble_training_crops(tmp_path, n_firms=2, views_per_firm=1, seed=0, ocr="tesseract", ocr_engine=engine,
-                                pretraining_firms=0)
+                                pretraining_names=0)
     assert asked == ["tesseract"]

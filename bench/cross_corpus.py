@@ -1,0 +1,145 @@
+"""Table 1 of one or more models on corpora that have been run once: the demo, our held-out family, others.
+
+Usage:
+    .venv/bin/python bench/cross_corpus.py --corpus demo=/tmp/demo --corpus heldout=/tmp/heldout
+    .venv/bin/python bench/cross_corpus.py --corpus demo=/tmp/demo --model new=/path/to/model --json out.json
+
+A corpus is a data directory that ``linkage-pipeline run`` (or ``demo``) has processed: its crops, OCR texts and
+labels are read from ``_pipeline/linkage.duckdb``; the models are run here, so any model folder can be scored on
+the same crops and readings without re-running the pipeline. String methods come from the corpus's
+``string_links`` table.
+
+For each model, corpus and OCR condition the table gives top-1 accuracy on the **test** firms (n queries whose
+firm is in the target source) of vision, language and multimodal embeddings of the self-supervised model (the
+model's ``pretrained/`` folder) and of the supervised model. The pooling weight of the multimodal rows is chosen
+per OCR condition on the **validation** firms of that corpus, as the pipeline's ``faiss_index`` does when a
+source has labels (ties go to the model card's weight); ``--weight`` fixes it instead. The last columns give the best string
+method and the error ratio ``(1 - multimodal) / (1 - best string)`` (<= 0.5: the model makes at most half the
+errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from linkage_pipeline.evaluation import report
+from linkage_pipeline.linking.by_embeddings import (
+    choose_pooling_weights,
+    embedding_links,
+)
+from linkage_pipeline.multimodal import registry
+from linkage_pipeline.multimodal.checkpoints import shipped_model_dir
+from linkage_pipeline.multimodal.embed import embed_crops, embedding_inputs
+from linkage_pipeline.multimodal.encoder import MultimodalEncoder
+
+
+def load_corpus(data_dir: str | Path) -> dict[str, Any]:
+    """Regions (truth), embedding inputs, string links and linkages of a processed data directory."""
+    db = Path(data_dir) / "_pipeline" / "linkage.duckdb"
+    if not db.is_file():
+        raise SystemExit(f"{db} does not exist; run `linkage-pipeline run --data-dir {data_dir}` first")
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        regions = con.execute("select * from stg_regions").df()
+        inputs = embedding_inputs(
+            con.execute("select * from layout_regions").df(),
+            con.execute("select * from region_crops").df(),
+            con.execute("select * from ocr_texts").df(),
+            con.execute("select * from labelled_regions").df(),
+        )
+        strings = con.execute("select * from string_links").df()
+        linkages = [tuple(r) for r in con.execute("select query, target from source_linkages").fetchall()]
+    finally:
+        con.close()
+    return {"regions": regions, "inputs": inputs, "strings": strings, "linkages": linkages}
+
+
+def _table(links: pd.DataFrame, regions: pd.DataFrame, training: str, splits: tuple[str, ...]) -> pd.DataFrame:
+    return report.linkage_evaluation_table(links, regions, training=training, report_splits=splits)
+
+
+def score_model(
+    encoder: MultimodalEncoder, corpus: dict[str, Any], training: str, weight: float | None, default: float = 0.5
+) -> pd.DataFrame:
+    """Test-split rows of vision, language and multimodal; the weight per condition is chosen on the corpus's
+    validation firms as the pipeline chooses it (:func:`choose_pooling_weights`, ties to ``default``), or fixed."""
+    emb, _ = embed_crops(encoder, corpus["inputs"])
+    uni = embedding_links(emb, corpus["linkages"], methods=("vision", "language"), training=training)
+    rows = [_table(uni, corpus["regions"], training, ("test",)).assign(weight=np.nan)]
+    if weight is None:
+        weights, _ = choose_pooling_weights(emb, corpus["regions"], corpus["linkages"], default=default)
+    else:
+        weights = {c: weight for c in set(emb["ocr"])}
+    links = embedding_links(emb, corpus["linkages"], methods=("multimodal",), weight=weights, training=training)
+    mm = _table(links, corpus["regions"], training, ("test",))
+    rows.append(mm.assign(weight=mm["ocr"].map(weights)))
+    return pd.concat(rows, ignore_index=True)
+
+
+def corpus_table(models: dict[str, Path], corpus: dict[str, Any], weight: float | None) -> pd.DataFrame:
+    """Every row of one corpus: strings, then each model's self-supervised and supervised rows."""
+    frames = [_table(corpus["strings"], corpus["regions"], "none", ("test",)).assign(model="", weight=np.nan)]
+    for name, folder in models.items():
+        default, _ = registry.card_defaults(folder)
+        for training, path in (("self_supervised", folder / "pretrained"), ("supervised", folder)):
+            if not (path / "config.json").is_file():
+                continue
+            encoder = MultimodalEncoder.load(path, device="cpu")
+            frames.append(score_model(encoder, corpus, training, weight, default).assign(model=name))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["model", "training", "method", "ocr", "top1_accuracy", "n", "weight"]]
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per model, training and condition: vision, language, multimodal, best string, error ratio."""
+    strings = table[table["training"] == "none"]
+    best = strings.groupby("ocr")["top1_accuracy"].max()
+    best_name = strings.loc[strings.groupby("ocr")["top1_accuracy"].idxmax()].set_index("ocr")["method"]
+    rows = []
+    for (model, training, ocr), g in table[table["training"] != "none"].groupby(["model", "training", "ocr"]):
+        acc = g.set_index("method")["top1_accuracy"]
+        mm = float(acc.get("multimodal", np.nan))
+        rows.append({
+            "model": model, "training": training, "ocr": ocr,
+            "vision": float(acc.get("vision", np.nan)), "language": float(acc.get("language", np.nan)),
+            "multimodal": mm, "weight": float(g.set_index("method")["weight"].get("multimodal", np.nan)),
+            "best_string": float(best.get(ocr, np.nan)), "string_method": best_name.get(ocr, ""),
+            "error_ratio": (1 - mm) / max(1 - float(best.get(ocr, np.nan)), 1e-9),
+            "n": int(g["n"].iloc[0]),
+        })
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", action="append", required=True, help="NAME=DATA_DIR of a processed corpus")
+    parser.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR (default: the shipped model)")
+    parser.add_argument("--weight", type=float, default=None, help="fixed pooling weight (default: per condition on val)")
+    parser.add_argument("--json", default=None, help="also write every row here")
+    args = parser.parse_args(argv)
+    models = {m.split("=", 1)[0]: Path(m.split("=", 1)[1]) for m in args.model} or {"shipped": shipped_model_dir()}
+    all_rows = []
+    for spec in args.corpus:
+        name, path = spec.split("=", 1)
+        start = time.perf_counter()
+        corpus = load_corpus(path)
+        table = corpus_table(models, corpus, args.weight).assign(corpus=name)
+        all_rows.append(table)
+        print(f"\n## {name} ({path}), {time.perf_counter() - start:.0f} s")
+        print(summary(table).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(pd.concat(all_rows).to_dict("records"), default=str, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The pooling weight per text condition: chosen on labelled validation firms, one index per condition's weight."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linkage_pipeline.evaluation import metrics
+from linkage_pipeline.linking.by_embeddings import (
+    choose_pooling_weights,
+    embedding_links,
+    index_targets,
+    relink,
+    weight_of,
+)
+from linkage_pipeline.multimodal.embed import method_embeddings
+
+N_FIRMS, DIM = 240, 32
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _corpus(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Embeddings of one query and one target crop per firm, in two text conditions, and their labels.
+
+    Images are noisy views of each firm's vector (vision alone links some firms wrongly). Under ``noisy`` the
+    readings are pure noise, so the best weight is the image's; under ``clean`` the readings are the firm's own
+    vector, so text alone is perfect and the image only adds noise.
+    """
+    rng = np.random.default_rng(seed)
+    firm = _unit(rng.normal(size=(N_FIRMS, DIM)))
+    frames, regions = [], []
+    for side, source, role in (("q", "lists", "query"), ("t", "directory", "target")):
+        ids = [f"{side}{i:03d}" for i in range(N_FIRMS)]
+        image = _unit(firm + rng.normal(scale=0.25, size=firm.shape))
+        for condition, text in (("noisy", _unit(rng.normal(size=firm.shape))), ("clean", firm)):
+            frames.append(pd.DataFrame({
+                "crop_id": ids, "source": source, "ocr": condition, "text": "x", "model_id": "m",
+                "image_embedding": list(image), "text_embedding": list(text),
+            }))
+        regions.append(pd.DataFrame({
+            "crop_id": ids, "kind": "entry", "source": source, "source_role": role,
+            "true_entity_id": [f"F{i:04d}" for i in range(N_FIRMS)],
+        }))
+    return pd.concat(frames, ignore_index=True), pd.concat(regions, ignore_index=True)
+
+
+def test_weights_are_chosen_per_condition_on_validation_firms() -> None:
+    emb, regions = _corpus()
+    weights, table = choose_pooling_weights(emb, regions, [("lists", "directory")], default=0.8)
+    assert set(weights) == {"noisy", "clean"}
+    assert weights["noisy"] >= 0.9  # the readings are noise: the image carries the link
+    assert weights["clean"] <= 0.5  # the readings are exact: the default (0.8) would lose firms the text links
+    rows = table.set_index("ocr")
+    assert (rows["chosen_by"] == "validation").all()
+    n_val = int((metrics.assign_split(np.array([f"F{i:04d}" for i in range(N_FIRMS)])) == "val").sum())
+    assert (rows["n_val"] == n_val).all() and n_val >= 20
+    # the chosen weight is at least as good on validation firms as language alone (0) and vision alone (1)
+    for condition in ("noisy", "clean"):
+        accs = rows.loc[condition, "val_top1_by_weight"]
+        assert accs[weights[condition]] == max(accs.values()) >= max(accs[0.0], accs[1.0])
+        assert rows.loc[condition, "val_top1"] == pytest.approx(accs[weights[condition]])
+
+
+def test_test_firms_never_influence_the_weight() -> None:
+    emb, regions = _corpus()
+    weights, _ = choose_pooling_weights(emb, regions, [("lists", "directory")], default=0.5)
+    split = dict(zip(regions["crop_id"], metrics.assign_split(regions["true_entity_id"].to_numpy()), strict=True))
+    test_queries = emb["crop_id"].map(split).eq("test") & emb["crop_id"].str.startswith("q")
+    scrambled = emb.copy()
+    rng = np.random.default_rng(1)
+    scrambled.loc[test_queries, "image_embedding"] = pd.Series(
+        list(_unit(rng.normal(size=(int(test_queries.sum()), DIM)))), index=scrambled.index[test_queries])
+    again, _ = choose_pooling_weights(scrambled, regions, [("lists", "directory")], default=0.5)
+    assert again == weights
+
+
+def test_without_labels_or_with_few_validation_queries_the_default_is_kept() -> None:
+    emb, regions = _corpus()
+    weights, table = choose_pooling_weights(emb, None, [("lists", "directory")], default=0.7)
+    assert weights == {"noisy": 0.7, "clean": 0.7}
+    assert (table["chosen_by"] == "default").all() and table["val_top1"].isna().all()
+    few, table = choose_pooling_weights(emb, regions, [("lists", "directory")], default=0.7, min_queries=10_000)
+    assert few == {"noisy": 0.7, "clean": 0.7}
+    assert (table["n_val"] > 0).all()  # counted, but too few to choose on
+    with pytest.raises(ValueError, match="weight must be in"):
+        choose_pooling_weights(emb, regions, [("lists", "directory")], default=1.5)
+
+
+def test_links_and_indexes_use_each_conditions_weight() -> None:
+    emb, _ = _corpus()
+    weights = {"noisy": 0.9, "clean": 0.1}
+    links = embedding_links(emb, [("lists", "directory")], methods=("multimodal",), weight=weights)
+    for condition, w in weights.items():
+        alone = embedding_links(emb[emb["ocr"] == condition], [("lists", "directory")], methods=("multimodal",),
+                                weight=w)
+        got = links[links["ocr"] == condition].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, alone.reset_index(drop=True))
+    indexes, rows = index_targets(emb, ["directory"], methods=("multimodal",), weight=weights)
+    assert rows.set_index("ocr")["weight"].to_dict() == weights
+    target = emb[(emb["source"] == "directory") & (emb["ocr"] == "clean")].sort_values("crop_id")
+    index, _ = indexes[("directory", "clean", "multimodal")]
+    assert np.allclose(index.reconstruct_n(0, index.ntotal), method_embeddings(target, "multimodal", 0.1), atol=1e-6)
+    # relinking records the weight of each condition with the targets it searched
+    queries = emb[emb["source"] == "lists"]
+    _, linked, _ = relink(queries, emb[emb["source"] == "directory"], [("lists", "directory")], indexes,
+                          methods=("multimodal",), weight=weights)
+    assert linked.groupby("ocr")["weight"].first().to_dict() == weights
+    with pytest.raises(ValueError, match="no pooling weight for text condition 'clean'"):
+        embedding_links(emb, [("lists", "directory")], methods=("multimodal",), weight={"noisy": 0.5})
+
+
+def test_weight_of_checks_the_range() -> None:
+    assert weight_of(0.25, "any") == 0.25
+    assert weight_of({"a": 0.75}, "a") == 0.75
+    with pytest.raises(ValueError, match=r"weight must be in \[0, 1\], got 1.2 for 'a'"):
+        weight_of({"a": 1.2}, "a")
