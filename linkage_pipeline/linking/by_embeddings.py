@@ -273,7 +273,8 @@ def tune_linking(
 
     Returns:
         pooling_weight, nomatch_threshold, val_top1 and val_top1_with_nomatch (of ``ocr``), val_top1_mean
-        (over the conditions), ocrs (the conditions that counted, comma-separated), n_val, ocr.
+        (over the conditions), ocrs (the conditions that counted, comma-separated), n_val, ocr, and
+        pooling_weight_rule (:data:`POOLING_DEFAULT_RULE`).
 
     Raises:
         ValueError: If the validation split has no labelled query for ``ocr``.
@@ -301,6 +302,7 @@ def tune_linking(
             "ocrs": ",".join(c for c in conditions if c in ev.index),
             "n_val": int(row["n"]),
             "ocr": ocr,
+            "pooling_weight_rule": POOLING_DEFAULT_RULE,
         }
         key = (mean, cand["val_top1_with_nomatch"], -abs(float(w) - 0.5))
         if best_key is None or key > best_key:
@@ -310,6 +312,12 @@ def tune_linking(
     return best
 
 
+#: How :func:`tune_linking` chooses the default pooling weight of a model card (written into the card).
+POOLING_DEFAULT_RULE = (
+    "highest mean top-1 accuracy over the OCR conditions on the validation firms of the training corpus, ties to "
+    "0.5; the default for sources without labels (with labels, faiss_index chooses a weight per OCR condition on "
+    "their validation firms)"
+)
 #: Candidate image weights when the pooling weight is chosen on labels.
 WEIGHT_GRID: tuple[float, ...] = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 11), 2))
 #: Validation queries a text condition needs before its weight is chosen on them (fewer: the model's default).

@@ -13,17 +13,13 @@ from fixtures.tiny import TINY
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 from linkage_pipeline.multimodal.training import label_free as lf
 from linkage_pipeline.multimodal.training.losses import clip_loss
-from linkage_pipeline.multimodal.training.trainer import TrainConfig, load_checkpoint_state, train
+from linkage_pipeline.multimodal.training.trainer import (
+    TrainConfig,
+    load_checkpoint_state,
+    train,
+)
 from linkage_pipeline.synthetic.firms import OLD_NEW_PAIRS
 from linkage_pipeline.synthetic.fonts import find_font
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,11 @@ from linkage_pipeline.multimodal.training.trainer import TrainConfig
 def test_stage_config_keeps_the_recipe_where_none() -> None:
     base = Recipe().clip
     assert stage_config(base) == TrainConfig(**{**asdict(base), "seed": 0})
-    changed = stage_config(base, epochs=2, lr=1e-3, batch_size=8, max_steps=5, seed=3)
-    assert (changed.epochs, changed.lr, changed.batch_size, changed.max_steps, changed.seed) == (2, 1e-3, 8, 5, 3)
+    changed = stage_config(base, epochs=2, lr=1e-3, batch_size=24, max_steps=5, seed=3)
+    assert (changed.epochs, changed.lr, changed.batch_size, changed.max_steps, changed.seed) == (2, 1e-3, 24, 5, 3)
+    # the label-free stage batches 3 views of sets of 4 names: a batch must hold at least one set
+    with pytest.raises(ValueError, match=r"batch_size >= m \* k, got .*batch_size=8"):
+        stage_config(base, batch_size=8)
     assert stage_config(base, max_steps=0).max_steps is None  # 0: no limit
     assert stage_config(base, max_steps=None).max_steps == 2550  # None: the recipe's
     with pytest.raises(ValueError, match="epochs must be > 0"):

@@ -29,15 +29,6 @@ from linkage_pipeline.multimodal.training.trainer import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models are dominated by thread start-up costs; one thread is faster and keeps the suite quick.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data() -> TrainingSet:
     return build_training_set(6, 3, seed=5)
