@@ -14,6 +14,7 @@ from assets_defs.partitions import document_sources_partitions
 from linkage_pipeline import schema
 from linkage_pipeline.documents import labels as documents_labels
 from linkage_pipeline.evaluation import report
+from linkage_pipeline.linking import by_embeddings
 from linkage_pipeline.store import Store
 from resources import ComputeResource, LinkageStore
 
@@ -85,9 +86,7 @@ def _index_weights(store: Store, model: pd.Series | None) -> dict[str, float] | 
     """The pooling weight per text condition of the linkage model's multimodal indexes (``faiss_indexes``)."""
     if model is None or not store.table_exists("faiss_indexes"):
         return None
-    rows = store.read_table("faiss_indexes")
-    rows = rows[(rows["model_id"] == str(model["model_id"])) & (rows["method"] == "multimodal")]
-    return rows.groupby("ocr")["weight"].first().astype(float).to_dict()
+    return by_embeddings.index_weights(store.read_table("faiss_indexes"), str(model["model_id"]))
 
 
 @table_step(

@@ -271,8 +271,7 @@ def embedding_links(
     model_id, index_rows = str(model["model_id"]), store.read_table("faiss_indexes")
     indexes = by_embeddings.load_target_indexes(
         index_rows, model_id, device=linking_index.faiss_device("auto", compute.torch_device().type))
-    weight = (index_rows.groupby("ocr")["weight"].first().astype(float).to_dict() if len(index_rows)
-              else float(model["pooling_weight"]))
+    weight = by_embeddings.index_weights(index_rows, model_id) if len(index_rows) else float(model["pooling_weight"])
     queries, targets, linkages, skipped_lines, empty = _linkable(context, store, registry, model_id)
     previous, previous_targets = _previous(store, config.relink_all, "embedding_links", "embedding_link_targets")
     t0 = time.perf_counter()

@@ -134,6 +134,12 @@ def weight_of(weight: Weight, condition: str) -> float:
     return w
 
 
+def index_weights(index_rows: pd.DataFrame, model_id: str) -> dict[str, float]:
+    """The image weight per text condition that ``model_id``'s indexes were built with (``faiss_indexes`` rows)."""
+    rows = index_rows[index_rows["model_id"] == model_id]
+    return rows.groupby("ocr")["weight"].first().astype(float).to_dict()
+
+
 def _check_weight(weight: Weight) -> None:
     for condition in weight if isinstance(weight, Mapping) else ("",):
         weight_of(weight, condition)
