@@ -351,6 +351,9 @@ def print_report(data_dir: Path, *, documents: bool = True) -> None:
             print(table_one_markdown(frame, "test", "top1_accuracy_with_nomatch"))
             print("\n== linkage_evaluation: all labelled queries (every split)")
             print(table_one_markdown(frame, "all", "top1_accuracy"))
+            if (frame["split"] == "reviewed").any():
+                print("\n== linkage_evaluation: reviewed queries, the reviewers' verdicts as the truth")
+                print(table_one_markdown(frame, "reviewed", "top1_accuracy"))
             continue
         print(f"\n== {table} ({len(frame)} rows)")
         print(frame.to_markdown(index=False, floatfmt=".3f") if not frame.empty else "(empty)")
@@ -376,6 +379,23 @@ def run_ui(data_dir: Path, port: int) -> None:
     print("starting:", " ".join(cmd), flush=True)
     os.chdir(REPO_ROOT)
     os.execv(dagster, cmd)
+
+
+def run_review(data_dir: Path, *, host: str, port: int, reviewer: str | None) -> None:
+    """Serves the link-review page over ``data_dir`` until Ctrl-C (or SIGTERM)."""
+    import getpass
+
+    from linkage_pipeline.review import app
+
+    store = open_store(data_dir)
+    try:
+        context = app.load_context(store)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    name = reviewer or getpass.getuser()
+    print(f"reviewing {len(context.links)} record links ({context.method}, {context.ocr}) of {data_dir} as "
+          f"{name!r}: open http://{host if ':' not in host else f'[{host}]'}:{port}  (Ctrl-C stops)", flush=True)
+    app.serve(store, host=host, port=port, reviewer=name)
 
 
 class _Stopped(BaseException):
@@ -489,6 +509,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train-layout", help="train the line classifier of the ppocr layout step on synthetic corpora")
     p.add_argument("--out", type=Path, required=True, help="the model file to write (.skops, with a .json card)")
     p.add_argument("--work-dir", type=Path, required=True, help="where the training corpora are generated")
+    p = sub.add_parser("review", help="review the uncertain links in a browser (http://127.0.0.1:8765)")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--reviewer", default=None, help="the name recorded with each verdict (default: your user name)")
     p = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LP_DATA_DIR", DEFAULT_DEMO_DIR)))
     p.add_argument("--port", type=int, default=3000)
@@ -498,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ui":
             run_ui(args.data_dir, args.port)
+            return 0
+        if args.command == "review":
+            run_review(args.data_dir, host=args.host, port=args.port, reviewer=args.reviewer)
             return 0
         return run_answering_signals(lambda: _command(args))
     except ConfigError as exc:

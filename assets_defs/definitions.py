@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets_defs import documents, evaluation, linking, model, network
+from assets_defs import documents, evaluation, linking, model, network, review
 from assets_defs import tables as table_defs
 from assets_defs.jobs import (
     linkage_job,
@@ -60,7 +60,7 @@ def default_executor() -> dg.ExecutorDefinition | None:
 
 
 all_assets = [
-    *dg.load_assets_from_modules([documents, evaluation, linking, model, network]),
+    *dg.load_assets_from_modules([documents, evaluation, linking, model, network, review]),
     *sql_model_assets,
 ]
 # Table sources (CSV/Parquet) and their Fellegi-Sunter assets; kept out of all_assets because table_records is

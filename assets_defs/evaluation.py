@@ -15,6 +15,8 @@ from linkage_pipeline import schema
 from linkage_pipeline.documents import labels as documents_labels
 from linkage_pipeline.evaluation import report
 from linkage_pipeline.linking import by_embeddings
+from linkage_pipeline.multimodal import registry as model_registry
+from linkage_pipeline.review import verdicts
 from linkage_pipeline.store import Store
 from resources import ComputeResource, LinkageStore
 
@@ -92,7 +94,7 @@ def _index_weights(store: Store, model: pd.Series | None) -> dict[str, float] | 
 @table_step(
     dg.AssetSpec(
         "linkage_evaluation",
-        deps=[string_links, "embedding_links", "stg_regions", "linkage_model"],
+        deps=[string_links, "embedding_links", "stg_regions", "linkage_model", "link_reviews"],
         kinds={"duckdb"},
         description="One row per linking method, training and OCR condition and split: top-1 accuracy as in "
         "CLIPPINGS Table 1 / S-2; refreshed on demand.",
@@ -116,6 +118,10 @@ def linkage_evaluation(
     has_model = store.table_exists("embedding_links") and store.table_exists("linkage_model")
     model = store.read_table("linkage_model").iloc[0] if has_model else None
     pretrained = inputs = cached = None
+    reviews = verdicts.in_force(store.read_table("link_reviews") if store.table_exists("link_reviews") else None)
+    if model is not None:  # a model fine-tuned on reviews is scored on the half it never learnt from
+        fine_tuned = model_registry.fine_tuned_on_reviews(str(model["path"]))
+        reviews = verdicts.reviews_for_tuning(reviews, fine_tuned=fine_tuned)
     if model is not None and config.self_supervised and model["pretrained_path"]:
         pretrained, inputs = compute.encoder(model["pretrained_path"]), all_embedding_inputs(store)
         cached = store.read_partition("self_supervised_embeddings", "all", schema.CROP_EMBEDDINGS)
@@ -123,7 +129,7 @@ def linkage_evaluation(
         store.read_table("string_links"), store.read_table("stg_regions"),
         embedding_links=store.read_table("embedding_links") if has_model else None, model=model,
         linkages=[(lk.query, lk.target) for lk in registry.linkages], pretrained=pretrained, inputs=inputs, cached=cached,
-        weights=_index_weights(store, model),
+        weights=_index_weights(store, model), reviews=reviews,
     )
     if embedded is not None:  # one fixed partition: the cache spans every source
         n = store.write_partition("self_supervised_embeddings", "all", embedded, schema.CROP_EMBEDDINGS)
@@ -135,5 +141,6 @@ def linkage_evaluation(
         **empty, "rows": len(table), "model_id": "" if model is None else str(model["model_id"]),
         "table_1_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy")),
         "table_s2_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy_with_nomatch")),
+        "reviewed": dg.MetadataValue.md(report.table_one_markdown(table, "reviewed", "top1_accuracy")),
         "table": preview(table, n=60),
     }))

@@ -11,7 +11,7 @@ source_assets = dg.AssetSelection.assets(
     "page_images", "region_labels", "layout_regions", "region_crops", "ocr_texts", "labelled_regions", "crop_embeddings"
 )
 #: The CLIPPINGS training recipe: expensive, run on demand (never part of linking a corpus).
-training_assets = dg.AssetSelection.assets("training_crops", "pretrained_model", "supervised_model")
+training_assets = dg.AssetSelection.assets("training_crops", "pretrained_model", "supervised_model", "reviewed_model")
 source_job = dg.define_asset_job(
     "source_job",
     selection=source_assets,
@@ -21,7 +21,8 @@ source_job = dg.define_asset_job(
 training_job = dg.define_asset_job(
     "training_job",
     selection=training_assets,
-    description="Renders training crops, then CLIP pretraining and supervised contrastive training of the encoder.",
+    description="Renders training crops, then CLIP pretraining and supervised contrastive training of the encoder; "
+    "reviewed_model fine-tunes the linkage model on link reviews.",
 )
 #: Table sources (CSV/Parquet, assets_defs/tables.py): records per table source (partitioned) ...
 table_source_assets = dg.AssetSelection.assets("table_records")

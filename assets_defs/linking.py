@@ -17,6 +17,8 @@ from linkage_pipeline.linking import by_embeddings, by_strings, selection
 from linkage_pipeline.linking import index as linking_index
 from linkage_pipeline.linking.strings import STRING_METHODS
 from linkage_pipeline.multimodal import embed
+from linkage_pipeline.multimodal import registry as model_registry
+from linkage_pipeline.review import verdicts
 from linkage_pipeline.store import Store
 from resources import ComputeResource, LinkageStore
 
@@ -92,13 +94,16 @@ def string_links(
     )
 
 
+REVIEW_HINT = ("Review the uncertain links in a browser: `linkage-pipeline review --data-dir {data_dir}`, then open "
+               "[http://127.0.0.1:8765](http://127.0.0.1:8765). Verdicts decide their links at the next run.")
 _NO_RECORD_LINKS = "no record links: no candidate links (every linkage has an empty query or target side)"
 
 
 _RECORD_LINKS_TABLES = (
-    dg.AssetSpec("record_links", deps=["string_links", "embedding_links", "stg_regions"], kinds={"duckdb"},
+    dg.AssetSpec("record_links", deps=["string_links", "embedding_links", "stg_regions", "link_reviews"],
+                 kinds={"duckdb"},
                  description="One row per accepted query -> target link (or a no-match row per unlinked "
-                             "query); refreshed on demand."),
+                             "query), a reviewer's verdict in place of the model's choice; refreshed on demand."),
     dg.AssetSpec("record_link_runs", deps=["string_links", "embedding_links", "stg_regions"], kinds={"duckdb"},
                  description="One row per record_links run: the method, OCR condition and validation accuracy "
                              "chosen, and whether the accuracy check passed."),
@@ -121,10 +126,13 @@ def record_links(
     model = current_model(linkage_store) if emb is not None else None
     sources = store.read_table("document_sources") if emb is not None else None
     history = store.read_table("record_link_runs") if store.table_exists("record_link_runs") else None
+    reviews = verdicts.in_force(store.read_table("link_reviews") if store.table_exists("link_reviews") else None)
+    fine_tuned = model is not None and model_registry.fine_tuned_on_reviews(str(model["path"]))
     links, runs, choice, drop = selection.record_links(
         store.read_table("string_links"), emb, model, sources, store.read_table("stg_regions"), history,
         run_id=context.run_id, recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), method=config.method,
         ocr=config.ocr, threshold=config.threshold, margin=config.margin, max_accuracy_drop=config.max_accuracy_drop,
+        reviews=reviews, tuning_reviews=verdicts.reviews_for_tuning(reviews, fine_tuned=fine_tuned),
     )
     n = store.replace_table("record_links", links, schema.RECORD_LINKS)
     n_runs = store.replace_table("record_link_runs", runs, schema.RECORD_LINK_RUNS)
@@ -136,7 +144,8 @@ def record_links(
     matched = int(links["matched"].fillna(False).astype(bool).sum())
     yield from selected_results(
         context, dg.MaterializeResult(asset_key="record_links", check_results=checks, metadata={
-            **empty, "rows": n, "matched": matched, **choice, "preview": preview(links)}),
+            **empty, "rows": n, "matched": matched, **choice, "preview": preview(links),
+            "review_page": dg.MetadataValue.md(REVIEW_HINT.format(data_dir=linkage_store.data_path))}),
         dg.MaterializeResult(asset_key="record_link_runs", metadata={"rows": n_runs, "passed": drop.passed}),
     )
 
@@ -156,8 +165,8 @@ def _pooling_weights(
     context: dg.AssetExecutionContext, store: Store, config: FaissIndexConfig, model: pd.Series,
     target_embeddings: pd.DataFrame, linkages: list[tuple[str, str]],
 ) -> tuple[float | dict[str, float], pd.DataFrame]:
-    """The image weight per text condition: the config's when set, else chosen on labelled validation firms
-    (:func:`by_embeddings.choose_pooling_weights`) with the model card's weight as the default."""
+    """The image weight per text condition: the config's when set, else chosen on labelled validation firms and
+    reviewed links (:func:`by_embeddings.choose_pooling_weights`) with the model card's weight as the default."""
     default = float(model["pooling_weight"])
     if config.pooling_weight is not None:
         conditions = sorted(set(target_embeddings["ocr"])) if not target_embeddings.empty else []
@@ -165,6 +174,10 @@ def _pooling_weights(
                               "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions)})
         return float(config.pooling_weight), table
     regions = store.read_table("stg_regions") if store.table_exists("stg_regions") else None
+    reviews = verdicts.in_force(store.read_table("link_reviews") if store.table_exists("link_reviews") else None)
+    reviews = verdicts.reviews_for_tuning(reviews, fine_tuned=model_registry.fine_tuned_on_reviews(str(model["path"])))
+    if regions is not None and len(reviews):
+        regions = verdicts.review_labels(regions, reviews, split="val")  # reviews count as validation labels
     queries, _ = _source_embeddings(context, store, str(model["model_id"]), sorted({q for q, _ in linkages}))
     both = pd.concat([queries, target_embeddings], ignore_index=True) if len(queries) else target_embeddings
     weights, table = by_embeddings.choose_pooling_weights(both, regions, linkages, default=default)
@@ -201,7 +214,8 @@ def _linkable(
 
 
 _FAISS_INDEX_TABLES = (
-    dg.AssetSpec("faiss_index", deps=[crop_embeddings, linkage_model, "document_sources", "stg_regions"],
+    dg.AssetSpec("faiss_index",
+                 deps=[crop_embeddings, linkage_model, "document_sources", "stg_regions", "link_reviews"],
                  kinds={"faiss", "duckdb"},
                  description="The FAISS index files over the target sources' embeddings (per OCR condition "
                              "and method); refreshed on demand."),

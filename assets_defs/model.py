@@ -173,10 +173,11 @@ trained_models = dg.AssetsDefinition(
     specs=[
         dg.AssetSpec(
             "trained_models",
-            deps=[pretrained_model, supervised_model],
+            deps=[pretrained_model, supervised_model, "reviewed_model"],
             group_name="model",
             kinds={"duckdb"},
-            description="One row per model saved by pretrained_model or supervised_model; written by them.",
+            description="One row per model saved by pretrained_model, supervised_model or reviewed_model; written "
+            "by them.",
         )
     ]
 )
@@ -189,7 +190,8 @@ class LinkageModelConfig(dg.Config):
     directory: str = ""  # for model="directory": our format, a Hugging Face CLIP or the rinna layout
 
 
-@dg.asset(group_name="model", deps=[supervised_model, trained_models], kinds={"duckdb"}, pool="duckdb")
+@dg.asset(group_name="model", deps=[supervised_model, "reviewed_model", trained_models], kinds={"duckdb"},
+          pool="duckdb")
 def linkage_model(
     config: LinkageModelConfig, linkage_store: LinkageStore, compute: ComputeResource
 ) -> dg.MaterializeResult:

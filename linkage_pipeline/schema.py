@@ -186,11 +186,35 @@ RECORD_LINKS = {
     "threshold": "DOUBLE",
     "model_id": "VARCHAR",  # the embedding model for vision/language/multimodal links, "" for string methods
     "run_id": "VARCHAR",  # the Dagster run that wrote the link ("" outside Dagster)
+    "reviewed": "BOOLEAN",  # a reviewer's verdict in link_reviews decided this link, not the model
 }
 #: One row per record_links run: its choice and whether its accuracy check passed.
 RECORD_LINK_RUNS = {
     "run_id": "VARCHAR", "model_id": "VARCHAR", "method": "VARCHAR", "ocr": "VARCHAR", "val_top1": "DOUBLE",
     "val_top1_with_nomatch": "DOUBLE", "passed": "BOOLEAN", "recorded_at": "VARCHAR",
+}
+
+
+#: One row per verdict of the link-review app, appended (never updated): the query crop, the target the reviewer
+#: chose (null for ``none``: no candidate shown is the same firm), and what the link was when it was reviewed.
+#: ``verdict`` is ``accept`` (the model's top candidate), ``pick`` (another candidate), ``none``, ``skip`` (not now)
+#: or ``undo`` (takes back the review ``undoes``). Crop ids are content hashes, so verdicts survive re-runs.
+LINK_REVIEWS = {
+    "review_id": "VARCHAR",
+    "query_crop_id": "VARCHAR",
+    "query_source": "VARCHAR",
+    "target_crop_id": "VARCHAR",
+    "target_source": "VARCHAR",
+    "verdict": "VARCHAR",
+    "reviewer": "VARCHAR",
+    "reviewed_at": "VARCHAR",  # UTC, ISO 8601
+    "score": "DOUBLE",  # the chosen target's score at review time (NaN for none, skip and undo)
+    "top_score": "DOUBLE",  # the model's top-1 score at review time
+    "model_target_crop_id": "VARCHAR",  # what the link pointed to when it was reviewed (null: no match)
+    "method": "VARCHAR",
+    "ocr": "VARCHAR",
+    "model_id": "VARCHAR",
+    "undoes": "VARCHAR",  # the review_id an undo takes back ("" otherwise)
 }
 
 
@@ -292,6 +316,7 @@ CONTRACTS: dict[str, Mapping[str, str]] = {
     "embedding_link_targets": LINKED_TARGETS,
     "record_links": RECORD_LINKS,
     "record_link_runs": RECORD_LINK_RUNS,
+    "link_reviews": LINK_REVIEWS,
     "layout_evaluation": LAYOUT_EVALUATION,
     "ocr_evaluation": OCR_EVALUATION,
     "linkage_evaluation": LINKAGE_EVALUATION,

@@ -33,7 +33,7 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _PARTITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SCHEMA_FILE = "_schema.parquet"
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version of the tables' columns this code writes, kept in ``<artifact_dir>/schema_version``."""
 _VERSION_FILE = "schema_version"
 # Columns each version renamed, as (table, old name, new name). Version 2: the OCR condition is `ocr` in every
@@ -44,7 +44,7 @@ _RENAMED: dict[int, tuple[tuple[str, str, str], ...]] = {
 # Columns each version added, as (table, column, type, value for rows written before). Version 3: which line
 # classifier decided each region's kind (earlier detectors decided by type-size rules), and the detector and
 # classifier behind each layout evaluation (unknown for evaluations written before).
-_ADDED: dict[int, tuple[tuple[str, str, str, str | None], ...]] = {
+_ADDED: dict[int, tuple[tuple[str, str, str, str | bool | None], ...]] = {
     3: (
         ("layout_regions", "classifier", "VARCHAR", "size rules"),
         ("layout_evaluation", "detector", "VARCHAR", None),
@@ -60,6 +60,8 @@ _ADDED: dict[int, tuple[tuple[str, str, str, str | None], ...]] = {
     ),
     # Version 5: the image weight of the pooled embedding each multimodal evaluation row was linked with.
     5: (("linkage_evaluation", "pooling_weight", "DOUBLE", None),),
+    # Version 6: whether a reviewer's verdict decided each record link (none had one before).
+    6: (("record_links", "reviewed", "BOOLEAN", False),),
 }
 # Columns of DuckDB tables whose type a version changed, as (table, column, new type). Version 4: a table linkage's
 # one_to_one is "auto", "true" or "false" (it was a boolean).
@@ -195,7 +197,7 @@ class Store:
                 f"{self.artifact_dir} holds tables of schema version {found}; this code reads and writes version "
                 f"{SCHEMA_VERSION} (version 2 named the OCR condition 'ocr' in every table; version 3 records the line "
                 "classifier of each layout region; version 4 records what each table linkage's Fellegi-Sunter fit used and "
-                "found; version 5 the pooling weight of each multimodal evaluation row). Run 'linkage-pipeline migrate --data-dir <data dir>' once to "
+                "found; version 5 the pooling weight of each multimodal evaluation row; version 6 whether a reviewer decided each record link). Run 'linkage-pipeline migrate --data-dir <data dir>' once to "
                 "rename and add the columns in place, or delete "
                 f"{self.artifact_dir} to rebuild every table"
             )
@@ -419,6 +421,29 @@ class Store:
                 con.execute("rollback")
                 raise
         logger.info("replaced table %s with %d rows", table, data.num_rows)
+        return data.num_rows
+
+    def append_rows(self, table: str, df: pd.DataFrame, schema: Mapping[str, str] | None = None) -> int:
+        """Appends ``df`` to a DuckDB table inside one transaction (creating the table when missing); returns
+        the rows added. Every row is in the table after the call, or none is (a crash in between leaves none)."""
+        _check_name(table, "table")
+        schema = table_contract(table, schema)
+        if schema is None:
+            raise ValueError(f"table {table!r} has no contract in schema.py; pass its schema")
+        data = conform(df, schema, table=table)
+        columns = ", ".join(f'"{c}" {t}' for c, t in schema.items())
+        with self.connect() as con:
+            con.execute("begin transaction")
+            try:
+                con.execute(f"create table if not exists {table} ({columns})")
+                con.register("_incoming", data)
+                con.execute(f"insert into {table} by name select * from _incoming")
+                con.unregister("_incoming")
+                con.execute("commit")
+            except Exception:
+                con.execute("rollback")
+                raise
+        logger.info("appended %d rows to table %s", data.num_rows, table)
         return data.num_rows
 
     def query(self, sql: str, params: Sequence[object] | Mapping[str, object] | None = None) -> pd.DataFrame:

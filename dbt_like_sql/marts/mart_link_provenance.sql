@@ -1,6 +1,7 @@
 -- depends_on: record_links, stg_regions, ocr_texts
 -- One row per record link (accepted, or the best candidate of a no-match query): both crops with their page
--- files, boxes and texts as read in the link's condition, and the method, score, threshold, model and run.
+-- files, boxes and texts as read in the link's condition, and the method, score, threshold, model and run;
+-- reviewed: a reviewer's verdict (link_reviews) decided the link, not the model.
 with regions as (
     select *
     from stg_regions
@@ -19,6 +20,7 @@ select
     l.ocr,
     l.model_id,
     l.run_id,
+    l.reviewed,
     q.source as query_source,
     q.page_file as query_page,
     q.x0 as query_x0,

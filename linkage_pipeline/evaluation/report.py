@@ -10,6 +10,7 @@ import pandas as pd
 
 from linkage_pipeline.evaluation import metrics as evaluation_metrics
 from linkage_pipeline.linking.strings import normalize
+from linkage_pipeline.review.verdicts import review_labels
 
 if TYPE_CHECKING:  # the encoder imports torch; this module must stay light
     from linkage_pipeline.multimodal.encoder import MultimodalEncoder
@@ -75,16 +76,25 @@ def ocr_evaluation_table(crops: pd.DataFrame, ocr: pd.DataFrame, matched: pd.Dat
 
 
 def _truth_frames(regions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str], set[str]]:
-    """Query rows (query_id, entity_id, split), target crop -> entity map, and the entity ids in the targets."""
+    """Query rows (query_id, entity_id, split), target crop -> entity map, and the entity ids in the targets.
+
+    The split of a query is the hash of its entity id (:func:`~linkage_pipeline.evaluation.metrics.assign_split`),
+    unless ``regions`` has a ``split`` column with a value for its row.
+    """
     labelled = regions[regions["crop_id"].notna() & regions["kind"].isin(["title", "entry"])]
     q = labelled[labelled["source_role"] == "query"]
     t = labelled[labelled["source_role"] == "target"]
     entity = q["true_entity_id"].fillna("").astype(str)
+    split = evaluation_metrics.assign_split(entity.to_numpy()).astype(object)
+    if "split" in q.columns:
+        # a split given per row (reviewed queries: review.labels) wins over the hash of the entity id
+        given = q["split"].to_numpy(dtype=object)
+        split = np.where(pd.notna(given), given, split)
     queries = pd.DataFrame(
         {
             "query_id": q["crop_id"].to_numpy(),
             "entity_id": entity.replace("", None).to_numpy(),
-            "split": evaluation_metrics.assign_split(entity.to_numpy()),
+            "split": split,
         }
     )
     target_entity = {
@@ -146,6 +156,7 @@ def linkage_evaluation_report(
     inputs: pd.DataFrame | None = None,
     cached: pd.DataFrame | None = None,
     weights: Mapping[str, float] | None = None,
+    reviews: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The ``linkage_evaluation`` table: string baselines, the supervised model and, optionally, its pretrained start.
 
@@ -165,6 +176,10 @@ def linkage_evaluation_report(
             recorded in the ``pooling_weight`` column of its multimodal rows. The pretrained model's weights are
             chosen here the same way (:func:`~linkage_pipeline.linking.by_embeddings.choose_pooling_weights`:
             on the validation firms, else the model's ``pooling_weight``).
+        reviews: Verdicts in force (:func:`~linkage_pipeline.review.verdicts.in_force`). With any, rows of split
+            ``reviewed`` score the string and supervised links on the reviewed queries alone, the reviewers'
+            verdicts as the truth (the accuracy a user can quote for their own corpus, with its ``n``; the queue
+            puts uncertain links first, so it is a hard sample, not a random one).
 
     Returns:
         ``linkage_evaluation`` rows (the string rows' frame, possibly empty, when no method has a labelled query)
@@ -177,12 +192,20 @@ def linkage_evaluation_report(
     if pretrained is not None and (model is None or inputs is None):
         raise ValueError("pretrained needs the linkage_model row (model) and the embedding inputs (inputs); got None")
     frames = [linkage_evaluation_table(string_links, regions)]
+    if reviews is not None and len(reviews):
+        frames.append(linkage_evaluation_table(
+            string_links, review_labels(regions, reviews, split="reviewed", reviews_only=True),
+            report_splits=("reviewed",)))
     embedded = None
     if model is not None and embedding_links is not None:
         supervised = embedding_links[
             (embedding_links["model_id"] == str(model["model_id"])) & (embedding_links["training"] == "supervised")
         ]
         frames.append(linkage_evaluation_table(supervised, regions, training="supervised", weights=weights))
+        if reviews is not None and len(reviews):
+            reviewed = review_labels(regions, reviews, split="reviewed", reviews_only=True)
+            frames.append(linkage_evaluation_table(supervised, reviewed, training="supervised", weights=weights,
+                                                   report_splits=("reviewed",)))
         if pretrained is not None:
             # torch-heavy imports only when the pretrained model is scored
             from linkage_pipeline.linking.by_embeddings import choose_pooling_weights

@@ -9,7 +9,9 @@ import pandas as pd
 
 from linkage_pipeline.evaluation.quality import CheckOutcome, accuracy_drop
 from linkage_pipeline.evaluation.report import linkage_evaluation_table
+from linkage_pipeline.review import verdicts as review_verdicts
 from linkage_pipeline.schema import (
+    LINK_REVIEWS,
     RECORD_LINK_RUNS,
     RECORD_LINKS,
     STRING_LINKS,
@@ -31,6 +33,8 @@ def select_record_links(
     default_method: str = "jaro_winkler",
     default_ocr: str | None = None,
     model_id: str = "",
+    reviews: pd.DataFrame | None = None,
+    tuning_reviews: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """Chooses one method/condition and turns its candidates into accepted links.
 
@@ -49,10 +53,17 @@ def select_record_links(
         ocr: An OCR condition (engine name), or ``auto`` (chosen with the method).
         threshold: The no-match threshold; ``None``: tuned on the validation split, else ``default_threshold``.
         margin: Further targets within this score of the best are also accepted.
+        reviews: Verdicts in force (:func:`~linkage_pipeline.review.verdicts.in_force`). They count as
+            validation labels for the choice of method, condition and threshold, and decide their queries' links
+            (``reviewed = True``). The validation scores of the choice (what the accuracy history compares) are
+            computed on the labelled validation firms alone, so a run with new reviews compares like with like.
+        tuning_reviews: The reviews that count as labels, when not all of them may
+            (:func:`~linkage_pipeline.review.verdicts.reviews_for_tuning`: a model fine-tuned on reviews is tuned
+            on the half it never learnt from); ``None``: ``reviews``.
 
     Returns:
         ``record_links`` rows and a dict describing the choice (method, condition, threshold, how chosen,
-        validation scores). No candidate links (every linkage has an empty side) give no rows and a choice whose
+        validation scores, and the review counts of :func:`~linkage_pipeline.review.verdicts.apply_reviews`). No candidate links (every linkage has an empty side) give no rows and a choice whose
         ``chosen_by`` says so, with NaN threshold and scores.
     """
     if links.empty:
@@ -62,8 +73,12 @@ def select_record_links(
             "chosen_by": "no candidate links", "threshold_from": "no candidate links",
             "val_top1": nan, "val_top1_with_nomatch": nan,
         }
+    reviews = reviews if reviews is not None else pd.DataFrame(columns=list(LINK_REVIEWS))
+    as_labels = reviews if tuning_reviews is None else tuning_reviews
     usable = links[links["ocr"] != "ground_truth"]
-    evaluated = linkage_evaluation_table(usable, regions, report_splits=("val",))
+    labels = review_verdicts.review_labels(regions, as_labels, split="val") if len(as_labels) else regions
+    evaluated = linkage_evaluation_table(usable, labels, report_splits=("val",))
+    labelled_only = linkage_evaluation_table(usable, regions, report_splits=("val",)) if len(as_labels) else evaluated
     val = evaluated.dropna(subset=["top1_accuracy_with_nomatch"])
     chosen_by = "configuration"
     if method == "auto" or ocr == "auto":
@@ -94,6 +109,8 @@ def select_record_links(
         t = row["nomatch_threshold"].dropna()
         threshold = float(t.iloc[0]) if len(t) else default_threshold
         chosen_by_threshold = "tuned on the validation split" if len(t) else "default (no validation labels)"
+        if len(t) and len(as_labels):
+            chosen_by_threshold += f" and {len(as_labels)} reviews"
     else:
         chosen_by_threshold = "configuration"
     chosen = chosen.sort_values(["query_crop_id", "rank"])
@@ -103,15 +120,19 @@ def select_record_links(
     unmatched_ids = set(chosen["query_crop_id"]) - set(accepted["query_crop_id"])
     unmatched = chosen[chosen["query_crop_id"].isin(unmatched_ids) & (chosen["rank"] == 1)]
     out = pd.concat([accepted.assign(matched=True), unmatched.assign(matched=False)], ignore_index=True)
-    out = out.assign(threshold=threshold, model_id=model_id if method in _MODEL_METHODS else "", run_id="")
+    out = out.assign(threshold=threshold, model_id=model_id if method in _MODEL_METHODS else "", run_id="",
+                     reviewed=False)
     out = out.sort_values(["query_crop_id", "rank"]).reset_index(drop=True)
+    out, review_stats = review_verdicts.apply_reviews(out, reviews, chosen)
+    out = out.assign(threshold=threshold, model_id=model_id if method in _MODEL_METHODS else "", run_id="")
     return out[list(RECORD_LINKS)], {
         "method": method,
         "ocr": ocr,
         "threshold": threshold,
-        "chosen_by": chosen_by,
+        "chosen_by": chosen_by + (f" (with {len(as_labels)} reviews as labels)" if len(as_labels) else ""),
         "threshold_from": chosen_by_threshold,
-        **_validation_scores(evaluated, method, ocr),
+        **_validation_scores(labelled_only, method, ocr),
+        **review_stats,
     }
 
 
@@ -226,9 +247,12 @@ def record_links(
     threshold: float | None = None,
     margin: float = 0.0,
     max_accuracy_drop: float = 0.02,
+    reviews: pd.DataFrame | None = None,
+    tuning_reviews: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, object], CheckOutcome]:
     """Record links of one run: candidates (:func:`record_link_candidates`), the choice
-    (:func:`select_record_links`) and the run history with its accuracy check (:func:`record_link_run`).
+    (:func:`select_record_links`, with the verdicts in force of ``reviews``) and the run history with its accuracy
+    check (:func:`record_link_run`).
 
     Returns:
         ``record_links`` rows (with ``run_id``), every ``record_link_runs`` row, the choice dict and the
@@ -238,7 +262,7 @@ def record_links(
     links, choice = select_record_links(
         candidates, regions, method=method, ocr=ocr, threshold=threshold, margin=margin,
         default_method=defaults.method, default_ocr=defaults.ocr, default_threshold=defaults.threshold,
-        model_id=defaults.model_id,
+        model_id=defaults.model_id, reviews=reviews, tuning_reviews=tuning_reviews,
     )
     links["run_id"] = run_id
     runs, drop = record_link_run(history, choice, run_id=run_id, model_id=defaults.model_id,

@@ -39,7 +39,8 @@ def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> M
     """Resolve the configured model.
 
     Args:
-        choice: ``auto`` (the latest supervised model of the training assets if any, else the shipped one),
+        choice: ``auto`` (the latest supervised model of the training assets, or fine-tuned on link reviews and
+            adopted, if any, else the shipped one),
             ``shipped``, ``trained`` (the latest supervised model; an error if none) or ``directory``.
         directory: The folder for ``directory`` (ours, a Hugging Face CLIP or the rinna layout).
         trained: ``trained_models`` rows (may be ``None`` when the training assets never ran).
@@ -49,7 +50,12 @@ def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> M
     """
     if choice not in MODEL_CHOICES:
         raise ValueError(f"model choice must be one of {MODEL_CHOICES}, got {choice!r}")
-    supervised = stage_models(trained, "supcon")
+    # a model fine-tuned on link reviews (stage "reviewed") counts as the latest supervised model too
+    reviewed = stage_models(trained, "reviewed")
+    if not reviewed.empty:  # only fine-tunes that linked the held-back reviews better than their start
+        reviewed = reviewed[[_adopted(Path(str(p))) for p in reviewed["path"]]]
+    supervised = pd.concat([stage_models(trained, "supcon"), reviewed])
+    supervised = supervised.sort_values("created_at") if not supervised.empty else supervised
     if choice == "directory":
         path = Path(directory).expanduser().resolve()
         if not (path / "config.json").is_file():
@@ -72,6 +78,19 @@ def card_defaults(path: Path) -> tuple[float, float]:
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
     linking = card.get("linking", {})
     return float(linking.get("pooling_weight", 0.5)), float(linking.get("nomatch_threshold", float("nan")))
+
+
+def _adopted(path: Path) -> bool:
+    card_path = path / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    return bool(card.get("review_check", {}).get("adopted", False))
+
+
+def fine_tuned_on_reviews(path: str | Path) -> bool:
+    """Whether the model at ``path`` was fine-tuned on link reviews (its card says so)."""
+    card_path = Path(path) / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    return card.get("fine_tuned_on") == "link reviews"
 
 
 def attach_pretrained(supervised_dir: Path, pretrained_dir: Path) -> Path:

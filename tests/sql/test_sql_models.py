@@ -60,7 +60,7 @@ def store(tmp_path: Path) -> Store:
         "query_crop_id": ["crT", "crS", "crC", "crC2"], "target_crop_id": ["cd2", "cd1", "cd1", "cd2"],
         "query_source": "lists", "target_source": "dir", "rank": 1, "score": [0.9, 0.8, 0.2, 0.1],
         "matched": [True, True, False, False], "method": "jaro_winkler", "ocr": "rapidocr", "threshold": 0.5,
-        "model_id": "", "run_id": "run-1",
+        "model_id": "", "run_id": "run-1", "reviewed": [False, True, False, False],
     })
     store.replace_table("record_links", links, RECORD_LINKS)
     for model in load_sql_models(SQL_DIR):
@@ -101,6 +101,8 @@ def test_link_provenance_traces_each_link_to_both_crops_pages_boxes_and_texts(st
     assert row["query_source"] == "lists" and row["target_source"] == "dir"
     assert row["query_page"] and row["target_page"] and row["query_x1"] > row["query_x0"]
     assert bool(row["matched"]) and row["score"] == 0.8 and row["method"] == "jaro_winkler"
+    assert prov.set_index("query_crop_id")["reviewed"].to_dict() == {"crC": False, "crC2": False, "crS": True,
+                                                                      "crT": False}
 
 
 def test_a_list_without_any_title_or_heading_gives_no_entries_and_no_edges(store: Store) -> None:

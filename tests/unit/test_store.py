@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from linkage_pipeline import schema
+from linkage_pipeline.schema import LINK_REVIEWS
 from linkage_pipeline.store import (
     SCHEMA_VERSION,
     SchemaVersionError,
@@ -306,10 +307,34 @@ def test_migrate_to_version_5_adds_the_pooling_weight_of_evaluation_rows(tmp_pat
     (tmp_path / "art" / "schema_version").write_text("4\n")
     with duckdb.connect(str(tmp_path / "db.duckdb")) as con:
         con.execute("create table linkage_evaluation as select 'multimodal' as method, 0.9 as top1_accuracy")
-    with pytest.raises(SchemaVersionError, match="version 5 the pooling weight"):
+    with pytest.raises(SchemaVersionError, match="version 6 whether a reviewer decided"):
         Store(tmp_path / "db.duckdb", tmp_path / "art")
     changed = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False).migrate()
     assert changed == ["linkage_evaluation: + pooling_weight"]
     table = Store(tmp_path / "db.duckdb", tmp_path / "art").read_table("linkage_evaluation")
     assert table.columns.tolist() == ["method", "top1_accuracy", "pooling_weight"]
     assert table["pooling_weight"].isna().all()
+
+
+def test_migrate_to_version_6_marks_earlier_record_links_as_not_reviewed(tmp_path: Path) -> None:
+    """A version-5 data dir: record_links lacks reviewed; migrate adds it as false (no verdict existed)."""
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "schema_version").write_text("5\n")
+    with duckdb.connect(str(tmp_path / "db.duckdb")) as con:
+        con.execute("create table record_links as select 'q1' as query_crop_id, 't1' as target_crop_id")
+    changed = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False).migrate()
+    assert changed == ["record_links: + reviewed"]
+    table = Store(tmp_path / "db.duckdb", tmp_path / "art").read_table("record_links")
+    assert table["reviewed"].tolist() == [False]
+
+
+def test_append_rows_creates_the_table_then_adds_to_it_in_one_transaction(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.duckdb", tmp_path / "art")
+    row = {c: None for c in LINK_REVIEWS} | {"review_id": "r1", "query_crop_id": "q", "verdict": "none",
+                                            "score": float("nan"), "top_score": 0.5}
+    assert store.append_rows("link_reviews", pd.DataFrame([row])) == 1
+    assert store.append_rows("link_reviews", pd.DataFrame([row | {"review_id": "r2"}])) == 1
+    assert store.read_table("link_reviews")["review_id"].tolist() == ["r1", "r2"]
+    with pytest.raises(ValueError, match="verdict"):
+        store.append_rows("link_reviews", pd.DataFrame([{k: v for k, v in row.items() if k != "verdict"}]))
+    assert len(store.read_table("link_reviews")) == 2

@@ -60,7 +60,8 @@ def test_auto_picks_the_best_validation_accuracy_and_tunes_its_threshold() -> No
     assert choice == {
         "method": "levenshtein", "ocr": "rapidocr", "threshold": pytest.approx(0.64),
         "chosen_by": "best validation accuracy", "threshold_from": "tuned on the validation split",
-        "val_top1": 1.0, "val_top1_with_nomatch": 1.0,
+        "val_top1": 1.0, "val_top1_with_nomatch": 1.0, "reviews_applied": 0, "reviews_accepted": 0,
+        "reviews_corrected": 0, "reviews_not_applied": 0,
     }
     assert list(links.columns) == list(schema.RECORD_LINKS)
     assert list(zip(links["query_crop_id"], links["target_crop_id"], links["matched"])) == [
@@ -196,3 +197,32 @@ def test_record_links_of_one_run_choose_record_and_stamp_the_run() -> None:
     assert (choice["method"], choice["ocr"], choice["threshold"]) == ("multimodal", "rapidocr", 0.42)
     assert links["model_id"].tolist() == ["m1"] * 4 and links["matched"].all()
     assert runs["run_id"].tolist() == ["run-8"] and drop.passed
+
+
+def _review(q: str, verdict: str, target: str | None = None) -> pd.DataFrame:
+    from linkage_pipeline.review import verdicts
+
+    crop = {f"q{i}": f"{i:02d}" * 8 for i in range(5)} | {f"t{i}": f"{i + 10:02d}" * 8 for i in range(4)}
+    return verdicts.review_row(query_crop_id=crop[q], verdict=verdict, reviewer="ann",
+                               target_crop_id=crop.get(target) if target else None).assign(
+        query_crop_id=q, target_crop_id=target)
+
+
+def test_reviews_are_labels_for_the_choice_and_decide_their_links_on_an_unlabelled_corpus() -> None:
+    """Without labels the default method runs at threshold 0; two reviews give validation labels: the method with
+    the better accuracy on them is chosen, its threshold tuned on them, and the reviewed links are the verdicts."""
+    from linkage_pipeline.review import verdicts
+
+    reviews = verdicts.in_force(pd.concat([_review("q3", "pick", "t3"), _review("q4", "none")], ignore_index=True))
+    links, choice = selection.select_record_links(_links(), _regions(labelled=False), reviews=reviews)
+    # on the two reviewed queries levenshtein/rapidocr is right (q3 -> t3, q4 lowest), jaro_winkler wrong on q3
+    assert (choice["method"], choice["ocr"]) == ("levenshtein", "rapidocr")
+    assert choice["chosen_by"] == "best validation accuracy (with 2 reviews as labels)"
+    assert choice["threshold_from"] == "tuned on the validation split and 2 reviews"
+    assert 0.40 < choice["threshold"] < 0.88
+    assert math.isnan(choice["val_top1"])  # the accuracy history sees labelled firms only: there are none
+    assert (choice["reviews_applied"], choice["reviews_accepted"], choice["reviews_corrected"]) == (2, 2, 0)
+    got = links.set_index("query_crop_id")
+    assert got.loc[["q3", "q4"], "reviewed"].tolist() == [True, True]
+    assert got.loc[["q3", "q4"], "matched"].tolist() == [True, False]
+    assert not got.loc[["q0", "q1", "q2"], "reviewed"].any()

@@ -43,6 +43,18 @@ def test_auto_prefers_the_latest_supervised_model(tmp_path: Path) -> None:
     assert choose_model("auto", "", None).chosen_by == "shipped model"
 
 
+@pytest.mark.parametrize("adopted", [True, False])
+def test_a_fine_tune_on_reviews_is_chosen_only_when_it_was_adopted(tmp_path: Path, adopted: bool) -> None:
+    folder = tmp_path / "reviewed"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x")
+    (folder / "model_card.json").write_text(json.dumps({"fine_tuned_on": "link reviews",
+                                                        "review_check": {"adopted": adopted}}))
+    trained = pd.concat([_trained(tmp_path), pd.DataFrame([{"model_id": "r", "stage": "reviewed", "path": str(folder),
+                                                            "created_at": "2026-02-01T00:00:00Z"}])])
+    assert choose_model("auto", "", trained).path == (folder if adopted else tmp_path / "m1")
+
+
 def test_bad_choices_say_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no trained model yet; materialize training_crops"):
         choose_model("trained", "", None)
