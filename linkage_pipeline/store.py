@@ -410,18 +410,23 @@ class Store:
         _check_name(table, "table")
         schema = table_contract(table, schema)
         data = conform(df, schema, table=table) if schema is not None else pa.Table.from_pandas(df, preserve_index=False)
+        self._write_incoming(data, [f"create or replace table {table} as select * from _incoming"])
+        logger.info("replaced table %s with %d rows", table, data.num_rows)
+        return data.num_rows
+
+    def _write_incoming(self, data: pa.Table, statements: list[str]) -> None:
+        """Runs ``statements`` (which read ``data`` as ``_incoming``) in one transaction: all of them or none."""
         with self.connect() as con:
             con.execute("begin transaction")
             try:
                 con.register("_incoming", data)
-                con.execute(f"create or replace table {table} as select * from _incoming")
+                for sql in statements:
+                    con.execute(sql)
                 con.unregister("_incoming")
                 con.execute("commit")
             except Exception:
                 con.execute("rollback")
                 raise
-        logger.info("replaced table %s with %d rows", table, data.num_rows)
-        return data.num_rows
 
     def append_rows(self, table: str, df: pd.DataFrame, schema: Mapping[str, str] | None = None) -> int:
         """Appends ``df`` to a DuckDB table inside one transaction (creating the table when missing); returns
@@ -432,17 +437,8 @@ class Store:
             raise ValueError(f"table {table!r} has no contract in schema.py; pass its schema")
         data = conform(df, schema, table=table)
         columns = ", ".join(f'"{c}" {t}' for c, t in schema.items())
-        with self.connect() as con:
-            con.execute("begin transaction")
-            try:
-                con.execute(f"create table if not exists {table} ({columns})")
-                con.register("_incoming", data)
-                con.execute(f"insert into {table} by name select * from _incoming")
-                con.unregister("_incoming")
-                con.execute("commit")
-            except Exception:
-                con.execute("rollback")
-                raise
+        self._write_incoming(data, [f"create table if not exists {table} ({columns})",
+                                    f"insert into {table} by name select * from _incoming"])
         logger.info("appended %d rows to table %s", data.num_rows, table)
         return data.num_rows
 

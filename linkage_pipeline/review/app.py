@@ -218,21 +218,21 @@ def create_app(store: Store, *, reviewer: str = "reviewer") -> Starlette:
             raise ValueError("expected a JSON object")
         return body
 
-    async def api_verdict(request: Request) -> Response:
-        try:
-            return JSONResponse(record_verdict(store, await _json(request)))
-        except TypeError as exc:
-            return error(415, str(exc))
-        except ValueError as exc:
-            return error(400, str(exc))
+    def post(handle: Any) -> Any:
+        """A JSON-only POST endpoint: 415 for another content type, 400 with the reason for a bad request."""
 
-    async def api_undo(request: Request) -> Response:
-        try:
-            return JSONResponse(undo_last(store, str((await _json(request)).get("reviewer", ""))))
-        except TypeError as exc:
-            return error(415, str(exc))
-        except ValueError as exc:
-            return error(400, str(exc))
+        async def endpoint(request: Request) -> Response:
+            try:
+                return JSONResponse(handle(await _json(request)))
+            except TypeError as exc:
+                return error(415, str(exc))
+            except ValueError as exc:
+                return error(400, str(exc))
+
+        return endpoint
+
+    api_verdict = post(lambda body: record_verdict(store, body))
+    api_undo = post(lambda body: undo_last(store, str(body.get("reviewer", ""))))
 
     async def crop(request: Request) -> Response:
         try:
