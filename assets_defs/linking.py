@@ -165,8 +165,9 @@ def _pooling_weights(
     context: dg.AssetExecutionContext, store: Store, config: FaissIndexConfig, model: pd.Series,
     target_embeddings: pd.DataFrame, linkages: list[tuple[str, str]],
 ) -> tuple[float | dict[str, float], pd.DataFrame]:
-    """The image weight per text condition: the config's when set, else chosen on labelled validation firms and
-    reviewed links (:func:`by_embeddings.choose_pooling_weights`) with the model card's weight as the default."""
+    """The image weight per text condition: the config's when set, else chosen on labelled validation firms, or
+    on reviewed links where there are none (:func:`by_embeddings.choose_pooling_weights`), with the model card's
+    weight as the default."""
     default = float(model["pooling_weight"])
     if config.pooling_weight is not None:
         conditions = sorted(set(target_embeddings["ocr"])) if not target_embeddings.empty else []
@@ -176,8 +177,8 @@ def _pooling_weights(
     regions = store.read_table("stg_regions") if store.table_exists("stg_regions") else None
     reviews = verdicts.in_force(store.read_table("link_reviews") if store.table_exists("link_reviews") else None)
     reviews = verdicts.reviews_for_tuning(reviews, fine_tuned=model_registry.fine_tuned_on_reviews(str(model["path"])))
-    if regions is not None and len(reviews):
-        regions = verdicts.review_labels(regions, reviews, split="val")  # reviews count as validation labels
+    if regions is not None:  # reviews are the labels of a corpus without labelled validation firms
+        regions, _ = verdicts.tuning_labels(regions, reviews)
     queries, _ = _source_embeddings(context, store, str(model["model_id"]), sorted({q for q, _ in linkages}))
     both = pd.concat([queries, target_embeddings], ignore_index=True) if len(queries) else target_embeddings
     weights, table = by_embeddings.choose_pooling_weights(both, regions, linkages, default=default)

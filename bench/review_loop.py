@@ -11,15 +11,16 @@ without a label are passed over (a reviewer would decide them; the bench cannot)
 does with those verdicts:
 
 - ``reviews_as_labels``: the pooling weight per OCR condition is chosen with the reviews as validation labels
-  (``faiss_index``), the model unchanged;
+  where the corpus has no labelled validation firms (``faiss_index``), the model unchanged;
 - ``fine_tuned``: ``reviewed_model`` fine-tunes the linkage model on the *fit* half of the reviews (reviewed
   pairs, rejected candidates as hard negatives), and its weight is chosen on the other (*check*) half, which it
   never learnt from (choosing it on its own training pairs favours whatever memorised them).
 
 Every figure is top-1 accuracy on the **test** firms that were *not* reviewed (n given), for the multimodal
 embedding of the linkage model before and after, on every OCR condition, with the best string method beside it.
-Two settings: ``labelled`` (the corpus's validation labels plus the reviews choose the weight, as on our corpora)
-and ``reviews only`` (the validation labels are hidden: the reviews are the only labels, as on a user's own scans).
+Two settings: ``labelled`` (the corpus's validation labels choose the weight, as the pipeline does on a labelled
+corpus: the reviews decide only their own links there) and ``reviews only`` (every query label hidden: the reviews
+are the only labels, as on a user's own scans).
 """
 
 from __future__ import annotations
@@ -132,15 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     strings = report.linkage_evaluation_table(corpus["strings"], scoring, report_splits=("test",))
     best = strings.groupby("ocr")["top1_accuracy"].max()
     rows = []
-    for setting, base in (("labelled", regions), ("reviews only", None)):
-        def labels(given: pd.DataFrame, base: pd.DataFrame | None = base) -> pd.DataFrame:
-            if base is not None:
-                return verdicts.review_labels(base, given, split="val")
-            return verdicts.review_labels(regions, given, split="val", reviews_only=True)
-
+    hidden = regions.assign(true_entity_id=regions["true_entity_id"].where(regions["source_role"] != "query"))
+    for setting, base in (("labelled", regions), ("reviews only", hidden)):
+        # the labels the pipeline tunes on (verdicts.tuning_labels): the corpus's own validation firms when it has
+        # any, else the reviews (all of them for the model as it is, the check half for the fine-tuned one)
         b = multimodal_test(before, corpus, base, scoring, default)
-        w = multimodal_test(before, corpus, labels(reviews), scoring, default)
-        a = multimodal_test(after, corpus, labels(check), scoring, default)
+        w = multimodal_test(before, corpus, verdicts.tuning_labels(base, reviews)[0], scoring, default)
+        a = multimodal_test(after, corpus, verdicts.tuning_labels(base, check)[0], scoring, default)
         for ocr_name in sorted(set(b["ocr"])):
             rows.append({
                 "setting": setting, "ocr": ocr_name, "n": int(b.set_index("ocr").loc[ocr_name, "n"]),

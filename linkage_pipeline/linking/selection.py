@@ -53,9 +53,10 @@ def select_record_links(
         ocr: An OCR condition (engine name), or ``auto`` (chosen with the method).
         threshold: The no-match threshold; ``None``: tuned on the validation split, else ``default_threshold``.
         margin: Further targets within this score of the best are also accepted.
-        reviews: Verdicts in force (:func:`~linkage_pipeline.review.verdicts.in_force`). They count as
-            validation labels for the choice of method, condition and threshold, and decide their queries' links
-            (``reviewed = True``). The validation scores of the choice (what the accuracy history compares) are
+        reviews: Verdicts in force (:func:`~linkage_pipeline.review.verdicts.in_force`). They decide their
+            queries' links (``reviewed = True``), and on a corpus without labelled validation firms they are the
+            labels the method, condition and threshold are chosen on
+            (:func:`~linkage_pipeline.review.verdicts.tuning_labels`). The validation scores of the choice (what the accuracy history compares) are
             computed on the labelled validation firms alone, so a run with new reviews compares like with like.
         tuning_reviews: The reviews that count as labels, when not all of them may
             (:func:`~linkage_pipeline.review.verdicts.reviews_for_tuning`: a model fine-tuned on reviews is tuned
@@ -76,9 +77,9 @@ def select_record_links(
     reviews = reviews if reviews is not None else pd.DataFrame(columns=list(LINK_REVIEWS))
     as_labels = reviews if tuning_reviews is None else tuning_reviews
     usable = links[links["ocr"] != "ground_truth"]
-    labels = review_verdicts.review_labels(regions, as_labels, split="val") if len(as_labels) else regions
+    labels, n_reviews = review_verdicts.tuning_labels(regions, as_labels)
     evaluated = linkage_evaluation_table(usable, labels, report_splits=("val",))
-    labelled_only = linkage_evaluation_table(usable, regions, report_splits=("val",)) if len(as_labels) else evaluated
+    labelled_only = linkage_evaluation_table(usable, regions, report_splits=("val",)) if n_reviews else evaluated
     val = evaluated.dropna(subset=["top1_accuracy_with_nomatch"])
     chosen_by = "configuration"
     if method == "auto" or ocr == "auto":
@@ -109,8 +110,8 @@ def select_record_links(
         t = row["nomatch_threshold"].dropna()
         threshold = float(t.iloc[0]) if len(t) else default_threshold
         chosen_by_threshold = "tuned on the validation split" if len(t) else "default (no validation labels)"
-        if len(t) and len(as_labels):
-            chosen_by_threshold += f" and {len(as_labels)} reviews"
+        if len(t) and n_reviews:
+            chosen_by_threshold = f"tuned on {n_reviews} review{'s' if n_reviews != 1 else ''}"
     else:
         chosen_by_threshold = "configuration"
     chosen = chosen.sort_values(["query_crop_id", "rank"])
@@ -129,7 +130,8 @@ def select_record_links(
         "method": method,
         "ocr": ocr,
         "threshold": threshold,
-        "chosen_by": chosen_by + (f" (with {len(as_labels)} reviews as labels)" if len(as_labels) else ""),
+        "chosen_by": chosen_by + (f" (on {n_reviews} reviews)" if n_reviews and chosen_by.startswith("best")
+                                  else ""),
         "threshold_from": chosen_by_threshold,
         **_validation_scores(labelled_only, method, ocr),
         **review_stats,

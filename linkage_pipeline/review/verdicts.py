@@ -262,6 +262,24 @@ def reviews_for_tuning(reviews: pd.DataFrame, *, fine_tuned: bool) -> pd.DataFra
     return reviews[review_half(reviews["query_crop_id"]) == "check"]
 
 
+def tuning_labels(regions: pd.DataFrame, reviews: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The labels the pooling weight, threshold and method are chosen on, and how many reviews are among them.
+
+    A corpus with labelled validation firms keeps them alone: they are a random sample of its firms, the reviews
+    the hardest links first, and tuning on those would trade accuracy on the many for the few (and the accuracy
+    history of ``record_links`` compares runs on the labelled firms). A corpus without any (a user's own scans)
+    is tuned on its reviews (:func:`review_labels`, split ``val``).
+    """
+    from linkage_pipeline.evaluation.report import _truth_frames
+
+    if reviews.empty:
+        return regions, 0
+    queries, _, _ = _truth_frames(regions)
+    if ((queries["split"] == "val") & queries["entity_id"].notna()).any():
+        return regions, 0
+    return review_labels(regions, reviews, split="val"), len(reviews)
+
+
 def review_progress(link_reviews: pd.DataFrame | None) -> dict[str, int]:
     """Counts for the page's progress line: reviewed (decisions in force), corrections (decisions that differ
     from the link the model had), skipped, and by verdict."""

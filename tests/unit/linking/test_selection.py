@@ -217,8 +217,8 @@ def test_reviews_are_labels_for_the_choice_and_decide_their_links_on_an_unlabell
     links, choice = selection.select_record_links(_links(), _regions(labelled=False), reviews=reviews)
     # on the two reviewed queries levenshtein/rapidocr is right (q3 -> t3, q4 lowest), jaro_winkler wrong on q3
     assert (choice["method"], choice["ocr"]) == ("levenshtein", "rapidocr")
-    assert choice["chosen_by"] == "best validation accuracy (with 2 reviews as labels)"
-    assert choice["threshold_from"] == "tuned on the validation split and 2 reviews"
+    assert choice["chosen_by"] == "best validation accuracy (on 2 reviews)"
+    assert choice["threshold_from"] == "tuned on 2 reviews"
     assert 0.40 < choice["threshold"] < 0.88
     assert math.isnan(choice["val_top1"])  # the accuracy history sees labelled firms only: there are none
     assert (choice["reviews_applied"], choice["reviews_accepted"], choice["reviews_corrected"]) == (2, 2, 0)
@@ -226,3 +226,18 @@ def test_reviews_are_labels_for_the_choice_and_decide_their_links_on_an_unlabell
     assert got.loc[["q3", "q4"], "reviewed"].tolist() == [True, True]
     assert got.loc[["q3", "q4"], "matched"].tolist() == [True, False]
     assert not got.loc[["q0", "q1", "q2"], "reviewed"].any()
+
+
+def test_labelled_validation_firms_keep_the_choice_and_reviews_decide_their_own_links() -> None:
+    """With labelled validation firms (a random sample) the choice and threshold are made on them alone, not on the
+    reviews (the hardest links first); a review still decides its own link."""
+    from linkage_pipeline.review import verdicts
+
+    plain, plain_choice = selection.select_record_links(_links(), _regions())
+    reviews = verdicts.in_force(_review("q3", "pick", "t0"))  # a reviewer disagrees with the labels of q3
+    links, choice = selection.select_record_links(_links(), _regions(), reviews=reviews)
+    same = ("method", "ocr", "threshold", "chosen_by", "threshold_from", "val_top1")
+    assert {k: choice[k] for k in same} == {k: plain_choice[k] for k in same}
+    assert choice["reviews_applied"] == 1 and choice["reviews_corrected"] == 1
+    assert links.set_index("query_crop_id").loc["q3", "target_crop_id"] == "t0"
+    assert plain.set_index("query_crop_id").loc["q3", "target_crop_id"] == "t3"
