@@ -238,7 +238,7 @@ def column_extent(mask: np.ndarray) -> tuple[int, int]:
     return int(cols[0]), int(cols[-1]) + 1
 
 
-def vertical_cells(img: Image.Image) -> list[tuple[int, int]]:
+def vertical_cells(img: Image.Image, *, mask: np.ndarray | None = None) -> list[tuple[int, int]]:
     """Cut a top-to-bottom text column into character cells.
 
     The horizontal projection profile of the ink (ink pixels per row) splits the column into runs at blank
@@ -250,12 +250,13 @@ def vertical_cells(img: Image.Image) -> list[tuple[int, int]]:
 
     Args:
         img: Crop of one vertical text column, any mode, size (W_img, H).
+        mask: Its :func:`ink_mask`, when the caller has it already (bool (H, W_img)).
 
     Returns:
         ``(top, bottom)`` row ranges of the cells, top to bottom, bottom exclusive, trimmed to their ink,
         never empty (``bottom > top``). Empty list when the crop holds no ink.
     """
-    mask = ink_mask(img)
+    mask = ink_mask(img) if mask is None else mask
     if not mask.any():
         return []
     left, right = column_extent(mask)
@@ -294,48 +295,50 @@ def _group_atoms(atoms: list[_Atom], width: int) -> list[tuple[int, int]]:
     """Best grouping of consecutive atoms into cells (dynamic programming over cells, for each pitch)."""
     n = len(atoms)
     max_height = _MAX_CELL * width
+    tops = [a.top for a in atoms]
+    bottoms = [a.bottom for a in atoms]
     # starts[j]: first atoms i of the cells that may end at atom j (one atom, or at most _MAX_CELL tall).
     starts: list[list[int]] = []
     for j in range(n):
         firsts = [j]
-        while firsts[-1] > 0 and atoms[j].bottom - atoms[firsts[-1] - 1].top <= max_height:
+        while firsts[-1] > 0 and bottoms[j] - tops[firsts[-1] - 1] <= max_height:
             firsts.append(firsts[-1] - 1)
         starts.append(firsts)
-
-    def centre(i: int, j: int) -> float:
-        return (atoms[i].top + atoms[j].bottom) / 2
-
-    def own_cost(i: int, j: int) -> float:
-        thin = atoms[j].bottom - atoms[i].top < _THIN_CELL * width
-        return atoms[i].cut_cost + (_THIN_COST if thin else 0.0)
+    # What does not depend on the pitch, once: each candidate cell's centre and own cost. This runs for every
+    # vertical crop the encoder sees, so the loops below stay on plain Python floats and lists.
+    centre = {(i, j): (tops[i] + bottoms[j]) / 2 for j in range(n) for i in starts[j]}
+    own = {(i, j): atoms[i].cut_cost + (_THIN_COST if bottoms[j] - tops[i] < _THIN_CELL * width else 0.0)
+           for j in range(n) for i in starts[j]}
+    previous = [[(k, i - 1) for k in starts[i - 1]] if i > 0 else [] for i in range(n)]
 
     best_cost = np.inf
     best_cells: list[tuple[int, int]] = []
-    for pitch in _PITCHES * width:
+    for pitch in (float(p) for p in _PITCHES * width):
         # cost[(i, j)]: least cost of cutting atoms 0..j into cells, the last cell being atoms i..j.
         cost: dict[tuple[int, int], float] = {}
         back: dict[tuple[int, int], tuple[int, int] | None] = {}
         for j in range(n):
             for i in starts[j]:
                 if i == 0:
-                    cost[(i, j)], back[(i, j)] = own_cost(i, j), None
+                    cost[(i, j)], back[(i, j)] = own[(i, j)], None
                     continue
-                here = centre(i, j)
+                here = centre[(i, j)]
                 # The previous cell ends at atom i - 1; pay for how far its centre is from one pitch above.
-                best_prev, best_total = -1, np.inf
-                for k in starts[i - 1]:
-                    total = cost[(k, i - 1)] + ((here - centre(k, i - 1) - pitch) / pitch) ** 2
+                best_prev, best_total = None, np.inf
+                for key in previous[i]:
+                    off = (here - centre[key] - pitch) / pitch
+                    total = cost[key] + off * off
                     if total < best_total:
-                        best_prev, best_total = k, total
-                cost[(i, j)] = best_total + own_cost(i, j)
-                back[(i, j)] = (best_prev, i - 1)
+                        best_prev, best_total = key, total
+                cost[(i, j)] = best_total + own[(i, j)]
+                back[(i, j)] = best_prev
         last = min(((i, n - 1) for i in starts[n - 1]), key=cost.__getitem__)
         if cost[last] < best_cost - 1e-9:
             best_cost = cost[last]
             cells: list[tuple[int, int]] = []
             key: tuple[int, int] | None = last
             while key is not None:
-                cells.append((atoms[key[0]].top, atoms[key[1]].bottom))
+                cells.append((tops[key[0]], bottoms[key[1]]))
                 key = back[key]
             best_cells = cells[::-1]
     return best_cells

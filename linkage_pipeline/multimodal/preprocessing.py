@@ -63,11 +63,11 @@ def character_tiles(img: Image.Image, direction: str) -> tuple[list[Image.Image]
     """
     background = border_colour(img)
     bg = int(background if isinstance(background, int) else background[0])
+    mask = ink_mask(img)  # once: the cuts and the turned-glyph test both read it
     if direction == "vertical":
-        cells = vertical_cells(img)
+        cells = vertical_cells(img, mask=mask)
         if not cells:
             return [img], bg
-        mask = ink_mask(img)
         left, right = column_extent(mask)
         tiles = []
         for top, bottom in cells:
@@ -77,10 +77,12 @@ def character_tiles(img: Image.Image, direction: str) -> tuple[list[Image.Image]
             tiles.append(tile)
         return tiles, bg
     # Turned a quarter clockwise, the line reads top to bottom; cell rows there are columns here.
-    cells = vertical_cells(img.transpose(Image.Transpose.ROTATE_270))
+    # the ink mask of the turned crop is the mask turned: Otsu, the border test and 8-connected specks do not
+    # depend on orientation
+    cells = vertical_cells(img.transpose(Image.Transpose.ROTATE_270), mask=np.rot90(mask, k=-1))
     if not cells:
         return [img], bg
-    rows = np.flatnonzero(ink_mask(img).any(axis=1))
+    rows = np.flatnonzero(mask.any(axis=1))
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
     return [img.crop((left, y0, right, y1)) for left, right in cells], bg
 

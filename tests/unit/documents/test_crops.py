@@ -342,3 +342,21 @@ def test_crop_ids_differ_by_pixels_only():
     b.putpixel((3, 3), 0)
     assert content_id(encode_png(a)) == content_id(encode_png(a.copy()))
     assert content_id(encode_png(a)) != content_id(encode_png(b))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_ink_mask_of_a_turned_crop_is_the_mask_turned(seed: int) -> None:
+    """character_tiles cuts horizontal crops turned a quarter with the original crop's mask turned; that holds
+    for noisy scans too (Otsu, the border test and 8-connected speck removal do not depend on orientation)."""
+    from linkage_pipeline.documents.crops import ink_mask, vertical_cells
+    from linkage_pipeline.multimodal.training.augment import render_crop
+    from linkage_pipeline.multimodal.training.degrade import HELDOUT_FAMILY, degrade
+    from linkage_pipeline.synthetic.fonts import TRAIN_FONTS, find_font
+
+    rng = np.random.default_rng(seed)
+    crop = render_crop("株式會社明治製菓", find_font(TRAIN_FONTS[seed % len(TRAIN_FONTS)]), "horizontal", rng)
+    arr, _ = degrade(np.asarray(crop), rng, HELDOUT_FAMILY, direction="horizontal")
+    img = Image.fromarray(arr, mode="L")
+    turned = img.transpose(Image.Transpose.ROTATE_270)
+    assert np.array_equal(ink_mask(turned), np.rot90(ink_mask(img), k=-1))
+    assert vertical_cells(turned, mask=np.rot90(ink_mask(img), k=-1)) == vertical_cells(turned)
