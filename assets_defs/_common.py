@@ -48,6 +48,13 @@ def write_rejections(store: Store, stage: str, source: str, rejections: Iterable
     return store.write_partition("rejected_inputs", f"{stage}.{source}", frame, schema.REJECTED_INPUTS)
 
 
+def reviews_in_force(store: Store) -> pd.DataFrame:
+    """The review in force per query crop (``link_reviews``, written by the review page); none before any."""
+    from linkage_pipeline.review import verdicts
+
+    return verdicts.in_force(store.read_table("link_reviews") if store.table_exists("link_reviews") else None)
+
+
 def check_result(name: str, outcome: CheckOutcome, *, warn_only: bool = False) -> dg.AssetCheckResult:
     """An asset check result from a library quality measure."""
     return dg.AssetCheckResult(

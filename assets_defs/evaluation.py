@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import preview, selected_results, table_step
+from assets_defs._common import preview, reviews_in_force, selected_results, table_step
 from assets_defs.documents import layout_regions, ocr_texts, region_labels
 from assets_defs.linking import string_links
 from assets_defs.model import all_embedding_inputs
@@ -118,7 +118,7 @@ def linkage_evaluation(
     has_model = store.table_exists("embedding_links") and store.table_exists("linkage_model")
     model = store.read_table("linkage_model").iloc[0] if has_model else None
     pretrained = inputs = cached = None
-    reviews = verdicts.in_force(store.read_table("link_reviews") if store.table_exists("link_reviews") else None)
+    reviews = reviews_in_force(store)
     if model is not None:  # a model fine-tuned on reviews is scored on the half it never learnt from
         fine_tuned = model_registry.fine_tuned_on_reviews(str(model["path"]))
         reviews = verdicts.reviews_for_tuning(reviews, fine_tuned=fine_tuned)

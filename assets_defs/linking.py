@@ -8,7 +8,13 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from assets_defs._common import check_result, preview, selected_results, table_step
+from assets_defs._common import (
+    check_result,
+    preview,
+    reviews_in_force,
+    selected_results,
+    table_step,
+)
 from assets_defs.model import crop_embeddings, current_model, linkage_model
 from linkage_pipeline import schema
 from linkage_pipeline.config import SourceRegistry
@@ -126,7 +132,7 @@ def record_links(
     model = current_model(linkage_store) if emb is not None else None
     sources = store.read_table("document_sources") if emb is not None else None
     history = store.read_table("record_link_runs") if store.table_exists("record_link_runs") else None
-    reviews = verdicts.in_force(store.read_table("link_reviews") if store.table_exists("link_reviews") else None)
+    reviews = reviews_in_force(store)
     fine_tuned = model is not None and model_registry.fine_tuned_on_reviews(str(model["path"]))
     links, runs, choice, drop = selection.record_links(
         store.read_table("string_links"), emb, model, sources, store.read_table("stg_regions"), history,
@@ -175,7 +181,7 @@ def _pooling_weights(
                               "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions)})
         return float(config.pooling_weight), table
     regions = store.read_table("stg_regions") if store.table_exists("stg_regions") else None
-    reviews = verdicts.in_force(store.read_table("link_reviews") if store.table_exists("link_reviews") else None)
+    reviews = reviews_in_force(store)
     reviews = verdicts.reviews_for_tuning(reviews, fine_tuned=model_registry.fine_tuned_on_reviews(str(model["path"])))
     if regions is not None:  # reviews are the labels of a corpus without labelled validation firms
         regions, _ = verdicts.tuning_labels(regions, reviews)

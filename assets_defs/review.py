@@ -8,8 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
+from assets_defs._common import reviews_in_force
 from assets_defs.model import (
     _model_dir,
     _trained_models,
@@ -19,6 +19,7 @@ from assets_defs.model import (
 )
 from linkage_pipeline import schema
 from linkage_pipeline.multimodal import registry
+from linkage_pipeline.multimodal.training import recipe as training_recipe
 from linkage_pipeline.review import training as review_training
 from linkage_pipeline.review import verdicts
 from resources import ComputeResource, LinkageStore
@@ -56,7 +57,7 @@ def reviewed_model(
     """The linkage model fine-tuned on reviewed links and the candidates reviewers rejected, adopted only when it
     links the held-back half of the reviews better; refreshed on demand."""
     store = linkage_store.store()
-    reviews = verdicts.in_force(store.read_table("link_reviews") if store.table_exists("link_reviews") else None)
+    reviews = reviews_in_force(store)
     settings = review_training.FineTuneConfig(min_pairs=config.min_pairs, lr=config.lr, max_steps=config.max_steps,
                                               seed=config.seed)
     # the fit half only: the other half stays labels for the weight and threshold of the fine-tuned model
@@ -82,15 +83,13 @@ def reviewed_model(
     folder = review_training.fine_tune_on_reviews(str(model["path"]), data, work_dir, config=settings,
                                                   device=str(compute.torch_device()),
                                                   card={"reviews": counts, "reviewed_from_model": model_id})
-    check = _check_on_held_back_reviews(context, linkage_store, compute, str(model["path"]), folder, all_reviews)
+    check = review_training.check_fine_tune(
+        compute.encoder(str(model["path"])), compute.encoder(str(folder)), folder, all_embedding_inputs(store),
+        store.read_table("stg_regions"), [(lk.query, lk.target) for lk in linkage_store.registry().linkages],
+        all_reviews, default_weight=registry.card_defaults(Path(str(model["path"])))[0])
+    context.log.info(f"fine-tune check: {check['why']} ({check['n']} held-back reviewed queries)")
     card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
-    card = {**card, "review_check": check}
-    (folder / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
-    row = pd.DataFrame([{
-        "model_id": card["model_id"], "stage": "reviewed", "path": str(folder), "parent_model_id": model_id,
-        "data_sha256": key, "config": json.dumps(asdict(settings)),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z",
-    }])
+    row = training_recipe.trained_model_row(card, "reviewed", folder, model_id, key, settings)
     rows = registry.record_trained_model(_trained_models(linkage_store), row)
     store.replace_table("trained_models", rows, schema.TRAINED_MODELS)
     context.log_event(dg.AssetMaterialization("trained_models", metadata={"rows": len(rows),
@@ -102,26 +101,3 @@ def reviewed_model(
         "path": dg.MetadataValue.path(str(folder)), "check": dg.MetadataValue.json(check), "outcome": adopted,
         "next": "materialize linkage_model, then the source and linkage jobs"})
 
-
-def _check_on_held_back_reviews(
-    context: dg.AssetExecutionContext, linkage_store: LinkageStore, compute: ComputeResource, start: str,
-    folder, reviews: pd.DataFrame,
-) -> dict:
-    """Both models scored on the check half of the reviews (never trained on); the fine-tune is adopted only when
-    it links them better than the model it started from."""
-    store, registry_ = linkage_store.store(), linkage_store.registry()
-    check = verdicts.reviews_for_tuning(reviews, fine_tuned=True)
-    if check.empty:
-        context.log.warning("no review in the check half: the fine-tune cannot be checked and is not adopted")
-        return {"adopted": False, "why": "no review in the check half", "n": 0}
-    inputs, regions = all_embedding_inputs(store), store.read_table("stg_regions")
-    linkages = [(lk.query, lk.target) for lk in registry_.linkages]
-    default, _ = registry.card_defaults(Path(start))
-    scores = {name: review_training.score_on_reviews(compute.encoder(path), inputs, regions, linkages, check,
-                                                     default_weight=default)
-              for name, path in (("before", start), ("after", str(folder)))}
-    adopted = bool(scores["after"]["top1"] > scores["before"]["top1"])
-    context.log.info(f"check half ({scores['after']['n']} reviewed queries): top-1 {scores['before']['top1']:.3f} "
-                     f"before, {scores['after']['top1']:.3f} after: {'adopted' if adopted else 'not adopted'}")
-    return {"adopted": adopted, "n": scores["after"]["n"], "before": scores["before"], "after": scores["after"],
-            "why": "better on the check half" if adopted else "not better on the check half"}

@@ -74,23 +74,23 @@ def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> M
 
 def card_defaults(path: Path) -> tuple[float, float]:
     """The pooling weight and no-match threshold recorded in a model card (0.5 and NaN when absent)."""
-    card_path = path / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    linking = card.get("linking", {})
+    linking = _card(path).get("linking", {})
     return float(linking.get("pooling_weight", 0.5)), float(linking.get("nomatch_threshold", float("nan")))
 
 
+def _card(path: str | Path) -> dict:
+    """The model card of the model at ``path`` ({} when it has none)."""
+    card_path = Path(path) / "model_card.json"
+    return json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+
+
 def _adopted(path: Path) -> bool:
-    card_path = path / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    return bool(card.get("review_check", {}).get("adopted", False))
+    return bool(_card(path).get("review_check", {}).get("adopted", False))
 
 
 def fine_tuned_on_reviews(path: str | Path) -> bool:
     """Whether the model at ``path`` was fine-tuned on link reviews (its card says so)."""
-    card_path = Path(path) / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    return card.get("fine_tuned_on") == "link reviews"
+    return _card(path).get("fine_tuned_on") == "link reviews"
 
 
 def attach_pretrained(supervised_dir: Path, pretrained_dir: Path) -> Path:

@@ -48,7 +48,6 @@ class ReviewContext:
     links: pd.DataFrame  # record_links
     candidates: pd.DataFrame  # string_links-shaped rows of the links' method and OCR condition
     texts: dict[str, str]  # crop_id -> text of that condition
-    sources: dict[str, str]  # crop_id -> source
     method: str
     ocr: str
     model_id: str
@@ -65,21 +64,28 @@ def load_context(store: Store) -> ReviewContext:
         raise ValueError(f"no record_links in {store.database}; run 'linkage-pipeline run' (or the linkage_job) first")
     links = store.read_table("record_links")
     if links.empty:
-        return ReviewContext(links, pd.DataFrame(columns=list(schema.STRING_LINKS)), {}, {}, "", "", "", math.nan)
-    method, ocr = str(links["method"].iloc[0]), str(links["ocr"].iloc[0])
-    model_id = str(links["model_id"].iloc[0] or "")
-    if model_id:
-        candidates = store.query(
-            "select * from embedding_links where method = ? and ocr = ? and model_id = ? and training = 'supervised'",
-            [method, ocr, model_id])
-    else:
-        candidates = store.query(f"select * from {_STRING_METHODS_TABLE} where method = ? and ocr = ?", [method, ocr])
+        return ReviewContext(links, pd.DataFrame(columns=list(schema.STRING_LINKS)), {}, "", "", "", math.nan)
+    method, ocr, model_id = _link_method(links)
+    candidates = _candidates(store, method, ocr, model_id)
     texts = store.query("select crop_id, text from stg_crop_texts where ocr = ?", [ocr])
-    regions = store.query("select distinct crop_id, source from stg_regions where crop_id is not null")
     threshold = float(links["threshold"].iloc[0]) if pd.notna(links["threshold"].iloc[0]) else math.nan
     text_of = dict(zip(texts["crop_id"], texts["text"].fillna(""), strict=True))
-    return ReviewContext(links, candidates[list(schema.STRING_LINKS)], text_of,
-                         dict(zip(regions["crop_id"], regions["source"], strict=True)), method, ocr, model_id, threshold)
+    return ReviewContext(links, candidates, text_of, method, ocr, model_id, threshold)
+
+
+def _link_method(links: pd.DataFrame) -> tuple[str, str, str]:
+    """Method, OCR condition and model id of record links (one of each per run)."""
+    return str(links["method"].iloc[0]), str(links["ocr"].iloc[0]), str(links["model_id"].iloc[0] or "")
+
+
+def _candidates(store: Store, method: str, ocr: str, model_id: str, query: str | None = None) -> pd.DataFrame:
+    """The candidate rows of the links' method and condition (the model's when it has an id, else the string
+    baseline's), of every query or of ``query`` alone."""
+    table, params = ("embedding_links", [method, ocr, model_id]) if model_id else (_STRING_METHODS_TABLE, [method, ocr])
+    where = "method = ? and ocr = ?" + (" and model_id = ? and training = 'supervised'" if model_id else "")
+    if query is not None:
+        where, params = where + " and query_crop_id = ?", [*params, query]
+    return store.query(f"select * from {table} where {where}", params)[list(schema.STRING_LINKS)]
 
 
 def read_reviews(store: Store) -> pd.DataFrame | None:
@@ -123,13 +129,14 @@ def record_verdict(store: Store, payload: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ValueError: On an unknown query crop, a target that was not among its candidates, or a bad field.
     """
-    ctx = load_context(store)
     query = verdicts.check_crop_id(payload.get("query_crop_id"), "query_crop_id")
     verdict = payload.get("verdict")
-    rows = ctx.links[ctx.links["query_crop_id"] == query]
+    # one key press: only this query's link and candidates are read
+    rows = store.query("select * from record_links where query_crop_id = ?", [query])
     if rows.empty:
         raise ValueError(f"query crop {query} has no record link; reload the page (the links changed)")
-    options = ctx.candidates[ctx.candidates["query_crop_id"] == query].sort_values("rank")
+    method, ocr, model_id = _link_method(rows)
+    options = _candidates(store, method, ocr, model_id, query=query).sort_values("rank")
     matched = rows[rows["matched"].fillna(False).astype(bool)]
     model_target = str(matched["target_crop_id"].iloc[0]) if len(matched) else None
     target = payload.get("target_crop_id") or None
@@ -147,7 +154,7 @@ def record_verdict(store: Store, payload: dict[str, Any]) -> dict[str, Any]:
         target_source=str(hit["target_source"].iloc[0]) if len(hit) else None,
         score=float(hit["score"].iloc[0]) if len(hit) else math.nan,
         top_score=float(options["score"].iloc[0]) if len(options) else math.nan,
-        model_target_crop_id=model_target, method=ctx.method, ocr=ctx.ocr, model_id=ctx.model_id,
+        model_target_crop_id=model_target, method=method, ocr=ocr, model_id=model_id,
     )
     store.append_rows("link_reviews", row, schema.LINK_REVIEWS)
     return {"review_id": row["review_id"].iloc[0], "progress": verdicts.review_progress(read_reviews(store))}
@@ -156,15 +163,16 @@ def record_verdict(store: Store, payload: dict[str, Any]) -> dict[str, Any]:
 def undo_last(store: Store, reviewer: str) -> dict[str, Any]:
     """Takes back ``reviewer``'s latest review in force (an ``undo`` row); says which query it was."""
     name = " ".join(str(reviewer or "").split())[: verdicts.MAX_REVIEWER]
-    last = verdicts.last_undoable(read_reviews(store), name)
+    reviews = read_reviews(store)
+    last = verdicts.last_undoable(reviews, name)
     if last is None:
-        return {"undone": None, "progress": verdicts.review_progress(read_reviews(store))}
+        return {"undone": None, "progress": verdicts.review_progress(reviews)}
     row = verdicts.review_row(query_crop_id=str(last["query_crop_id"]), verdict="undo", reviewer=name,
                               query_source=str(last["query_source"]), undoes=str(last["review_id"]),
                               method=str(last["method"]), ocr=str(last["ocr"]), model_id=str(last["model_id"]))
     store.append_rows("link_reviews", row, schema.LINK_REVIEWS)
     return {"undone": str(last["query_crop_id"]), "verdict": str(last["verdict"]),
-            "progress": verdicts.review_progress(read_reviews(store))}
+            "progress": verdicts.review_progress(pd.concat([reviews, row], ignore_index=True))}
 
 
 def crop_file(store: Store, crop_id: str) -> Path:

@@ -190,3 +190,42 @@ def score_on_reviews(
     return {"top1": float(np.mean(list(by_ocr.values()))) if by_ocr else float("nan"),
             "n": int(table["n"].max()) if len(table) else 0, "by_ocr": by_ocr,
             "weights": {str(k): float(v) for k, v in (weights.items() if isinstance(weights, dict) else [])}}
+
+
+def check_fine_tune(
+    before: Any,
+    after: Any,
+    folder: str | Path,
+    inputs: pd.DataFrame,
+    regions: pd.DataFrame,
+    linkages: list[tuple[str, str]],
+    reviews: pd.DataFrame,
+    *,
+    default_weight: float,
+) -> dict[str, Any]:
+    """Scores the model a fine-tune started from and the fine-tuned one on the *check* half of ``reviews`` (which
+    the fine-tune never learnt from), each at its best weight (:func:`score_on_reviews`), and records the outcome
+    as ``review_check`` in ``folder/model_card.json``. The fine-tune is adopted only when it links them better.
+
+    Returns:
+        ``adopted``, ``why``, ``n`` and, with any check review, the ``before`` and ``after`` scores.
+    """
+    import json
+
+    from linkage_pipeline.review.verdicts import reviews_for_tuning
+
+    check = reviews_for_tuning(reviews, fine_tuned=True)
+    if check.empty:
+        result: dict[str, Any] = {"adopted": False, "why": "no review in the check half", "n": 0}
+    else:
+        scores = {name: score_on_reviews(encoder, inputs, regions, linkages, check, default_weight=default_weight)
+                  for name, encoder in (("before", before), ("after", after))}
+        adopted = bool(scores["after"]["top1"] > scores["before"]["top1"])
+        result = {"adopted": adopted, "n": scores["after"]["n"], **scores,
+                  "why": "better on the check half" if adopted else "not better on the check half"}
+    card_path = Path(folder) / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card_path.write_text(json.dumps({**card, "review_check": result}, indent=2, ensure_ascii=False),
+                         encoding="utf-8")
+    logger.info("fine-tune check on %d held-back reviews: %s", result["n"], result["why"])
+    return result

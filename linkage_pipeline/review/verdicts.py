@@ -89,6 +89,12 @@ def review_row(
     return pd.DataFrame([row], columns=list(LINK_REVIEWS))
 
 
+def _standing(link_reviews: pd.DataFrame) -> pd.DataFrame:
+    """The rows that are neither an undo nor taken back by one."""
+    undone = set(link_reviews.loc[link_reviews["verdict"] == "undo", "undoes"])
+    return link_reviews[(link_reviews["verdict"] != "undo") & ~link_reviews["review_id"].isin(undone)]
+
+
 def in_force(link_reviews: pd.DataFrame | None, *, decisions_only: bool = True) -> pd.DataFrame:
     """The review in force for each query crop: its latest row not taken back by an ``undo``.
 
@@ -102,9 +108,7 @@ def in_force(link_reviews: pd.DataFrame | None, *, decisions_only: bool = True) 
     if link_reviews is None or link_reviews.empty:
         return pd.DataFrame(columns=list(LINK_REVIEWS))
     require_columns(link_reviews, LINK_REVIEWS, "link_reviews")
-    undone = set(link_reviews.loc[link_reviews["verdict"] == "undo", "undoes"])
-    rows = link_reviews[(link_reviews["verdict"] != "undo") & ~link_reviews["review_id"].isin(undone)]
-    rows = rows.sort_values(["reviewed_at", "review_id"], kind="stable").drop_duplicates("query_crop_id", keep="last")
+    rows = _standing(link_reviews).sort_values(["reviewed_at", "review_id"], kind="stable").drop_duplicates("query_crop_id", keep="last")
     if decisions_only:
         rows = rows[rows["verdict"].isin(DECISIONS)]
     return rows.reset_index(drop=True)
@@ -114,9 +118,8 @@ def last_undoable(link_reviews: pd.DataFrame | None, reviewer: str) -> pd.Series
     """The latest row of ``reviewer`` that is in force and not an undo (what the undo key takes back), or None."""
     if link_reviews is None or link_reviews.empty:
         return None
-    undone = set(link_reviews.loc[link_reviews["verdict"] == "undo", "undoes"])
-    rows = link_reviews[(link_reviews["verdict"] != "undo") & ~link_reviews["review_id"].isin(undone)
-                        & (link_reviews["reviewer"] == reviewer)]
+    rows = _standing(link_reviews)
+    rows = rows[rows["reviewer"] == reviewer]
     if rows.empty:
         return None
     return rows.sort_values(["reviewed_at", "review_id"], kind="stable").iloc[-1]
