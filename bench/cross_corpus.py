@@ -11,7 +11,8 @@ the same crops and readings without re-running the pipeline. String methods come
 
 For each model, corpus and OCR condition the table gives top-1 accuracy on the **test** firms (n queries whose
 firm is in the target source) of vision, language and multimodal embeddings of the self-supervised model (the
-model's ``pretrained/`` folder) and of the supervised model. The pooling weight of the multimodal rows is chosen
+model's ``pretrained/`` folder) and of the supervised model; a label-free model folder (a ``pretrained/`` folder, or
+a model of ``bench/label_free_ablation.py``) gives its self-supervised rows only. The pooling weight of the multimodal rows is chosen
 per OCR condition on the **validation** firms of that corpus, as the pipeline's ``faiss_index`` does when a
 source has labels (ties go to the model card's weight); ``--weight`` fixes it instead. The last columns give the best string
 method and the error ratio ``(1 - multimodal) / (1 - best string)`` (<= 0.5: the model makes at most half the
@@ -85,12 +86,22 @@ def score_model(
     return pd.concat(rows, ignore_index=True)
 
 
+def label_free_only(folder: Path) -> bool:
+    """Whether a model folder holds a label-free model alone: its card records the label-free (``clip``) stage and
+    no supervised one, or it is a model of ``bench/label_free_ablation.py``."""
+    card_path = folder / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    return "ablation" in card or set(card.get("training", {})) == {"clip"}
+
+
 def corpus_table(models: dict[str, Path], corpus: dict[str, Any], weight: float | None) -> pd.DataFrame:
-    """Every row of one corpus: strings, then each model's self-supervised and supervised rows."""
+    """Every row of one corpus: strings, then each model's self-supervised and supervised rows (a label-free model
+    folder gives self-supervised rows only)."""
     frames = [_table(corpus["strings"], corpus["regions"], "none", ("test",)).assign(model="", weight=np.nan)]
     for name, folder in models.items():
         default, _ = registry.card_defaults(folder)
-        for training, path in (("self_supervised", folder / "pretrained"), ("supervised", folder)):
+        pairs = (("self_supervised", folder / "pretrained"), ("supervised", folder))
+        for training, path in (("self_supervised", folder),) if label_free_only(folder) else pairs:
             if not (path / "config.json").is_file():
                 continue
             encoder = MultimodalEncoder.load(path, device="cpu")
