@@ -88,7 +88,7 @@ def reviewed_model(
         store.read_table("stg_regions"), [(lk.query, lk.target) for lk in linkage_store.registry().linkages],
         all_reviews, default_weight=registry.card_defaults(Path(str(model["path"])))[0])
     context.log.info(f"fine-tune check: {check['why']} ({check['n']} held-back reviewed queries)")
-    card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+    card = registry.read_card(folder)
     row = training_recipe.trained_model_row(card, "reviewed", folder, model_id, key, settings)
     rows = registry.record_trained_model(_trained_models(linkage_store), row)
     store.replace_table("trained_models", rows, schema.TRAINED_MODELS)

@@ -89,8 +89,7 @@ def score_model(
 def label_free_only(folder: Path) -> bool:
     """Whether a model folder holds a label-free model alone: its card records the label-free (``clip``) stage and
     no supervised one, or it is a model of ``bench/label_free_ablation.py``."""
-    card_path = folder / "model_card.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = registry.read_card(folder)
     return "ablation" in card or set(card.get("training", {})) == {"clip"}
 
 

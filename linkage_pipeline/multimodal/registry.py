@@ -74,23 +74,30 @@ def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> M
 
 def card_defaults(path: Path) -> tuple[float, float]:
     """The pooling weight and no-match threshold recorded in a model card (0.5 and NaN when absent)."""
-    linking = _card(path).get("linking", {})
+    linking = read_card(path).get("linking", {})
     return float(linking.get("pooling_weight", 0.5)), float(linking.get("nomatch_threshold", float("nan")))
 
 
-def _card(path: str | Path) -> dict:
+def read_card(path: str | Path) -> dict:
     """The model card of the model at ``path`` ({} when it has none)."""
     card_path = Path(path) / "model_card.json"
     return json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
 
 
+def update_card(path: str | Path, **entries: object) -> dict:
+    """Write ``entries`` into the model card of the model at ``path`` (over its keys of those names); returns it."""
+    card = {**read_card(path), **entries}
+    (Path(path) / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    return card
+
+
 def _adopted(path: Path) -> bool:
-    return bool(_card(path).get("review_check", {}).get("adopted", False))
+    return bool(read_card(path).get("review_check", {}).get("adopted", False))
 
 
 def fine_tuned_on_reviews(path: str | Path) -> bool:
     """Whether the model at ``path`` was fine-tuned on link reviews (its card says so)."""
-    return _card(path).get("fine_tuned_on") == "link reviews"
+    return read_card(path).get("fine_tuned_on") == "link reviews"
 
 
 def attach_pretrained(supervised_dir: Path, pretrained_dir: Path) -> Path:

@@ -210,8 +210,7 @@ def check_fine_tune(
     Returns:
         ``adopted``, ``why``, ``n`` and, with any check review, the ``before`` and ``after`` scores.
     """
-    import json
-
+    from linkage_pipeline.multimodal import registry
     from linkage_pipeline.review.verdicts import reviews_for_tuning
 
     check = reviews_for_tuning(reviews, fine_tuned=True)
@@ -223,9 +222,6 @@ def check_fine_tune(
         adopted = bool(scores["after"]["top1"] > scores["before"]["top1"])
         result = {"adopted": adopted, "n": scores["after"]["n"], **scores,
                   "why": "better on the check half" if adopted else "not better on the check half"}
-    card_path = Path(folder) / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    card_path.write_text(json.dumps({**card, "review_check": result}, indent=2, ensure_ascii=False),
-                         encoding="utf-8")
+    registry.update_card(folder, review_check=result)
     logger.info("fine-tune check on %d held-back reviews: %s", result["n"], result["why"])
     return result

@@ -230,10 +230,7 @@ def write_card_linking(folder: str | Path, card: dict[str, Any], linking: dict[s
     Returns:
         The card (unchanged, and the file untouched, when ``linking`` is empty).
     """
-    if linking:
-        card = {**card, "linking": linking}
-        (Path(folder) / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
-    return card
+    return registry.update_card(folder, linking=linking) if linking else card
 
 
 def trained_model_row(
@@ -308,7 +305,7 @@ def train_stage(
     folder = out[stage]
     if stage == "supcon":
         registry.attach_pretrained(folder, Path(str(start_from)))
-    card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+    card = registry.read_card(folder)
     if stage == "supcon" and tune is not None:
         card = write_card_linking(folder, card, tune(folder))
     return folder, card, trained_model_row(card, stage, folder, parent, data_sha, config)
