@@ -215,12 +215,42 @@ def parent_model(trained_models: pd.DataFrame | None, stage: str) -> tuple[str |
     return str(clips["path"].iloc[-1]), str(clips["model_id"].iloc[-1])
 
 
-def run_folder(model_dir: str | Path, stage: str, data_sha: str, config: TrainConfig, parent: str) -> Path:
-    """``model_dir/runs/<stage>-<key>``, one per (data, stage config, parent).
+def architecture(recipe: Recipe) -> dict[str, Any]:
+    """What a new model of ``recipe`` is built from: every argument of the model config (each tower's sizes and
+    widths, with our defaults filled in), the vocabulary size, the crop layout and the initialisation seed.
 
-    Re-materializing with the same inputs resumes the run's checkpoints; any change starts a fresh folder.
+    These are our own arguments, not the transformers config, so upgrading transformers does not restart training.
     """
-    key = hashlib.sha256(json.dumps([data_sha, asdict(config), parent], sort_keys=True).encode()).hexdigest()[:12]
+    import inspect
+
+    from linkage_pipeline.multimodal.preprocessing import Preprocessing
+    from linkage_pipeline.multimodal.tokenizer import build_char_tokenizer
+    from linkage_pipeline.multimodal.towers import small_clip_config
+
+    prep = Preprocessing(image_size=recipe.image_size, layout=recipe.layout)
+    args = {name: p.default for name, p in inspect.signature(small_clip_config).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+    args.update(image_size=prep.image_size, max_length=prep.max_length, vision_tower=recipe.vision_tower,
+                vocab_size=len(build_char_tokenizer(max_length=prep.max_length)))
+    return {"model": args, "layout": recipe.layout, "grid_cols": prep.grid_cols, "seed": recipe.seed}
+
+
+def run_folder(
+    model_dir: str | Path,
+    stage: str,
+    data_sha: str,
+    config: TrainConfig,
+    parent: str,
+    arch: dict[str, Any] | None = None,
+) -> Path:
+    """``model_dir/runs/<stage>-<key>``, one per (data, stage config, parent, architecture).
+
+    Re-materializing with the same inputs resumes the run's checkpoints; any change starts a fresh folder. The
+    architecture (:func:`architecture`) is part of the key, so a recipe whose model differs (another input size,
+    tower or width) never resumes, or reuses, a run of another model.
+    """
+    parts = [data_sha, asdict(config), parent] + ([] if arch is None else [arch])
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path(model_dir) / "runs" / f"{stage}-{key}"
 
 
@@ -294,7 +324,7 @@ def train_stage(
         config = replace(config, instance_weight=0.0)
     recipe = replace(recipe, **{stage: config})
     start_from, parent = parent_model(trained_models, stage)
-    work_dir = run_folder(model_dir, stage, data_sha, config, parent)
+    work_dir = run_folder(model_dir, stage, data_sha, config, parent, architecture(recipe))
     say(f"training stage {stage} on {len(data)} crops in {work_dir} (device {device})")
 
     def progress(info: dict[str, Any]) -> None:

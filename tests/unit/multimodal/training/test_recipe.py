@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +17,7 @@ from linkage_pipeline.multimodal.training.data import (
 from linkage_pipeline.multimodal.training.label_free import build_label_free_set
 from linkage_pipeline.multimodal.training.recipe import (
     Recipe,
+    architecture,
     parent_model,
     run_folder,
     stage_config,
@@ -72,6 +73,21 @@ def test_run_folder_is_keyed_by_data_config_and_parent(tmp_path: Path) -> None:
     assert run_folder(tmp_path, "clip", "abd", config, "") != folder
     assert run_folder(tmp_path, "clip", "abc", stage_config(config, epochs=1), "") != folder
     assert run_folder(tmp_path, "clip", "abc", config, "p") != folder
+
+
+def test_run_folder_is_keyed_by_the_architecture(tmp_path: Path) -> None:
+    # a recipe that builds another model (input size, tower, layout) must never resume or reuse a run of the old one
+    recipe = Recipe()
+    arch = architecture(recipe)
+    assert arch == architecture(Recipe())
+    assert arch["model"]["image_size"] == recipe.image_size and arch["model"]["vision_tower"] == recipe.vision_tower
+    assert arch["model"]["cnn_widths"] == (32, 48, 96, 96, 192)  # the tower's default, filled in
+    folder = run_folder(tmp_path, "clip", "abc", recipe.clip, "", arch)
+    assert run_folder(tmp_path, "clip", "abc", recipe.clip, "", architecture(Recipe())) == folder
+    for other in (replace(recipe, image_size=96), replace(recipe, vision_tower="vit"), replace(recipe, layout="line"),
+                  replace(recipe, seed=1)):
+        assert architecture(other) != arch
+        assert run_folder(tmp_path, "clip", "abc", recipe.clip, "", architecture(other)) != folder
 
 
 def test_write_card_linking_rewrites_the_card_only_with_settings(tmp_path: Path) -> None:
