@@ -10,6 +10,7 @@ from PIL import Image
 from linkage_pipeline.documents.crops import (
     border_colour,
     column_extent,
+    ink_extent,
     ink_mask,
     pad_to_square,
     turned_in_vertical,
@@ -82,8 +83,8 @@ def character_tiles(img: Image.Image, direction: str) -> tuple[list[Image.Image]
     cells = vertical_cells(img.transpose(Image.Transpose.ROTATE_270), mask=np.rot90(mask, k=-1))
     if not cells:
         return [img], bg
-    rows = np.flatnonzero(mask.any(axis=1))
-    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    # the line's rows, as the cuts saw them: a neighbouring line's strokes at the top or bottom edge are left out
+    y0, y1 = ink_extent(mask.T)
     return [img.crop((left, y0, right, y1)) for left, right in cells], bg
 
 

@@ -13,10 +13,12 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, PngImagePlugin
 
 from linkage_pipeline.documents.crops import (
     border_colour,
+    column_extent,
     content_id,
     crop_region,
     cut_regions,
     encode_png,
+    ink_extent,
     pad_to_square,
     reflow_vertical,
     vertical_cells,
@@ -360,3 +362,55 @@ def test_the_ink_mask_of_a_turned_crop_is_the_mask_turned(seed: int) -> None:
     turned = img.transpose(Image.Transpose.ROTATE_270)
     assert np.array_equal(ink_mask(turned), np.rot90(ink_mask(img), k=-1))
     assert vertical_cells(turned, mask=np.rot90(ink_mask(img), k=-1)) == vertical_cells(turned)
+
+
+def test_column_extent_leaves_out_a_band_at_the_border_but_keeps_inner_bands():
+    mask = np.zeros((100, 60), dtype=bool)
+    mask[10:90, 20:40] = True  # the column's glyphs
+    assert column_extent(mask) == (20, 40)
+    mask[5:95, 0:6] = True  # a neighbouring column's cut-off strokes at the left border
+    assert column_extent(mask) == (20, 40)
+    mask[20:60, 44:48] = True  # a band apart from the column but inside the crop: a glyph's detached stroke
+    assert column_extent(mask) == (20, 48)
+    mask[:, 55:60] = True  # a dark band at the right border (shading, the scanner's edge)
+    assert column_extent(mask) == (20, 48)
+    # the band with the most ink is the text even when it reaches the border (a crop cut tight)
+    tight = np.zeros((100, 60), dtype=bool)
+    tight[10:90, 0:30] = True
+    tight[10:20, 50:60] = True
+    assert column_extent(tight) == (0, 30)
+    # thin stray marks (under 1 % of the rows) never count, at the border or not
+    stray = np.zeros((200, 60), dtype=bool)
+    stray[10:190, 20:40] = True
+    stray[50, 2] = stray[70, 45] = True
+    assert column_extent(stray) == (20, 40)
+
+
+def test_ink_extent_takes_faint_tips_but_not_a_band_left_out():
+    mask = np.zeros((200, 60), dtype=bool)
+    mask[10:190, 20:40] = True
+    mask[100, 18:20] = True  # the tip of one glyph: one row of ink, under the 1 % rule
+    mask[5:195, 0:5] = True  # a neighbour's strokes at the border, a blank column apart
+    assert column_extent(mask) == (20, 40)
+    assert ink_extent(mask) == (18, 40)
+
+
+@needs_fonts
+@pytest.mark.parametrize("name", ["三井鑛山", "會津電氣", "三菱重工業株式會社"])
+def test_cells_one_per_character_when_the_crop_caught_a_neighbouring_line(name):
+    # A layout box a little too wide catches the facing edge of the next column: the cells must stay one per
+    # character, with the neighbour's strokes on the left or on the right, in both orientations.
+    from linkage_pipeline.multimodal.preprocessing import character_tiles
+    from linkage_pipeline.multimodal.training.degrade import neighbour_edge
+
+    for font_path in FONTS:
+        column = render_vertical(name, font_path, spacing=0.1)
+        other = np.asarray(render_vertical("東京瓦斯電氣工業株式會社", font_path, spacing=0.1))
+        for seed in range(4):  # the strip falls left or right as the seed says
+            arr = neighbour_edge(np.asarray(column), np.random.default_rng(seed), 0.3, direction="vertical",
+                                 neighbour=other)
+            img = Image.fromarray(arr)
+            assert len(vertical_cells(img)) == len(name), (font_path, seed)
+            assert len(character_tiles(img, "vertical")[0]) == len(name), (font_path, seed)
+            line = img.transpose(Image.Transpose.ROTATE_90)  # the same crop as a horizontal line
+            assert len(character_tiles(line, "horizontal")[0]) == len(name), (font_path, seed)
