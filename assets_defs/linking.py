@@ -178,7 +178,8 @@ def _pooling_weights(
     if config.pooling_weight is not None:
         conditions = sorted(set(target_embeddings["ocr"])) if not target_embeddings.empty else []
         table = pd.DataFrame({"ocr": conditions, "weight": config.pooling_weight, "chosen_by": "config",
-                              "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions)})
+                              "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions),
+                              "val_mrr_by_weight": [{}] * len(conditions)})
         return float(config.pooling_weight), table
     regions = store.read_table("stg_regions") if store.table_exists("stg_regions") else None
     reviews = reviews_in_force(store)
@@ -258,7 +259,7 @@ def faiss_index(
             "indexes": len(rows), **stats, "empty_targets": ", ".join(empty) or "none",
             "skipped_sources": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none", "device": device,
             "kind": config.kind, "model_id": str(model["model_id"]), "seconds": time.perf_counter() - t0,
-            "pooling_weights": preview(chosen.drop(columns=["val_top1_by_weight"])),
+            "pooling_weights": preview(chosen.drop(columns=["val_top1_by_weight", "val_mrr_by_weight"])),
             "preview": preview(rows)}),
         dg.MaterializeResult(asset_key="faiss_indexes", metadata={"rows": n}),
     )

@@ -14,7 +14,7 @@ firm is in the target source) of vision, language and multimodal embeddings of t
 model's ``pretrained/`` folder) and of the supervised model; a label-free model folder (a ``pretrained/`` folder, or
 a model of ``bench/label_free_ablation.py``) gives its self-supervised rows only. The pooling weight of the multimodal rows is chosen
 per OCR condition on the **validation** firms of that corpus, as the pipeline's ``faiss_index`` does when a
-source has labels (ties go to the model card's weight); ``--weight`` fixes it instead. The last columns give the best string
+source has labels (ties on top-1 go to the higher mean reciprocal rank, then to the model card's weight); ``--weight`` fixes it instead. The last columns give the best string
 method and the error ratio ``(1 - multimodal) / (1 - best string)`` (<= 0.5: the model makes at most half the
 errors).
 """

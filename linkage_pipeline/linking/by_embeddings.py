@@ -344,9 +344,11 @@ def choose_pooling_weights(
     As the no-match threshold is, the weight is chosen on the validation split of labelled firms (a stable hash
     of the entity id, as the evaluation splits them); test firms never count. For each condition (OCR engine or
     ``ground_truth``) with at least ``min_queries`` labelled validation queries, the weight with the highest
-    top-1 accuracy there is taken, ties going to the weight nearest ``default``. Since 0 (language only) and 1
-    (vision only) are candidates, the pooled embedding is chosen over a single modality only where it does at
-    least as well on the validation firms. Without labels every condition gets ``default`` (the model card's).
+    top-1 accuracy there is taken. A hundred validation queries often leave two weights level on top-1, so ties go
+    to the higher mean reciprocal rank of the true firm among each query's ``k`` links (a miss at rank 2 counts
+    for more than one at rank 5 or none), and only then to the weight nearest ``default``. Since 0 (language only)
+    and 1 (vision only) are candidates, the pooled embedding is chosen over a single modality only where it does
+    at least as well on the validation firms. Without labels every condition gets ``default`` (the model card's).
 
     Args:
         embeddings: ``crop_embeddings`` rows of the query and target sources (one model).
@@ -358,8 +360,8 @@ def choose_pooling_weights(
 
     Returns:
         ``{condition: weight}`` for every condition of ``embeddings``, and one row per condition: ocr, weight,
-        chosen_by (``validation`` or ``default``), val_top1 (at the weight; NaN for ``default``), n_val, and
-        val_top1_by_weight (JSON-able dict).
+        chosen_by (``validation`` or ``default``), val_top1 (at the weight; NaN for ``default``), n_val,
+        val_top1_by_weight and val_mrr_by_weight (JSON-able dicts).
 
     Raises:
         ValueError: If ``default`` or a candidate weight is outside [0, 1].
@@ -372,7 +374,7 @@ def choose_pooling_weights(
     conditions = sorted(set(embeddings["ocr"])) if not embeddings.empty else []
     chosen = {c: float(default) for c in conditions}
     rows = {c: {"ocr": c, "weight": float(default), "chosen_by": "default", "val_top1": float("nan"), "n_val": 0,
-                "val_top1_by_weight": {}} for c in conditions}
+                "val_top1_by_weight": {}, "val_mrr_by_weight": {}} for c in conditions}
     if regions is not None and not regions.empty and conditions and linkages:
         queries, _, _ = report._truth_frames(regions)
         val = set(queries.loc[(queries["split"] == "val") & queries["entity_id"].notna(), "query_id"])
@@ -380,23 +382,42 @@ def choose_pooling_weights(
         is_query = embeddings["source"].isin(query_sources)
         subset = embeddings[~is_query | embeddings["crop_id"].isin(val)]
         if is_query.any() and subset["crop_id"].isin(val).any():
-            per_weight = {}
+            per_weight, mrr = {}, {}
             for w in weights:
                 links = embedding_links(subset, linkages, methods=("multimodal",), weight=float(w))
                 table = report.linkage_evaluation_table(links, regions, report_splits=("val",))
                 per_weight[float(w)] = table.set_index("ocr")
+                mrr[float(w)] = _mean_reciprocal_rank(links, regions, val)
             for c in conditions:
                 accs = {w: float(t.loc[c, "top1_accuracy"]) for w, t in per_weight.items()
                         if c in t.index and pd.notna(t.loc[c, "top1_accuracy"])}
+                mrrs = {w: float(mrr[w].get(c, 0.0)) for w in accs}
                 n_val = max((int(t.loc[c, "n"]) for t in per_weight.values() if c in t.index), default=0)
-                rows[c]["n_val"], rows[c]["val_top1_by_weight"] = n_val, accs
+                rows[c]["n_val"], rows[c]["val_top1_by_weight"], rows[c]["val_mrr_by_weight"] = n_val, accs, mrrs
                 if n_val < min_queries or not accs:
                     continue
-                best = max(accs, key=lambda w: (accs[w], -abs(w - default)))
+                best = max(accs, key=lambda w: (accs[w], round(mrrs[w], 9), -abs(w - default)))
                 chosen[c] = best
                 rows[c].update(weight=best, chosen_by="validation", val_top1=accs[best])
-    return chosen, pd.DataFrame(list(rows.values()),
-                                columns=["ocr", "weight", "chosen_by", "val_top1", "n_val", "val_top1_by_weight"])
+    return chosen, pd.DataFrame(list(rows.values()), columns=["ocr", "weight", "chosen_by", "val_top1", "n_val",
+                                                              "val_top1_by_weight", "val_mrr_by_weight"])
+
+
+def _mean_reciprocal_rank(links: pd.DataFrame, regions: pd.DataFrame, queries: set[str]) -> dict[str, float]:
+    """Per text condition, the mean over ``queries`` whose firm is among the targets of 1 / (rank of the first link
+    to a crop of that firm), 0 when none of the query's links is."""
+    from linkage_pipeline.evaluation import report
+
+    truth, target_entity, target_ids = report._truth_frames(regions)
+    entity = {q: e for q, e in zip(truth["query_id"], truth["entity_id"], strict=True) if q in queries and e in target_ids}
+    mine = links[links["query_crop_id"].isin(set(entity))]
+    if mine.empty:
+        return {}
+    hit = mine["target_crop_id"].map(target_entity).to_numpy() == mine["query_crop_id"].map(entity).to_numpy()
+    first = mine[hit].groupby(["ocr", "query_crop_id"])["rank"].min()
+    asked = mine.groupby("ocr")["query_crop_id"].nunique()
+    found = (1.0 / first.astype(float)).groupby(level="ocr").sum()
+    return {str(c): float(found.get(c, 0.0)) / int(n) for c, n in asked.items()}
 
 
 def update_target_indexes(

@@ -8,6 +8,7 @@ import pytest
 
 from linkage_pipeline.evaluation import metrics
 from linkage_pipeline.linking.by_embeddings import (
+    _mean_reciprocal_rank,
     choose_pooling_weights,
     embedding_links,
     index_targets,
@@ -63,6 +64,50 @@ def test_weights_are_chosen_per_condition_on_validation_firms() -> None:
         accs = rows.loc[condition, "val_top1_by_weight"]
         assert accs[weights[condition]] == max(accs.values()) >= max(accs[0.0], accs[1.0])
         assert rows.loc[condition, "val_top1"] == pytest.approx(accs[weights[condition]])
+
+
+def test_ties_on_top1_go_to_the_higher_mean_reciprocal_rank() -> None:
+    emb, regions = _corpus()
+    # under noisy readings 0.9 and 1.0 link the same validation firms at top-1, and 1.0 ranks the true firm higher
+    # where it misses; the default (0.0) is nearer 0.9, which the rank breaks the tie against
+    weights, table = choose_pooling_weights(emb, regions, [("lists", "directory")], default=0.0)
+    noisy = table.set_index("ocr").loc["noisy"]
+    assert noisy["val_top1_by_weight"][0.9] == noisy["val_top1_by_weight"][1.0]
+    assert noisy["val_mrr_by_weight"][1.0] > noisy["val_mrr_by_weight"][0.9]
+    assert weights["noisy"] == 1.0
+    rows = table.set_index("ocr")
+    for condition in ("noisy", "clean"):
+        accs, mrrs = rows.loc[condition, "val_top1_by_weight"], rows.loc[condition, "val_mrr_by_weight"]
+        assert set(mrrs) == set(accs) and all(0.0 <= v <= 1.0 for v in mrrs.values())
+        assert all(mrrs[w] >= accs[w] - 1e-12 for w in accs)  # a top-1 hit has reciprocal rank 1
+        level = [w for w in accs if accs[w] == max(accs.values())]
+        assert weights[condition] in level
+        assert mrrs[weights[condition]] == max(mrrs[w] for w in level)
+    # under clean readings every weight up to some point links every validation firm: a tie on top-1 (1.0) that
+    # reciprocal rank cannot break either, so the weight nearest the default among them is taken
+    clean = rows.loc["clean", "val_top1_by_weight"]
+    assert sum(v == 1.0 for v in clean.values()) >= 2
+
+
+def test_mean_reciprocal_rank_counts_the_first_link_to_the_true_firm() -> None:
+    regions = pd.DataFrame({
+        "crop_id": ["q1", "q2", "q3", "q4", "t1", "t2", "t3"],
+        "kind": "entry",
+        "source_role": ["query"] * 4 + ["target"] * 3,
+        "true_entity_id": ["A", "B", "C", "Z", "A", "B", "C"],
+    })
+    links = pd.DataFrame({
+        "query_crop_id": ["q1", "q1", "q2", "q2", "q2", "q3", "q3", "q4", "q1"],
+        "target_crop_id": ["t1", "t2", "t3", "t1", "t2", "t1", "t2", "t1", "t2"],
+        "ocr": ["x"] * 8 + ["y"],
+        "rank": [1, 2, 1, 2, 3, 1, 2, 1, 1],
+    })
+    # q1 at rank 1, q2 at rank 3, q3 never (0); q4's firm is not among the targets and is not counted; under "y"
+    # q1's only link is wrong
+    got = _mean_reciprocal_rank(links, regions, {"q1", "q2", "q3", "q4"})
+    assert got == pytest.approx({"x": (1 + 1 / 3 + 0) / 3, "y": 0.0})
+    assert _mean_reciprocal_rank(links, regions, {"q2"}) == pytest.approx({"x": 1 / 3})
+    assert _mean_reciprocal_rank(links, regions, set()) == {}
 
 
 def test_test_firms_never_influence_the_weight() -> None:
