@@ -84,8 +84,20 @@ def build(family: str, typeface: str, n_firms: int, seed: int) -> TrainingSet:
                        {"readings": readings, "typeface": typeface, "family": family})
 
 
+def code_version() -> str:
+    """Hash of the code that draws, degrades and reads the crops: a change there (e.g. how a vertical crop is cut
+    into cells before OCR) gives new crops and readings instead of a stale cache."""
+    from linkage_pipeline.documents import crops, ocr
+    from linkage_pipeline.multimodal.training import augment
+    from linkage_pipeline.multimodal.training import degrade as degrade_module
+    from linkage_pipeline.synthetic import firms
+
+    files = (crops, ocr, augment, degrade_module, firms, font_lists)
+    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in files)).hexdigest()[:12]
+
+
 def cached(cache: Path, family: str, typeface: str, n_firms: int, seed: int) -> TrainingSet:
-    key = hashlib.sha256(json.dumps([family, typeface, n_firms, seed, 1]).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([family, typeface, n_firms, seed, code_version()]).encode()).hexdigest()[:12]
     path = cache / f"typeface-{key}.parquet"
     if not path.is_file():
         save_training_set(build(family, typeface, n_firms, seed), path)
