@@ -376,7 +376,8 @@ def choose_pooling_weights(
     rows = {c: {"ocr": c, "weight": float(default), "chosen_by": "default", "val_top1": float("nan"), "n_val": 0,
                 "val_top1_by_weight": {}, "val_mrr_by_weight": {}} for c in conditions}
     if regions is not None and not regions.empty and conditions and linkages:
-        queries, _, _ = report._truth_frames(regions)
+        truth = report._truth_frames(regions)
+        queries = truth[0]
         val = set(queries.loc[(queries["split"] == "val") & queries["entity_id"].notna(), "query_id"])
         query_sources = {q for q, _ in linkages}
         is_query = embeddings["source"].isin(query_sources)
@@ -387,7 +388,7 @@ def choose_pooling_weights(
                 links = embedding_links(subset, linkages, methods=("multimodal",), weight=float(w))
                 table = report.linkage_evaluation_table(links, regions, report_splits=("val",))
                 per_weight[float(w)] = table.set_index("ocr")
-                mrr[float(w)] = _mean_reciprocal_rank(links, regions, val)
+                mrr[float(w)] = _mean_reciprocal_rank(links, regions, val, truth=truth)
             for c in conditions:
                 accs = {w: float(t.loc[c, "top1_accuracy"]) for w, t in per_weight.items()
                         if c in t.index and pd.notna(t.loc[c, "top1_accuracy"])}
@@ -403,12 +404,15 @@ def choose_pooling_weights(
                                                               "val_top1_by_weight", "val_mrr_by_weight"])
 
 
-def _mean_reciprocal_rank(links: pd.DataFrame, regions: pd.DataFrame, queries: set[str]) -> dict[str, float]:
+def _mean_reciprocal_rank(
+    links: pd.DataFrame, regions: pd.DataFrame, queries: set[str], *, truth: tuple | None = None
+) -> dict[str, float]:
     """Per text condition, the mean over ``queries`` whose firm is among the targets of 1 / (rank of the first link
-    to a crop of that firm), 0 when none of the query's links is."""
+    to a crop of that firm), 0 when none of the query's links is. ``truth``: ``report._truth_frames(regions)`` when
+    the caller has it already (it scores one set of links per candidate weight on the same regions)."""
     from linkage_pipeline.evaluation import report
 
-    truth, target_entity, target_ids = report._truth_frames(regions)
+    truth, target_entity, target_ids = truth if truth is not None else report._truth_frames(regions)
     entity = {q: e for q, e in zip(truth["query_id"], truth["entity_id"], strict=True) if q in queries and e in target_ids}
     mine = links[links["query_crop_id"].isin(set(entity))]
     if mine.empty:
