@@ -3,6 +3,7 @@
 Usage:
     .venv/bin/python bench/cross_corpus.py --corpus demo=/tmp/demo --corpus heldout=/tmp/heldout
     .venv/bin/python bench/cross_corpus.py --corpus demo=/tmp/demo --model new=/path/to/model --json out.json
+    .venv/bin/python bench/cross_corpus.py --corpus B=/tmp/heldout_b --ensemble three=DIR1+DIR2+DIR3
 
 A corpus is a data directory that ``linkage-pipeline run`` (or ``demo``) has processed: its crops, OCR texts and
 labels are read from ``_pipeline/linkage.duckdb``; the models are run here, so any model folder can be scored on
@@ -17,6 +18,11 @@ per OCR condition on the **validation** firms of that corpus, as the pipeline's 
 source has labels (ties on top-1 go to the higher mean reciprocal rank, then to the model card's weight); ``--weight`` fixes it instead. The last columns give the best string
 method and the error ratio ``(1 - multimodal) / (1 - best string)`` (<= 0.5: the model makes at most half the
 errors).
+
+``--ensemble NAME=DIR+DIR[+...]`` adds the supervised rows of a score-level ensemble of model folders (e.g. the same
+recipe trained with other seeds): every crop is embedded by each member and the members' similarities are averaged
+(:func:`ensemble_embeddings`); it costs one embedding per member, so it measures what an ensemble would gain, not a
+model the pipeline ships.
 """
 
 from __future__ import annotations
@@ -74,6 +80,41 @@ def score_model(
     """Test-split rows of vision, language and multimodal; the weight per condition is chosen on the corpus's
     validation firms as the pipeline chooses it (:func:`choose_pooling_weights`, ties to ``default``), or fixed."""
     emb, _ = embed_crops(encoder, corpus["inputs"])
+    return score_embeddings(emb, corpus, training, weight, default)
+
+
+def ensemble_embeddings(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One embedding frame of a score-level ensemble of models, from each member's :func:`embed_crops` frame.
+
+    Each member's image and text embeddings are L2-normalised and concatenated, so the inner product of two crops'
+    ensemble image (or text) embeddings, normalised, is the mean of the members' cosine similarities; the pooled
+    (multimodal) embedding is built from the concatenations at one weight for all members.
+
+    Raises:
+        ValueError: Without members, or if the members' frames do not hold the same (ocr, crop_id) rows.
+    """
+    if not frames:
+        raise ValueError("an ensemble needs at least one member's embeddings")
+    keys = ["ocr", "crop_id"]
+    members = [f.sort_values(keys).reset_index(drop=True) for f in frames]
+    for i, f in enumerate(members[1:], start=2):
+        if not f[keys].equals(members[0][keys]):
+            raise ValueError(f"ensemble member {i} embedded other (ocr, crop_id) rows than member 1")
+    out = members[0].copy()
+    for col in ("image_embedding", "text_embedding"):
+        parts = []
+        for f in members:
+            m = np.stack(f[col].to_numpy()).astype(np.float32)
+            parts.append(m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12))
+        out[col] = list(np.concatenate(parts, axis=1))
+    out["model_id"] = "ensemble:" + "+".join(str(f["model_id"].iloc[0]) for f in members if len(f))
+    return out
+
+
+def score_embeddings(
+    emb: pd.DataFrame, corpus: dict[str, Any], training: str, weight: float | None, default: float = 0.5
+) -> pd.DataFrame:
+    """:func:`score_model` on embeddings already made (one model's, or :func:`ensemble_embeddings`)."""
     uni = embedding_links(emb, corpus["linkages"], methods=("vision", "language"), training=training)
     rows = [_table(uni, corpus["regions"], training, ("test",)).assign(weight=np.nan)]
     if weight is None:
@@ -93,9 +134,14 @@ def label_free_only(folder: Path) -> bool:
     return "ablation" in card or set(card.get("training", {})) == {"clip"}
 
 
-def corpus_table(models: dict[str, Path], corpus: dict[str, Any], weight: float | None) -> pd.DataFrame:
+def corpus_table(
+    models: dict[str, Path],
+    corpus: dict[str, Any],
+    weight: float | None,
+    ensembles: dict[str, list[Path]] | None = None,
+) -> pd.DataFrame:
     """Every row of one corpus: strings, then each model's self-supervised and supervised rows (a label-free model
-    folder gives self-supervised rows only)."""
+    folder gives self-supervised rows only), then the supervised rows of each ensemble of model folders."""
     frames = [_table(corpus["strings"], corpus["regions"], "none", ("test",)).assign(model="", weight=np.nan)]
     for name, folder in models.items():
         default, _ = registry.card_defaults(folder)
@@ -105,6 +151,11 @@ def corpus_table(models: dict[str, Path], corpus: dict[str, Any], weight: float 
                 continue
             encoder = MultimodalEncoder.load(path, device="cpu")
             frames.append(score_model(encoder, corpus, training, weight, default).assign(model=name))
+    for name, folders in (ensembles or {}).items():
+        embs = [embed_crops(MultimodalEncoder.load(f, device="cpu"), corpus["inputs"])[0] for f in folders]
+        default = float(np.mean([registry.card_defaults(f)[0] for f in folders]))
+        frames.append(score_embeddings(ensemble_embeddings(embs), corpus, "supervised", weight, default)
+                      .assign(model=name))
     out = pd.concat(frames, ignore_index=True)
     return out[["model", "training", "method", "ocr", "top1_accuracy", "n", "weight"]]
 
@@ -133,16 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", action="append", required=True, help="NAME=DATA_DIR of a processed corpus")
     parser.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR (default: the shipped model)")
+    parser.add_argument("--ensemble", action="append", default=[],
+                        help="NAME=DIR+DIR[+...]: supervised rows of a score-level ensemble of model folders")
     parser.add_argument("--weight", type=float, default=None, help="fixed pooling weight (default: per condition on val)")
     parser.add_argument("--json", default=None, help="also write every row here")
     args = parser.parse_args(argv)
-    models = {m.split("=", 1)[0]: Path(m.split("=", 1)[1]) for m in args.model} or {"shipped": shipped_model_dir()}
+    ensembles = {e.split("=", 1)[0]: [Path(p) for p in e.split("=", 1)[1].split("+")] for e in args.ensemble}
+    models = {m.split("=", 1)[0]: Path(m.split("=", 1)[1]) for m in args.model}
+    if not models and not ensembles:
+        models = {"shipped": shipped_model_dir()}
     all_rows = []
     for spec in args.corpus:
         name, path = spec.split("=", 1)
         start = time.perf_counter()
         corpus = load_corpus(path)
-        table = corpus_table(models, corpus, args.weight).assign(corpus=name)
+        table = corpus_table(models, corpus, args.weight, ensembles).assign(corpus=name)
         all_rows.append(table)
         print(f"\n## {name} ({path}), {time.perf_counter() - start:.0f} s")
         print(summary(table).to_string(index=False, float_format=lambda x: f"{x:.3f}"))

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from linkage_pipeline.multimodal.checkpoints import (
@@ -36,3 +37,36 @@ def test_label_free_only_reads_the_card(tmp_path: Path, card: dict | None, expec
 def test_shipped_folders() -> None:
     assert not cc.label_free_only(shipped_model_dir())
     assert cc.label_free_only(shipped_pretrained_dir())
+
+
+def _frame(rows: list[tuple[str, str, list[float], list[float]]], model_id: str):
+    import pandas as pd
+
+    return pd.DataFrame(
+        [{"ocr": o, "crop_id": c, "image_embedding": np.array(i, np.float32),
+          "text_embedding": np.array(t, np.float32), "model_id": model_id, "text": "x"} for o, c, i, t in rows]
+    )
+
+
+def test_ensemble_similarity_is_the_mean_of_the_members() -> None:
+    from linkage_pipeline.multimodal.embed import method_embeddings
+
+    # member 1 puts crops a and b at cosine 0 (image) / 1 (text); member 2 at 1 / 0.6; rows given in another order
+    one = _frame([("rapidocr", "a", [1, 0], [1, 0]), ("rapidocr", "b", [0, 2], [3, 0])], "m1")
+    two = _frame([("rapidocr", "b", [1, 0], [0.6, 0.8]), ("rapidocr", "a", [5, 0], [1, 0])], "m2")
+    ens = cc.ensemble_embeddings([one, two])
+    assert list(ens["crop_id"]) == ["a", "b"]
+    assert ens["model_id"].iloc[0] == "ensemble:m1+m2"
+    image = method_embeddings(ens, "vision", 1.0)
+    text = method_embeddings(ens, "language", 0.0)
+    assert float(image[0] @ image[1]) == pytest.approx((0.0 + 1.0) / 2, abs=1e-6)
+    assert float(text[0] @ text[1]) == pytest.approx((1.0 + 0.6) / 2, abs=1e-6)
+
+
+def test_ensemble_members_must_embed_the_same_rows() -> None:
+    one = _frame([("rapidocr", "a", [1, 0], [1, 0])], "m1")
+    two = _frame([("tesseract", "a", [1, 0], [1, 0])], "m2")
+    with pytest.raises(ValueError, match="member 2 embedded other"):
+        cc.ensemble_embeddings([one, two])
+    with pytest.raises(ValueError, match="at least one member"):
+        cc.ensemble_embeddings([])
