@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from linkage_pipeline.multimodal.checkpoints import (
@@ -39,9 +40,7 @@ def test_shipped_folders() -> None:
     assert cc.label_free_only(shipped_pretrained_dir())
 
 
-def _frame(rows: list[tuple[str, str, list[float], list[float]]], model_id: str):
-    import pandas as pd
-
+def _frame(rows: list[tuple[str, str, list[float], list[float]]], model_id: str) -> pd.DataFrame:
     return pd.DataFrame(
         [{"ocr": o, "crop_id": c, "image_embedding": np.array(i, np.float32),
           "text_embedding": np.array(t, np.float32), "model_id": model_id, "text": "x"} for o, c, i, t in rows]
