@@ -10,6 +10,7 @@ import dagster as dg
 from assets_defs import documents, evaluation, linking, model, network, review
 from assets_defs import tables as table_defs
 from assets_defs.jobs import (
+    distillation_job,
     linkage_job,
     source_job,
     table_job,
@@ -85,7 +86,7 @@ rejected_inputs = dg.AssetsDefinition(
 
 defs = dg.Definitions(
     assets=[*all_assets, *table_assets, rejected_inputs],
-    jobs=[source_job, linkage_job, training_job, table_job, table_linkage_job],
+    jobs=[source_job, linkage_job, training_job, distillation_job, table_job, table_linkage_job],
     schedules=[linkage_job_schedule],
     sensors=[document_source_sensor, table_defs.table_source_sensor, table_defs.table_linkage_sensor],
     resources=default_resources(),

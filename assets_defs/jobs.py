@@ -10,8 +10,13 @@ from assets_defs.partitions import document_sources_partitions
 source_assets = dg.AssetSelection.assets(
     "page_images", "region_labels", "layout_regions", "region_crops", "ocr_texts", "labelled_regions", "crop_embeddings"
 )
-#: The CLIPPINGS training recipe: expensive, run on demand (never part of linking a corpus).
-training_assets = dg.AssetSelection.assets("training_crops", "pretrained_model", "supervised_model", "reviewed_model")
+#: Distillation of several supervised models into one: run on demand after training_job (e.g. with other seeds).
+distillation_assets = dg.AssetSelection.assets("distilled_model")
+#: The CLIPPINGS training recipe and the distillation: expensive, run on demand (never part of linking a corpus).
+training_assets = (
+    dg.AssetSelection.assets("training_crops", "pretrained_model", "supervised_model", "reviewed_model")
+    | distillation_assets
+)
 source_job = dg.define_asset_job(
     "source_job",
     selection=source_assets,
@@ -20,9 +25,15 @@ source_job = dg.define_asset_job(
 )
 training_job = dg.define_asset_job(
     "training_job",
-    selection=training_assets,
+    selection=training_assets - distillation_assets,
     description="Renders training crops, then CLIP pretraining and supervised contrastive training of the encoder; "
     "reviewed_model fine-tunes the linkage model on link reviews.",
+)
+distillation_job = dg.define_asset_job(
+    "distillation_job",
+    selection=distillation_assets,
+    description="Distils the shipped model and every supervised model of training_job (or the models named in "
+    "its config) into one model of the shipped size.",
 )
 #: Table sources (CSV/Parquet, assets_defs/tables.py): records per table source (partitioned) ...
 table_source_assets = dg.AssetSelection.assets("table_records")

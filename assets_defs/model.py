@@ -124,9 +124,14 @@ def _train_stage(
 
 
 def _tune_on_validation(
-    context: dg.AssetExecutionContext, linkage_store: LinkageStore, compute: ComputeResource, folder: Path
+    context: dg.AssetExecutionContext,
+    linkage_store: LinkageStore,
+    compute: ComputeResource,
+    folder: Path,
+    weight: float | None = None,
 ) -> dict:
-    """Pooling weight and no-match threshold chosen on the corpus's validation firms ({} without labels)."""
+    """Pooling weight (unless ``weight`` fixes it) and no-match threshold chosen on the corpus's validation firms
+    ({} without labels)."""
     store, registry = linkage_store.store(), linkage_store.registry()
     if not registry.linkages or not store.table_exists("stg_regions"):
         return {}
@@ -143,6 +148,7 @@ def _tune_on_validation(
             [(lk.query, lk.target) for lk in registry.linkages],
             ocr=query.primary_ocr,
             also=list(query.ocr),
+            **({} if weight is None else {"weights": (weight,)}),
         )
     except ValueError as exc:
         context.log.warning(f"pooling weight and threshold not tuned: {exc}")
@@ -167,17 +173,64 @@ def supervised_model(
     return _train_stage(context, "supcon", config, linkage_store, compute)
 
 
+class DistilConfig(dg.Config):
+    """Which supervised models are distilled into one, and the stage's settings (defaults: the recipe's)."""
+
+    # "shipped", "trained" (every supervised model the training assets saved) or model folders
+    teachers: list[str] = ["shipped", "trained"]
+    start_from: str = "shipped"  # "shipped", or a model folder
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    max_steps: int | None = None  # None: the recipe's; 0: no limit (all epochs)
+    seed: int = 0
+
+
+@dg.asset(group_name="model", deps=[supervised_model], kinds={"pytorch", "safetensors"}, pool="gpu")
+def distilled_model(
+    context: dg.AssetExecutionContext, config: DistilConfig, linkage_store: LinkageStore, compute: ComputeResource
+) -> dg.MaterializeResult:
+    """One model of the shipped size trained to link like an ensemble of supervised models (e.g. the recipe run
+    with several seeds): SupCon plus similarity distillation on the training crops; refreshed on demand."""
+    trained = _trained_models(linkage_store)
+    teachers = training_recipe.resolve_models(config.teachers, trained)
+    start = training_recipe.resolve_models([config.start_from], trained)[0]
+    overrides = config.model_dump(exclude={"teachers", "start_from"})
+    folder, card, row = training_recipe.distil_stage(
+        _model_dir(linkage_store),
+        teachers,
+        start,
+        overrides=overrides,
+        device=str(compute.torch_device()),
+        tune=lambda saved, weight: _tune_on_validation(context, linkage_store, compute, saved, weight),
+        log=context.log.info,
+    )
+    rows = registry.record_trained_model(trained, row)
+    linkage_store.store().replace_table("trained_models", rows, schema.TRAINED_MODELS)
+    context.log_event(dg.AssetMaterialization("trained_models", metadata={"rows": len(rows),
+                                                                          "model_id": card["model_id"]}))
+    return dg.MaterializeResult(
+        metadata={
+            "model_id": card["model_id"],
+            "path": dg.MetadataValue.path(str(folder)),
+            "teachers": dg.MetadataValue.json(card["training"]["distil"]["teachers"]),
+            "training": dg.MetadataValue.json(card["training"]["distil"]),
+            "linking": dg.MetadataValue.json(card.get("linking", {})),
+        }
+    )
+
+
 # Both training assets append to this table (one row per trained model), so neither can own it: it is declared
 # here, downstream of both, and each records a materialization of it when it writes (lineage in the UI).
 trained_models = dg.AssetsDefinition(
     specs=[
         dg.AssetSpec(
             "trained_models",
-            deps=[pretrained_model, supervised_model, "reviewed_model"],
+            deps=[pretrained_model, supervised_model, distilled_model, "reviewed_model"],
             group_name="model",
             kinds={"duckdb"},
-            description="One row per model saved by pretrained_model, supervised_model or reviewed_model; written "
-            "by them.",
+            description="One row per model saved by pretrained_model, supervised_model, distilled_model or "
+            "reviewed_model; written by them.",
         )
     ]
 )
@@ -190,7 +243,8 @@ class LinkageModelConfig(dg.Config):
     directory: str = ""  # for model="directory": our format, a Hugging Face CLIP or the rinna layout
 
 
-@dg.asset(group_name="model", deps=[supervised_model, "reviewed_model", trained_models], kinds={"duckdb"},
+@dg.asset(group_name="model", deps=[supervised_model, distilled_model, "reviewed_model", trained_models],
+          kinds={"duckdb"},
           pool="duckdb")
 def linkage_model(
     config: LinkageModelConfig, linkage_store: LinkageStore, compute: ComputeResource

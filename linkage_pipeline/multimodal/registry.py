@@ -29,7 +29,8 @@ def _pretrained_of(path: Path) -> Path | None:
 
 
 def stage_models(trained: pd.DataFrame | None, stage: str) -> pd.DataFrame:
-    """The ``trained_models`` rows of ``stage`` (``clip`` or ``supcon``), oldest first (no rows for ``None``)."""
+    """The ``trained_models`` rows of ``stage`` (``clip``, ``supcon``, ``distil`` or ``reviewed``), oldest first (no
+    rows for ``None``)."""
     if trained is None or trained.empty:
         return pd.DataFrame()
     return trained[trained["stage"] == stage].sort_values("created_at")
@@ -39,8 +40,8 @@ def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> M
     """Resolve the configured model.
 
     Args:
-        choice: ``auto`` (the latest supervised model of the training assets, or fine-tuned on link reviews and
-            adopted, if any, else the shipped one),
+        choice: ``auto`` (the latest supervised model of the training assets, distilled, or fine-tuned on link
+            reviews and adopted, if any, else the shipped one),
             ``shipped``, ``trained`` (the latest supervised model; an error if none) or ``directory``.
         directory: The folder for ``directory`` (ours, a Hugging Face CLIP or the rinna layout).
         trained: ``trained_models`` rows (may be ``None`` when the training assets never ran).
@@ -54,7 +55,7 @@ def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> M
     reviewed = stage_models(trained, "reviewed")
     if not reviewed.empty:  # only fine-tunes that linked the held-back reviews better than their start
         reviewed = reviewed[[_adopted(Path(str(p))) for p in reviewed["path"]]]
-    supervised = pd.concat([stage_models(trained, "supcon"), reviewed])
+    supervised = pd.concat([stage_models(trained, "supcon"), stage_models(trained, "distil"), reviewed])
     supervised = supervised.sort_values("created_at") if not supervised.empty else supervised
     if choice == "directory":
         path = Path(directory).expanduser().resolve()

@@ -17,7 +17,7 @@ def test_shared_tables_are_downstream_of_every_writer() -> None:
     graph = defs.resolve_asset_graph()
     parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
                for k in graph.get_all_asset_keys()}
-    assert parents["trained_models"] == {"pretrained_model", "supervised_model", "reviewed_model"}
+    assert parents["trained_models"] == {"pretrained_model", "supervised_model", "distilled_model", "reviewed_model"}
     assert parents["record_links"] >= {"link_reviews"} and "reviewed_model" in parents["linkage_model"]
     assert {"document_sources", "page_images", "layout_regions", "region_crops", "crop_embeddings",
             "table_records"} <= parents["rejected_inputs"]

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from assets_defs.definitions import all_assets, defs
-from assets_defs.jobs import source_assets, training_assets
+from assets_defs.jobs import distillation_assets, source_assets, training_assets
 from assets_defs.partitions import SOURCE_PARTITIONS_NAME
+from linkage_pipeline.multimodal.checkpoints import shipped_model_dir
 from linkage_pipeline.synthetic.corpus import generate_corpus
 from resources import ComputeResource, EnginesResource, LinkageStore
 
@@ -228,7 +229,8 @@ def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipe
         "pretrained_model": {"config": {"epochs": 1}},
         "supervised_model": {"config": {"epochs": 1}},
     }}
-    result = dg.materialize(all_assets, selection=training_assets, instance=instance, resources=resources, run_config=tiny)
+    recipe = training_assets - distillation_assets  # what training_job runs
+    result = dg.materialize(all_assets, selection=recipe, instance=instance, resources=resources, run_config=tiny)
     assert result.success
     crops = store.read_table("training_crops")
     assert len(crops) > 48  # 12 firms x 4 views plus the labelled train-split crops of the corpus
@@ -259,3 +261,18 @@ def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipe
     assert set(links.loc[links["method"].isin(["vision", "language", "multimodal"]), "model_id"]) <= {new_id}
     evals = store.read_table("linkage_evaluation")
     assert {"self_supervised", "supervised"} <= set(evals["training"])
+
+    # distillation_job: the shipped and the trained model distilled into one, which the pipeline then links with
+    distil = {"ops": {"distilled_model": {"config": {"max_steps": 2}}}}
+    result = dg.materialize(all_assets, selection=distillation_assets, instance=instance, resources=resources,
+                            run_config=distil)
+    assert result.success
+    trained = store.read_table("trained_models").sort_values("created_at")
+    assert list(trained["stage"]) == ["clip", "supcon", "distil"]
+    card = json.loads((Path(trained["path"].iloc[-1]) / "model_card.json").read_text())
+    assert [t["model_id"] for t in card["training"]["distil"]["teachers"]] == [shipped, new_id]
+    assert card["parent_model_id"] == shipped and card["linking"]["pooling_weight"] == pytest.approx(
+        json.loads((shipped_model_dir() / "model_card.json").read_text())["linking"]["pooling_weight"])
+    assert card["linking"]["n_val"] > 0  # the threshold was chosen on this corpus's validation firms
+    dg.materialize(all_assets, selection=["linkage_model"], instance=instance, resources=resources)
+    assert store.read_table("linkage_model")["model_id"].item() == card["model_id"]

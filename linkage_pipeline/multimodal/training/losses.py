@@ -1,4 +1,4 @@
-"""Contrastive losses: CLIP's symmetric InfoNCE and supervised contrastive (SupCon)."""
+"""Contrastive losses: CLIP's symmetric InfoNCE, supervised contrastive (SupCon), and in-batch similarity distillation."""
 
 from __future__ import annotations
 
@@ -77,3 +77,82 @@ def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1)
         return z.sum() * 0.0
     per_anchor = -(log_prob.masked_fill(~pos, 0.0).sum(dim=1)[has]) / n_pos[has]
     return per_anchor.mean()
+
+
+def relation_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float, *, exclude_self: bool) -> torch.Tensor:
+    """KL divergence from the teacher's to the student's in-batch similarity distributions, mean over rows.
+
+    Row ``i`` of each (n, n) similarity matrix, divided by ``temperature``, is a softmax distribution over the
+    batch ("which crops does crop ``i`` look like, and how much"); the student is pulled towards the teacher's
+    distribution, ``KL(softmax(teacher_i / t) || softmax(student_i / t))``. Only the ranking structure of the
+    similarities is transferred, so the student and teacher embeddings may have different dimensions.
+
+    Args:
+        student: float (n, n) cosine similarities of the student (differentiable).
+        teacher: float (n, n) cosine similarities of the teacher (constants).
+        temperature: Softmax temperature ``> 0``.
+        exclude_self: Leave the diagonal out (for a matrix of a set with itself, where it is always 1).
+
+    Raises:
+        ValueError: If the matrices are not of one (n, n) shape with n >= 2, or ``temperature <= 0``.
+    """
+    n = student.shape[0]
+    if student.shape != teacher.shape or student.ndim != 2 or student.shape != (n, n) or n < 2:
+        raise ValueError(f"expected two (n, n) similarity matrices, n >= 2; got {tuple(student.shape)} and "
+                         f"{tuple(teacher.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    s, t = student / temperature, teacher.to(student.dtype) / temperature
+    if exclude_self:
+        eye = torch.eye(n, dtype=torch.bool, device=student.device)
+        s, t = s.masked_fill(eye, float("-inf")), t.masked_fill(eye, float("-inf"))
+    log_s, log_t = F.log_softmax(s, dim=1), F.log_softmax(t, dim=1)
+    # 0 * log 0 terms (the masked diagonal) contribute nothing
+    kl = torch.where(torch.isfinite(log_t), log_t.exp() * (log_t - log_s), torch.zeros_like(log_t))
+    return kl.sum(dim=1).mean()
+
+
+def distillation_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    teacher_image: torch.Tensor,
+    teacher_text: torch.Tensor,
+    *,
+    image_weight: float = 0.5,
+    temperature: float = 0.1,
+) -> torch.Tensor:
+    """Similarity distillation of a multimodal encoder: the mean of :func:`relation_kl` over four relations.
+
+    The relations are image-image, text-text, pooled-pooled (weight ``image_weight``) and image-text, each of the
+    student against the same relation of the teacher. A teacher may be an ensemble: the concatenation of its
+    members' unit-normalised embeddings, so its cosine similarity is the mean of theirs.
+
+    Args:
+        image_emb: float (n, d) student image embeddings (any norm; normalised here).
+        text_emb: float (n, d) student text embeddings.
+        teacher_image: float (n, D) teacher image embeddings of the same rows.
+        teacher_text: float (n, D) teacher text embeddings.
+        image_weight: ``w`` of the pooled embedding ``w * image + (1 - w) * text``.
+        temperature: Softmax temperature of every relation.
+
+    Raises:
+        ValueError: If the student's or the teacher's two embeddings differ in shape, or the rows differ.
+    """
+    if image_emb.shape != text_emb.shape or teacher_image.shape != teacher_text.shape or \
+            image_emb.shape[0] != teacher_image.shape[0]:
+        raise ValueError(f"expected student (n, d) and teacher (n, D) image and text embeddings, got "
+                         f"{tuple(image_emb.shape)}, {tuple(text_emb.shape)}, {tuple(teacher_image.shape)}, "
+                         f"{tuple(teacher_text.shape)}")
+
+    def pooled(img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+        return F.normalize(image_weight * img + (1 - image_weight) * txt, dim=-1)
+
+    si, st = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
+    ti, tt = F.normalize(teacher_image.float(), dim=-1), F.normalize(teacher_text.float(), dim=-1)
+    sp, tp = pooled(si, st), pooled(ti, tt)
+    return (
+        relation_kl(si @ si.T, ti @ ti.T, temperature, exclude_self=True)
+        + relation_kl(st @ st.T, tt @ tt.T, temperature, exclude_self=True)
+        + relation_kl(sp @ sp.T, tp @ tp.T, temperature, exclude_self=True)
+        + relation_kl(si @ st.T, ti @ tt.T, temperature, exclude_self=False)
+    ) / 4

@@ -1,4 +1,5 @@
-"""The CLIPPINGS recipe: label-free language-image pretraining, then supervised contrastive training."""
+"""The CLIPPINGS recipe: label-free language-image pretraining, then supervised contrastive training; optionally,
+distillation of several supervised models (e.g. trained with other seeds) into one model of the same size."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ import numpy as np
 import pandas as pd
 
 from linkage_pipeline.multimodal import registry
+from linkage_pipeline.multimodal.checkpoints import PRETRAINED_SUBDIR, shipped_model_dir
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 from linkage_pipeline.multimodal.training import data as training_data
 from linkage_pipeline.multimodal.training.data import TrainingSet
-from linkage_pipeline.multimodal.training.trainer import TrainConfig, train
+from linkage_pipeline.multimodal.training.trainer import (
+    TrainConfig,
+    teacher_embeddings,
+    train,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,9 @@ class Recipe:
         seed: Seed of the weight initialisation.
         clip: Language-image pretraining stage.
         supcon: Supervised contrastive stage on the pooled embedding.
+        distil: Distillation stage (not part of :func:`train_recipe`; :func:`distil_stage` runs it): SupCon as in
+            ``supcon`` plus ``distil_weight`` times the similarity distillation loss against an ensemble of
+            supervised models, starting from one of them, at a lower learning rate for a shorter schedule.
     """
 
     vision_tower: str = "cnn"
@@ -55,6 +64,12 @@ class Recipe:
         default_factory=lambda: TrainConfig(
             stage="supcon", lr=2e-3, batch_size=63, m=3, k=3, epochs=100, max_steps=5110, unimodal_weight=1.0,
             log_every=100, checkpoint_every=300,
+        )
+    )
+    distil: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            stage="supcon", lr=1e-3, batch_size=63, m=3, k=3, epochs=100, max_steps=1270, unimodal_weight=1.0,
+            distil_weight=10.0, distil_temperature=0.1, log_every=100, checkpoint_every=300,
         )
     )
 
@@ -249,7 +264,11 @@ def run_folder(
     architecture (:func:`architecture`) is part of the key, so a recipe whose model differs (another input size,
     tower or width) never resumes, or reuses, a run of another model.
     """
-    parts = [data_sha, asdict(config), parent] + ([] if arch is None else [arch])
+    settings = asdict(config)
+    if config.distil_weight == 0:  # keys of runs from before distillation existed stay the same
+        settings.pop("distil_weight")
+        settings.pop("distil_temperature")
+    parts = [data_sha, settings, parent] + ([] if arch is None else [arch])
     key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path(model_dir) / "runs" / f"{stage}-{key}"
 
@@ -339,6 +358,124 @@ def train_stage(
     if stage == "supcon" and tune is not None:
         card = write_card_linking(folder, card, tune(folder))
     return folder, card, trained_model_row(card, stage, folder, parent, data_sha, config)
+
+
+# ------------------------------------------------------------------------------------------- distillation
+#: ``teachers`` names: the shipped model, and every supervised model the training assets saved.
+SHIPPED, TRAINED = "shipped", "trained"
+
+
+def resolve_models(names: Sequence[str], trained_models: pd.DataFrame | None) -> list[Path]:
+    """Model folders of ``names``: ``"shipped"``, ``"trained"`` (every supervised model of ``trained_models``,
+    oldest first) or a model folder; duplicates are dropped, order kept.
+
+    Raises:
+        ValueError: Without names, for ``"trained"`` with no supervised model, or a folder without a model.
+    """
+    if not names:
+        raise ValueError("no models named; expected 'shipped', 'trained' or model folders")
+    out: list[Path] = []
+    for name in names:
+        if name == SHIPPED:
+            paths = [shipped_model_dir()]
+        elif name == TRAINED:
+            rows = registry.stage_models(trained_models, "supcon")
+            if rows.empty:
+                raise ValueError("'trained' names no model: materialize supervised_model first")
+            paths = [Path(str(p)) for p in rows["path"]]
+        else:
+            paths = [Path(name).expanduser().resolve()]
+        for path in paths:
+            if not (path / "model.safetensors").is_file():
+                raise ValueError(f"model {name!r}: {path} has no model.safetensors; expected a saved model folder")
+            if path.resolve() not in [p.resolve() for p in out]:
+                out.append(path)
+    return out
+
+
+def distil_stage(
+    model_dir: str | Path,
+    teachers: Sequence[str | Path],
+    start_from: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    device: str = "cpu",
+    tune: Callable[[Path, float], dict[str, Any]] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Path, dict[str, Any], pd.DataFrame]:
+    """Distil an ensemble of supervised models into one model of the size of ``start_from``.
+
+    The teachers embed every training crop once (:func:`~linkage_pipeline.multimodal.training.trainer.teacher_embeddings`:
+    the ensemble's similarity is the mean of its members' cosines); the student, initialised from ``start_from``,
+    is trained with the recipe's ``distil`` config: SupCon on the labels plus the similarity distillation loss. It
+    keeps the pooling weight of its start model's card (the default for sources without labels), and ``tune``
+    chooses the no-match threshold at that weight; the student's ``pretrained/`` companion is its start model's.
+
+    Args:
+        model_dir: Folder of the training crops and of the runs.
+        teachers: Model folders of the ensemble.
+        start_from: Model folder the student starts from (usually one of the teachers).
+        overrides: Keyword arguments of :func:`stage_config`.
+        device: Torch device.
+        tune: ``(saved folder, pooling weight) -> card linking entry`` (``{}``: none); ``None``: no tuning.
+        log: Receives progress lines.
+
+    Returns:
+        The saved model folder, its model card, and its ``trained_models`` row (stage ``distil``).
+
+    Raises:
+        ValueError: Without teachers, or if the training crops are missing.
+    """
+    say = log or logger.info
+    if not teachers:
+        raise ValueError("distillation needs at least one teacher model folder")
+    data, data_sha, _ = stage_data(model_dir, "supcon")
+    recipe = Recipe()
+    config = stage_config(recipe.distil, **(overrides or {}))
+    members = [MultimodalEncoder.load(t, device=device, dtype="float32") for t in teachers]
+    student = MultimodalEncoder.load(start_from, device=device, dtype="float32")
+    parent = student.model_id
+    key = parent + ":" + ",".join(m.model_id for m in members)
+    work_dir = run_folder(model_dir, "distil", data_sha, config, key, architecture(recipe))
+    say(f"distilling {len(members)} teachers into {start_from} on {len(data)} crops in {work_dir} (device {device})")
+    t0 = time.perf_counter()
+    teacher = teacher_embeddings(members, data)
+    say(f"teacher embeddings of {len(data)} crops in {time.perf_counter() - t0:.0f} s")
+    teacher_rows = [{"model_id": m.model_id, "path": str(t)} for m, t in zip(members, teachers, strict=True)]
+    del members
+
+    def progress(info: dict[str, Any]) -> None:
+        if info["step"] % config.log_every == 0:
+            say(f"distil step {info['step']} epoch {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e}")
+
+    result = train(student, data, config, checkpoint_dir=work_dir / "checkpoints" / "distil", on_step=progress,
+                   teacher=teacher)
+    parent_card = registry.read_card(start_from)
+    history = dict(parent_card.get("training", {}))
+    history["distil"] = {
+        "config": asdict(config),
+        "teachers": teacher_rows,
+        "start_model_id": parent,
+        "start_parent_model_id": parent_card.get("parent_model_id", ""),
+        "steps": result.steps,
+        "seconds_this_run": round(result.seconds, 1),
+        "resumed_from": result.resumed_from,
+        "final_loss": float(np.mean(result.losses[-20:])) if result.losses else None,
+    }
+    folder = work_dir / "distil"
+    student.card = {k: v for k, v in student.card.items() if k != "linking"}
+    student.save(folder, card={"training": history, "data": data.info, "parent_model_id": parent})
+    start_pretrained = Path(start_from) / PRETRAINED_SUBDIR
+    if start_pretrained.is_dir():
+        registry.attach_pretrained(folder, start_pretrained)
+    card = registry.read_card(folder)
+    weight = float(parent_card.get("linking", {}).get("pooling_weight", 0.5))
+    linking = (tune(folder, weight) if tune is not None else {}) or {"pooling_weight": weight}
+    rule = (f"the start model's card weight ({weight}), kept: the student starts from that model and the recipe "
+            "does not choose the weight again" + ("; the no-match threshold is chosen at that weight on the "
+                                                  "validation firms" if "nomatch_threshold" in linking else ""))
+    card = write_card_linking(folder, card, {**linking, "pooling_weight_rule": rule})
+    return folder, card, trained_model_row(card, "distil", folder, parent, data_sha, config)
 
 
 # -------------------------------------------------------------------------------------------- evaluation

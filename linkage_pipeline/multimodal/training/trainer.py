@@ -36,7 +36,11 @@ from safetensors.torch import load_file, save_file
 
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 from linkage_pipeline.multimodal.training.data import TrainingSet
-from linkage_pipeline.multimodal.training.losses import clip_loss, supcon_loss
+from linkage_pipeline.multimodal.training.losses import (
+    clip_loss,
+    distillation_loss,
+    supcon_loss,
+)
 from linkage_pipeline.multimodal.training.mining import (
     hard_negative_batches,
     nearest_classes,
@@ -74,6 +78,10 @@ class TrainConfig:
             and of the text embeddings alone to the pooled loss. The pooled loss alone lets the text side carry
             the batch and gives a randomly initialised image tower almost no signal; the unimodal terms train
             each tower to link on its own (the paper's vision-only and language-only rows).
+        distil_weight: SupCon stage: when > 0, add ``distil_weight`` times the similarity distillation loss
+            (:func:`~linkage_pipeline.multimodal.training.losses.distillation_loss`) against a teacher's embeddings
+            of the same rows (``train(..., teacher=...)``; e.g. an ensemble of models trained with other seeds).
+        distil_temperature: Softmax temperature of the distillation loss.
         instance_weight: CLIP stage: when > 0, batches are built as in SupCon (each class with its ``k - 1``
             most similar classes by string similarity, ``m`` views each), the CLIP loss counts every view of a
             class as a positive, and ``instance_weight`` times the SupCon losses of the pooled, image and text
@@ -99,6 +107,8 @@ class TrainConfig:
     temperature: float = 0.1
     image_weight: float = 0.5
     unimodal_weight: float = 0.0
+    distil_weight: float = 0.0
+    distil_temperature: float = 0.1
     instance_weight: float = 0.0
     m: int = 3
     k: int = 3
@@ -122,6 +132,8 @@ class TrainConfig:
             (self.epochs >= 1 and self.t0 >= 1 and self.t_mult >= 1, "epochs >= 1, t0 >= 1 and t_mult >= 1 expected"),
             (0.0 <= self.image_weight <= 1.0, "image_weight must be in [0, 1]"),
             (self.unimodal_weight >= 0 and self.instance_weight >= 0, "unimodal_weight must be >= 0 and instance_weight must be >= 0"),
+            (self.distil_weight >= 0 and self.distil_temperature > 0, "distil_weight >= 0 and distil_temperature > 0 expected"),
+            (self.distil_weight == 0 or self.stage == "supcon", "distil_weight > 0 only in the supcon stage"),
             (not self.grouped or (self.m >= 2 and self.k >= 1 and self.batch_size >= self.m * self.k),
              "clip with instance_weight > 0, like supcon needs m >= 2, k >= 1 and batch_size >= m * k"),
         )
@@ -359,6 +371,40 @@ def _class_embeddings(
     return np.concatenate(out)
 
 
+def teacher_embeddings(
+    teachers: list[MultimodalEncoder], data: TrainingSet, *, batch_size: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image and text embeddings of every training row by a teacher: one model, or an ensemble of several.
+
+    Each member's embeddings are L2-normalised and concatenated, divided by ``sqrt(len(teachers))``, so the rows
+    are unit vectors whose inner products are the mean of the members' cosine similarities. Each member
+    preprocesses the crops its own way. The crops are fixed (augmentation is offline, in the renderings), so this
+    is computed once per training run.
+
+    Returns:
+        float32 ``(image, text)``, each (n, sum of the members' dimensions), on the CPU.
+
+    Raises:
+        ValueError: Without a teacher or rows.
+    """
+    if not teachers or len(data) == 0:
+        raise ValueError(f"need at least one teacher and one row, got {len(teachers)} teachers and {len(data)} rows")
+    images, texts = [], []
+    for encoder in teachers:
+        tensors = _prepare(encoder, data)
+        encoder.model.eval()
+        parts: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                img, txt = _batch_features(encoder, tensors, np.arange(start, min(start + batch_size, len(data))))
+                parts[0].append(F.normalize(img.float(), dim=-1).cpu())
+                parts[1].append(F.normalize(txt.float(), dim=-1).cpu())
+        images.append(torch.cat(parts[0]))
+        texts.append(torch.cat(parts[1]))
+    scale = float(np.sqrt(len(teachers)))
+    return torch.cat(images, dim=1) / scale, torch.cat(texts, dim=1) / scale
+
+
 def _epoch_batches(
     config: TrainConfig, labels: np.ndarray, epoch: int, neighbours: np.ndarray | None
 ) -> list[np.ndarray]:
@@ -462,6 +508,7 @@ def train(
     *,
     checkpoint_dir: str | Path | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``encoder`` in place for one stage, resuming from ``checkpoint_dir`` when it holds a checkpoint.
 
@@ -472,15 +519,22 @@ def train(
         checkpoint_dir: Where ``last/`` (weights, optimizer, trainer state) is written and resumed from;
             ``None`` trains without checkpoints.
         on_step: Called after every step with ``{"step", "epoch", "loss", "lr"}``.
+        teacher: ``(image, text)`` embeddings of every row by a teacher (:func:`teacher_embeddings`); required
+            when ``config.distil_weight > 0``, ignored otherwise.
 
     Returns:
         What was done; the encoder holds the trained weights (in eval mode).
 
     Raises:
-        ValueError: If the data has fewer than 2 rows, or the checkpoint is of another stage.
+        ValueError: If the data has fewer than 2 rows, the checkpoint is of another stage, or distillation lacks
+            a teacher of one row per training row.
     """
     if len(data) < 2:
         raise ValueError(f"need at least 2 training rows, got {len(data)}")
+    if config.distil_weight > 0 and (teacher is None or len(teacher[0]) != len(data) or len(teacher[1]) != len(data)):
+        got = "none" if teacher is None else f"{len(teacher[0])} and {len(teacher[1])} rows"
+        raise ValueError(f"distil_weight > 0 needs teacher image and text embeddings of all {len(data)} training "
+                         f"rows, got {got}")
     start_time = time.perf_counter()
     model = encoder.model
     optimizer, scheduler = make_optimizer(
@@ -556,6 +610,12 @@ def train(
             ) / 2
         if config.stage == "clip":
             return clip_loss(img, txt, model.logit_scale, batch_labels) + config.instance_weight * loss
+        if config.distil_weight > 0 and teacher is not None:
+            idx = torch.from_numpy(rows)
+            loss = loss + config.distil_weight * distillation_loss(
+                img, txt, teacher[0][idx].to(encoder.device), teacher[1][idx].to(encoder.device),
+                image_weight=config.image_weight, temperature=config.distil_temperature,
+            )
         return loss
 
     def clamp_logit_scale() -> None:  # CLIP clamps the inverse temperature at 100

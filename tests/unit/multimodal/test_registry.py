@@ -68,7 +68,10 @@ def test_shipped_model_loads_with_its_pretrained_companion_and_tuned_defaults() 
     enc = MultimodalEncoder.load(shipped_model_dir())
     pre = MultimodalEncoder.load(shipped_pretrained_dir())
     assert enc.model_id != pre.model_id
-    assert enc.card["parent_model_id"] == pre.model_id  # supervised training started from the pretrained model
+    # distilled from the previous release's model, whose supervised training started from the pretrained model
+    distil = enc.card["training"]["distil"]
+    assert enc.card["parent_model_id"] == distil["start_model_id"] == distil["teachers"][0]["model_id"]
+    assert distil["start_parent_model_id"] == pre.model_id and len(distil["teachers"]) == 3
     assert 1_000_000 < enc.n_parameters() < 5_000_000
     weight, threshold = card_defaults(shipped_model_dir())
     assert 0.0 <= weight <= 1.0 and 0.0 < threshold < 1.0
