@@ -162,7 +162,10 @@ class FaissIndexConfig(dg.Config):
     kind: str = "flat"  # flat (exact) | ivf | hnsw (approximate, for millions of targets)
     device: str = "auto"  # auto: the GPU when the compute resource is on CUDA and faiss-gpu is installed
     methods: list[str] = list(embed.EMBEDDING_METHODS)
-    pooling_weight: float | None = None  # image weight of the multimodal embedding; None: the model's (default 0.5)
+    pooling_weight: float | None = None  # image weight of the multimodal embedding; None: chosen per OCR condition
+    # without labels (or reviews) for a condition: "mutual" chooses the weight whose links agree most with the reverse
+    # links between query and target sources; "card" keeps the model card's weight
+    unlabelled_weight: str = "mutual"
     nprobe: int = 16
     rebuild: bool = False  # True: rebuild every index; False: add only new targets to the saved indexes
 
@@ -172,14 +175,18 @@ def _pooling_weights(
     target_embeddings: pd.DataFrame, linkages: list[tuple[str, str]],
 ) -> tuple[float | dict[str, float], pd.DataFrame]:
     """The image weight per text condition: the config's when set, else chosen on labelled validation firms, or
-    on reviewed links where there are none (:func:`by_embeddings.choose_pooling_weights`), with the model card's
-    weight as the default."""
+    on reviewed links where there are none, or without labels by mutual nearest neighbours between the sources
+    (:func:`by_embeddings.choose_pooling_weights`; ``unlabelled_weight: card`` keeps the model card's weight)."""
+    rules = {"mutual": "mutual", "card": "default"}
+    if config.unlabelled_weight not in rules:
+        raise ValueError(f"faiss_index config unlabelled_weight must be one of {sorted(rules)}, got "
+                         f"{config.unlabelled_weight!r}")
     default = float(model["pooling_weight"])
     if config.pooling_weight is not None:
         conditions = sorted(set(target_embeddings["ocr"])) if not target_embeddings.empty else []
         table = pd.DataFrame({"ocr": conditions, "weight": config.pooling_weight, "chosen_by": "config",
                               "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions),
-                              "val_mrr_by_weight": [{}] * len(conditions)})
+                              "val_mrr_by_weight": [{}] * len(conditions), "mutual_by_weight": [{}] * len(conditions)})
         return float(config.pooling_weight), table
     regions = store.read_table("stg_regions") if store.table_exists("stg_regions") else None
     reviews = reviews_in_force(store)
@@ -188,7 +195,8 @@ def _pooling_weights(
         regions, _ = verdicts.tuning_labels(regions, reviews)
     queries, _ = _source_embeddings(context, store, str(model["model_id"]), sorted({q for q, _ in linkages}))
     both = pd.concat([queries, target_embeddings], ignore_index=True) if len(queries) else target_embeddings
-    weights, table = by_embeddings.choose_pooling_weights(both, regions, linkages, default=default)
+    weights, table = by_embeddings.choose_pooling_weights(both, regions, linkages, default=default,
+                                                          unlabelled=rules[config.unlabelled_weight])
     for row in table.itertuples():
         context.log.info(f"pooling weight {row.weight:.1f} for {row.ocr} ({row.chosen_by}, n_val={row.n_val})")
     return weights, table
@@ -259,7 +267,8 @@ def faiss_index(
             "indexes": len(rows), **stats, "empty_targets": ", ".join(empty) or "none",
             "skipped_sources": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none", "device": device,
             "kind": config.kind, "model_id": str(model["model_id"]), "seconds": time.perf_counter() - t0,
-            "pooling_weights": preview(chosen.drop(columns=["val_top1_by_weight", "val_mrr_by_weight"])),
+            "pooling_weights": preview(chosen.drop(columns=["val_top1_by_weight", "val_mrr_by_weight",
+                                                            "mutual_by_weight"])),
             "preview": preview(rows)}),
         dg.MaterializeResult(asset_key="faiss_indexes", metadata={"rows": n}),
     )

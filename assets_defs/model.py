@@ -184,6 +184,7 @@ class DistilConfig(dg.Config):
     batch_size: int | None = None
     max_steps: int | None = None  # None: the recipe's; 0: no limit (all epochs)
     seed: int = 0
+    distil_weight: float | None = None  # None: the recipe's (10); 0: SupCon alone, no teacher's loss
 
 
 @dg.asset(group_name="model", deps=[supervised_model], kinds={"pytorch", "safetensors"}, pool="gpu")

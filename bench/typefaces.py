@@ -9,7 +9,8 @@ a supplier list prints them (horizontal, modern forms, abbreviated legal forms) 
 (``degrade.HELDOUT_FAMILY``: heavier ink changes, JPEG and warps than training, bleed-through, shear and motion
 blur that training never applies) and read by both OCR engines. Each list crop is linked to the nearest directory
 crop of the same typeface (top-1 accuracy; every query's firm is present). No label of this bench is used: the
-model's pooling weight is the one in its card (what a corpus without labels gets).
+pooling weight is chosen per typeface and OCR condition by mutual nearest neighbours between the list and directory
+crops, as ``faiss_index`` chooses it for a source without labels (``--unlabelled card``: the model card's weight).
 
 Rows: best string method (of Levenshtein, Jaro-Winkler, character n-grams), the self-supervised model
 (``pretrained/``) and the supervised model, vision / language / multimodal, per typeface and OCR condition. The
@@ -30,6 +31,7 @@ import pandas as pd
 from PIL import Image
 
 from linkage_pipeline.documents.ocr import make_engine
+from linkage_pipeline.linking.by_embeddings import WEIGHT_GRID, mutual_neighbour_rate
 from linkage_pipeline.linking.strings import STRING_METHODS, string_similarity_matrix
 from linkage_pipeline.multimodal import registry
 from linkage_pipeline.multimodal.checkpoints import shipped_model_dir
@@ -109,7 +111,17 @@ def top1(q: np.ndarray, t: np.ndarray) -> float:
     return float(np.mean(np.argmax(q @ t.T, axis=1) == np.arange(len(q))))
 
 
-def score(data: TrainingSet, models: dict[str, tuple[MultimodalEncoder, float]]) -> list[dict]:
+def choose_weight(img: np.ndarray, txt: np.ndarray, n: int, card: float, rule: str) -> float:
+    """The pooling weight without labels: the card's, or the one with the most mutual nearest neighbours between the
+    first ``n`` rows (queries) and the rest (targets), ties to the card's (as ``faiss_index`` chooses it)."""
+    if rule == "card":
+        return card
+    rates = {w: mutual_neighbour_rate(pool_embeddings(img[:n], txt[:n], w), pool_embeddings(img[n:], txt[n:], w))
+             for w in WEIGHT_GRID}
+    return max(rates, key=lambda w: (round(rates[w], 9), -abs(w - card)))
+
+
+def score(data: TrainingSet, models: dict[str, tuple[MultimodalEncoder, float]], rule: str = "mutual") -> list[dict]:
     n = len(data) // 2
     rows = []
     for condition, texts in data.info["readings"].items():
@@ -124,9 +136,10 @@ def score(data: TrainingSet, models: dict[str, tuple[MultimodalEncoder, float]])
             txt = encoder.encode_texts(list(texts))
             row[f"{name}_vision"] = top1(img[:n], img[n:])
             row[f"{name}_language"] = top1(txt[:n], txt[n:])
-            pooled = pool_embeddings(img, txt, weight)
+            chosen = choose_weight(img, txt, n, weight, rule)
+            pooled = pool_embeddings(img, txt, chosen)
             row[f"{name}_multimodal"] = top1(pooled[:n], pooled[n:])
-            row[f"{name}_weight"] = weight
+            row[f"{name}_weight"] = chosen
         rows.append(row)
     return rows
 
@@ -139,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fonts", choices=("heldout", "train"), default="heldout",
                         help="the held-out faces (default) or, for comparison, some training faces")
     parser.add_argument("--family", choices=("heldout", "train"), default="heldout", help="scan degradation family")
+    parser.add_argument("--unlabelled", choices=("mutual", "card"), default="mutual",
+                        help="pooling weight without labels: mutual nearest neighbours (the pipeline's) or the card's")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/linkage_typeface_bench"))
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -152,12 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for face in faces:
         start = time.perf_counter()
-        rows += score(cached(args.cache, args.family, face, args.firms, args.seed), models)
+        rows += score(cached(args.cache, args.family, face, args.firms, args.seed), models, args.unlabelled)
         print(f"{face}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     cols = ["typeface", "ocr", "best_string", "string_method"] + [c for c in table.columns if "_" in c and
                                                                   c.split("_")[0] in ("self", "supervised")]
-    print(f"model {folder}, {args.firms} firms per typeface, fonts {args.fonts}, scan family {args.family}")
+    print(f"model {folder}, {args.firms} firms per typeface, fonts {args.fonts}, scan family {args.family}, "
+          f"pooling weight without labels: {args.unlabelled}")
     print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     means = table.groupby("ocr")[[c for c in cols if c not in ("typeface", "ocr", "string_method")]].mean()
     print("\nmean over typefaces\n" + means.to_string(float_format=lambda x: f"{x:.3f}"))

@@ -338,8 +338,10 @@ def choose_pooling_weights(
     default: float,
     weights: Sequence[float] = WEIGHT_GRID,
     min_queries: int = MIN_VALIDATION_QUERIES,
+    unlabelled: str = "default",
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """The image weight of each text condition: the best on the labelled validation firms, else ``default``.
+    """The image weight of each text condition: the best on the labelled validation firms, else ``default`` or the
+    weight whose links agree most with the reverse links (``unlabelled="mutual"``).
 
     As the no-match threshold is, the weight is chosen on the validation split of labelled firms (a stable hash
     of the entity id, as the evaluation splits them); test firms never count. For each condition (OCR engine or
@@ -348,7 +350,9 @@ def choose_pooling_weights(
     to the higher mean reciprocal rank of the true firm among each query's ``k`` links (a miss at rank 2 counts
     for more than one at rank 5 or none), and only then to the weight nearest ``default``. Since 0 (language only)
     and 1 (vision only) are candidates, the pooled embedding is chosen over a single modality only where it does
-    at least as well on the validation firms. Without labels every condition gets ``default`` (the model card's).
+    at least as well on the validation firms. A condition without enough labels gets ``default`` (the model card's),
+    or with ``unlabelled="mutual"`` the weight of :func:`mutual_neighbour_weight` (ties to the weight nearest
+    ``default``): chosen on the sources themselves, without any label.
 
     Args:
         embeddings: ``crop_embeddings`` rows of the query and target sources (one model).
@@ -357,24 +361,27 @@ def choose_pooling_weights(
         default: The weight without labels, in [0, 1].
         weights: Candidate weights.
         min_queries: Validation queries needed to choose.
+        unlabelled: ``"default"`` or ``"mutual"``: the rule for conditions without enough labels.
 
     Returns:
         ``{condition: weight}`` for every condition of ``embeddings``, and one row per condition: ocr, weight,
-        chosen_by (``validation`` or ``default``), val_top1 (at the weight; NaN for ``default``), n_val,
-        val_top1_by_weight and val_mrr_by_weight (JSON-able dicts).
+        chosen_by (``validation``, ``mutual_neighbours`` or ``default``), val_top1 (at the weight; NaN unless
+        ``validation``), n_val, val_top1_by_weight, val_mrr_by_weight and mutual_by_weight (JSON-able dicts).
 
     Raises:
-        ValueError: If ``default`` or a candidate weight is outside [0, 1].
+        ValueError: If ``default`` or a candidate weight is outside [0, 1], or ``unlabelled`` is unknown.
     """
     from linkage_pipeline.evaluation import report
 
     _check_weight(default)
     for w in weights:
         _check_weight(w)
+    if unlabelled not in UNLABELLED_RULES:
+        raise ValueError(f"unlabelled must be one of {UNLABELLED_RULES}, got {unlabelled!r}")
     conditions = sorted(set(embeddings["ocr"])) if not embeddings.empty else []
     chosen = {c: float(default) for c in conditions}
     rows = {c: {"ocr": c, "weight": float(default), "chosen_by": "default", "val_top1": float("nan"), "n_val": 0,
-                "val_top1_by_weight": {}, "val_mrr_by_weight": {}} for c in conditions}
+                "val_top1_by_weight": {}, "val_mrr_by_weight": {}, "mutual_by_weight": {}} for c in conditions}
     if regions is not None and not regions.empty and conditions and linkages:
         truth = report._truth_frames(regions)
         queries = truth[0]
@@ -400,8 +407,94 @@ def choose_pooling_weights(
                 best = max(accs, key=lambda w: (accs[w], round(mrrs[w], 9), -abs(w - default)))
                 chosen[c] = best
                 rows[c].update(weight=best, chosen_by="validation", val_top1=accs[best])
+    if unlabelled == "mutual":
+        for c in conditions:
+            if rows[c]["chosen_by"] != "default":
+                continue
+            weight, rates = mutual_neighbour_weight(embeddings[embeddings["ocr"] == c], linkages, default=default,
+                                                    weights=weights)
+            rows[c]["mutual_by_weight"] = rates
+            if rates:
+                chosen[c] = weight
+                rows[c].update(weight=weight, chosen_by="mutual_neighbours")
     return chosen, pd.DataFrame(list(rows.values()), columns=["ocr", "weight", "chosen_by", "val_top1", "n_val",
-                                                              "val_top1_by_weight", "val_mrr_by_weight"])
+                                                              "val_top1_by_weight", "val_mrr_by_weight",
+                                                              "mutual_by_weight"])
+
+
+#: Rules for the pooling weight of a condition without enough labels (:func:`choose_pooling_weights`).
+UNLABELLED_RULES: tuple[str, ...] = ("default", "mutual")
+#: Queries per linkage scored by :func:`mutual_neighbour_rate` (a deterministic sample above it).
+MUTUAL_MAX_QUERIES = 2000
+
+
+def _nearest(a: np.ndarray, b: np.ndarray, *, rows: int = 512, cols: int = 65536) -> np.ndarray:
+    """For each row of ``a``, the index of its largest inner product among the rows of ``b`` (first on ties)."""
+    out = np.zeros(len(a), np.int64)
+    for r in range(0, len(a), rows):
+        block = a[r : r + rows]
+        best = np.full(len(block), -np.inf, np.float32)
+        for c in range(0, len(b), cols):
+            sims = block @ b[c : c + cols].T
+            arg = sims.argmax(axis=1)
+            top = sims[np.arange(len(block)), arg]
+            better = top > best
+            best[better], out[r : r + rows][better] = top[better], arg[better] + c
+    return out
+
+
+def mutual_neighbour_rate(queries: np.ndarray, targets: np.ndarray, *, max_queries: int = MUTUAL_MAX_QUERIES) -> float:
+    """Share of queries whose nearest target has them as its nearest query (mutual nearest neighbours).
+
+    A label-free measure of how well an embedding separates two sources that print many of the same entities:
+    where it confuses names, a query's nearest target is often nearer to another query. Above ``max_queries``
+    queries a fixed sample of them is scored (each against every target, its target against every query).
+
+    Returns:
+        The share in [0, 1]; NaN when either side is empty.
+    """
+    if len(queries) == 0 or len(targets) == 0:
+        return float("nan")
+    rows = np.arange(len(queries))
+    if len(rows) > max_queries:
+        rows = np.sort(np.random.default_rng(0).choice(len(queries), max_queries, replace=False))
+    forward = _nearest(queries[rows], targets)
+    back = _nearest(targets[forward], queries)
+    return float(np.mean(back == rows))
+
+
+def mutual_neighbour_weight(
+    embeddings: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    *,
+    default: float,
+    weights: Sequence[float] = WEIGHT_GRID,
+) -> tuple[float, dict[float, float]]:
+    """The pooling weight of one text condition chosen without labels: the weight whose pooled embeddings give the
+    most mutual nearest neighbours between the query and target sources (:func:`mutual_neighbour_rate`, the mean
+    over linkages weighted by their queries), ties to the weight nearest ``default``.
+
+    Args:
+        embeddings: ``crop_embeddings`` rows of one condition, query and target sources.
+        linkages: (query source, target source) pairs.
+        default: Tie-breaker (the model card's weight).
+        weights: Candidate weights.
+
+    Returns:
+        The weight, and the rate of each candidate (``{}`` and ``default`` when no linkage has both sides).
+    """
+    sides = [(embeddings[embeddings["source"] == q], embeddings[embeddings["source"] == t]) for q, t in linkages]
+    sides = [(q, t) for q, t in sides if len(q) and len(t)]
+    if not sides:
+        return float(default), {}
+    rates: dict[float, float] = {}
+    for w in weights:
+        scored = [(mutual_neighbour_rate(method_embeddings(q, "multimodal", float(w)),
+                                         method_embeddings(t, "multimodal", float(w))), min(len(q), MUTUAL_MAX_QUERIES))
+                  for q, t in sides]
+        rates[float(w)] = float(sum(r * n for r, n in scored) / sum(n for _, n in scored))
+    best = max(rates, key=lambda w: (round(rates[w], 9), -abs(w - default)))
+    return best, rates
 
 
 def _mean_reciprocal_rank(

@@ -9,6 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.events import materialization_metadata
 
 from assets_defs.definitions import all_assets, defs
 from assets_defs.jobs import distillation_assets, source_assets, training_assets
@@ -216,6 +217,35 @@ def test_an_accuracy_drop_blocks_the_network(pipeline) -> None:
         assert not store.read_table("record_link_runs")["passed"].iloc[-1]
     finally:
         store.replace_table("record_link_runs", history)  # the later tests start from accepted runs only
+
+
+def test_without_labels_the_pooling_weight_is_chosen_by_mutual_neighbours(pipeline) -> None:
+    """A corpus without labels (its labels hidden here) gets a weight per OCR condition from the sources themselves,
+    or with ``unlabelled_weight: card`` the model card's."""
+    data_dir, instance, store, _ = pipeline
+    resources = _resources(data_dir)
+    regions, indexes = store.read_table("stg_regions"), store.read_table("faiss_indexes")
+    store.replace_table("stg_regions", regions.assign(true_entity_id=None))
+    try:
+        result = dg.materialize(all_assets, selection=["faiss_index"], instance=instance, resources=resources)
+        chosen = str(materialization_metadata(result, "faiss_index")["pooling_weights"])
+        assert "mutual_neighbours" in chosen and "validation" not in chosen
+        card = {"ops": {"faiss_index": {"config": {"unlabelled_weight": "card"}}}}
+        result = dg.materialize(all_assets, selection=["faiss_index"], instance=instance, resources=resources,
+                                run_config=card)
+        chosen = str(materialization_metadata(result, "faiss_index")["pooling_weights"])
+        assert "default" in chosen and "mutual_neighbours" not in chosen
+        weight = float(store.read_table("linkage_model")["pooling_weight"].item())
+        multimodal = store.read_table("faiss_indexes").query("method == 'multimodal'")
+        assert np.allclose(multimodal["weight"], weight)
+        bad = {"ops": {"faiss_index": {"config": {"unlabelled_weight": "guess"}}}}
+        with pytest.raises(Exception, match="unlabelled_weight must be one of"):
+            dg.materialize(all_assets, selection=["faiss_index"], instance=instance, resources=resources,
+                           run_config=bad)
+    finally:
+        store.replace_table("stg_regions", regions)
+        dg.materialize(all_assets, selection=["faiss_index"], instance=instance, resources=resources)
+    pd.testing.assert_frame_equal(store.read_table("faiss_indexes"), indexes)
 
 
 def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipeline) -> None:

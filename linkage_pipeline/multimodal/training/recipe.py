@@ -160,6 +160,7 @@ def stage_config(
     batch_size: int | None = None,
     max_steps: int | None = None,
     seed: int = 0,
+    distil_weight: float | None = None,
 ) -> TrainConfig:
     """``base`` with the given overrides; ``None`` keeps the recipe's value.
 
@@ -170,6 +171,7 @@ def stage_config(
         batch_size: Crops per batch, ``> 0``.
         max_steps: Step limit, ``>= 0``; ``0`` means no limit (all epochs).
         seed: Seed of the stage (always set).
+        distil_weight: Weight of the distillation loss, ``>= 0`` (the ``distil`` stage; 0: SupCon alone).
 
     Raises:
         ValueError: If an override is out of range.
@@ -180,6 +182,10 @@ def stage_config(
             if value <= 0:
                 raise ValueError(f"{name} must be > 0 (or null for the recipe's), got {value}")
             changes[name] = value
+    if distil_weight is not None:
+        if distil_weight < 0:
+            raise ValueError(f"distil_weight must be >= 0 (or null for the recipe's), got {distil_weight}")
+        changes["distil_weight"] = distil_weight
     if max_steps is not None:
         if max_steps < 0:
             raise ValueError(f"max_steps must be >= 0 (0: no limit; null: the recipe's), got {max_steps}")

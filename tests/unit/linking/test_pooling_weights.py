@@ -9,9 +9,12 @@ import pytest
 from linkage_pipeline.evaluation import metrics
 from linkage_pipeline.linking.by_embeddings import (
     _mean_reciprocal_rank,
+    _nearest,
     choose_pooling_weights,
     embedding_links,
     index_targets,
+    mutual_neighbour_rate,
+    mutual_neighbour_weight,
     relink,
     weight_of,
 )
@@ -133,6 +136,44 @@ def test_without_labels_or_with_few_validation_queries_the_default_is_kept() -> 
     assert (table["n_val"] > 0).all()  # counted, but too few to choose on
     with pytest.raises(ValueError, match="weight must be in"):
         choose_pooling_weights(emb, regions, [("lists", "directory")], default=1.5)
+
+
+def test_mutual_neighbour_rate_counts_queries_whose_nearest_target_points_back() -> None:
+    q = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], np.float32)
+    t = np.array([[0.96, 0.28], [0.0, 1.0]], np.float32)
+    # q0 -> t0 -> nearest query of t0 is q0 (0.96 > 0.936): mutual; q1 -> t0, not mutual; q2 -> t1 -> q2: mutual
+    assert mutual_neighbour_rate(q, t) == pytest.approx(2 / 3)
+    assert np.isnan(mutual_neighbour_rate(q[:0], t))
+    # a sample of the queries is scored against every target and every query: a fixed subset, the same each time
+    rng = np.random.default_rng(3)
+    big_q, big_t = rng.normal(size=(300, 8)).astype(np.float32), rng.normal(size=(200, 8)).astype(np.float32)
+    full = mutual_neighbour_rate(big_q, big_t)
+    sampled = mutual_neighbour_rate(big_q, big_t, max_queries=50)
+    assert sampled == mutual_neighbour_rate(big_q, big_t, max_queries=50) and 0.0 <= sampled <= 1.0
+    assert 0.0 < full < 1.0
+    # blocked argmax over rows and columns equals the plain one
+    np.testing.assert_array_equal(_nearest(big_q, big_t, rows=7, cols=13), (big_q @ big_t.T).argmax(axis=1))
+
+
+def test_without_labels_mutual_neighbours_choose_each_conditions_weight() -> None:
+    emb, _ = _corpus()
+    weights, table = choose_pooling_weights(emb, None, [("lists", "directory")], default=0.5, unlabelled="mutual")
+    # the same choice validation labels make (see above), made without any label
+    assert weights["noisy"] >= 0.9 and weights["clean"] <= 0.5
+    rows = table.set_index("ocr")
+    assert (rows["chosen_by"] == "mutual_neighbours").all() and rows["val_top1"].isna().all()
+    rates = rows.loc["noisy", "mutual_by_weight"]
+    assert set(rates) == {round(w, 2) for w in np.linspace(0, 1, 11)} and rates[1.0] > rates[0.0]
+    weight, by_weight = mutual_neighbour_weight(emb[emb["ocr"] == "clean"], [("lists", "directory")], default=0.5)
+    assert weight == weights["clean"] and by_weight == rows.loc["clean", "mutual_by_weight"]
+    # labels, where there are enough, still decide
+    _, labelled = choose_pooling_weights(emb, _corpus()[1], [("lists", "directory")], default=0.5, unlabelled="mutual")
+    assert (labelled["chosen_by"] == "validation").all()
+    # a linkage with an empty side gives no rate: the default is kept
+    kept, table = choose_pooling_weights(emb, None, [("lists", "nowhere")], default=0.7, unlabelled="mutual")
+    assert kept == {"noisy": 0.7, "clean": 0.7} and (table["chosen_by"] == "default").all()
+    with pytest.raises(ValueError, match="unlabelled must be one of"):
+        choose_pooling_weights(emb, None, [("lists", "directory")], default=0.5, unlabelled="guess")
 
 
 def test_links_and_indexes_use_each_conditions_weight() -> None:

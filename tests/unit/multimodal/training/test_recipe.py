@@ -43,6 +43,12 @@ def test_stage_config_keeps_the_recipe_where_none() -> None:
         stage_config(base, epochs=-1)
     with pytest.raises(ValueError, match="max_steps must be >= 0"):
         stage_config(base, max_steps=-1)
+    distil = Recipe().distil
+    assert distil.distil_weight == 10.0 and stage_config(distil, distil_weight=0).distil_weight == 0
+    with pytest.raises(ValueError, match="distil_weight must be >= 0"):
+        stage_config(distil, distil_weight=-1.0)
+    with pytest.raises(ValueError, match="distil_weight > 0 only in the supcon stage"):
+        stage_config(base, distil_weight=1.0)  # the clip stage has no teacher
 
 
 def _trained() -> pd.DataFrame:
