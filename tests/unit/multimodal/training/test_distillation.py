@@ -17,7 +17,6 @@ from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 from linkage_pipeline.multimodal.registry import choose_model, update_card
 from linkage_pipeline.multimodal.training.data import (
     TrainingSet,
-    build_training_set,
     save_training_set,
 )
 from linkage_pipeline.multimodal.training.losses import distillation_loss, relation_kl
@@ -31,11 +30,6 @@ from linkage_pipeline.multimodal.training.trainer import (
     teacher_embeddings,
     train,
 )
-
-
-@pytest.fixture(scope="module")
-def data() -> TrainingSet:
-    return build_training_set(6, 3, seed=5)
 
 
 def _encoder(seed: int) -> MultimodalEncoder:

@@ -29,11 +29,6 @@ from linkage_pipeline.multimodal.training.trainer import (
 )
 
 
-@pytest.fixture(scope="module")
-def data() -> TrainingSet:
-    return build_training_set(6, 3, seed=5)
-
-
 def _encoder() -> MultimodalEncoder:
     return MultimodalEncoder.create(seed=11, **TINY)
 
