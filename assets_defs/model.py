@@ -221,8 +221,8 @@ def distilled_model(
     )
 
 
-# Both training assets append to this table (one row per trained model), so neither can own it: it is declared
-# here, downstream of both, and each records a materialization of it when it writes (lineage in the UI).
+# The training assets append to this table (one row per trained model), so none can own it: it is declared here,
+# downstream of all of them, and each records a materialization of it when it writes (lineage in the UI).
 trained_models = dg.AssetsDefinition(
     specs=[
         dg.AssetSpec(
