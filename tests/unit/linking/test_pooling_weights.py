@@ -169,6 +169,10 @@ def test_without_labels_mutual_neighbours_choose_each_conditions_weight() -> Non
     # labels, where there are enough, still decide
     _, labelled = choose_pooling_weights(emb, _corpus()[1], [("lists", "directory")], default=0.5, unlabelled="mutual")
     assert (labelled["chosen_by"] == "validation").all()
+    # a function of the embeddings alone, not of their order: a source grown page by page gets the weight a fresh
+    # build of the same pages gets
+    shuffled = emb.sample(frac=1.0, random_state=4).reset_index(drop=True)
+    assert choose_pooling_weights(shuffled, None, [("lists", "directory")], default=0.5, unlabelled="mutual")[0] == weights
     # a linkage with an empty side gives no rate: the default is kept
     kept, table = choose_pooling_weights(emb, None, [("lists", "nowhere")], default=0.7, unlabelled="mutual")
     assert kept == {"noisy": 0.7, "clean": 0.7} and (table["chosen_by"] == "default").all()
