@@ -228,8 +228,12 @@ def test_without_labels_the_pooling_weight_is_chosen_by_mutual_neighbours(pipeli
     store.replace_table("stg_regions", regions.assign(true_entity_id=None))
     try:
         result = dg.materialize(all_assets, selection=["faiss_index"], instance=instance, resources=resources)
-        chosen = str(materialization_metadata(result, "faiss_index")["pooling_weights"])
-        assert "mutual_neighbours" in chosen and "validation" not in chosen
+        meta = materialization_metadata(result, "faiss_index")
+        assert "mutual_neighbours" in str(meta["pooling_weights"]) and "validation" not in str(meta["pooling_weights"])
+        rates = meta["pooling_weight_candidates"]["tesseract"]["mutual_rate"]
+        assert len(rates) == 11 and all(0.0 <= r <= 1.0 for r in rates.values()) and max(rates.values()) > 0.0
+        used = store.read_table("faiss_indexes").query("method == 'multimodal' and ocr == 'tesseract'")["weight"]
+        assert rates[f"{used.iloc[0]:.2f}"] == max(rates.values())  # the index was built at a weight of top rate
         card = {"ops": {"faiss_index": {"config": {"unlabelled_weight": "card"}}}}
         result = dg.materialize(all_assets, selection=["faiss_index"], instance=instance, resources=resources,
                                 run_config=card)
