@@ -75,11 +75,11 @@ def oracle_reviews(queue: pd.DataFrame, candidates: pd.DataFrame, regions: pd.Da
 
 
 def multimodal_test(encoder: MultimodalEncoder, corpus: dict, tuning: pd.DataFrame | None, scoring: pd.DataFrame,
-                    default: float) -> pd.DataFrame:
-    """Test top-1 of the multimodal embedding per OCR condition, weight chosen on ``tuning`` labels (``None``:
-    the model card's weight)."""
+                    default: float, unlabelled: str = "mutual") -> pd.DataFrame:
+    """Test top-1 of the multimodal embedding per OCR condition, weight chosen on ``tuning`` labels (without enough
+    of them: by ``unlabelled``, the pipeline's mutual-neighbour rule or ``"default"``, the model card's weight)."""
     emb, _ = embed_crops(encoder, corpus["inputs"])
-    weights, _ = choose_pooling_weights(emb, tuning, corpus["linkages"], default=default)
+    weights, _ = choose_pooling_weights(emb, tuning, corpus["linkages"], default=default, unlabelled=unlabelled)
     links = embedding_links(emb, corpus["linkages"], methods=("multimodal",), weight=weights, training="supervised")
     table = report.linkage_evaluation_table(links, scoring, training="supervised", report_splits=("test",))
     return table.assign(weight=table["ocr"].map(weights))[["ocr", "top1_accuracy", "n", "weight"]]
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="where the fine-tuned model is written")
     parser.add_argument("--steps", type=int, default=review_training.FineTuneConfig().max_steps)
     parser.add_argument("--lr", type=float, default=review_training.FineTuneConfig().lr)
+    parser.add_argument("--unlabelled", choices=("mutual", "card"), default="mutual",
+                        help="weight without enough labels: mutual nearest neighbours (the pipeline's) or the card's")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     corpus = load_corpus(args.corpus)
@@ -137,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     for setting, base in (("labelled", regions), ("reviews only", hidden)):
         # the labels the pipeline tunes on (verdicts.tuning_labels): the corpus's own validation firms when it has
         # any, else the reviews (all of them for the model as it is, the check half for the fine-tuned one)
-        b = multimodal_test(before, corpus, base, scoring, default)
-        w = multimodal_test(before, corpus, verdicts.tuning_labels(base, reviews)[0], scoring, default)
-        a = multimodal_test(after, corpus, verdicts.tuning_labels(base, check)[0], scoring, default)
+        rule = {"mutual": "mutual", "card": "default"}[args.unlabelled]
+        b = multimodal_test(before, corpus, base, scoring, default, rule)
+        w = multimodal_test(before, corpus, verdicts.tuning_labels(base, reviews)[0], scoring, default, rule)
+        a = multimodal_test(after, corpus, verdicts.tuning_labels(base, check)[0], scoring, default, rule)
         for ocr_name in sorted(set(b["ocr"])):
             rows.append({
                 "setting": setting, "ocr": ocr_name, "n": int(b.set_index("ocr").loc[ocr_name, "n"]),
