@@ -31,7 +31,11 @@ import pandas as pd
 from PIL import Image
 
 from linkage_pipeline.documents.ocr import make_engine
-from linkage_pipeline.linking.by_embeddings import WEIGHT_GRID, mutual_neighbour_rate
+from linkage_pipeline.linking.by_embeddings import (
+    WEIGHT_GRID,
+    mutual_neighbour_choice,
+    mutual_neighbour_rate,
+)
 from linkage_pipeline.linking.strings import STRING_METHODS, string_similarity_matrix
 from linkage_pipeline.multimodal import registry
 from linkage_pipeline.multimodal.checkpoints import shipped_model_dir
@@ -118,7 +122,7 @@ def choose_weight(img: np.ndarray, txt: np.ndarray, n: int, card: float, rule: s
         return card
     rates = {w: mutual_neighbour_rate(pool_embeddings(img[:n], txt[:n], w), pool_embeddings(img[n:], txt[n:], w))
              for w in WEIGHT_GRID}
-    return max(rates, key=lambda w: (round(rates[w], 9), -abs(w - card)))
+    return mutual_neighbour_choice(rates, card)
 
 
 def score(data: TrainingSet, models: dict[str, tuple[MultimodalEncoder, float]], rule: str = "mutual") -> list[dict]:

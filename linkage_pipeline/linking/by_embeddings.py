@@ -21,6 +21,7 @@ from linkage_pipeline.linking.index import (
     IndexSpec,
     build_index,
     exact_scores,
+    knn,
     load_index,
     save_index,
     search,
@@ -428,27 +429,13 @@ UNLABELLED_RULES: tuple[str, ...] = ("default", "mutual")
 MUTUAL_MAX_QUERIES = 2000
 
 
-def _nearest(a: np.ndarray, b: np.ndarray, *, rows: int = 512, cols: int = 65536) -> np.ndarray:
-    """For each row of ``a``, the index of its largest inner product among the rows of ``b`` (first on ties)."""
-    out = np.zeros(len(a), np.int64)
-    for r in range(0, len(a), rows):
-        block = a[r : r + rows]
-        best = np.full(len(block), -np.inf, np.float32)
-        for c in range(0, len(b), cols):
-            sims = block @ b[c : c + cols].T
-            arg = sims.argmax(axis=1)
-            top = sims[np.arange(len(block)), arg]
-            better = top > best
-            best[better], out[r : r + rows][better] = top[better], arg[better] + c
-    return out
-
-
 def mutual_neighbour_rate(queries: np.ndarray, targets: np.ndarray, *, max_queries: int = MUTUAL_MAX_QUERIES) -> float:
     """Share of queries whose nearest target has them as its nearest query (mutual nearest neighbours).
 
     A label-free measure of how well an embedding separates two sources that print many of the same entities:
     where it confuses names, a query's nearest target is often nearer to another query. Above ``max_queries``
-    queries a fixed sample of them is scored (each against every target, its target against every query).
+    queries a fixed sample of them is scored (each against every target, its target against every query), by exact
+    FAISS search (:func:`~linkage_pipeline.linking.index.knn`).
 
     Returns:
         The share in [0, 1]; NaN when either side is empty.
@@ -458,9 +445,15 @@ def mutual_neighbour_rate(queries: np.ndarray, targets: np.ndarray, *, max_queri
     rows = np.arange(len(queries))
     if len(rows) > max_queries:
         rows = np.sort(np.random.default_rng(0).choice(len(queries), max_queries, replace=False))
-    forward = _nearest(queries[rows], targets)
-    back = _nearest(targets[forward], queries)
+    forward = knn(queries[rows], targets, 1)[1][:, 0]  # exact (flat) search
+    back = knn(targets[forward], queries, 1)[1][:, 0]
     return float(np.mean(back == rows))
+
+
+def mutual_neighbour_choice(rates: Mapping[float, float], default: float) -> float:
+    """The candidate weight with the highest mutual-neighbour rate, ties (to 9 decimals) to the one nearest
+    ``default``: the rule of :func:`mutual_neighbour_weight`, for callers that compute the rates themselves."""
+    return max(rates, key=lambda w: (round(rates[w], 9), -abs(w - default)))
 
 
 def mutual_neighbour_weight(
@@ -493,8 +486,7 @@ def mutual_neighbour_weight(
                                          method_embeddings(t, "multimodal", float(w))), min(len(q), MUTUAL_MAX_QUERIES))
                   for q, t in sides]
         rates[float(w)] = float(sum(r * n for r, n in scored) / sum(n for _, n in scored))
-    best = max(rates, key=lambda w: (round(rates[w], 9), -abs(w - default)))
-    return best, rates
+    return mutual_neighbour_choice(rates, default), rates
 
 
 def _mean_reciprocal_rank(

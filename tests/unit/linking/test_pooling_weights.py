@@ -9,7 +9,6 @@ import pytest
 from linkage_pipeline.evaluation import metrics
 from linkage_pipeline.linking.by_embeddings import (
     _mean_reciprocal_rank,
-    _nearest,
     choose_pooling_weights,
     embedding_links,
     index_targets,
@@ -151,8 +150,6 @@ def test_mutual_neighbour_rate_counts_queries_whose_nearest_target_points_back()
     sampled = mutual_neighbour_rate(big_q, big_t, max_queries=50)
     assert sampled == mutual_neighbour_rate(big_q, big_t, max_queries=50) and 0.0 <= sampled <= 1.0
     assert 0.0 < full < 1.0
-    # blocked argmax over rows and columns equals the plain one
-    np.testing.assert_array_equal(_nearest(big_q, big_t, rows=7, cols=13), (big_q @ big_t.T).argmax(axis=1))
 
 
 def test_without_labels_mutual_neighbours_choose_each_conditions_weight() -> None:

@@ -25,7 +25,10 @@ import torch
 from PIL import Image
 
 from linkage_pipeline.documents.ocr import make_engine
-from linkage_pipeline.linking.by_embeddings import mutual_neighbour_rate
+from linkage_pipeline.linking.by_embeddings import (
+    mutual_neighbour_choice,
+    mutual_neighbour_rate,
+)
 from linkage_pipeline.linking.strings import STRING_METHODS, string_similarity_matrix
 from linkage_pipeline.multimodal.checkpoints import shipped_model_dir
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder, pool_embeddings
@@ -96,7 +99,7 @@ def scored() -> dict[str, dict[str, float]]:
             card = float(encoder.card.get("linking", {}).get("pooling_weight", 0.5))
             rates = {w: mutual_neighbour_rate(pool_embeddings(img[q], txt[q], w), pool_embeddings(img[t], txt[t], w))
                      for w in WEIGHTS}
-            label_free_w = max(WEIGHTS, key=lambda w: (round(rates[w], 9), -abs(w - card)))
+            label_free_w = mutual_neighbour_choice(rates, card)
             acc[f"{name}_multimodal_unlabelled"] = _top1(sim(label_free_w), test)
     return out
 
