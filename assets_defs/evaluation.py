@@ -79,9 +79,13 @@ def ocr_evaluation(linkage_store: LinkageStore) -> dg.MaterializeResult:
 
 
 class LinkageEvaluationConfig(dg.Config):
-    """Whether to add the self-supervised rows (the linkage model before supervised training, when known)."""
+    """Whether to add the self-supervised rows (the linkage model before supervised training, when known), and how
+    their pooling weight is chosen where a text condition has too few validation queries: ``mutual`` (the
+    mutual-neighbour rule) or ``card`` (the linkage model's card weight), as ``faiss_index``'s
+    ``unlabelled_weight`` chooses the supervised model's (set both alike)."""
 
     self_supervised: bool = True
+    unlabelled_weight: str = "mutual"
 
 
 def _index_weights(store: Store, model: pd.Series | None) -> dict[str, float] | None:
@@ -129,7 +133,7 @@ def linkage_evaluation(
         store.read_table("string_links"), store.read_table("stg_regions"),
         embedding_links=store.read_table("embedding_links") if has_model else None, model=model,
         linkages=[(lk.query, lk.target) for lk in registry.linkages], pretrained=pretrained, inputs=inputs, cached=cached,
-        weights=_index_weights(store, model), reviews=reviews,
+        weights=_index_weights(store, model), reviews=reviews, unlabelled=config.unlabelled_weight,
     )
     if embedded is not None:  # one fixed partition: the cache spans every source
         n = store.write_partition("self_supervised_embeddings", "all", embedded, schema.CROP_EMBEDDINGS)

@@ -157,6 +157,7 @@ def linkage_evaluation_report(
     cached: pd.DataFrame | None = None,
     weights: Mapping[str, float] | None = None,
     reviews: pd.DataFrame | None = None,
+    unlabelled: str = "mutual",
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The ``linkage_evaluation`` table: string baselines, the supervised model and, optionally, its pretrained start.
 
@@ -175,11 +176,14 @@ def linkage_evaluation_report(
         weights: The image weight of each text condition the supervised links were made with (``faiss_indexes``);
             recorded in the ``pooling_weight`` column of its multimodal rows. The pretrained model's weights are
             chosen here the same way (:func:`~linkage_pipeline.linking.by_embeddings.choose_pooling_weights`:
-            on the validation firms, else the model's ``pooling_weight``).
+            on the validation firms, else by the rule ``unlabelled`` names).
         reviews: Verdicts in force (:func:`~linkage_pipeline.review.verdicts.in_force`). With any, rows of split
             ``reviewed`` score the string and supervised links on the reviewed queries alone, the reviewers'
             verdicts as the truth (the accuracy a user can quote for their own corpus, with its ``n``; the queue
             puts uncertain links first, so it is a hard sample, not a random one).
+        unlabelled: How the pretrained model's weight is chosen for a condition with too few validation queries,
+            as ``faiss_index``'s ``unlabelled_weight``: ``"mutual"`` (the mutual-neighbour rule) or ``"card"``
+            (the linkage model's ``pooling_weight``).
 
     Returns:
         ``linkage_evaluation`` rows (the string rows' frame, possibly empty, when no method has a labelled query)
@@ -187,8 +191,10 @@ def linkage_evaluation_report(
         ``pretrained``).
 
     Raises:
-        ValueError: If ``pretrained`` is given without ``model`` or ``inputs``.
+        ValueError: If ``pretrained`` is given without ``model`` or ``inputs``, or ``unlabelled`` is unknown.
     """
+    if unlabelled not in ("mutual", "card"):
+        raise ValueError(f"unlabelled must be 'mutual' or 'card', got {unlabelled!r}")
     if pretrained is not None and (model is None or inputs is None):
         raise ValueError("pretrained needs the linkage_model row (model) and the embedding inputs (inputs); got None")
     frames = [linkage_evaluation_table(string_links, regions)]
@@ -215,7 +221,8 @@ def linkage_evaluation_report(
             from linkage_pipeline.multimodal.embed import embed_crops
 
             embedded, _ = embed_crops(pretrained, inputs, existing=cached)
-            chosen, _ = choose_pooling_weights(embedded, regions, list(linkages), default=float(model["pooling_weight"]))
+            chosen, _ = choose_pooling_weights(embedded, regions, list(linkages), default=float(model["pooling_weight"]),
+                                               unlabelled="mutual" if unlabelled == "mutual" else "default")
             links = link_embeddings(embedded, list(linkages), weight=chosen, training="self_supervised")
             frames.append(linkage_evaluation_table(links, regions, training="self_supervised", weights=chosen))
     scored = [f for f in frames if not f.empty]

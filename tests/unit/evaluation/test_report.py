@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from linkage_pipeline import schema
 from linkage_pipeline.documents.labels import label_regions
 from linkage_pipeline.evaluation import report
-from linkage_pipeline.linking.by_embeddings import embedding_links
+from linkage_pipeline.linking.by_embeddings import embedding_links, mutual_neighbour_weight
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 
 
@@ -254,16 +254,30 @@ def test_linkage_evaluation_report_embeds_with_the_pretrained_model_and_reuses_t
     )
     assert list(embedded.columns) == list(schema.CROP_EMBEDDINGS)
     assert len(embedded) == 11 and set(embedded["model_id"]) == {encoder.model_id}
-    # the self-supervised rows are those of the pretrained model's own links, weighted as the linkage model says
-    # (too few validation queries to choose a weight on), and the multimodal rows record that weight
-    links = embedding_links(embedded, [("q", "t")], weight=0.5, training="self_supervised")
+    # the self-supervised rows are those of the pretrained model's own links; too few validation queries to choose
+    # a weight on, so by the mutual-neighbour rule, whose ties go to the grid weight nearest the linkage model's
+    mutual, rates = mutual_neighbour_weight(embedded, [("q", "t")], default=0.5)
+    assert len(rates) == 11 and mutual == 0.5  # both towers link all five pairs here: every weight ties
+    links = embedding_links(embedded, [("q", "t")], weight=mutual, training="self_supervised")
     expected = report.linkage_evaluation_table(links, _stg_regions(), training="self_supervised",
-                                               weights={"tesseract": 0.5})
+                                               weights={"tesseract": mutual})
     assert expected.loc[expected["method"] == "multimodal", "pooling_weight"].tolist() == [0.5, 0.5]
     assert expected.loc[expected["method"] != "multimodal", "pooling_weight"].isna().all()
     got = table[table["training"] == "self_supervised"].reset_index(drop=True)
     assert len(got) == 6  # vision, language, multimodal x test, all
     pd.testing.assert_frame_equal(got, expected)
+    # a card weight off the grid tells the rules apart: the mutual rule takes a candidate (0.5, nearest 0.52),
+    # unlabelled="card" the card's own 0.52, as faiss_index's unlabelled_weight: card does
+    off_grid = {**MODEL, "pooling_weight": 0.52}
+    for rule, weight in (("mutual", 0.5), ("card", 0.52)):
+        scored, _ = report.linkage_evaluation_report(
+            _links(STRING_ROWS), _stg_regions(), embedding_links=_embedding_links(), model=off_grid,
+            linkages=[("q", "t")], pretrained=encoder, inputs=inputs, cached=embedded, unlabelled=rule,
+        )
+        rows = scored[(scored["training"] == "self_supervised") & (scored["method"] == "multimodal")]
+        assert rows["pooling_weight"].tolist() == [weight, weight], rule
+    with pytest.raises(ValueError, match="unlabelled must be 'mutual' or 'card', got 'labels'"):
+        report.linkage_evaluation_report(_links(STRING_ROWS), _stg_regions(), unlabelled="labels")
     assert table["training"].tolist()[:4] == ["none", "none", "supervised", "supervised"]
     # given the cache back, nothing is embedded again and the same table comes out
     again, cached = report.linkage_evaluation_report(
