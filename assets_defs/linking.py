@@ -19,7 +19,7 @@ from assets_defs.model import crop_embeddings, current_model, linkage_model
 from linkage_pipeline import schema
 from linkage_pipeline.config import SourceRegistry
 from linkage_pipeline.evaluation import quality
-from linkage_pipeline.linking import by_embeddings, by_strings, selection
+from linkage_pipeline.linking import by_embeddings, by_strings, hybrid, selection
 from linkage_pipeline.linking import index as linking_index
 from linkage_pipeline.linking.strings import STRING_METHODS
 from linkage_pipeline.multimodal import embed
@@ -279,17 +279,47 @@ def faiss_index(
     )
 
 
+def _with_hybrid_links(
+    context: dg.AssetExecutionContext, store: Store, model: pd.Series, links: pd.DataFrame, queries: pd.DataFrame,
+    targets: pd.DataFrame, linkages: list[tuple[str, str]], weight: float | dict[str, float], k: int,
+) -> tuple[pd.DataFrame, dict[str, object]]:
+    """``links`` plus the ``hybrid`` rows, their string weight chosen per OCR condition on the labelled validation
+    firms (or the reviews where there are none, as the pooling weight), and the metadata saying which."""
+    regions = store.read_table("stg_regions") if store.table_exists("stg_regions") else None
+    if regions is not None:
+        reviews = verdicts.reviews_for_tuning(reviews_in_force(store),
+                                              fine_tuned=model_registry.fine_tuned_on_reviews(str(model["path"])))
+        regions, _ = verdicts.tuning_labels(regions, reviews)
+    embeddings = pd.concat([queries, targets], ignore_index=True)
+    candidates = hybrid.hybrid_candidates(links, store.read_table("string_links"), embeddings, linkages, weight)
+    betas, table = hybrid.choose_string_weights(candidates, regions)
+    for row in table.itertuples():
+        context.log.info(f"hybrid string weight {row.weight:.1f} for {row.ocr} ({row.chosen_by}, n_val={row.n_val}, "
+                         f"+{row.gained}/-{row.lost} validation queries against the model alone, p={row.p_value:.2g})")
+    rows = hybrid.hybrid_links(candidates, betas, model_id=str(model["model_id"]), k=k)
+    meta = {"hybrid_string_weights": preview(table.drop(columns=["val_top1_by_weight"])),
+            "hybrid_candidates": dg.MetadataValue.json({
+                str(row.ocr): {f"{w:.2f}": round(float(v), 6) for w, v in row.val_top1_by_weight.items()}
+                for row in table.itertuples()})}
+    return pd.concat([links, rows], ignore_index=True), meta
+
+
 class EmbeddingLinksConfig(dg.Config):
-    """How many neighbours are kept, and whether earlier top-k lists are reused."""
+    """How many neighbours are kept, whether earlier top-k lists are reused, and whether the ``hybrid`` links (the
+    multimodal and character n-gram candidates ranked by one score, :mod:`linkage_pipeline.linking.hybrid`) are
+    added."""
 
     k: int = 5
     relink_all: bool = False  # True: search every query again; False: only new queries, old ones against new targets
+    hybrid: bool = True
 
 
 _EMBEDDING_LINKS_TABLES = (
-    dg.AssetSpec("embedding_links", deps=["faiss_index"], kinds={"faiss", "duckdb"},
+    dg.AssetSpec("embedding_links", deps=["faiss_index", "string_links", "stg_regions", "link_reviews"],
+                 kinds={"faiss", "duckdb"},
                  description="One row per query crop, target crop and model method/OCR condition among the "
-                             "top k; only affected queries relinked."),
+                             "top k; only affected queries relinked. The hybrid rows (multimodal and n-gram "
+                             "candidates under one score) are ranked again at every run."),
     dg.AssetSpec("embedding_link_targets", deps=["faiss_index"], kinds={"duckdb"},
                  description="One row per target crop each index's top-k lists were computed against; "
                              "refreshed with embedding_links."),
@@ -315,6 +345,9 @@ def embedding_links(
         queries, targets, linkages, indexes, previous=previous, previous_targets=previous_targets,
         methods=sorted(set(index_rows["method"])), weight=weight, k=config.k, training="supervised",
     )
+    hybrid_meta: dict[str, object] = {}
+    if config.hybrid and "multimodal" in set(index_rows["method"]) and store.table_exists("string_links"):
+        links, hybrid_meta = _with_hybrid_links(context, store, model, links, queries, targets, linkages, weight, config.k)
     # links first: a run stopped in between leaves the older target list, so those targets are searched again
     n = store.replace_table("embedding_links", links, schema.EMBEDDING_LINKS)
     n_targets = store.replace_table("embedding_link_targets", linked_targets, schema.LINKED_TARGETS)
@@ -322,6 +355,6 @@ def embedding_links(
         context, dg.MaterializeResult(asset_key="embedding_links", metadata={
             "rows": n, **stats, "empty_linkages": empty, "skipped_linkages": "; ".join(skipped_lines) or "none",
             "model_id": model_id, "pooling_weight": json.dumps(weight), "seconds": time.perf_counter() - t0,
-            "preview": preview(links)}),
+            **hybrid_meta, "preview": preview(links)}),
         dg.MaterializeResult(asset_key="embedding_link_targets", metadata={"rows": n_targets}),
     )

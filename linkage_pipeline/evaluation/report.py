@@ -231,7 +231,8 @@ def linkage_evaluation_report(
 
 
 _TRAINING_ORDER = {"none": 0, "self_supervised": 1, "supervised": 2}
-_METHOD_ORDER = {"levenshtein": 0, "jaro_winkler": 1, "ngram": 2, "vision": 3, "language": 4, "multimodal": 5}
+_METHOD_ORDER = {"levenshtein": 0, "jaro_winkler": 1, "ngram": 2, "vision": 3, "language": 4, "multimodal": 5,
+                 "hybrid": 6}
 
 
 def table_one_markdown(table: pd.DataFrame, split: str = "test", value: str = "top1_accuracy") -> str:

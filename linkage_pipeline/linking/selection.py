@@ -18,7 +18,7 @@ from linkage_pipeline.schema import (
     empty_frame,
 )
 
-_MODEL_METHODS = ("vision", "language", "multimodal")
+_MODEL_METHODS = ("vision", "language", "multimodal", "hybrid")
 
 
 def select_record_links(

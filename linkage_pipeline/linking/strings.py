@@ -221,6 +221,37 @@ def string_similarity_matrix(
     return out
 
 
+def pairwise_string_similarity(
+    queries: Sequence[str],
+    targets: Sequence[str],
+    *,
+    method: str,
+    ngram_range: tuple[int, int] = DEFAULT_NGRAM_RANGE,
+) -> np.ndarray:
+    """Similarity of aligned pairs: ``out[i]`` is :func:`string_similarity_matrix`'s score of ``queries[i]`` against
+    ``targets[i]`` (same normalisation, same scores), without scoring every other pair.
+
+    Raises:
+        ValueError: If the two lists differ in length, or as :func:`string_similarity_matrix`.
+    """
+    _check_method(method)
+    ngram_range = _check_ngram_range(ngram_range)
+    if len(queries) != len(targets):
+        raise ValueError(f"pairwise similarity needs aligned lists; got {len(queries)} queries and {len(targets)} targets")
+    qs, ts = _normalize_all(queries, "queries"), _normalize_all(targets, "targets")
+    if not qs:
+        return np.zeros(0, dtype=np.float32)
+    if method == "ngram":
+        q, t = _ngram_matrices(qs, ts, ngram_range)
+        out = np.asarray(q.multiply(t).sum(axis=1), dtype=np.float64).ravel().astype(np.float32)
+    else:
+        scorer = Levenshtein.normalized_similarity if method == "levenshtein" else JaroWinkler.normalized_similarity
+        out = np.fromiter((scorer(a, b) for a, b in zip(qs, ts, strict=True)), dtype=np.float32, count=len(qs))
+    empty = np.fromiter((not a or not b for a, b in zip(qs, ts, strict=True)), dtype=bool, count=len(qs))
+    out[empty] = 0.0
+    return np.clip(out, 0.0, 1.0)
+
+
 def _topk_desc(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k per row, best first, ties broken by lowest column index.
 

@@ -126,12 +126,35 @@ def test_evaluation_tables_have_real_values(pipeline) -> None:
     assert set(zip(link["training"], link["method"])) == {
         ("none", "levenshtein"), ("none", "jaro_winkler"), ("none", "ngram"),
         *((t, m) for t in ("self_supervised", "supervised") for m in ("vision", "language", "multimodal")),
+        ("supervised", "hybrid"),
     }
     assert set(link["ocr"]) == {"tesseract", "rapidocr", "ground_truth"}
     assert link["top1_accuracy"].between(0, 1).all()
     # the shipped model links this unseen corpus (other firms, other seed) far better than chance
     best = link[(link["split"] == "all") & (link["training"] == "supervised") & (link["method"] == "multimodal")]
     assert (best["top1_accuracy"] >= 0.5).all(), best
+
+
+def test_hybrid_links_record_their_string_weight_and_can_be_left_out(pipeline) -> None:
+    """The hybrid rows rank the multimodal and n-gram candidates by one score; its string weight per OCR condition
+    is in the metadata (0 here: 24 firms leave under 20 validation queries), so they are the model's own links."""
+    data_dir, instance, store, _ = pipeline
+    resources = _resources(data_dir)
+    before = store.read_table("embedding_links")
+    off = {"ops": {"embedding_links": {"config": {"hybrid": False}}}}
+    dg.materialize(all_assets, selection=["embedding_links"], instance=instance, resources=resources, run_config=off)
+    assert set(store.read_table("embedding_links")["method"]) == {"vision", "language", "multimodal"}
+    result = dg.materialize(all_assets, selection=["embedding_links"], instance=instance, resources=resources)
+    meta = materialization_metadata(result, "embedding_links")
+    weights = str(meta["hybrid_string_weights"])
+    assert all(c in weights for c in ("tesseract", "rapidocr", "ground_truth")) and "default" in weights
+    after = store.read_table("embedding_links")
+    pd.testing.assert_frame_equal(after, before)
+    hybrid = after[after["method"] == "hybrid"].sort_values(["ocr", "query_crop_id", "rank"]).reset_index(drop=True)
+    model = after[after["method"] == "multimodal"].sort_values(["ocr", "query_crop_id", "rank"]).reset_index(drop=True)
+    assert len(hybrid) == len(model) > 0
+    assert hybrid["target_crop_id"].tolist() == model["target_crop_id"].tolist()  # string weight 0: the model's
+    np.testing.assert_allclose(hybrid["score"], model["score"], atol=1e-5)
 
 
 def test_linkage_accuracy_recomputed_from_the_link_tables(pipeline) -> None:
