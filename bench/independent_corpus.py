@@ -1278,8 +1278,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--firms", type=int, default=300)
     a = ap.parse_args(argv)
-    if a.firms < 30:
-        ap.error("--firms must be at least 30")
+    if a.firms < 100:
+        ap.error("--firms must be at least 100 (a list page names up to 36 partners)")
     cv2.setNumThreads(1)
     rng = Rng(a.seed)
     fonts = FontSet()

@@ -185,7 +185,8 @@ def choose_string_weights(
         truth_all = dict(zip(val["query_id"], val["entity_id"], strict=True))
         for c in conditions:
             group = candidates[candidates["ocr"] == c]
-            truth = {q: e for q, e in truth_all.items() if q in set(group["query_crop_id"])}
+            present = set(group["query_crop_id"])
+            truth = {q: e for q, e in truth_all.items() if q in present}
             rows[c]["n_val"] = len(truth)
             if len(truth) < min_queries:
                 continue

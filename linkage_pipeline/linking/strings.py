@@ -242,7 +242,11 @@ def pairwise_string_similarity(
     if not qs:
         return np.zeros(0, dtype=np.float32)
     if method == "ngram":
-        q, t = _ngram_matrices(qs, ts, ngram_range)
+        # each distinct text's n-grams once (a query meets each of its candidates), then the pairs' rows
+        position = {text: i for i, text in enumerate(dict.fromkeys(qs + ts))}
+        vectors, _ = _ngram_matrices(list(position), [], ngram_range)
+        q = vectors[np.fromiter((position[x] for x in qs), dtype=np.int64, count=len(qs))]
+        t = vectors[np.fromiter((position[x] for x in ts), dtype=np.int64, count=len(ts))]
         out = np.asarray(q.multiply(t).sum(axis=1), dtype=np.float64).ravel().astype(np.float32)
     else:
         scorer = Levenshtein.normalized_similarity if method == "levenshtein" else JaroWinkler.normalized_similarity

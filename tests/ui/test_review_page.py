@@ -232,7 +232,7 @@ def _relink_and_fine_tune(data_dir: Path, queries: list[str], second_choice: str
         table = store.read_table("linkage_evaluation")
         row = table[(table["split"] == "reviewed") & (table["method"] == method) & (table["ocr"] == ocr)]
         truth = store.read_table("stg_regions").drop_duplicates("crop_id").set_index("crop_id")["true_entity_id"]
-        candidates = store.read_table("embedding_links" if method in ("vision", "language", "multimodal")
+        candidates = store.read_table("embedding_links" if method in ("vision", "language", "multimodal", "hybrid")
                                       else "string_links")
         top = candidates[(candidates["query_crop_id"] == queries[1]) & (candidates["method"] == method)
                          & (candidates["ocr"] == ocr) & (candidates["rank"] == 1)]["target_crop_id"].iloc[0]

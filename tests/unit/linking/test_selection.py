@@ -69,6 +69,24 @@ def test_auto_picks_the_best_validation_accuracy_and_tunes_its_threshold() -> No
     assert (links["model_id"] == "").all()  # a string method: no model
 
 
+def test_hybrid_links_are_chosen_only_where_they_are_strictly_better() -> None:
+    """With a string weight of 0 the hybrid links are the multimodal links: a tie goes to multimodal, even though
+    'hybrid' sorts first by name; one more validation query right and the hybrid links are chosen, with a model id."""
+    best = [(m, o, q, hits) for m, o, q, hits in CANDIDATES if m == "levenshtein"]
+    same = [(name, "rapidocr", q, hits) for _, _, q, hits in best for name in ("multimodal", "hybrid")]
+    links = pd.DataFrame([(q, t, "lists", "directory", m, o, r, sc) for m, o, q, hits in same
+                          for r, (t, sc) in enumerate(hits, start=1)], columns=list(schema.STRING_LINKS))
+    _, choice = selection.select_record_links(links, _regions(), model_id="m1")
+    assert (choice["method"], choice["chosen_by"]) == ("multimodal", "best validation accuracy")
+    # multimodal now links q3 wrongly: hybrid is strictly better on the validation firms
+    worse = links.copy()
+    row = (worse["method"] == "multimodal") & (worse["query_crop_id"] == "q3") & (worse["rank"] == 1)
+    worse.loc[row, "target_crop_id"] = "t1"
+    chosen, choice = selection.select_record_links(worse, _regions(), model_id="m1")
+    assert choice["method"] == "hybrid" and choice["val_top1"] == 1.0
+    assert (chosen["model_id"] == "m1").all()
+
+
 def test_an_explicit_method_and_ocr_use_their_own_tuned_threshold() -> None:
     links, choice = selection.select_record_links(_links(), _regions(), method="jaro_winkler", ocr="tesseract",
                                                   model_id="m1")
