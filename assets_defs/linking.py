@@ -170,6 +170,17 @@ class FaissIndexConfig(dg.Config):
     rebuild: bool = False  # True: rebuild every index; False: add only new targets to the saved indexes
 
 
+def _tuning_regions(store: Store, model: pd.Series) -> pd.DataFrame | None:
+    """The labels the pooling and string weights are chosen on: ``stg_regions``, with the reviews in force as the
+    labels of a corpus without labelled validation firms (the check half for a model fine-tuned on reviews);
+    ``None`` before ``stg_regions`` exists."""
+    if not store.table_exists("stg_regions"):
+        return None
+    reviews = verdicts.reviews_for_tuning(reviews_in_force(store),
+                                          fine_tuned=model_registry.fine_tuned_on_reviews(str(model["path"])))
+    return verdicts.tuning_labels(store.read_table("stg_regions"), reviews)[0]
+
+
 def _pooling_weights(
     context: dg.AssetExecutionContext, store: Store, config: FaissIndexConfig, model: pd.Series,
     target_embeddings: pd.DataFrame, linkages: list[tuple[str, str]],
@@ -177,7 +188,7 @@ def _pooling_weights(
     """The image weight per text condition: the config's when set, else chosen on labelled validation firms, or
     on reviewed links where there are none, or without labels by mutual nearest neighbours between the sources
     (:func:`by_embeddings.choose_pooling_weights`; ``unlabelled_weight: card`` keeps the model card's weight)."""
-    rules = {"mutual": "mutual", "card": "default"}
+    rules = by_embeddings.UNLABELLED_WEIGHT_CONFIG
     if config.unlabelled_weight not in rules:
         raise ValueError(f"faiss_index config unlabelled_weight must be one of {sorted(rules)}, got "
                          f"{config.unlabelled_weight!r}")
@@ -188,11 +199,7 @@ def _pooling_weights(
                               "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions),
                               "val_mrr_by_weight": [{}] * len(conditions), "mutual_by_weight": [{}] * len(conditions)})
         return float(config.pooling_weight), table
-    regions = store.read_table("stg_regions") if store.table_exists("stg_regions") else None
-    reviews = reviews_in_force(store)
-    reviews = verdicts.reviews_for_tuning(reviews, fine_tuned=model_registry.fine_tuned_on_reviews(str(model["path"])))
-    if regions is not None:  # reviews are the labels of a corpus without labelled validation firms
-        regions, _ = verdicts.tuning_labels(regions, reviews)
+    regions = _tuning_regions(store, model)
     queries, _ = _source_embeddings(context, store, str(model["model_id"]), sorted({q for q, _ in linkages}))
     both = pd.concat([queries, target_embeddings], ignore_index=True) if len(queries) else target_embeddings
     weights, table = by_embeddings.choose_pooling_weights(both, regions, linkages, default=default,
@@ -285,11 +292,7 @@ def _with_hybrid_links(
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """``links`` plus the ``hybrid`` rows, their string weight chosen per OCR condition on the labelled validation
     firms (or the reviews where there are none, as the pooling weight), and the metadata saying which."""
-    regions = store.read_table("stg_regions") if store.table_exists("stg_regions") else None
-    if regions is not None:
-        reviews = verdicts.reviews_for_tuning(reviews_in_force(store),
-                                              fine_tuned=model_registry.fine_tuned_on_reviews(str(model["path"])))
-        regions, _ = verdicts.tuning_labels(regions, reviews)
+    regions = _tuning_regions(store, model)
     embeddings = pd.concat([queries, targets], ignore_index=True)
     candidates = hybrid.hybrid_candidates(links, store.read_table("string_links"), embeddings, linkages, weight)
     betas, table = hybrid.choose_string_weights(candidates, regions)

@@ -39,6 +39,7 @@ from cross_corpus import load_corpus
 
 from linkage_pipeline.evaluation import report
 from linkage_pipeline.linking.by_embeddings import (
+    UNLABELLED_WEIGHT_CONFIG,
     choose_pooling_weights,
     embedding_links,
 )
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     for setting, base in (("labelled", regions), ("reviews only", hidden)):
         # the labels the pipeline tunes on (verdicts.tuning_labels): the corpus's own validation firms when it has
         # any, else the reviews (all of them for the model as it is, the check half for the fine-tuned one)
-        rule = {"mutual": "mutual", "card": "default"}[args.unlabelled]
+        rule = UNLABELLED_WEIGHT_CONFIG[args.unlabelled]
         b = multimodal_test(before, corpus, base, scoring, default, rule)
         w = multimodal_test(before, corpus, verdicts.tuning_labels(base, reviews)[0], scoring, default, rule)
         a = multimodal_test(after, corpus, verdicts.tuning_labels(base, check)[0], scoring, default, rule)

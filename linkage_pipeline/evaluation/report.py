@@ -193,7 +193,9 @@ def linkage_evaluation_report(
     Raises:
         ValueError: If ``pretrained`` is given without ``model`` or ``inputs``, or ``unlabelled`` is unknown.
     """
-    if unlabelled not in ("mutual", "card"):
+    from linkage_pipeline.linking.by_embeddings import UNLABELLED_WEIGHT_CONFIG
+
+    if unlabelled not in UNLABELLED_WEIGHT_CONFIG:
         raise ValueError(f"unlabelled must be 'mutual' or 'card', got {unlabelled!r}")
     if pretrained is not None and (model is None or inputs is None):
         raise ValueError("pretrained needs the linkage_model row (model) and the embedding inputs (inputs); got None")
@@ -222,7 +224,7 @@ def linkage_evaluation_report(
 
             embedded, _ = embed_crops(pretrained, inputs, existing=cached)
             chosen, _ = choose_pooling_weights(embedded, regions, list(linkages), default=float(model["pooling_weight"]),
-                                               unlabelled="mutual" if unlabelled == "mutual" else "default")
+                                               unlabelled=UNLABELLED_WEIGHT_CONFIG[unlabelled])
             links = link_embeddings(embedded, list(linkages), weight=chosen, training="self_supervised")
             frames.append(linkage_evaluation_table(links, regions, training="self_supervised", weights=chosen))
     scored = [f for f in frames if not f.empty]

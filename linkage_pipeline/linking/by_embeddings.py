@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -425,6 +426,9 @@ def choose_pooling_weights(
 
 #: Rules for the pooling weight of a condition without enough labels (:func:`choose_pooling_weights`).
 UNLABELLED_RULES: tuple[str, ...] = ("default", "mutual")
+#: The configs' names of those rules (``unlabelled_weight`` of ``faiss_index`` and ``linkage_evaluation``, the
+#: benches' ``--unlabelled``): ``mutual``, or ``card`` for the model card's weight.
+UNLABELLED_WEIGHT_CONFIG: Mapping[str, str] = MappingProxyType({"mutual": "mutual", "card": "default"})
 #: Queries per linkage scored by :func:`mutual_neighbour_rate` (a deterministic sample above it).
 MUTUAL_MAX_QUERIES = 2000
 

@@ -194,7 +194,7 @@ def choose_string_weights(
             accs = {w: float(s.mean()) for w, s in correct.items()}
             rows[c]["val_top1_by_weight"] = accs
             best = max(accs, key=lambda w: (accs[w], -w))
-            base = correct.get(0.0, _top1_correct(group, 0.0, truth, target_entity))
+            base = correct[0.0] if 0.0 in correct else _top1_correct(group, 0.0, truth, target_entity)
             gained = int((correct[best] & ~base).sum())
             lost = int((~correct[best] & base).sum())
             p = float(binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue) if gained + lost else 1.0
