@@ -1,6 +1,7 @@
 """Evaluation assets: detected regions matched to labels, and layout / OCR / linkage scores in DuckDB."""
 
 
+import json
 from collections.abc import Callable, Iterator
 
 import dagster as dg
@@ -82,10 +83,12 @@ class LinkageEvaluationConfig(dg.Config):
     """Whether to add the self-supervised rows (the linkage model before supervised training, when known), and how
     their pooling weight is chosen where a text condition has too few validation queries: ``mutual`` (the
     mutual-neighbour rule) or ``card`` (the linkage model's card weight), as ``faiss_index``'s
-    ``unlabelled_weight`` chooses the supervised model's (set both alike)."""
+    ``unlabelled_weight`` chooses the supervised model's (set both alike); likewise ``unlabelled_string_weight``
+    for the string weight of their hybrid rows (``votes`` or ``none``, as ``embedding_links``')."""
 
     self_supervised: bool = True
     unlabelled_weight: str = "mutual"
+    unlabelled_string_weight: str = "votes"
 
 
 def _index_weights(store: Store, model: pd.Series | None) -> dict[str, float] | None:
@@ -129,11 +132,13 @@ def linkage_evaluation(
     if model is not None and config.self_supervised and model["pretrained_path"]:
         pretrained, inputs = compute.encoder(model["pretrained_path"]), all_embedding_inputs(store)
         cached = store.read_partition("self_supervised_embeddings", "all", schema.CROP_EMBEDDINGS)
+    choices: dict[str, object] = {}
     table, embedded = report.linkage_evaluation_report(
         store.read_table("string_links"), store.read_table("stg_regions"),
         embedding_links=store.read_table("embedding_links") if has_model else None, model=model,
         linkages=[(lk.query, lk.target) for lk in registry.linkages], pretrained=pretrained, inputs=inputs, cached=cached,
         weights=_index_weights(store, model), reviews=reviews, unlabelled=config.unlabelled_weight,
+        unlabelled_string_weight=config.unlabelled_string_weight, choices=choices,
     )
     if embedded is not None:  # one fixed partition: the cache spans every source
         n = store.write_partition("self_supervised_embeddings", "all", embedded, schema.CROP_EMBEDDINGS)
@@ -146,5 +151,17 @@ def linkage_evaluation(
         "table_1_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy")),
         "table_s2_test": dg.MetadataValue.md(report.table_one_markdown(table, "test", "top1_accuracy_with_nomatch")),
         "reviewed": dg.MetadataValue.md(report.table_one_markdown(table, "reviewed", "top1_accuracy")),
-        "table": preview(table, n=60),
+        "table": preview(table, n=60), **_self_supervised_choices(choices),
     }))
+
+
+def _self_supervised_choices(choices: dict[str, object]) -> dict[str, object]:
+    """Metadata: the pooling and string weights the self-supervised rows used, and how the string weights were
+    chosen."""
+    if not choices:
+        return {}
+    table = choices["self_supervised_string_table"]
+    assert isinstance(table, pd.DataFrame)
+    return {"self_supervised_pooling_weights": json.dumps(choices["self_supervised_pooling"]),
+            "self_supervised_string_weights": preview(table.drop(columns=["val_top1_by_weight",
+                                                                          "agreement_by_weight"]))}

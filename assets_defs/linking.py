@@ -289,21 +289,28 @@ def faiss_index(
 def _with_hybrid_links(
     context: dg.AssetExecutionContext, store: Store, model: pd.Series, links: pd.DataFrame, queries: pd.DataFrame,
     targets: pd.DataFrame, linkages: list[tuple[str, str]], weight: float | dict[str, float], k: int,
+    unlabelled: str,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """``links`` plus the ``hybrid`` rows, their string weight chosen per OCR condition on the labelled validation
-    firms (or the reviews where there are none, as the pooling weight), and the metadata saying which."""
+    firms (or the reviews where there are none, as the pooling weight), else by the image tower's votes, and the
+    metadata saying which."""
     regions = _tuning_regions(store, model)
     embeddings = pd.concat([queries, targets], ignore_index=True)
     candidates = hybrid.hybrid_candidates(links, store.read_table("string_links"), embeddings, linkages, weight)
-    betas, table = hybrid.choose_string_weights(candidates, regions)
+    betas, table = hybrid.choose_string_weights(candidates, regions, judge=hybrid.judge_links(links),
+                                                unlabelled=unlabelled)
     for row in table.itertuples():
+        voted = row.n_val < hybrid.MIN_VALIDATION_QUERIES and row.n_votes > 0
+        what = f"of {row.n_votes} queries by the vision tower's votes" if voted else "validation queries"
         context.log.info(f"hybrid string weight {row.weight:.1f} for {row.ocr} ({row.chosen_by}, n_val={row.n_val}, "
-                         f"+{row.gained}/-{row.lost} validation queries against the model alone, p={row.p_value:.2g})")
+                         f"+{row.gained}/-{row.lost} {what} against the model alone, p={row.p_value:.2g})")
     rows = hybrid.hybrid_links(candidates, betas, model_id=str(model["model_id"]), k=k)
-    meta = {"hybrid_string_weights": preview(table.drop(columns=["val_top1_by_weight"])),
+    meta = {"hybrid_string_weights": preview(table.drop(columns=["val_top1_by_weight", "agreement_by_weight"])),
             "hybrid_candidates": dg.MetadataValue.json({
-                str(row.ocr): {f"{w:.2f}": round(float(v), 6) for w, v in row.val_top1_by_weight.items()}
-                for row in table.itertuples()})}
+                str(row.ocr): {
+                    "val_top1": {f"{w:.2f}": round(float(v), 6) for w, v in row.val_top1_by_weight.items()},
+                    "image_agreement": {f"{w:.2f}": round(float(v), 6) for w, v in row.agreement_by_weight.items()},
+                } for row in table.itertuples()})}
     return pd.concat([links, rows], ignore_index=True), meta
 
 
@@ -315,6 +322,8 @@ class EmbeddingLinksConfig(dg.Config):
     k: int = 5
     relink_all: bool = False  # True: search every query again; False: only new queries, old ones against new targets
     hybrid: bool = True
+    # the hybrid string weight of a condition without enough labels: "votes" (the vision tower votes) or "none" (0)
+    unlabelled_string_weight: str = "votes"
 
 
 _EMBEDDING_LINKS_TABLES = (
@@ -335,6 +344,9 @@ def embedding_links(
     compute: ComputeResource,
 ) -> Iterator[dg.MaterializeResult]:
     """Nearest-neighbour links of the linkage model, and the targets they were computed against."""
+    if config.unlabelled_string_weight not in hybrid.UNLABELLED_STRING_RULES:
+        raise ValueError(f"embedding_links config unlabelled_string_weight must be one of "
+                         f"{list(hybrid.UNLABELLED_STRING_RULES)}, got {config.unlabelled_string_weight!r}")
     model = current_model(linkage_store)
     store, registry = linkage_store.store(), linkage_store.registry()
     model_id, index_rows = str(model["model_id"]), store.read_table("faiss_indexes")
@@ -350,7 +362,8 @@ def embedding_links(
     )
     hybrid_meta: dict[str, object] = {}
     if config.hybrid and "multimodal" in set(index_rows["method"]) and store.table_exists("string_links"):
-        links, hybrid_meta = _with_hybrid_links(context, store, model, links, queries, targets, linkages, weight, config.k)
+        links, hybrid_meta = _with_hybrid_links(context, store, model, links, queries, targets, linkages, weight, config.k,
+                                                config.unlabelled_string_weight)
     # links first: a run stopped in between leaves the older target list, so those targets are searched again
     n = store.replace_table("embedding_links", links, schema.EMBEDDING_LINKS)
     n_targets = store.replace_table("embedding_link_targets", linked_targets, schema.LINKED_TARGETS)

@@ -17,7 +17,9 @@ a model of ``bench/label_free_ablation.py``) gives its self-supervised rows only
 per OCR condition on the **validation** firms of that corpus, as the pipeline's ``faiss_index`` does when a
 source has labels (ties on top-1 go to the higher mean reciprocal rank, then to the model card's weight); ``--weight`` fixes it instead. The last columns give the best string
 method and the error ratio ``(1 - multimodal) / (1 - best string)`` (<= 0.5: the model makes at most half the
-errors).
+errors), and the same for the ``hybrid`` links (the multimodal and n-gram candidates under one score, the string
+weight chosen on the validation firms as ``embedding_links`` chooses it). ``--hide-labels`` chooses both weights as
+for a corpus without labels (the mutual-neighbour rule and the image tower's votes); labels then only score.
 
 ``--ensemble NAME=DIR+DIR[+...]`` adds the supervised rows of a score-level ensemble of model folders (e.g. the same
 recipe trained with other seeds): every crop is embedded by each member and the members' similarities are averaged
@@ -39,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from linkage_pipeline.evaluation import report
+from linkage_pipeline.linking import hybrid
 from linkage_pipeline.linking.by_embeddings import (
     choose_pooling_weights,
     embedding_links,
@@ -75,12 +78,13 @@ def _table(links: pd.DataFrame, regions: pd.DataFrame, training: str, splits: tu
 
 
 def score_model(
-    encoder: MultimodalEncoder, corpus: dict[str, Any], training: str, weight: float | None, default: float = 0.5
+    encoder: MultimodalEncoder, corpus: dict[str, Any], training: str, weight: float | None, default: float = 0.5,
+    hide_labels: bool = False,
 ) -> pd.DataFrame:
     """Test-split rows of vision, language and multimodal; the weight per condition is chosen on the corpus's
     validation firms as the pipeline chooses it (:func:`choose_pooling_weights`, ties to ``default``), or fixed."""
     emb, _ = embed_crops(encoder, corpus["inputs"])
-    return score_embeddings(emb, corpus, training, weight, default)
+    return score_embeddings(emb, corpus, training, weight, default, hide_labels)
 
 
 def ensemble_embeddings(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -112,18 +116,29 @@ def ensemble_embeddings(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def score_embeddings(
-    emb: pd.DataFrame, corpus: dict[str, Any], training: str, weight: float | None, default: float = 0.5
+    emb: pd.DataFrame, corpus: dict[str, Any], training: str, weight: float | None, default: float = 0.5,
+    hide_labels: bool = False,
 ) -> pd.DataFrame:
-    """:func:`score_model` on embeddings already made (one model's, or :func:`ensemble_embeddings`)."""
+    """:func:`score_model` on embeddings already made (one model's, or :func:`ensemble_embeddings`), plus the
+    ``hybrid`` rows (:mod:`linkage_pipeline.linking.hybrid`; their ``weight`` is the string weight). With
+    ``hide_labels`` both weights are chosen as for a corpus without labels (the mutual-neighbour rule, the image
+    tower's votes); the labels only score the test firms."""
+    tuning = None if hide_labels else corpus["regions"]
     uni = embedding_links(emb, corpus["linkages"], methods=("vision", "language"), training=training)
     rows = [_table(uni, corpus["regions"], training, ("test",)).assign(weight=np.nan)]
     if weight is None:
-        weights, _ = choose_pooling_weights(emb, corpus["regions"], corpus["linkages"], default=default)
+        weights, _ = choose_pooling_weights(emb, tuning, corpus["linkages"], default=default,
+                                            unlabelled="mutual" if hide_labels else "default")
     else:
         weights = {c: weight for c in set(emb["ocr"])}
     links = embedding_links(emb, corpus["linkages"], methods=("multimodal",), weight=weights, training=training)
     mm = _table(links, corpus["regions"], training, ("test",))
     rows.append(mm.assign(weight=mm["ocr"].map(weights)))
+    candidates = hybrid.hybrid_candidates(links, corpus["strings"], emb, corpus["linkages"], weights)
+    betas, _ = hybrid.choose_string_weights(candidates, tuning, judge=hybrid.judge_links(uni))
+    fused = _table(hybrid.hybrid_links(candidates, betas, model_id="", training=training), corpus["regions"], training,
+                   ("test",))
+    rows.append(fused.assign(weight=fused["ocr"].map(betas)))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -139,6 +154,7 @@ def corpus_table(
     corpus: dict[str, Any],
     weight: float | None,
     ensembles: dict[str, list[Path]] | None = None,
+    hide_labels: bool = False,
 ) -> pd.DataFrame:
     """Every row of one corpus: strings, then each model's self-supervised and supervised rows (a label-free model
     folder gives self-supervised rows only), then the supervised rows of each ensemble of model folders."""
@@ -150,11 +166,11 @@ def corpus_table(
             if not (path / "config.json").is_file():
                 continue
             encoder = MultimodalEncoder.load(path, device="cpu")
-            frames.append(score_model(encoder, corpus, training, weight, default).assign(model=name))
+            frames.append(score_model(encoder, corpus, training, weight, default, hide_labels).assign(model=name))
     for name, folders in (ensembles or {}).items():
         embs = [embed_crops(MultimodalEncoder.load(f, device="cpu"), corpus["inputs"])[0] for f in folders]
         default = float(np.mean([registry.card_defaults(f)[0] for f in folders]))
-        frames.append(score_embeddings(ensemble_embeddings(embs), corpus, "supervised", weight, default)
+        frames.append(score_embeddings(ensemble_embeddings(embs), corpus, "supervised", weight, default, hide_labels)
                       .assign(model=name))
     out = pd.concat(frames, ignore_index=True)
     return out[["model", "training", "method", "ocr", "top1_accuracy", "n", "weight"]]
@@ -168,13 +184,16 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (model, training, ocr), g in table[table["training"] != "none"].groupby(["model", "training", "ocr"]):
         acc = g.set_index("method")["top1_accuracy"]
-        mm = float(acc.get("multimodal", np.nan))
+        mm, fused = float(acc.get("multimodal", np.nan)), float(acc.get("hybrid", np.nan))
+        used = g.set_index("method")["weight"]
         rows.append({
             "model": model, "training": training, "ocr": ocr,
             "vision": float(acc.get("vision", np.nan)), "language": float(acc.get("language", np.nan)),
-            "multimodal": mm, "weight": float(g.set_index("method")["weight"].get("multimodal", np.nan)),
+            "multimodal": mm, "weight": float(used.get("multimodal", np.nan)),
+            "hybrid": fused, "string_weight": float(used.get("hybrid", np.nan)),
             "best_string": float(best.get(ocr, np.nan)), "string_method": best_name.get(ocr, ""),
             "error_ratio": (1 - mm) / max(1 - float(best.get(ocr, np.nan)), 1e-9),
+            "hybrid_error_ratio": (1 - fused) / max(1 - float(best.get(ocr, np.nan)), 1e-9),
             "n": int(g["n"].iloc[0]),
         })
     return pd.DataFrame(rows)
@@ -187,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ensemble", action="append", default=[],
                         help="NAME=DIR+DIR[+...]: supervised rows of a score-level ensemble of model folders")
     parser.add_argument("--weight", type=float, default=None, help="fixed pooling weight (default: per condition on val)")
+    parser.add_argument("--hide-labels", action="store_true",
+                        help="choose the pooling and string weights without labels (mutual neighbours, image votes)")
     parser.add_argument("--json", default=None, help="also write every row here")
     args = parser.parse_args(argv)
     ensembles = {e.split("=", 1)[0]: [Path(p) for p in e.split("=", 1)[1].split("+")] for e in args.ensemble}
@@ -198,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         name, path = spec.split("=", 1)
         start = time.perf_counter()
         corpus = load_corpus(path)
-        table = corpus_table(models, corpus, args.weight, ensembles).assign(corpus=name)
+        table = corpus_table(models, corpus, args.weight, ensembles, args.hide_labels).assign(corpus=name)
         all_rows.append(table)
         print(f"\n## {name} ({path}), {time.perf_counter() - start:.0f} s")
         print(summary(table).to_string(index=False, float_format=lambda x: f"{x:.3f}"))

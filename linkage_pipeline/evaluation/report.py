@@ -158,6 +158,8 @@ def linkage_evaluation_report(
     weights: Mapping[str, float] | None = None,
     reviews: pd.DataFrame | None = None,
     unlabelled: str = "mutual",
+    unlabelled_string_weight: str = "votes",
+    choices: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The ``linkage_evaluation`` table: string baselines, the supervised model and, optionally, its pretrained start.
 
@@ -184,6 +186,12 @@ def linkage_evaluation_report(
         unlabelled: How the pretrained model's weight is chosen for a condition with too few validation queries,
             as ``faiss_index``'s ``unlabelled_weight``: ``"mutual"`` (the mutual-neighbour rule) or ``"card"``
             (the linkage model's ``pooling_weight``).
+        unlabelled_string_weight: How the string weight of the pretrained model's ``hybrid`` rows is chosen for a
+            condition with too few validation queries, as ``embedding_links``' (``votes`` or ``none``; see
+            :func:`~linkage_pipeline.linking.hybrid.choose_string_weights`).
+        choices: A dict that receives, with ``pretrained``, the weights its rows used: ``self_supervised_pooling``
+            and ``self_supervised_string`` (``{condition: weight}``) and ``self_supervised_string_table`` (the
+            rows of :func:`~linkage_pipeline.linking.hybrid.choose_string_weights`).
 
     Returns:
         ``linkage_evaluation`` rows (the string rows' frame, possibly empty, when no method has a labelled query)
@@ -197,6 +205,11 @@ def linkage_evaluation_report(
 
     if unlabelled not in UNLABELLED_WEIGHT_CONFIG:
         raise ValueError(f"unlabelled must be 'mutual' or 'card', got {unlabelled!r}")
+    from linkage_pipeline.linking.hybrid import UNLABELLED_STRING_RULES
+
+    if unlabelled_string_weight not in UNLABELLED_STRING_RULES:
+        raise ValueError(f"unlabelled_string_weight must be one of {list(UNLABELLED_STRING_RULES)}, "
+                         f"got {unlabelled_string_weight!r}")
     if pretrained is not None and (model is None or inputs is None):
         raise ValueError("pretrained needs the linkage_model row (model) and the embedding inputs (inputs); got None")
     frames = [linkage_evaluation_table(string_links, regions)]
@@ -225,8 +238,20 @@ def linkage_evaluation_report(
             embedded, _ = embed_crops(pretrained, inputs, existing=cached)
             chosen, _ = choose_pooling_weights(embedded, regions, list(linkages), default=float(model["pooling_weight"]),
                                                unlabelled=UNLABELLED_WEIGHT_CONFIG[unlabelled])
+            from linkage_pipeline.linking import hybrid
+
             links = link_embeddings(embedded, list(linkages), weight=chosen, training="self_supervised")
+            # the pretrained model's hybrid rows, its string weight chosen by the supervised model's rules
+            candidates = hybrid.hybrid_candidates(links, string_links, embedded, list(linkages), chosen)
+            betas, string_table = hybrid.choose_string_weights(candidates, regions, judge=hybrid.judge_links(links),
+                                                               unlabelled=unlabelled_string_weight)
+            model_id = str(pretrained.model_id or "")
+            links = pd.concat([links, hybrid.hybrid_links(candidates, betas, model_id=model_id, training="self_supervised")],
+                              ignore_index=True)
             frames.append(linkage_evaluation_table(links, regions, training="self_supervised", weights=chosen))
+            if choices is not None:
+                choices.update(self_supervised_pooling=dict(chosen), self_supervised_string=dict(betas),
+                               self_supervised_string_table=string_table)
     scored = [f for f in frames if not f.empty]
     table = pd.concat(scored, ignore_index=True) if scored else frames[0]
     return table, embedded

@@ -10,9 +10,17 @@ lists (the union of the multimodal top-k and the n-gram top-k) by
 and keeps the top k. ``beta`` (the string weight) is chosen per OCR condition on the labelled validation firms,
 as the pooling weight is (:func:`choose_string_weights`): the best validation top-1 among 0, 0.1, ..., 1, taken
 only when it links significantly more validation queries than ``beta = 0`` (the model alone) by a one-sided exact
-sign test on the queries where the two disagree (McNemar's test, level 0.05); else 0. Without enough labels
-``beta`` is 0, so the hybrid links are the model's own. Both scores are computed for every candidate, so
-the ranking does not depend on which list found it.
+sign test on the queries where the two disagree (McNemar's test, level 0.05); else 0.
+
+Without enough labels the **image tower votes** (``unlabelled="votes"``): the model's vision-only embedding sees
+the crop, not the OCR text, so it is a judge the text-side errors of the model and of the n-grams do not reach. For
+each weight, the share of queries whose top hybrid candidate is the vision tower's own nearest target; the weight
+with the highest share (ties to the smaller) is taken when, on the queries where it and ``beta = 0`` pick different
+targets, the vision tower sides with it significantly more often than with the model alone (the same one-sided
+sign test at the same level). The pooled embedding holds the image too, so the vision tower leans towards the
+model alone: the rule errs towards ``beta = 0``. With ``unlabelled="none"`` (or no vision links) ``beta`` is 0
+without labels, so the hybrid links are the model's own. Both scores are computed for every candidate, so the
+ranking does not depend on which list found it.
 """
 
 from __future__ import annotations
@@ -36,6 +44,11 @@ STRING_WEIGHT_GRID: tuple[float, ...] = tuple(float(w) for w in np.round(np.lins
 SIGNIFICANCE = 0.05
 #: Labelled validation queries a condition needs before a string weight above 0 is considered.
 MIN_VALIDATION_QUERIES = 20
+#: Rules for a condition without enough labels: ``votes`` (the image tower votes) or ``none`` (``beta = 0``).
+UNLABELLED_STRING_RULES: tuple[str, ...] = ("votes", "none")
+#: The model method whose top-1 links are the judge of the ``votes`` rule.
+JUDGE_METHOD = "vision"
+_QUERY_KEY = ["query_source", "target_source", "ocr", "query_crop_id"]
 
 
 def hybrid_candidates(
@@ -135,6 +148,34 @@ def hybrid_links(
     return out[list(EMBEDDING_LINKS)].reset_index(drop=True)
 
 
+def _top1(candidates: pd.DataFrame, beta: float) -> pd.Series:
+    """Each query's best candidate at ``beta`` (ties by target id), indexed by :data:`_QUERY_KEY`."""
+    if candidates.empty:
+        return pd.Series(dtype=object)
+    ranked = _ranked(candidates, beta)
+    best = ranked[ranked["rank"] == 1]
+    return pd.Series(best["target_crop_id"].to_numpy(), index=pd.MultiIndex.from_frame(best[_QUERY_KEY]))
+
+
+def judge_links(model_links: pd.DataFrame) -> pd.DataFrame:
+    """The top-1 links of the model's vision-only embedding (the judge of the ``votes`` rule)."""
+    rows = model_links[(model_links["method"] == JUDGE_METHOD) & (model_links["rank"] == 1)]
+    return rows[[*_QUERY_KEY, "target_crop_id"]].drop_duplicates(_QUERY_KEY).reset_index(drop=True)
+
+
+def _image_votes(group: pd.DataFrame, judge: pd.DataFrame, weights: Sequence[float]
+                 ) -> tuple[dict[float, float], dict[float, pd.Series], pd.Series]:
+    """Per weight: the share of judged queries whose top candidate is the judge's pick, and each query's pick."""
+    verdict = pd.Series(judge["target_crop_id"].to_numpy(), index=pd.MultiIndex.from_frame(judge[_QUERY_KEY]))
+    picks = {float(w): _top1(group, float(w)) for w in weights}
+    if 0.0 not in picks:
+        picks[0.0] = _top1(group, 0.0)
+    judged = verdict.reindex(picks[0.0].index)
+    agree = {w: float((pick.reindex(judged.index) == judged).mean()) for w, pick in picks.items()
+             if w in {float(x) for x in weights}}
+    return agree, picks, judged
+
+
 def _top1_correct(candidates: pd.DataFrame, beta: float, truth: Mapping[str, str],
                   target_entity: Mapping[str, str]) -> pd.Series:
     """Per query crop in ``truth``: whether its best candidate at ``beta`` is a crop of its firm."""
@@ -151,22 +192,32 @@ def choose_string_weights(
     weights: Sequence[float] = STRING_WEIGHT_GRID,
     min_queries: int = MIN_VALIDATION_QUERIES,
     significance: float = SIGNIFICANCE,
+    judge: pd.DataFrame | None = None,
+    unlabelled: str = "votes",
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """The string weight ``beta`` of each OCR condition, chosen on the labelled validation firms.
+    """The string weight ``beta`` of each OCR condition, chosen on the labelled validation firms, else by the image
+    tower's votes.
 
     For a condition with at least ``min_queries`` validation queries whose firm is among the targets, the weight
     with the best validation top-1 (ties to the smaller weight) is taken when it beats ``beta = 0`` significantly:
     of the queries where the two disagree, the share it gets right must pass a one-sided exact binomial test at
-    ``significance`` (McNemar's test). Otherwise, and without labels, ``beta`` is 0: the model alone.
+    ``significance`` (McNemar's test). A condition with fewer, with ``unlabelled="votes"`` and ``judge`` rows for
+    it, gets the weight whose top candidates agree most with the judge's, taken when the judge sides with it
+    significantly more often than with ``beta = 0`` where the two differ (the same test). Otherwise ``beta`` is 0:
+    the model alone.
 
     Args:
         candidates: :func:`hybrid_candidates` rows.
         regions: ``stg_regions`` rows (truth), or ``None`` without labels.
+        judge: :func:`judge_links` rows (the vision tower's top-1 of each query), or ``None``.
+        unlabelled: ``votes`` or ``none`` (:data:`UNLABELLED_STRING_RULES`).
 
     Returns:
         ``{condition: beta}`` for every condition of ``candidates``, and one row per condition: ocr, weight,
-        chosen_by (``validation`` or ``default``), n_val, val_top1_by_weight (a dict), gained / lost (validation
-        queries the chosen weight gets right and ``beta = 0`` wrong, and the reverse) and p_value.
+        chosen_by (``validation``, ``image_votes`` or ``default``), n_val, val_top1_by_weight (a dict), n_votes
+        (queries the judge picked a target for), agreement_by_weight (a dict), gained / lost (queries the chosen
+        weight gets right and ``beta = 0`` wrong, and the reverse; by the judge's verdict under ``image_votes``)
+        and p_value.
     """
     from linkage_pipeline.evaluation import report
 
@@ -175,10 +226,14 @@ def choose_string_weights(
             raise ValueError(f"string weights must be in [0, 1], got {w}")
     if not 0.0 < significance < 1.0:
         raise ValueError(f"significance must be in (0, 1), got {significance}")
+    if unlabelled not in UNLABELLED_STRING_RULES:
+        raise ValueError(f"unlabelled must be one of {list(UNLABELLED_STRING_RULES)}, got {unlabelled!r}")
     conditions = sorted(set(candidates["ocr"])) if not candidates.empty else []
     chosen = {c: 0.0 for c in conditions}
     rows = {c: {"ocr": c, "weight": 0.0, "chosen_by": "default", "n_val": 0, "val_top1_by_weight": {},
-                "gained": 0, "lost": 0, "p_value": float("nan")} for c in conditions}
+                "n_votes": 0, "agreement_by_weight": {}, "gained": 0, "lost": 0, "p_value": float("nan")}
+            for c in conditions}
+    labelled: set[str] = set()
     if regions is not None and not regions.empty and conditions:
         queries, target_entity, in_targets = report._truth_frames(regions)
         val = queries[(queries["split"] == "val") & queries["entity_id"].isin(in_targets)]
@@ -190,6 +245,7 @@ def choose_string_weights(
             rows[c]["n_val"] = len(truth)
             if len(truth) < min_queries:
                 continue
+            labelled.add(c)
             correct = {float(w): _top1_correct(group, float(w), truth, target_entity) for w in weights}
             accs = {w: float(s.mean()) for w, s in correct.items()}
             rows[c]["val_top1_by_weight"] = accs
@@ -202,6 +258,25 @@ def choose_string_weights(
             if best > 0.0 and p < significance:
                 chosen[c] = best
                 rows[c].update(weight=best, chosen_by="validation")
+    if unlabelled == "votes" and judge is not None and not judge.empty:
+        for c in conditions:
+            votes = judge[judge["ocr"] == c]
+            if c in labelled or votes.empty:
+                continue
+            agree, picks, judged = _image_votes(candidates[candidates["ocr"] == c], votes, weights)
+            n_votes = int(judged.notna().sum())
+            rows[c].update(n_votes=n_votes, agreement_by_weight=agree)
+            if not n_votes:
+                continue
+            best = max(agree, key=lambda w: (round(agree[w], 9), -w))
+            differ = picks[best] != picks[0.0]
+            gained = int((differ & (picks[best] == judged)).sum())
+            lost = int((differ & (picks[0.0] == judged)).sum())
+            p = float(binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue) if gained + lost else 1.0
+            rows[c].update(gained=gained, lost=lost, p_value=p)
+            if best > 0.0 and p < significance:
+                chosen[c] = best
+                rows[c].update(weight=best, chosen_by="image_votes")
     table = pd.DataFrame(list(rows.values()), columns=["ocr", "weight", "chosen_by", "n_val", "val_top1_by_weight",
-                                                       "gained", "lost", "p_value"])
+                                                       "n_votes", "agreement_by_weight", "gained", "lost", "p_value"])
     return chosen, table

@@ -19,7 +19,7 @@ from linkage_pipeline.multimodal.encoder import (
     MultimodalEncoder,
     file_sha256,
 )
-from linkage_pipeline.multimodal.preprocessing import Preprocessing
+from linkage_pipeline.multimodal.preprocessing import Preprocessing, model_identity
 from linkage_pipeline.multimodal.towers import ClipDualEncoder, RinnaDualEncoder
 
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
@@ -104,7 +104,7 @@ def load_hf_clip(
     dual = ClipDualEncoder(model).to(dev).eval()
     card = {"source": str(src), "kind": "hf_clip"}
     return MultimodalEncoder(
-        dual, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev), file_sha256(weights), card
+        dual, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev), model_identity(file_sha256(weights), preprocessing), card
     )
 
 
@@ -181,7 +181,7 @@ def load_rinna_clip(
     model.to(dev).eval()
     card = {"source": str(src), "kind": "rinna"}
     return MultimodalEncoder(
-        model, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev), file_sha256(weights), card
+        model, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev), model_identity(file_sha256(weights), preprocessing), card
     )
 
 

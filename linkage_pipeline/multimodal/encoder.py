@@ -48,7 +48,13 @@ from linkage_pipeline.documents.crops import (
     pad_to_square,
     reflow_vertical,
 )
-from linkage_pipeline.multimodal.preprocessing import Preprocessing, grid_layout
+from linkage_pipeline.multimodal.preprocessing import (
+    Preprocessing,
+    grid_layout,
+    model_identity,
+    preprocessing_from_json,
+    text_translation,
+)
 from linkage_pipeline.multimodal.tokenizer import build_char_tokenizer
 from linkage_pipeline.multimodal.towers import (
     ClipDualEncoder,
@@ -99,7 +105,9 @@ class MultimodalEncoder:
         preprocessing: Image and text preprocessing.
         device: Where the model runs.
         dtype: Inference precision; ``float16``/``bfloat16`` run under autocast (weights stay float32).
-        model_id: ``sha256`` of the weights file it was loaded from (``None`` for an unsaved model).
+        model_id: ``sha256`` of the weights file it was loaded from, combined with the text fold table when the
+            preprocessing has one (:func:`~linkage_pipeline.multimodal.preprocessing.model_identity`; ``None`` for
+            an unsaved model).
         card: The model card (config, data, metrics, code version).
     """
 
@@ -222,10 +230,14 @@ class MultimodalEncoder:
         return torch.from_numpy(np.stack([self.prepare_image(im, d) for im, d in zip(images, dirs, strict=True)]))
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, special tokens included, truncated to ``preprocessing.max_length``."""
+        """Token ids of each text (after ``preprocessing.text_fold``), special tokens included, truncated to
+        ``preprocessing.max_length``."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         if not texts:
             return []
+        if self.preprocessing.text_fold:
+            table = text_translation(self.preprocessing)
+            texts = [t.translate(table) for t in texts]
         max_len = self.preprocessing.max_length
         if self.preprocessing.text_prefix_cls:
             enc = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_len - 1)
@@ -388,7 +400,7 @@ class MultimodalEncoder:
             card: Model card entries (``config``, ``data``, ``metrics``, ...).
 
         Returns:
-            The model id (``sha256`` of ``model.safetensors``).
+            The model id (``sha256`` of ``model.safetensors``, with the text fold table when there is one).
 
         Raises:
             ValueError: If the model is not a ``clip`` model (rinna checkpoints are read-only here).
@@ -400,9 +412,9 @@ class MultimodalEncoder:
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.model.state_dict().items()}
         save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
         (out / CONFIG_FILE).write_text(self.model.model.config.to_json_string(), encoding="utf-8")
-        (out / PREPROCESSING_FILE).write_text(json.dumps(asdict(self.preprocessing), indent=2), encoding="utf-8")
+        (out / PREPROCESSING_FILE).write_text(json.dumps(asdict(self.preprocessing), indent=2, ensure_ascii=False), encoding="utf-8")
         self.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
-        self.model_id = file_sha256(out / WEIGHTS_FILE)
+        self.model_id = model_identity(file_sha256(out / WEIGHTS_FILE), self.preprocessing)
         self.card = {
             **self.card,
             **(card or {}),
@@ -431,7 +443,7 @@ class MultimodalEncoder:
             dtype: Inference precision (``None``: float16 on CUDA, float32 on CPU).
 
         Returns:
-            The encoder in eval mode; ``model_id`` is the hash of the weights file.
+            The encoder in eval mode; ``model_id`` is the hash of the weights file (and text fold table).
 
         Raises:
             ValueError: If the folder lacks a file of our format.
@@ -447,7 +459,7 @@ class MultimodalEncoder:
             )
         config = CLIPConfig.from_json_file(str(src / CONFIG_FILE))
         prep_raw = json.loads((src / PREPROCESSING_FILE).read_text(encoding="utf-8"))
-        prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in prep_raw.items()})
+        prep = preprocessing_from_json(prep_raw)
         model = build_clip_model(config)
         model.load_state_dict(load_file(str(src / WEIGHTS_FILE)), strict=True)
         tokenizer = AutoTokenizer.from_pretrained(str(src / TOKENIZER_DIR), local_files_only=True)
@@ -455,7 +467,8 @@ class MultimodalEncoder:
         card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.exists() else {}
         dev = resolve_device(device)
         dual = ClipDualEncoder(model).to(dev).eval()
-        return cls(dual, tokenizer, prep, dev, resolve_dtype(dtype, dev), file_sha256(src / WEIGHTS_FILE), card)
+        return cls(dual, tokenizer, prep, dev, resolve_dtype(dtype, dev),
+                   model_identity(file_sha256(src / WEIGHTS_FILE), prep), card)
 
 
 def pool_embeddings(image_emb: np.ndarray, text_emb: np.ndarray, weight: float = 0.5) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +36,11 @@ class Preprocessing:
             of side ``image_size // grid_cols``, so a character keeps that many pixels whatever the name's
             length); the line or grid is then padded to a square, never squashed.
         grid_cols: Columns of the ``grid`` layout.
+        text_fold: (old, new) character pairs replaced in every text before the text tower reads it, one per old
+            character (the 旧字体 -> 新字体 table of :func:`~linkage_pipeline.multimodal.variants.japanese_old_new`
+            for the shipped model): the text side then sees 會社 and 会社 as the same string. Empty: no folding.
+            Part of the model's identity (:func:`model_identity`), so embeddings made without the fold are
+            never reused with it.
     """
 
     image_size: int = 80
@@ -46,12 +53,42 @@ class Preprocessing:
     max_length: int = 48
     layout: str = "line"
     grid_cols: int = 4
+    text_fold: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        olds = [pair[0] if len(pair) == 2 else "" for pair in self.text_fold]
+        bad = [pair for pair in self.text_fold
+               if len(pair) != 2 or not all(isinstance(c, str) and len(c) == 1 for c in pair)]
+        if bad:
+            raise ValueError(f"text_fold must hold (old, new) pairs of single characters, got {bad[:3]}")
+        if len(set(olds)) != len(olds):
+            raise ValueError("text_fold names an old character twice; expected one new form per old character")
         if self.layout not in ("line", "grid"):
             raise ValueError(f"layout must be 'line' or 'grid', got {self.layout!r}")
         if self.grid_cols < 1 or self.image_size // self.grid_cols < 4:
             raise ValueError(f"grid_cols={self.grid_cols} leaves cells under 4 px at image_size={self.image_size}")
+
+
+def text_translation(preprocessing: Preprocessing) -> dict[int, str]:
+    """The ``str.translate`` table of ``preprocessing.text_fold`` (empty without a fold)."""
+    return {ord(old): new for old, new in preprocessing.text_fold}
+
+
+def preprocessing_from_json(raw: dict) -> Preprocessing:
+    """A :class:`Preprocessing` from its ``preprocessing.json`` dict (lists read back as tuples)."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    if "text_fold" in values:
+        values["text_fold"] = tuple(tuple(pair) for pair in values["text_fold"])
+    return Preprocessing(**values)
+
+
+def model_identity(weights_sha256: str, preprocessing: Preprocessing) -> str:
+    """A model's id: the SHA-256 of its weights file, or, when its preprocessing folds texts, the SHA-256 of that
+    hash and the fold table together (the same weights read different text, so their embeddings differ)."""
+    if not preprocessing.text_fold:
+        return weights_sha256
+    table = json.dumps([list(pair) for pair in preprocessing.text_fold], ensure_ascii=False)
+    return hashlib.sha256(f"{weights_sha256}\ntext_fold:{table}".encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- grid layout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -36,13 +37,16 @@ def test_linkage_model_called_directly_records_the_shipped_model(tmp_path: Path)
     from assets_defs.model import LinkageModelConfig, linkage_model
     from linkage_pipeline.multimodal.checkpoints import shipped_model_dir
     from linkage_pipeline.multimodal.encoder import file_sha256
+    from linkage_pipeline.multimodal.preprocessing import model_identity, preprocessing_from_json
     from resources import ComputeResource
 
     generate_corpus(tmp_path / "c", seed=2, n_firms=8, n_list_pages=1)
     store_resource = LinkageStore(data_dir=str(tmp_path / "c"))
     result = linkage_model(LinkageModelConfig(), linkage_store=store_resource, compute=ComputeResource(device="cpu"))
     row = store_resource.store().read_table("linkage_model").iloc[0]
-    assert row["model_id"] == file_sha256(shipped_model_dir() / "model.safetensors") == result.metadata["model_id"]
+    prep = preprocessing_from_json(json.loads((shipped_model_dir() / "preprocessing.json").read_text(encoding="utf-8")))
+    expected = model_identity(file_sha256(shipped_model_dir() / "model.safetensors"), prep)
+    assert row["model_id"] == expected == result.metadata["model_id"]
     assert row["chosen_by"] == "shipped model" and row["pretrained_path"].endswith("pretrained")
     assert 0 <= row["pooling_weight"] <= 1
     with pytest.raises(ValueError, match="no trained model yet"):

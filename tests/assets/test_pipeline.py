@@ -126,7 +126,7 @@ def test_evaluation_tables_have_real_values(pipeline) -> None:
     assert set(zip(link["training"], link["method"])) == {
         ("none", "levenshtein"), ("none", "jaro_winkler"), ("none", "ngram"),
         *((t, m) for t in ("self_supervised", "supervised") for m in ("vision", "language", "multimodal")),
-        ("supervised", "hybrid"),
+        ("supervised", "hybrid"), ("self_supervised", "hybrid"),
     }
     assert set(link["ocr"]) == {"tesseract", "rapidocr", "ground_truth"}
     assert link["top1_accuracy"].between(0, 1).all()
@@ -137,7 +137,8 @@ def test_evaluation_tables_have_real_values(pipeline) -> None:
 
 def test_hybrid_links_record_their_string_weight_and_can_be_left_out(pipeline) -> None:
     """The hybrid rows rank the multimodal and n-gram candidates by one score; its string weight per OCR condition
-    is in the metadata (0 here: 24 firms leave under 20 validation queries), so they are the model's own links."""
+    is in the metadata (24 firms leave under 20 validation queries: the vision tower's votes decide, and with
+    ``unlabelled_string_weight: none`` the weight is 0, so the rows are the model's own links)."""
     data_dir, instance, store, _ = pipeline
     resources = _resources(data_dir)
     before = store.read_table("embedding_links")
@@ -147,9 +148,16 @@ def test_hybrid_links_record_their_string_weight_and_can_be_left_out(pipeline) -
     result = dg.materialize(all_assets, selection=["embedding_links"], instance=instance, resources=resources)
     meta = materialization_metadata(result, "embedding_links")
     weights = str(meta["hybrid_string_weights"])
-    assert all(c in weights for c in ("tesseract", "rapidocr", "ground_truth")) and "default" in weights
+    assert all(c in weights for c in ("tesseract", "rapidocr", "ground_truth")) and "n_votes" in weights
+    agreement = meta["hybrid_candidates"]
+    assert set(agreement) == {"tesseract", "rapidocr", "ground_truth"}
+    for condition in agreement.values():  # every candidate weight scored by the image tower's votes
+        assert condition["val_top1"] == {} and len(condition["image_agreement"]) == 11
+        assert all(0.0 <= v <= 1.0 for v in condition["image_agreement"].values())
+    pd.testing.assert_frame_equal(store.read_table("embedding_links"), before)  # the same rows again
+    none = {"ops": {"embedding_links": {"config": {"unlabelled_string_weight": "none"}}}}
+    dg.materialize(all_assets, selection=["embedding_links"], instance=instance, resources=resources, run_config=none)
     after = store.read_table("embedding_links")
-    pd.testing.assert_frame_equal(after, before)
     hybrid = after[after["method"] == "hybrid"].sort_values(["ocr", "query_crop_id", "rank"]).reset_index(drop=True)
     model = after[after["method"] == "multimodal"].sort_values(["ocr", "query_crop_id", "rank"]).reset_index(drop=True)
     assert len(hybrid) == len(model) > 0

@@ -18,6 +18,7 @@ import pandas as pd
 from linkage_pipeline.multimodal import registry
 from linkage_pipeline.multimodal.checkpoints import PRETRAINED_SUBDIR, shipped_model_dir
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
+from linkage_pipeline.multimodal.preprocessing import Preprocessing
 from linkage_pipeline.multimodal.training import data as training_data
 from linkage_pipeline.multimodal.training.data import TrainingSet
 from linkage_pipeline.multimodal.training.trainer import (
@@ -39,6 +40,8 @@ class Recipe:
         image_size: Side of the square model input.
         layout: ``grid`` (character cells laid out in rows; orientation-free) or ``line`` (re-flowed line).
         seed: Seed of the weight initialisation.
+        text_fold: Fold 旧字体 to 新字体 in every text the model reads, in training and when linking (the table of
+            :func:`~linkage_pipeline.multimodal.variants.japanese_old_new`, kept in the model's preprocessing).
         clip: Language-image pretraining stage.
         supcon: Supervised contrastive stage on the pooled embedding.
         distil: Distillation stage (not part of :func:`train_recipe`; :func:`distil_stage` runs it): SupCon as in
@@ -50,6 +53,7 @@ class Recipe:
     image_size: int = 64
     layout: str = "grid"
     seed: int = 0
+    text_fold: bool = True
     # Both stages stop at the end of a warm-restart cycle (10 * (2**n - 1) steps with t0=10, t_mult=2), so
     # training ends at a small learning rate rather than just after a restart.
     # The CLIP stage is the label-free one: crop/reading pairs plus an instance loss over printed names whose views
@@ -73,6 +77,14 @@ class Recipe:
         )
     )
 
+
+def recipe_preprocessing(recipe: Recipe) -> Preprocessing:
+    """The preprocessing of a new model of ``recipe``: its image size and layout, and with ``text_fold`` the
+    旧字体 -> 新字体 table (Debian's ``unicode-data`` must be installed)."""
+    from linkage_pipeline.multimodal import variants
+
+    fold = variants.japanese_old_new() if recipe.text_fold else ()
+    return Preprocessing(image_size=recipe.image_size, layout=recipe.layout, text_fold=tuple(fold))
 
 def train_recipe(
     data: TrainingSet,
@@ -103,8 +115,6 @@ def train_recipe(
     Returns:
         ``{stage: saved model folder}``.
     """
-    from linkage_pipeline.multimodal.preprocessing import Preprocessing
-
     root = Path(work_dir)
     if start_from is not None:
         encoder = MultimodalEncoder.load(start_from, device=device, dtype="float32")
@@ -114,7 +124,7 @@ def train_recipe(
             device=device,
             dtype="float32",
             vision_tower=recipe.vision_tower,
-            preprocessing=Preprocessing(image_size=recipe.image_size, layout=recipe.layout),
+            preprocessing=recipe_preprocessing(recipe),
         )
     configs = {"clip": recipe.clip, "supcon": recipe.supcon}
     out: dict[str, Path] = {}
@@ -244,16 +254,18 @@ def architecture(recipe: Recipe) -> dict[str, Any]:
     """
     import inspect
 
-    from linkage_pipeline.multimodal.preprocessing import Preprocessing
     from linkage_pipeline.multimodal.tokenizer import build_char_tokenizer
     from linkage_pipeline.multimodal.towers import small_clip_config
 
-    prep = Preprocessing(image_size=recipe.image_size, layout=recipe.layout)
+    prep = recipe_preprocessing(recipe)
     args = {name: p.default for name, p in inspect.signature(small_clip_config).parameters.items()
             if p.default is not inspect.Parameter.empty}
     args.update(image_size=prep.image_size, max_length=prep.max_length, vision_tower=recipe.vision_tower,
                 vocab_size=len(build_char_tokenizer(max_length=prep.max_length)))
-    return {"model": args, "layout": recipe.layout, "grid_cols": prep.grid_cols, "seed": recipe.seed}
+    out = {"model": args, "layout": recipe.layout, "grid_cols": prep.grid_cols, "seed": recipe.seed}
+    if prep.text_fold:
+        out["text_fold"] = [list(pair) for pair in prep.text_fold]
+    return out
 
 
 def run_folder(

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from linkage_pipeline import schema
 from linkage_pipeline.documents.labels import label_regions
 from linkage_pipeline.evaluation import report
+from linkage_pipeline.linking import hybrid
 from linkage_pipeline.linking.by_embeddings import embedding_links, mutual_neighbour_weight
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 
@@ -248,9 +249,10 @@ def test_linkage_evaluation_report_strings_and_the_supervised_model() -> None:
 
 def test_linkage_evaluation_report_embeds_with_the_pretrained_model_and_reuses_the_cache(pretrained) -> None:
     encoder, inputs = pretrained
+    choices: dict = {}
     table, embedded = report.linkage_evaluation_report(
         _links(STRING_ROWS), _stg_regions(), embedding_links=_embedding_links(), model=MODEL,
-        linkages=[("q", "t")], pretrained=encoder, inputs=inputs,
+        linkages=[("q", "t")], pretrained=encoder, inputs=inputs, choices=choices,
     )
     assert list(embedded.columns) == list(schema.CROP_EMBEDDINGS)
     assert len(embedded) == 11 and set(embedded["model_id"]) == {encoder.model_id}
@@ -259,13 +261,21 @@ def test_linkage_evaluation_report_embeds_with_the_pretrained_model_and_reuses_t
     mutual, rates = mutual_neighbour_weight(embedded, [("q", "t")], default=0.5)
     assert len(rates) == 11 and mutual == 0.5  # both towers link all five pairs here: every weight ties
     links = embedding_links(embedded, [("q", "t")], weight=mutual, training="self_supervised")
+    # and its hybrid rows, the string weight chosen by the supervised model's rules (here the image votes)
+    candidates = hybrid.hybrid_candidates(links, _links(STRING_ROWS), embedded, [("q", "t")], {"tesseract": mutual})
+    betas, string_table = hybrid.choose_string_weights(candidates, _stg_regions(), judge=hybrid.judge_links(links))
+    assert string_table["n_votes"].tolist() == [6]  # q1..q6, each with a vision top-1
+    links = pd.concat([links, hybrid.hybrid_links(candidates, betas, model_id=encoder.model_id,
+                                                  training="self_supervised")], ignore_index=True)
     expected = report.linkage_evaluation_table(links, _stg_regions(), training="self_supervised",
                                                weights={"tesseract": mutual})
     assert expected.loc[expected["method"] == "multimodal", "pooling_weight"].tolist() == [0.5, 0.5]
     assert expected.loc[expected["method"] != "multimodal", "pooling_weight"].isna().all()
     got = table[table["training"] == "self_supervised"].reset_index(drop=True)
-    assert len(got) == 6  # vision, language, multimodal x test, all
+    assert len(got) == 8  # vision, language, multimodal, hybrid x test, all
     pd.testing.assert_frame_equal(got, expected)
+    assert choices["self_supervised_pooling"] == {"tesseract": 0.5} and choices["self_supervised_string"] == betas
+    pd.testing.assert_frame_equal(choices["self_supervised_string_table"], string_table)
     # a card weight off the grid tells the rules apart: the mutual rule takes a candidate (0.5, nearest 0.52),
     # unlabelled="card" the card's own 0.52, as faiss_index's unlabelled_weight: card does
     off_grid = {**MODEL, "pooling_weight": 0.52}
@@ -278,6 +288,8 @@ def test_linkage_evaluation_report_embeds_with_the_pretrained_model_and_reuses_t
         assert rows["pooling_weight"].tolist() == [weight, weight], rule
     with pytest.raises(ValueError, match="unlabelled must be 'mutual' or 'card', got 'labels'"):
         report.linkage_evaluation_report(_links(STRING_ROWS), _stg_regions(), unlabelled="labels")
+    with pytest.raises(ValueError, match=r"unlabelled_string_weight must be one of \['votes', 'none'\], got 'ngram'"):
+        report.linkage_evaluation_report(_links(STRING_ROWS), _stg_regions(), unlabelled_string_weight="ngram")
     assert table["training"].tolist()[:4] == ["none", "none", "supervised", "supervised"]
     # given the cache back, nothing is embedded again and the same table comes out
     again, cached = report.linkage_evaluation_report(

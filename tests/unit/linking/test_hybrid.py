@@ -168,3 +168,51 @@ def test_without_enough_evidence_the_model_alone_is_kept(corpus) -> None:
     empty = hybrid.hybrid_candidates(corpus["links"].iloc[:0], corpus["strings"].iloc[:0], corpus["emb"], LINKAGES, 0.5)
     assert empty.empty and hybrid.hybrid_links(empty, 0.5, model_id="m").empty
     assert hybrid.choose_string_weights(empty, regions)[0] == {}
+
+
+def _judge(cands: pd.DataFrame, pick: dict[str, str]) -> pd.DataFrame:
+    """Judge rows (as :func:`hybrid.judge_links` gives) picking ``pick[query]`` for every query of ``cands``."""
+    rows = cands.drop_duplicates(["query_crop_id", "ocr"])[["query_source", "target_source", "ocr", "query_crop_id"]]
+    return rows.assign(target_crop_id=rows["query_crop_id"].map(pick)).reset_index(drop=True)
+
+
+def test_without_labels_the_image_tower_votes_for_the_string_weight(corpus) -> None:
+    cands, regions, links = corpus["cands"], corpus["regions"], corpus["links"]
+    queries = regions[regions["source_role"] == "query"]
+    targets = regions[regions["source_role"] == "target"].set_index("true_entity_id")["crop_id"]
+    truth = dict(zip(queries["crop_id"], queries["true_entity_id"].map(targets), strict=True))
+    # a judge that is right about every query: on clean readings it sides with the n-grams, where they tell twins apart
+    betas, table = hybrid.choose_string_weights(cands, None, judge=_judge(cands, truth))
+    rows = table.set_index("ocr")
+    assert betas["clean"] > 0.0 and rows.loc["clean", "chosen_by"] == "image_votes"
+    assert rows.loc["clean", "n_votes"] == len(queries) and rows.loc["clean", "n_val"] == 0
+    agree = rows.loc["clean", "agreement_by_weight"]
+    assert agree[betas["clean"]] == max(agree.values()) > agree[0.0] + 0.2
+    assert rows.loc["clean", "lost"] == 0 and rows.loc["clean", "gained"] >= 20
+    # garbled readings: the n-grams cannot win the judge over, the model alone stays
+    assert betas["garbled"] == 0.0 and rows.loc["garbled", "chosen_by"] == "default"
+    test = linkage_evaluation_table(hybrid.hybrid_links(cands, betas, model_id="m"), regions,
+                                    report_splits=("test",)).set_index("ocr")
+    assert test.loc["clean", "top1_accuracy"] == pytest.approx(1.0)
+    # a judge that always sides with the model alone (as an image tower pooled into the model leans): beta 0
+    model_top1 = links[links["rank"] == 1].drop_duplicates("query_crop_id")
+    own = dict(zip(model_top1["query_crop_id"], model_top1["target_crop_id"], strict=True))
+    betas, table = hybrid.choose_string_weights(cands, None, judge=_judge(cands, own))
+    assert betas == {"clean": 0.0, "garbled": 0.0} and (table["gained"] == 0).all()
+    # labelled conditions are decided on the validation firms, not by the votes; "none" keeps beta 0 without labels
+    _, table = hybrid.choose_string_weights(cands, regions, judge=_judge(cands, own))
+    assert table.set_index("ocr").loc["clean", "chosen_by"] == "validation"
+    betas, table = hybrid.choose_string_weights(cands, None, judge=_judge(cands, truth), unlabelled="none")
+    assert betas == {"clean": 0.0, "garbled": 0.0} and (table["n_votes"] == 0).all()
+    with pytest.raises(ValueError, match="unlabelled must be one of \\['votes', 'none'\\], got 'strings'"):
+        hybrid.choose_string_weights(cands, None, unlabelled="strings")
+
+
+def test_the_judge_is_the_vision_towers_top_link(corpus) -> None:
+    emb = corpus["emb"]
+    links = embedding_links(emb, LINKAGES, methods=("vision", "multimodal"), weight=0.5, k=3, training="supervised")
+    judge = hybrid.judge_links(links)
+    vision = links[(links["method"] == "vision") & (links["rank"] == 1)]
+    assert len(judge) == len(vision) == 2 * 2 * N_PAIRS  # every query crop, both conditions
+    merged = judge.merge(vision, on=["query_source", "target_source", "ocr", "query_crop_id"], suffixes=("", "_v"))
+    assert (merged["target_crop_id"] == merged["target_crop_id_v"]).all()

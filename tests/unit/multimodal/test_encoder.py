@@ -327,3 +327,38 @@ def test_cnn_vision_tower_saves_and_reloads(tmp_path: Path) -> None:
     np.testing.assert_allclose(loaded.encode_pooled(crops, TEXTS[:4], directions=dirs), before, atol=1e-5)
     with pytest.raises(ValueError, match="vision_tower must be"):
         MultimodalEncoder.create(seed=5, vision_tower="mlp", **TINY)
+
+
+def test_text_fold_reads_old_forms_as_new_and_is_part_of_the_model_id(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from linkage_pipeline.multimodal.preprocessing import Preprocessing, model_identity
+
+    tiny = {k: x for k, x in TINY.items() if k not in ("image_size", "max_length", "patch_size")}
+    prep = Preprocessing(image_size=32, max_length=24, layout="grid")
+    plain = MultimodalEncoder.create(seed=5, preprocessing=prep, vision_tower="cnn", cnn_widths=(8, 8, 16, 16), **tiny)
+    plain_id = plain.save(tmp_path / "plain")
+    folded = MultimodalEncoder.load(tmp_path / "plain")
+    folded.preprocessing = replace(prep, text_fold=(("會", "会"), ("藥", "薬")))
+    folded_id = folded.save(tmp_path / "folded")
+    weights = file_sha256(tmp_path / "folded" / "model.safetensors")
+    # same weights, other reading of the texts: another model id, so cached embeddings are never mixed
+    assert weights == plain_id != folded_id == model_identity(weights, folded.preprocessing)
+    loaded = MultimodalEncoder.load(tmp_path / "folded")
+    assert loaded.model_id == folded_id and loaded.preprocessing.text_fold == (("會", "会"), ("藥", "薬"))
+    texts = ["福田製藥株式會社", "福田製薬株式会社", "福田製菓株式會社"]
+    assert loaded.token_ids(texts[:1]) == loaded.token_ids(texts[1:2]) == plain.token_ids(texts[1:2])
+    assert plain.token_ids(texts[:1]) != plain.token_ids(texts[1:2])
+    emb = loaded.encode_texts(texts)
+    np.testing.assert_array_equal(emb[0], emb[1])  # one string after folding, one embedding
+    np.testing.assert_array_equal(emb[1], plain.encode_texts(texts[1:2])[0])
+    assert not np.allclose(emb[0], emb[2])
+
+
+def test_text_fold_rejects_pairs_that_are_not_one_character_each() -> None:
+    from linkage_pipeline.multimodal.preprocessing import Preprocessing
+
+    with pytest.raises(ValueError, match="pairs of single characters"):
+        Preprocessing(text_fold=(("會社", "会社"),))
+    with pytest.raises(ValueError, match="names an old character twice"):
+        Preprocessing(text_fold=(("會", "会"), ("會", "合")))

@@ -13,7 +13,8 @@ from linkage_pipeline.multimodal.checkpoints import (
     shipped_model_dir,
     shipped_pretrained_dir,
 )
-from linkage_pipeline.multimodal.encoder import MultimodalEncoder
+from linkage_pipeline.multimodal.encoder import MultimodalEncoder, file_sha256
+from linkage_pipeline.multimodal.preprocessing import model_identity
 from linkage_pipeline.multimodal.registry import (
     ModelChoice,
     attach_pretrained,
@@ -71,7 +72,13 @@ def test_shipped_model_loads_with_its_pretrained_companion_and_tuned_defaults() 
     # distilled from the previous release's model, whose supervised training started from the pretrained model
     distil = enc.card["training"]["distil"]
     assert enc.card["parent_model_id"] == distil["start_model_id"] == distil["teachers"][0]["model_id"]
-    assert distil["start_parent_model_id"] == pre.model_id and len(distil["teachers"]) == 3
+    # the ids of that history are the weights' hashes: the text fold came later and joins the shipped ids
+    assert distil["start_parent_model_id"] == pre.card["weights_sha256"] and len(distil["teachers"]) == 3
+    for model, folder in ((enc, shipped_model_dir()), (pre, shipped_pretrained_dir())):
+        assert model.card["weights_sha256"] == file_sha256(folder / "model.safetensors")
+        assert model.model_id == model.card["model_id"] == model_identity(model.card["weights_sha256"],
+                                                                           model.preprocessing)
+        assert len(model.preprocessing.text_fold) == model.card["text_fold"]["pairs"] > 500
     assert 1_000_000 < enc.n_parameters() < 5_000_000
     weight, threshold = card_defaults(shipped_model_dir())
     assert 0.0 <= weight <= 1.0 and 0.0 < threshold < 1.0
