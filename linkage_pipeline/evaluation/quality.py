@@ -174,24 +174,27 @@ def embedding_norms(frame: pd.DataFrame, *, columns: tuple[str, ...] = ("image_e
     )
 
 
-def accuracy_drop(current: float, previous: float | None, *, tolerance: float = 0.02) -> CheckOutcome:
+def accuracy_drop(
+    current: float, previous: float | None, *, tolerance: float = 0.02, what: str = "validation top-1"
+) -> CheckOutcome:
     """Fails when the validation accuracy fell by more than ``tolerance`` against the last accepted run.
 
     Args:
-        current: Validation top-1 accuracy of this run (NaN when the corpus has no validation labels).
+        current: Validation accuracy of this run (NaN when the corpus has no validation labels).
         previous: That of the last run whose check passed (``None`` when there is none).
         tolerance: Largest accepted drop, in accuracy points (0.02 = 2 points).
+        what: The accuracy's name in the description.
     """
     if not 0.0 <= tolerance <= 1.0:
         raise ValueError(f"tolerance must be in [0, 1], got {tolerance}")
     if current != current:  # NaN: no labels, nothing to compare
         return CheckOutcome(True, "no validation labels: accuracy not compared", {"current": None})
     if previous is None or previous != previous:
-        return CheckOutcome(True, f"validation top-1 {current:.3f}; no earlier accepted run", {"current": current})
+        return CheckOutcome(True, f"{what} {current:.3f}; no earlier accepted run", {"current": current})
     drop = previous - current
     return CheckOutcome(
         passed=drop <= tolerance,
-        description=f"validation top-1 {current:.3f} against {previous:.3f} in the last accepted run "
+        description=f"{what} {current:.3f} against {previous:.3f} in the last accepted run "
         f"(drop {drop:+.3f}, bound {tolerance})",
         metadata={"current": current, "previous": previous, "drop": drop, "tolerance": tolerance},
     )

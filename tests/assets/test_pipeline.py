@@ -233,8 +233,9 @@ def test_an_accuracy_drop_blocks_the_network(pipeline) -> None:
     data_dir, instance, store, _ = pipeline
     resources = _resources(data_dir)
     history = store.read_table("record_link_runs")
-    assert history["passed"].all() and history["val_top1"].between(0, 1).all()
-    better = history.tail(1).assign(run_id="earlier-better-run", val_top1=history["val_top1"].iloc[-1] + 0.5)
+    assert history["passed"].all() and history["val_top1_with_nomatch"].between(0, 1).all()
+    better = history.tail(1).assign(run_id="earlier-better-run",
+                                    val_top1_with_nomatch=history["val_top1_with_nomatch"].iloc[-1] + 0.5)
     store.replace_table("record_link_runs", pd.concat([history, better], ignore_index=True))
     try:
         result = dg.materialize(all_assets, selection=["record_links", "int_list_entries", "mart_supply_chain_edges"],

@@ -198,6 +198,20 @@ def test_each_run_is_appended_with_its_accuracy_check(history, current, passed, 
     assert drop.metadata.get("previous") == previous
 
 
+def test_the_check_compares_the_accuracy_the_choice_is_made_by() -> None:
+    # the choice moved to another method of equal accuracy with no-match queries and lower top-1 without: no loss
+    history = _history((0.9, True)).assign(val_top1=0.99, val_top1_with_nomatch=0.925)
+    tie = {"method": "multimodal", "ocr": "rapidocr", "val_top1": 0.94, "val_top1_with_nomatch": 0.925}
+    runs, drop = selection.record_link_run(history, tie, run_id="now", model_id="m1",
+                                           recorded_at="2026-12-06T08:00:00Z", max_accuracy_drop=0.02)
+    assert drop.passed and bool(runs["passed"].iloc[-1])
+    assert "validation top-1 with no-match queries 0.925 against 0.925" in drop.description
+    worse = {**tie, "val_top1": 0.99, "val_top1_with_nomatch": 0.90}  # top-1 level, the record links worse
+    _, drop = selection.record_link_run(history, worse, run_id="later", model_id="m1",
+                                        recorded_at="2026-12-06T09:00:00Z", max_accuracy_drop=0.02)
+    assert not drop.passed and "drop +0.025" in drop.description
+
+
 def test_record_links_of_one_run_choose_record_and_stamp_the_run() -> None:
     links, runs, choice, drop = selection.record_links(
         _links(), _embedding_links(), _model(), _sources(), _regions(), _history((1.0, True)), run_id="run-7",

@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 from linkage_pipeline.multimodal.registry import record_trained_model
+from linkage_pipeline.multimodal.variants import japanese_old_new
 from linkage_pipeline.multimodal.training.data import (
     build_training_set,
     save_training_set,
@@ -91,7 +93,7 @@ def test_run_folder_is_keyed_by_the_architecture(tmp_path: Path) -> None:
     folder = run_folder(tmp_path, "clip", "abc", recipe.clip, "", arch)
     assert run_folder(tmp_path, "clip", "abc", recipe.clip, "", architecture(Recipe())) == folder
     for other in (replace(recipe, image_size=96), replace(recipe, vision_tower="vit"), replace(recipe, layout="line"),
-                  replace(recipe, seed=1)):
+                  replace(recipe, seed=1), replace(recipe, text_fold=False)):
         assert architecture(other) != arch
         assert run_folder(tmp_path, "clip", "abc", recipe.clip, "", architecture(other)) != folder
 
@@ -155,6 +157,10 @@ def test_train_stage_runs_clip_then_supcon_from_it(tmp_path: Path) -> None:
     assert json.loads((folder2 / "model_card.json").read_text())["linking"] == {"pooling_weight": 0.4}
     assert row2["parent_model_id"].item() == card["model_id"] == card2["parent_model_id"]
     assert json.loads((folder2 / "pretrained" / "model_card.json").read_text())["model_id"] == card["model_id"]
+    # the recipe's models read old character forms as new ones, in training and after (the table goes with them)
+    saved = MultimodalEncoder.load(folder2)
+    assert saved.preprocessing.text_fold == tuple(japanese_old_new()) and len(saved.preprocessing.text_fold) > 500
+    assert saved.token_ids(["東洋製藥株式會社"]) == saved.token_ids(["東洋製薬株式会社"])
     # the same inputs resume the same run folder (no retraining), so the model id is the same
     again, card3, _ = train_stage(tmp_path, "clip", None, overrides=one_step)
     assert again == folder and card3["model_id"] == card["model_id"]
