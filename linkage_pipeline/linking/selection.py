@@ -89,11 +89,12 @@ def select_record_links(
         if ocr != "auto":
             cands = cands[cands["ocr"] == ocr]
         if not cands.empty:
-            # Ranked on the validation split only, never on test firms. The hybrid links win only where they are
-            # strictly better: with a string weight of 0 they are the multimodal links under another name.
+            # Ranked on the validation split only, never on test firms: accuracy with the no-match queries, then
+            # top-1 alone (the better ranking where a threshold leaves two level). The hybrid links win only where
+            # they are strictly better: with a string weight of 0 they are the multimodal links under another name.
             ranked = cands.assign(_hybrid=cands["method"] == "hybrid")
-            best = ranked.sort_values(["top1_accuracy_with_nomatch", "_hybrid", "method", "ocr"],
-                                      ascending=[False, True, True, True]).iloc[0]
+            best = ranked.sort_values(["top1_accuracy_with_nomatch", "top1_accuracy", "_hybrid", "method", "ocr"],
+                                      ascending=[False, False, True, True, True]).iloc[0]
             method, ocr = str(best["method"]), str(best["ocr"])
             chosen_by = "best validation accuracy"
         else:

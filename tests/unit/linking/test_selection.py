@@ -87,6 +87,19 @@ def test_hybrid_links_are_chosen_only_where_they_are_strictly_better() -> None:
     assert (chosen["model_id"] == "m1").all()
 
 
+def test_a_tie_with_no_match_queries_goes_to_the_better_top1() -> None:
+    # jaro_winkler/tesseract: top-1 0.75, 0.8 with the no-match query; ngram/rapidocr: every top-1 right, but the
+    # no-match query (0.70) scores above a right one (0.60), so no threshold does better than 0.8 either
+    level = [("ngram", "rapidocr", f"q{i}", [(f"t{i}", sc), ("t0" if i else "t1", 0.1)])
+             for i, sc in enumerate((0.9, 0.8, 0.85, 0.6))] + [("ngram", "rapidocr", "q4", [("t2", 0.7)])]
+    rows = [c for c in CANDIDATES if c[0] == "jaro_winkler"] + level
+    links = pd.DataFrame([(q, t, "lists", "directory", m, o, r, sc) for m, o, q, hits in rows
+                          for r, (t, sc) in enumerate(hits, start=1)], columns=list(schema.STRING_LINKS))
+    _, choice = selection.select_record_links(links, _regions())
+    assert (choice["method"], choice["ocr"]) == ("ngram", "rapidocr")
+    assert (choice["val_top1"], choice["val_top1_with_nomatch"]) == (1.0, pytest.approx(0.8))
+
+
 def test_an_explicit_method_and_ocr_use_their_own_tuned_threshold() -> None:
     links, choice = selection.select_record_links(_links(), _regions(), method="jaro_winkler", ocr="tesseract",
                                                   model_id="m1")
