@@ -459,7 +459,10 @@ class MultimodalEncoder:
             )
         config = CLIPConfig.from_json_file(str(src / CONFIG_FILE))
         prep_raw = json.loads((src / PREPROCESSING_FILE).read_text(encoding="utf-8"))
-        prep = preprocessing_from_json(prep_raw)
+        try:
+            prep = preprocessing_from_json(prep_raw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{src / PREPROCESSING_FILE}: {exc}") from exc
         model = build_clip_model(config)
         model.load_state_dict(load_file(str(src / WEIGHTS_FILE)), strict=True)
         tokenizer = AutoTokenizer.from_pretrained(str(src / TOKENIZER_DIR), local_files_only=True)

@@ -362,3 +362,17 @@ def test_text_fold_rejects_pairs_that_are_not_one_character_each() -> None:
         Preprocessing(text_fold=(("會社", "会社"),))
     with pytest.raises(ValueError, match="names an old character twice"):
         Preprocessing(text_fold=(("會", "会"), ("會", "合")))
+
+
+def test_a_bad_text_fold_in_a_model_folder_names_the_file(tmp_path: Path) -> None:
+    from linkage_pipeline.multimodal.preprocessing import Preprocessing
+
+    tiny = {k: x for k, x in TINY.items() if k not in ("image_size", "max_length", "patch_size")}
+    prep = Preprocessing(image_size=32, max_length=24, layout="grid")
+    MultimodalEncoder.create(seed=5, preprocessing=prep, vision_tower="cnn", cnn_widths=(8, 8, 16, 16), **tiny).save(
+        tmp_path / "m")
+    raw = json.loads((tmp_path / "m" / "preprocessing.json").read_text(encoding="utf-8"))
+    (tmp_path / "m" / "preprocessing.json").write_text(json.dumps({**raw, "text_fold": [["會社", "会社"]]}),
+                                                      encoding="utf-8")
+    with pytest.raises(ValueError, match=r"m/preprocessing.json: text_fold must hold \(old, new\) pairs"):
+        MultimodalEncoder.load(tmp_path / "m")
