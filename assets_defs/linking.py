@@ -362,8 +362,8 @@ def embedding_links(
     )
     hybrid_meta: dict[str, object] = {}
     if config.hybrid and "multimodal" in set(index_rows["method"]) and store.table_exists("string_links"):
-        links, hybrid_meta = _with_hybrid_links(context, store, model, links, queries, targets, linkages, weight, config.k,
-                                                config.unlabelled_string_weight)
+        links, hybrid_meta = _with_hybrid_links(context, store, model, links, queries, targets, linkages, weight,
+                                                config.k, config.unlabelled_string_weight)
     # links first: a run stopped in between leaves the older target list, so those targets are searched again
     n = store.replace_table("embedding_links", links, schema.EMBEDDING_LINKS)
     n_targets = store.replace_table("embedding_link_targets", linked_targets, schema.LINKED_TARGETS)

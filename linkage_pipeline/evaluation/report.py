@@ -246,8 +246,8 @@ def linkage_evaluation_report(
             betas, string_table = hybrid.choose_string_weights(candidates, regions, judge=hybrid.judge_links(links),
                                                                unlabelled=unlabelled_string_weight)
             model_id = str(pretrained.model_id or "")
-            links = pd.concat([links, hybrid.hybrid_links(candidates, betas, model_id=model_id, training="self_supervised")],
-                              ignore_index=True)
+            fused = hybrid.hybrid_links(candidates, betas, model_id=model_id, training="self_supervised")
+            links = pd.concat([links, fused], ignore_index=True)
             frames.append(linkage_evaluation_table(links, regions, training="self_supervised", weights=chosen))
             if choices is not None:
                 choices.update(self_supervised_pooling=dict(chosen), self_supervised_string=dict(betas),

@@ -104,7 +104,8 @@ def load_hf_clip(
     dual = ClipDualEncoder(model).to(dev).eval()
     card = {"source": str(src), "kind": "hf_clip"}
     return MultimodalEncoder(
-        dual, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev), model_identity(file_sha256(weights), preprocessing), card
+        dual, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev),
+        model_identity(file_sha256(weights), preprocessing), card
     )
 
 
@@ -181,7 +182,8 @@ def load_rinna_clip(
     model.to(dev).eval()
     card = {"source": str(src), "kind": "rinna"}
     return MultimodalEncoder(
-        model, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev), model_identity(file_sha256(weights), preprocessing), card
+        model, tokenizer, preprocessing, dev, resolve_dtype(dtype, dev),
+        model_identity(file_sha256(weights), preprocessing), card
     )
 
 

@@ -412,7 +412,8 @@ class MultimodalEncoder:
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.model.state_dict().items()}
         save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
         (out / CONFIG_FILE).write_text(self.model.model.config.to_json_string(), encoding="utf-8")
-        (out / PREPROCESSING_FILE).write_text(json.dumps(asdict(self.preprocessing), indent=2, ensure_ascii=False), encoding="utf-8")
+        prep = json.dumps(asdict(self.preprocessing), indent=2, ensure_ascii=False)
+        (out / PREPROCESSING_FILE).write_text(prep, encoding="utf-8")
         self.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
         self.model_id = model_identity(file_sha256(out / WEIGHTS_FILE), self.preprocessing)
         self.card = {

@@ -37,8 +37,9 @@ class Preprocessing:
             length); the line or grid is then padded to a square, never squashed.
         grid_cols: Columns of the ``grid`` layout.
         text_fold: (old, new) character pairs replaced in every text before the text tower reads it, one per old
-            character (the 旧字体 -> 新字体 table of :func:`~linkage_pipeline.multimodal.variants.japanese_old_new`
-            for the shipped model): the text side then sees 會社 and 会社 as the same string. Empty: no folding.
+            character (for the shipped model, the 旧字体 -> 新字体 table of
+            :func:`~linkage_pipeline.multimodal.variants.japanese_old_new`): the text side then sees 會社 and
+            会社 as the same string. Empty: no folding.
             Part of the model's identity (:func:`model_identity`), so embeddings made without the fold are
             never reused with it.
     """

@@ -11,7 +11,6 @@ import pytest
 
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 from linkage_pipeline.multimodal.registry import record_trained_model
-from linkage_pipeline.multimodal.variants import japanese_old_new
 from linkage_pipeline.multimodal.training.data import (
     build_training_set,
     save_training_set,
@@ -29,6 +28,7 @@ from linkage_pipeline.multimodal.training.recipe import (
     write_card_linking,
 )
 from linkage_pipeline.multimodal.training.trainer import TrainConfig
+from linkage_pipeline.multimodal.variants import japanese_old_new
 
 
 def test_stage_config_keeps_the_recipe_where_none() -> None:
