@@ -294,24 +294,22 @@ def _with_hybrid_links(
     """``links`` plus the ``hybrid`` rows, their string weight chosen per OCR condition on the labelled validation
     firms (or the reviews where there are none, as the pooling weight), else by the image tower's votes, and the
     metadata saying which."""
-    regions = _tuning_regions(store, model)
     embeddings = pd.concat([queries, targets], ignore_index=True)
-    candidates = hybrid.hybrid_candidates(links, store.read_table("string_links"), embeddings, linkages, weight)
-    betas, table = hybrid.choose_string_weights(candidates, regions, judge=hybrid.judge_links(links),
-                                                unlabelled=unlabelled)
+    links, _, table = hybrid.with_hybrid_links(links, store.read_table("string_links"), embeddings, linkages, weight,
+                                               _tuning_regions(store, model), model_id=str(model["model_id"]), k=k,
+                                               unlabelled=unlabelled)
     for row in table.itertuples():
         voted = row.n_val < hybrid.MIN_VALIDATION_QUERIES and row.n_votes > 0
         what = f"of {row.n_votes} queries by the vision tower's votes" if voted else "validation queries"
         context.log.info(f"hybrid string weight {row.weight:.1f} for {row.ocr} ({row.chosen_by}, n_val={row.n_val}, "
                          f"+{row.gained}/-{row.lost} {what} against the model alone, p={row.p_value:.2g})")
-    rows = hybrid.hybrid_links(candidates, betas, model_id=str(model["model_id"]), k=k)
     meta = {"hybrid_string_weights": preview(table.drop(columns=["val_top1_by_weight", "agreement_by_weight"])),
             "hybrid_candidates": dg.MetadataValue.json({
                 str(row.ocr): {
                     "val_top1": {f"{w:.2f}": round(float(v), 6) for w, v in row.val_top1_by_weight.items()},
                     "image_agreement": {f"{w:.2f}": round(float(v), 6) for w, v in row.agreement_by_weight.items()},
                 } for row in table.itertuples()})}
-    return pd.concat([links, rows], ignore_index=True), meta
+    return links, meta
 
 
 class EmbeddingLinksConfig(dg.Config):

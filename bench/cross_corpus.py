@@ -134,10 +134,9 @@ def score_embeddings(
     links = embedding_links(emb, corpus["linkages"], methods=("multimodal",), weight=weights, training=training)
     mm = _table(links, corpus["regions"], training, ("test",))
     rows.append(mm.assign(weight=mm["ocr"].map(weights)))
-    candidates = hybrid.hybrid_candidates(links, corpus["strings"], emb, corpus["linkages"], weights)
-    betas, _ = hybrid.choose_string_weights(candidates, tuning, judge=hybrid.judge_links(uni))
-    fused = _table(hybrid.hybrid_links(candidates, betas, model_id="", training=training), corpus["regions"], training,
-                   ("test",))
+    both, betas, _ = hybrid.with_hybrid_links(pd.concat([uni, links], ignore_index=True), corpus["strings"], emb,
+                                              corpus["linkages"], weights, tuning, model_id="", training=training)
+    fused = _table(both[both["method"] == hybrid.HYBRID_METHOD], corpus["regions"], training, ("test",))
     rows.append(fused.assign(weight=fused["ocr"].map(betas)))
     return pd.concat(rows, ignore_index=True)
 

@@ -229,6 +229,7 @@ def linkage_evaluation_report(
                                                    report_splits=("reviewed",)))
         if pretrained is not None:
             # torch-heavy imports only when the pretrained model is scored
+            from linkage_pipeline.linking import hybrid
             from linkage_pipeline.linking.by_embeddings import choose_pooling_weights
             from linkage_pipeline.linking.by_embeddings import (
                 embedding_links as link_embeddings,
@@ -236,18 +237,14 @@ def linkage_evaluation_report(
             from linkage_pipeline.multimodal.embed import embed_crops
 
             embedded, _ = embed_crops(pretrained, inputs, existing=cached)
-            chosen, _ = choose_pooling_weights(embedded, regions, list(linkages), default=float(model["pooling_weight"]),
+            chosen, _ = choose_pooling_weights(embedded, regions, list(linkages),
+                                               default=float(model["pooling_weight"]),
                                                unlabelled=UNLABELLED_WEIGHT_CONFIG[unlabelled])
-            from linkage_pipeline.linking import hybrid
-
             links = link_embeddings(embedded, list(linkages), weight=chosen, training="self_supervised")
             # the pretrained model's hybrid rows, its string weight chosen by the supervised model's rules
-            candidates = hybrid.hybrid_candidates(links, string_links, embedded, list(linkages), chosen)
-            betas, string_table = hybrid.choose_string_weights(candidates, regions, judge=hybrid.judge_links(links),
-                                                               unlabelled=unlabelled_string_weight)
-            model_id = str(pretrained.model_id or "")
-            fused = hybrid.hybrid_links(candidates, betas, model_id=model_id, training="self_supervised")
-            links = pd.concat([links, fused], ignore_index=True)
+            links, betas, string_table = hybrid.with_hybrid_links(
+                links, string_links, embedded, list(linkages), chosen, regions, model_id=str(pretrained.model_id or ""),
+                training="self_supervised", unlabelled=unlabelled_string_weight)
             frames.append(linkage_evaluation_table(links, regions, training="self_supervised", weights=chosen))
             if choices is not None:
                 choices.update(self_supervised_pooling=dict(chosen), self_supervised_string=dict(betas),

@@ -148,10 +148,36 @@ def hybrid_links(
     return out[list(EMBEDDING_LINKS)].reset_index(drop=True)
 
 
+def with_hybrid_links(
+    model_links: pd.DataFrame,
+    string_links: pd.DataFrame,
+    embeddings: pd.DataFrame,
+    linkages: Sequence[tuple[str, str]],
+    pooling_weight: float | Mapping[str, float],
+    regions: pd.DataFrame | None,
+    *,
+    model_id: str,
+    training: str = "supervised",
+    k: int = 5,
+    unlabelled: str = "votes",
+) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
+    """``model_links`` plus their ``hybrid`` rows: the candidates of :func:`hybrid_candidates`, the string weight
+    of :func:`choose_string_weights` (on ``regions``' validation firms, else by the votes of ``model_links``' vision
+    links) and the links of :func:`hybrid_links`.
+
+    Returns:
+        The links, ``{condition: beta}`` and :func:`choose_string_weights`' table.
+    """
+    candidates = hybrid_candidates(model_links, string_links, embeddings, linkages, pooling_weight)
+    betas, table = choose_string_weights(candidates, regions, judge=judge_links(model_links), unlabelled=unlabelled)
+    rows = hybrid_links(candidates, betas, model_id=model_id, k=k, training=training)
+    return pd.concat([model_links, rows], ignore_index=True), betas, table
+
+
 def _top1(candidates: pd.DataFrame, beta: float) -> pd.Series:
     """Each query's best candidate at ``beta`` (ties by target id), indexed by :data:`_QUERY_KEY`."""
     if candidates.empty:
-        return pd.Series(dtype=object)
+        return pd.Series(dtype=object, index=pd.MultiIndex.from_arrays([[]] * len(_QUERY_KEY), names=_QUERY_KEY))
     ranked = _ranked(candidates, beta)
     best = ranked[ranked["rank"] == 1]
     return pd.Series(best["target_crop_id"].to_numpy(), index=pd.MultiIndex.from_frame(best[_QUERY_KEY]))
@@ -167,20 +193,17 @@ def _image_votes(group: pd.DataFrame, judge: pd.DataFrame, weights: Sequence[flo
                  ) -> tuple[dict[float, float], dict[float, pd.Series], pd.Series]:
     """Per weight: the share of judged queries whose top candidate is the judge's pick, and each query's pick."""
     verdict = pd.Series(judge["target_crop_id"].to_numpy(), index=pd.MultiIndex.from_frame(judge[_QUERY_KEY]))
-    picks = {float(w): _top1(group, float(w)) for w in weights}
-    if 0.0 not in picks:
-        picks[0.0] = _top1(group, 0.0)
+    grid = [float(w) for w in weights]
+    picks = {w: _top1(group, w) for w in {*grid, 0.0}}
     judged = verdict.reindex(picks[0.0].index)
-    agree = {w: float((pick.reindex(judged.index) == judged).mean()) for w, pick in picks.items()
-             if w in {float(x) for x in weights}}
+    agree = {w: float((picks[w].reindex(judged.index) == judged).mean()) for w in grid}
     return agree, picks, judged
 
 
 def _top1_correct(candidates: pd.DataFrame, beta: float, truth: Mapping[str, str],
                   target_entity: Mapping[str, str]) -> pd.Series:
     """Per query crop in ``truth``: whether its best candidate at ``beta`` is a crop of its firm."""
-    best = _ranked(candidates, beta)
-    best = best[best["rank"] == 1].drop_duplicates("query_crop_id").set_index("query_crop_id")["target_crop_id"]
+    best = _top1(candidates, beta).groupby(level="query_crop_id", sort=False).first()
     ids = list(truth)
     return pd.Series([target_entity.get(str(best.get(q, "")), None) == truth[q] for q in ids], index=ids)
 

@@ -134,6 +134,11 @@ def _ngram_matrices(
     return q, t
 
 
+def _edit_scorer(method: str):
+    """The rapidfuzz similarity of ``levenshtein`` or ``jaro_winkler``, normalised to [0, 1]."""
+    return Levenshtein.normalized_similarity if method == "levenshtein" else JaroWinkler.normalized_similarity
+
+
 def _score_block(
     queries: list[str],
     targets: list[str],
@@ -147,7 +152,7 @@ def _score_block(
         assert q_ngrams is not None and t_ngrams_T is not None
         block = (q_ngrams @ t_ngrams_T).toarray().astype(np.float32)
     else:
-        scorer = Levenshtein.normalized_similarity if method == "levenshtein" else JaroWinkler.normalized_similarity
+        scorer = _edit_scorer(method)
         block = process.cdist(queries, targets, scorer=scorer, dtype=np.float32, workers=workers)
     # rapidfuzz scores two empty strings 1.0; an empty OCR result must never look like a perfect match
     empty_q = np.fromiter((not q for q in queries), dtype=bool, count=len(queries))
@@ -237,7 +242,8 @@ def pairwise_string_similarity(
     _check_method(method)
     ngram_range = _check_ngram_range(ngram_range)
     if len(queries) != len(targets):
-        raise ValueError(f"pairwise similarity needs aligned lists; got {len(queries)} queries and {len(targets)} targets")
+        raise ValueError(f"pairwise similarity needs aligned lists; got {len(queries)} queries and "
+                         f"{len(targets)} targets")
     qs, ts = _normalize_all(queries, "queries"), _normalize_all(targets, "targets")
     if not qs:
         return np.zeros(0, dtype=np.float32)
@@ -249,7 +255,7 @@ def pairwise_string_similarity(
         t = vectors[np.fromiter((position[x] for x in ts), dtype=np.int64, count=len(ts))]
         out = np.asarray(q.multiply(t).sum(axis=1), dtype=np.float64).ravel().astype(np.float32)
     else:
-        scorer = Levenshtein.normalized_similarity if method == "levenshtein" else JaroWinkler.normalized_similarity
+        scorer = _edit_scorer(method)
         out = np.fromiter((scorer(a, b) for a, b in zip(qs, ts, strict=True)), dtype=np.float32, count=len(qs))
     empty = np.fromiter((not a or not b for a, b in zip(qs, ts, strict=True)), dtype=bool, count=len(qs))
     out[empty] = 0.0

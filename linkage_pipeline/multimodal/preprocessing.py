@@ -57,11 +57,11 @@ class Preprocessing:
     text_fold: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        olds = [pair[0] if len(pair) == 2 else "" for pair in self.text_fold]
         bad = [pair for pair in self.text_fold
                if len(pair) != 2 or not all(isinstance(c, str) and len(c) == 1 for c in pair)]
         if bad:
             raise ValueError(f"text_fold must hold (old, new) pairs of single characters, got {bad[:3]}")
+        olds = [old for old, _ in self.text_fold]
         if len(set(olds)) != len(olds):
             raise ValueError("text_fold names an old character twice; expected one new form per old character")
         if self.layout not in ("line", "grid"):

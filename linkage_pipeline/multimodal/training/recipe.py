@@ -86,6 +86,7 @@ def recipe_preprocessing(recipe: Recipe) -> Preprocessing:
     fold = variants.japanese_old_new() if recipe.text_fold else ()
     return Preprocessing(image_size=recipe.image_size, layout=recipe.layout, text_fold=tuple(fold))
 
+
 def train_recipe(
     data: TrainingSet,
     recipe: Recipe,
