@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     models = {m.split("=", 1)[0]: Path(m.split("=", 1)[1]) for m in args.model}
     if not models and not ensembles:
         models = {"shipped": shipped_model_dir()}
+    for name, folder in [*models.items(), *((n, p) for n, ps in ensembles.items() for p in ps)]:
+        if not (folder / "config.json").is_file():
+            raise SystemExit(f"model {name!r}: {folder} has no config.json; expected a saved model folder")
     all_rows = []
     for spec in args.corpus:
         name, path = spec.split("=", 1)

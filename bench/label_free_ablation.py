@@ -45,6 +45,7 @@ SETTINGS: dict[str, tuple[tuple[str, ...], bool]] = {
     "no_typefaces": (("typefaces",), True),
     "no_degradations": (("degradations",), True),
     "no_glyph_noise": (("glyph_noise",), True),
+    "no_open_vocabulary": (("open_vocabulary",), True),
     "clip_only": ((), False),
 }
 

@@ -119,6 +119,8 @@ _INDUSTRIES: tuple[str, ...] = (
     "電機", "通信機", "光學", "計器", "自動車", "車輛", "鋼管", "鋼業", "伸銅", "製罐", "醤油",
     "製氷", "電力", "百貨店", "銀行", "保險", "レーヨン", "ペイント", "肥料工業", "農機", "製靴",
 )
+#: The industry words names are built of (canonical, old forms), for other name generators.
+INDUSTRY_WORDS: tuple[str, ...] = _INDUSTRIES
 # Industries most 1950s firms belonged to; drawn more often, so that a name's industry is shared with many
 # other firms (東洋紡績, 日東紡績, 大日本紡績 ...) as in a real directory.
 _COMMON_INDUSTRIES: frozenset[str] = frozenset(

@@ -395,11 +395,11 @@ def assemble_training_crops(
     parts = [load_training_set(synthetic_path)]
     extra_path = model_dir / PRETRAINING_EXTRA_FILE
     if pretraining_names > 0:
-        from linkage_pipeline.multimodal.training.label_free import build_label_free_set
+        from linkage_pipeline.multimodal.training.label_free import OPEN_SHARE, build_label_free_set
 
         cached_training_set(
             model_dir,
-            ["label-free", pretraining_names, pretraining_views, seed + 1000],
+            ["label-free", pretraining_names, pretraining_views, seed + 1000, "open", OPEN_SHARE],
             lambda: build_label_free_set(pretraining_names, pretraining_views, seed=seed + 1000),
             copy_to=extra_path,
         )

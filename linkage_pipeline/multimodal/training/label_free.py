@@ -21,6 +21,11 @@ pretraining, from sources that need no firm labels:
 ``glyph_noise``
     The text of each view is a simulated reading whose substitutions are glyph look-alikes found by rendering
     (:func:`glyph_confusions`): visual similarity, not the generator's tables.
+``open_vocabulary``
+    Half of the names are not drawn from our firm generator's few hundred characters but built from the whole
+    常用漢字 and 人名用漢字 lists (Unihan kJoyoKanji and kJinmeiyoKanji, 2,688 characters every training face
+    covers) and katakana (:func:`open_names`), so that every character a real directory prints has been seen,
+    drawn in many faces and read with noise, and no character's embedding is left at its initial value.
 
 A *name* (class) is one string printed once; two names of different firms are different classes even when a
 person would link them, and two prints of one firm drawn separately are different classes too (no firm identity
@@ -61,7 +66,9 @@ LEGAL_FORM_LEXICON: tuple[tuple[str, ...], ...] = (
 _LEGAL_STRINGS: tuple[tuple[str, int], ...] = tuple(
     sorted(((s, i) for i, forms in enumerate(LEGAL_FORM_LEXICON) for s in forms), key=lambda x: -len(x[0]))
 )
-KNOWLEDGE: tuple[str, ...] = ("variants", "legal_forms", "typefaces", "degradations", "glyph_noise")
+KNOWLEDGE: tuple[str, ...] = ("variants", "legal_forms", "typefaces", "degradations", "glyph_noise", "open_vocabulary")
+#: Share of the names built from the open character inventory when ``open_vocabulary`` is on.
+OPEN_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class Knowledge:
     typefaces: bool = True
     degradations: bool = True
     glyph_noise: bool = True
+    open_vocabulary: bool = True
 
     @classmethod
     def without(cls, *names: str) -> Knowledge:
@@ -191,8 +199,90 @@ def glyph_noise(text: str, rng: np.random.Generator, confusions: dict[str, str],
 
 
 # ------------------------------------------------------------------------------------------------ the set
-def _names(n: int, seed: int, chunk: int = 4000) -> list[str]:
-    """``n`` printed names: generated train-vocabulary firms, each printed once in a random document style."""
+@lru_cache(maxsize=1)
+def open_inventory() -> tuple[str, str]:
+    """The characters of open-vocabulary names: ``(kanji, katakana)``.
+
+    The kanji are the 常用漢字 and 人名用漢字 of Unihan (:func:`~linkage_pipeline.multimodal.variants.load_japanese_lists`)
+    that every installed training face covers and the tokenizer knows, in code point order; the katakana are the
+    full-width letters ア..ン with voiced and small forms and the long-vowel mark.
+    """
+    from linkage_pipeline.multimodal import variants
+    from linkage_pipeline.multimodal.tokenizer import tokenizer_characters
+    from linkage_pipeline.synthetic.fonts import font_cmap
+
+    lists = variants.load_japanese_lists()
+    known = set(tokenizer_characters())
+    covered = None
+    for font in resolve_training_fonts():
+        cmap = font_cmap(font.path, font.index)
+        covered = cmap if covered is None else covered & cmap
+    kanji = "".join(sorted(c for c in lists.joyo | lists.jinmeiyo if c in known and ord(c) in (covered or ())))
+    katakana = "".join(chr(c) for c in range(ord("ァ"), ord("ン") + 1)) + "ヴー"
+    return kanji, katakana
+
+
+#: Katakana no word begins with (small letters, ン, ヲ).
+_NO_WORD_START = frozenset("ァィゥェォッャュョヮヵヶンヲ")
+
+
+def _reserved_stems() -> tuple[str, ...]:
+    """Stems of the demo and held-out vocabularies (both old and new forms): open names never contain one."""
+    from linkage_pipeline.synthetic.firms import to_new_forms, vocabulary_stems
+
+    stems = {s for v in ("demo", "heldout") for s in vocabulary_stems(v) if len(s) >= 2}
+    return tuple(sorted(stems | {to_new_forms(s) for s in stems}))
+
+
+def open_names(n: int, seed: int) -> list[str]:
+    """``n`` distinct firm-like names over the open character inventory (:func:`open_inventory`).
+
+    A name is one stem (two in a fifth of names) of 1-3 random kanji or 2-5 random katakana, then an industry
+    word (our generator's, in old or new forms, or two random kanji), then a legal form before or after (or none),
+    as our generator prints them. Names containing a demo or held-out stem are redrawn.
+
+    Raises:
+        ValueError: If ``n < 1``.
+    """
+    from linkage_pipeline.synthetic.firms import INDUSTRY_WORDS, to_new_forms
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    kanji, katakana = open_inventory()
+    reserved = _reserved_stems()
+    rng = np.random.default_rng([seed, 0x4F50454E])
+    legal = [forms[i] for forms in LEGAL_FORM_LEXICON[:4] for i in (0, 1)]
+
+    def stem() -> str:
+        if rng.random() < 0.75:
+            return "".join(kanji[int(i)] for i in rng.integers(len(kanji), size=int(rng.choice([1, 2, 2, 2, 3]))))
+        word = "".join(katakana[int(i)] for i in rng.integers(len(katakana) - 1, size=int(rng.integers(2, 6))))
+        while word[0] in _NO_WORD_START:
+            word = katakana[int(rng.integers(len(katakana) - 1))] + word[1:]
+        return word + "ー" if rng.random() < 0.2 else word
+
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < n:
+        core = stem() + (stem() if rng.random() < 0.2 else "")
+        kind = rng.random()
+        if kind < 0.55:
+            word = INDUSTRY_WORDS[int(rng.integers(len(INDUSTRY_WORDS)))]
+            core += to_new_forms(word) if rng.random() < 0.5 else word
+        elif kind < 0.9:
+            core += "".join(kanji[int(i)] for i in rng.integers(len(kanji), size=2))
+        if core in seen or any(r in core for r in reserved):
+            continue
+        seen.add(core)
+        where = rng.random()
+        form = legal[int(rng.integers(len(legal)))]
+        names.append(form + core if where < 0.3 else core + form if where < 0.9 else core)
+    return names
+
+
+def _names(n: int, seed: int, open_share: float = 0.0, chunk: int = 4000) -> list[str]:
+    """``n`` printed names: generated train-vocabulary firms, each printed once in a random document style; with
+    ``open_share > 0`` that share of them (at random positions) are :func:`open_names` instead."""
     rng = np.random.default_rng([seed, 0x4C46])
     names: list[str] = []
     i = 0
@@ -201,7 +291,13 @@ def _names(n: int, seed: int, chunk: int = 4000) -> list[str]:
         for firm in firms:
             names.append(mention(firm, rng, ("directory", "list", "title")[int(rng.integers(3))]))
         i += 1
-    return names[:n]
+    names = names[:n]
+    if open_share > 0:
+        chosen = np.flatnonzero(np.random.default_rng([seed, 0x4F53]).random(n) < open_share)
+        if len(chosen):
+            for at, name in zip(chosen, open_names(len(chosen), seed), strict=True):
+                names[int(at)] = name
+    return names
 
 
 def build_label_free_set(
@@ -242,7 +338,7 @@ def build_label_free_set(
     font_files: tuple[FontFile, ...] = resolve_training_fonts(fonts)
     if not knowledge.typefaces:
         font_files = font_files[:1]
-    names = _names(n_names, seed)
+    names = _names(n_names, seed, OPEN_SHARE if knowledge.open_vocabulary else 0.0)
     pairs = variant_pairs() if knowledge.variants else {}
     chars = "".join(sorted({c for t in names for c in unicodedata.normalize("NFKC", t)} | set(pairs)))
     base_font = font_files[0]
@@ -277,6 +373,8 @@ def build_label_free_set(
         "seed": seed,
         "knowledge": asdict(knowledge),
         "fonts": [f.family for f in font_files],
+        "open_share": OPEN_SHARE if knowledge.open_vocabulary else 0.0,
+        "open_characters": len(open_inventory()[0]) if knowledge.open_vocabulary else 0,
         "variant_pairs": len(pairs) // 2,
         "variant_rate": variant_rate,
         "legal_rate": legal_rate,

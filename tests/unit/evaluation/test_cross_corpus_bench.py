@@ -69,3 +69,11 @@ def test_ensemble_members_must_embed_the_same_rows() -> None:
         cc.ensemble_embeddings([one, two])
     with pytest.raises(ValueError, match="at least one member"):
         cc.ensemble_embeddings([])
+
+
+def test_a_model_folder_without_a_model_stops_the_bench_with_its_name(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"model 'new': .*empty has no config.json"):
+        cc.main(["--corpus", f"demo={tmp_path}", "--model", f"new={tmp_path / 'empty'}"])
+    with pytest.raises(SystemExit, match=r"model 'three': .*missing has no config.json"):
+        cc.main(["--corpus", f"demo={tmp_path}", "--ensemble", f"three={shipped_model_dir()}+{tmp_path / 'missing'}"])

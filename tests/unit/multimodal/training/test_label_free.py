@@ -114,3 +114,44 @@ def test_clip_stage_with_instance_loss_trains_on_groups_and_resumes(names_set, t
     state = load_checkpoint_state(tmp_path)
     # hard-negative sets by string similarity are kept with the checkpoint, so a resumed run sees the same batches
     assert len(state["neighbours"]) == 10 and all(row[0] == i for i, row in enumerate(state["neighbours"]))
+
+
+def test_open_names_cover_the_japanese_kanji_lists_and_avoid_the_evaluation_stems() -> None:
+    from linkage_pipeline.multimodal import variants
+    from linkage_pipeline.synthetic.firms import INDUSTRY_WORDS, to_new_forms, vocabulary_characters
+
+    kanji, katakana = lf.open_inventory()
+    lists = variants.load_japanese_lists()
+    assert set(kanji) <= lists.joyo | lists.jinmeiyo and len(kanji) >= 2500 and "ア" in katakana
+    names = lf.open_names(3000, seed=4)
+    assert len(set(names)) == 3000 and names == lf.open_names(3000, seed=4) and names != lf.open_names(3000, seed=5)
+    legal = "".join(f for forms in lf.LEGAL_FORM_LEXICON for f in forms)
+    words = "".join(INDUSTRY_WORDS) + to_new_forms("".join(INDUSTRY_WORDS))
+    allowed = set(kanji) | set(katakana) | set(legal) | set(words)
+    assert all(set(n) <= allowed for n in names)
+    used = {c for n in names for c in n}
+    # most of the lists are seen, and far more than the few hundred characters our firm generator prints
+    assert len(used & set(kanji)) > 0.9 * len(kanji) and len(used - set(vocabulary_characters())) > 2000
+    reserved = lf._reserved_stems()
+    assert "東洋" in reserved or "三井" in reserved
+    assert not any(r in n for n in names for r in reserved)
+    assert not any(n[0] in "ァィゥェォッャュョンヲー" for n in names)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        lf.open_names(0, seed=1)
+
+
+def test_half_of_the_label_free_names_are_open_and_the_ablation_turns_them_off() -> None:
+    from linkage_pipeline.synthetic.firms import vocabulary_characters
+
+    known = set(vocabulary_characters())
+    mixed = lf._names(400, 7, lf.OPEN_SHARE)
+    plain = lf._names(400, 7)
+    assert all(set(unicodedata.normalize("NFKC", n)) <= {unicodedata.normalize("NFKC", c) for c in known}
+               | set("（）()㈱㈲㈾㈴") for n in plain)
+    changed = sum(a != b for a, b in zip(mixed, plain, strict=True))
+    assert 160 <= changed <= 240  # about half, at seeded positions
+    outside = sum(not set(n) <= known | set("（）()㈱㈲㈾㈴") for n in mixed)
+    assert 0.8 * changed <= outside <= changed  # open names print characters our generator never does
+    data = lf.build_label_free_set(6, 2, seed=3, knowledge=lf.Knowledge.without("open_vocabulary"))
+    assert data.info["open_share"] == 0.0 and data.info["open_characters"] == 0
+    assert [f.canonical for f in data.firms] == lf._names(6, 3)
