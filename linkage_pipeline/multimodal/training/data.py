@@ -395,7 +395,10 @@ def assemble_training_crops(
     parts = [load_training_set(synthetic_path)]
     extra_path = model_dir / PRETRAINING_EXTRA_FILE
     if pretraining_names > 0:
-        from linkage_pipeline.multimodal.training.label_free import OPEN_SHARE, build_label_free_set
+        from linkage_pipeline.multimodal.training.label_free import (
+            OPEN_SHARE,
+            build_label_free_set,
+        )
 
         cached_training_set(
             model_dir,

@@ -118,7 +118,11 @@ def test_clip_stage_with_instance_loss_trains_on_groups_and_resumes(names_set, t
 
 def test_open_names_cover_the_japanese_kanji_lists_and_avoid_the_evaluation_stems() -> None:
     from linkage_pipeline.multimodal import variants
-    from linkage_pipeline.synthetic.firms import INDUSTRY_WORDS, to_new_forms, vocabulary_characters
+    from linkage_pipeline.synthetic.firms import (
+        INDUSTRY_WORDS,
+        to_new_forms,
+        vocabulary_characters,
+    )
 
     kanji, katakana = lf.open_inventory()
     lists = variants.load_japanese_lists()
