@@ -213,11 +213,8 @@ def open_inventory() -> tuple[str, str]:
 
     lists = variants.load_japanese_lists()
     known = set(tokenizer_characters())
-    covered = None
-    for font in resolve_training_fonts():
-        cmap = font_cmap(font.path, font.index)
-        covered = cmap if covered is None else covered & cmap
-    kanji = "".join(sorted(c for c in lists.joyo | lists.jinmeiyo if c in known and ord(c) in (covered or ())))
+    covered = frozenset.intersection(*(font_cmap(font.path, font.index) for font in resolve_training_fonts()))
+    kanji = "".join(sorted(c for c in lists.joyo | lists.jinmeiyo if c in known and ord(c) in covered))
     katakana = "".join(chr(c) for c in range(ord("ァ"), ord("ン") + 1)) + "ヴー"
     return kanji, katakana
 
