@@ -111,6 +111,7 @@ REGION_CROPS = {
 #: One row per crop and OCR engine.
 OCR_TEXTS = {
     "crop_id": "VARCHAR", "source": "VARCHAR", "ocr": "VARCHAR", "text": "VARCHAR", "confidence": "DOUBLE",
+    "reader": "VARCHAR",
 }
 #: One row per detected region matched (IoU >= 0.5, one to one) to a labelled box.
 LABELLED_REGIONS = {

@@ -33,7 +33,7 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _PARTITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SCHEMA_FILE = "_schema.parquet"
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Version of the tables' columns this code writes, kept in ``<artifact_dir>/schema_version``."""
 _VERSION_FILE = "schema_version"
 # Columns each version renamed, as (table, old name, new name). Version 2: the OCR condition is `ocr` in every
@@ -62,6 +62,9 @@ _ADDED: dict[int, tuple[tuple[str, str, str, str | bool | None], ...]] = {
     5: (("linkage_evaluation", "pooling_weight", "DOUBLE", None),),
     # Version 6: whether a reviewer's verdict decided each record link (none had one before).
     6: (("record_links", "reviewed", "BOOLEAN", False),),
+    # Version 7: which reader (engine version, model, parsing rule) produced each OCR text; unknown before, so the
+    # next run reads those crops again.
+    7: (("ocr_texts", "reader", "VARCHAR", None),),
 }
 # Columns of DuckDB tables whose type a version changed, as (table, column, new type). Version 4: a table linkage's
 # one_to_one is "auto", "true" or "false" (it was a boolean).
@@ -197,7 +200,7 @@ class Store:
                 f"{self.artifact_dir} holds tables of schema version {found}; this code reads and writes version "
                 f"{SCHEMA_VERSION} (version 2 named the OCR condition 'ocr' in every table; version 3 records the line "
                 "classifier of each layout region; version 4 records what each table linkage's Fellegi-Sunter fit used and "
-                "found; version 5 the pooling weight of each multimodal evaluation row; version 6 whether a reviewer decided each record link). Run 'linkage-pipeline migrate --data-dir <data dir>' once to "
+                "found; version 5 the pooling weight of each multimodal evaluation row; version 6 whether a reviewer decided each record link; version 7 which reader produced each OCR text). Run 'linkage-pipeline migrate --data-dir <data dir>' once to "
                 "rename and add the columns in place, or delete "
                 f"{self.artifact_dir} to rebuild every table"
             )

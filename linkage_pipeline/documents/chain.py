@@ -235,6 +235,7 @@ def read_crops(
                     "ocr": name,
                     "text": [r.text for r in results],
                     "confidence": [float(r.confidence) for r in results],
+                    "reader": engine.reader if results else "",
                 }
             )
         )
@@ -313,13 +314,16 @@ def read_crops_incremental(
     crops: pd.DataFrame, source: SourceConfig, engines: Mapping[str, OcrEngine], previous: pd.DataFrame | None
 ) -> IncrementalResult:
     """:func:`read_crops` on the (crop, engine) pairs not read before; texts in ``previous`` (the source's earlier
-    ``ocr_texts``) are kept for crops still present (crop ids are content hashes of the crop image).
+    ``ocr_texts``) are kept for crops still present (crop ids are content hashes of the crop image) that the engine's
+    current :attr:`~linkage_pipeline.documents.ocr.OcrEngine.reader` read.
 
     ``done`` and ``reused`` count (crop, engine) reads; ``seconds`` is per engine.
     """
     frames, done, reused, timings = [], 0, 0, {}
     for name in source.ocr:
-        kept = _kept_rows(previous, "crop_id", crops["crop_id"], {"ocr": name})
+        # a text read by another reader (engine version, model, parsing rule) is read again
+        same = {"ocr": name} if previous is None or previous.empty else {"ocr": name, "reader": engines[name].reader}
+        kept = _kept_rows(previous, "crop_id", crops["crop_id"], same)
         todo = crops[~crops["crop_id"].isin(set(kept["crop_id"]))]
         new, seconds = read_crops(todo, source, engines, names=(name,))
         timings[name] = seconds.get(name, 0.0)

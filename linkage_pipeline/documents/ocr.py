@@ -27,7 +27,7 @@ import re
 import subprocess
 import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +56,10 @@ _MIN_CONTRAST = 24
 
 # Spaces the engines put between Japanese characters (any non-ASCII character on either side).
 _CJK_SPACE = re.compile(r"(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])")
+#: Ruled lines read as characters: the vertical bar (U+007C, and U+FF5C, which NFKC folds into it) and the box-drawing
+#: block (U+2500-U+257F). A rule beside a column falls inside the crop's margin; re-flowed cell by cell for rapidocr
+#: it reads as a bar after every character (九|州|窯|業|...). No firm name prints them, so every reading drops them.
+_RULES = re.compile("[|\uff5c\u2500-\u257f]")
 
 
 class EngineUnavailableError(RuntimeError):
@@ -92,6 +96,20 @@ class OcrEngine(abc.ABC):
     name: ClassVar[str]
     #: Unicode normal form applied to every text read (``None`` keeps the engine's raw output).
     unicode_form: UnicodeForm | None = "NFKC"
+
+    @property
+    def reader(self) -> str:
+        """What produced a reading: the engine, its version and model, and how its output becomes one line.
+
+        Kept beside every text in ``ocr_texts``: an incremental run reads a crop again when the reader differs
+        from the one that read it (a new engine version, model or parsing rule), so one table never mixes
+        readers. Subclasses add what changes their output; the base is the engine's name and normal form.
+        """
+        return f"{self.name} {self._text_rules()}"
+
+    def _text_rules(self) -> str:
+        """How :meth:`read` post-processes every engine's text (part of :attr:`reader`)."""
+        return f"{self.unicode_form or 'raw'} no-rules"
 
     def read(self, images: Sequence[Image.Image], *, direction: str) -> list[OcrResult]:
         """Read one line of text from each crop.
@@ -140,7 +158,7 @@ class OcrEngine(abc.ABC):
         if self.unicode_form is not None:
             text = unicodedata.normalize(self.unicode_form, text)
         # Japanese names have no spaces; both engines sometimes put one between two characters.
-        text = _CJK_SPACE.sub("", text).strip()
+        text = _CJK_SPACE.sub("", _RULES.sub("", text)).strip()
         if text == result.text:
             return result
         return OcrResult(text, result.confidence) if text else EMPTY
@@ -228,7 +246,16 @@ class TesseractEngine(OcrEngine):
         self.omp_thread_limit = omp_thread_limit
         self.unicode_form = _check_unicode_form(unicode_form)
         self._checked = False
+        self._version = ""
         self._lock = threading.Lock()
+
+    @property
+    def reader(self) -> str:
+        """Tesseract's version, both languages and page segmentation modes, the line rule and the normal form
+        (checks that tesseract is available)."""
+        self.check_available()
+        return (f"tesseract {self._version} {self.lang_horizontal}/psm7 {self.lang_vertical}/psm5 "
+                f"lines>={MIN_LINE_THICKNESS_SHARE:g} {self._text_rules()}")
 
     def __repr__(self) -> str:
         return (
@@ -271,6 +298,7 @@ class TesseractEngine(OcrEngine):
             logger.info(
                 "tesseract %s with %s/%s, %d workers", version, self.lang_horizontal, self.lang_vertical, self.workers
             )
+            self._version = str(version)
             self._checked = True
 
     def _read_batch(self, images: list[Image.Image], direction: str) -> list[OcrResult]:
@@ -280,11 +308,11 @@ class TesseractEngine(OcrEngine):
         else:
             lang, psm = self.lang_horizontal, "7"
         if len(images) == 1 or self.workers == 1:
-            return [self._read_one(img, lang, psm) for img in images]
+            return [self._read_one(img, lang, psm, direction) for img in images]
         with ThreadPoolExecutor(max_workers=min(self.workers, len(images)), thread_name_prefix="tesseract") as pool:
-            return list(pool.map(lambda img: self._read_one(img, lang, psm), images))
+            return list(pool.map(lambda img: self._read_one(img, lang, psm, direction), images))
 
-    def _read_one(self, img: Image.Image, lang: str, psm: str) -> OcrResult:
+    def _read_one(self, img: Image.Image, lang: str, psm: str, direction: str = "horizontal") -> OcrResult:
         import pytesseract
 
         # Run the binary directly rather than through pytesseract.image_to_data: this passes the image on
@@ -309,24 +337,47 @@ class TesseractEngine(OcrEngine):
                 proc.stderr.decode(errors="replace").strip()[-500:],
             )
             return EMPTY
-        return _from_tesseract_tsv(proc.stdout.decode("utf-8", errors="replace"))
+        return _from_tesseract_tsv(proc.stdout.decode("utf-8", errors="replace"), direction=direction)
 
 
-def _from_tesseract_tsv(tsv: str) -> OcrResult:
+#: A line tesseract reports in a crop is kept when it is at least this share as thick (across the reading
+#: direction) as the crop's thickest line. A layout region holds one line, or columns of one type size; on a narrow
+#: vertical column, jpn_vert with --psm 5 often reports a second "line" a few pixels thick at the crop's edge (the
+#: margin's paper, a neighbour's stroke) and reads it as words that are not there. Ruby (furigana), at about half
+#: the base size, sits at the boundary and is not part of a name either.
+MIN_LINE_THICKNESS_SHARE = 0.5
+
+
+def _from_tesseract_tsv(tsv: str, *, direction: str = "horizontal") -> OcrResult:
     """Join the words of tesseract's TSV output into one line.
 
-    Confidence is the mean word confidence weighted by word length, divided by 100.
+    Words of a line much thinner than the crop's thickest (:data:`MIN_LINE_THICKNESS_SHARE`; thickness is the
+    width of a vertical line, the height of a horizontal one) are dropped. Confidence is the mean confidence of
+    the words kept, weighted by word length, divided by 100.
     """
+    rows = list(csv.DictReader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE))
+    side = "width" if direction == "vertical" else "height"
+    thickness: dict[tuple[str | None, ...], int] = {}
+    for row in rows:
+        if row.get("level") == "4":
+            try:
+                thickness[_line_key(row)] = int(row.get(side) or 0)
+            except ValueError:
+                continue
+    thickest = max(thickness.values(), default=0)
     words: list[str] = []
     weights: list[float] = []
     confs: list[float] = []
-    for row in csv.DictReader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE):
+    for row in rows:
         text = (row.get("text") or "").strip()
         try:
             conf = float(row.get("conf") or -1)
         except ValueError:
             continue
         if not text or conf < 0:  # conf -1 marks page/block/line rows, not words
+            continue
+        line = thickness.get(_line_key(row))
+        if line is not None and line < MIN_LINE_THICKNESS_SHARE * thickest:
             continue
         words.append(text)
         weights.append(len(text))
@@ -338,6 +389,10 @@ def _from_tesseract_tsv(tsv: str) -> OcrResult:
         return EMPTY
     confidence = float(np.clip(np.average(confs, weights=weights) / 100.0, 0.0, 1.0))
     return OcrResult(text, confidence)
+
+
+def _line_key(row: Mapping[str, str | None]) -> tuple[str | None, ...]:
+    return (row.get("page_num"), row.get("block_num"), row.get("par_num"), row.get("line_num"))
 
 
 class RapidOcrEngine(OcrEngine):
@@ -397,6 +452,13 @@ class RapidOcrEngine(OcrEngine):
         self.unicode_form = _check_unicode_form(unicode_form)
         self._rec: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def reader(self) -> str:
+        """The recognition model's file name, the vertical re-flow and the normal form (batching and device do not
+        change what is read)."""
+        model = self.model_path.name if self.model_path is not None else RAPIDOCR_REC_MODEL
+        return f"rapidocr {model} reflow-vertical {self._text_rules()}"
 
     def __repr__(self) -> str:
         model = str(self.model_path) if self.model_path is not None else f"bundled {RAPIDOCR_REC_MODEL}"

@@ -125,7 +125,7 @@ def test_sql_models_read_per_source_tables_no_source_wrote_as_empty(tmp_path: Pa
         assert list(store.read_table(table).columns) == list(columns), table
     # they are the views the per-source assets write through: a partition written later shows in them
     row = pd.DataFrame([{"crop_id": "c1", "source": "late", "ocr": "tesseract", "text": "株式会社",
-                         "confidence": 0.9}])
+                         "confidence": 0.9, "reader": "tesseract 5.5.0"}])
     store.write_partition("ocr_texts", "late", row, schema.OCR_TEXTS)
     assert store.read_table("ocr_texts")["text"].tolist() == ["株式会社"]
 

@@ -51,7 +51,8 @@ def store(tmp_path: Path) -> Store:
     texts = {"rT": "東洋紡績", "rH1": "仕入先", "rS": "明治製菓", "rH2": "販買先", "rC": "大日本製藥", "rC2": "不明商店",
              "d1": "明治製菓株式會社", "d2": "東洋紡績株式會社"}
     ocr = pd.DataFrame({"crop_id": "c" + regions["region_id"], "source": regions["source"], "ocr": "rapidocr",
-                        "text": regions["region_id"].map(texts), "confidence": 0.9})
+                        "text": regions["region_id"].map(texts), "confidence": 0.9,
+                        "reader": "rapidocr PP-OCRv6_rec_small.onnx reflow-vertical NFKC"})
     for src in ("lists", "dir"):
         store.write_partition("region_crops", src, crops[crops["source"] == src], schema.REGION_CROPS)
         store.write_partition("ocr_texts", src, ocr[ocr["source"] == src], schema.OCR_TEXTS)

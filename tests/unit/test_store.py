@@ -212,16 +212,17 @@ def test_migrate_renames_the_ocr_condition_columns_in_place(tmp_path: Path) -> N
     _version_1_store(tmp_path)
     changed = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False).migrate()
     assert sorted(changed) == [
-        "ocr_evaluation: engine -> ocr", "ocr_texts/_schema.parquet: engine -> ocr",
-        "ocr_texts/dir.parquet: engine -> ocr", "ocr_texts/lists.parquet: engine -> ocr",
-        "stg_crop_texts: condition -> ocr",
+        "ocr_evaluation: engine -> ocr", "ocr_texts/_schema.parquet: + reader",
+        "ocr_texts/_schema.parquet: engine -> ocr", "ocr_texts/dir.parquet: + reader",
+        "ocr_texts/dir.parquet: engine -> ocr", "ocr_texts/lists.parquet: + reader",
+        "ocr_texts/lists.parquet: engine -> ocr", "stg_crop_texts: condition -> ocr",
     ]
     store = Store(tmp_path / "db.duckdb", tmp_path / "art")  # no longer refused
     texts = store.read_table("ocr_texts").sort_values("crop_id")
-    assert list(texts.columns) == ["crop_id", "ocr", "text"]
-    assert texts["ocr"].tolist() == ["tesseract", "rapidocr"]
-    assert pq.read_table(tmp_path / "art" / "tables" / "ocr_texts" / "dir.parquet").column_names == ["crop_id", "ocr",
-                                                                                                      "text"]
+    assert list(texts.columns) == ["crop_id", "ocr", "text", "reader"]  # version 7's reader added, unknown
+    assert texts["ocr"].tolist() == ["tesseract", "rapidocr"] and texts["reader"].isna().all()
+    assert pq.read_table(tmp_path / "art" / "tables" / "ocr_texts" / "dir.parquet").column_names == [
+        "crop_id", "ocr", "text", "reader"]
     assert store.read_table("ocr_evaluation").columns.tolist() == ["source", "ocr", "cer"]
     assert store.read_table("stg_crop_texts").columns.tolist() == ["crop_id", "ocr"]
     assert store.migrate() == []  # a second run has nothing left to do
@@ -236,7 +237,8 @@ def test_a_version_file_that_is_not_a_number_is_a_clear_error(tmp_path: Path) ->
 
 # ---------------------------------------------------------------------------------------------- contracts
 def test_writes_of_a_pipeline_table_are_checked_against_schema_py(store: Store) -> None:
-    frame = pd.DataFrame({"crop_id": ["c"], "source": ["s"], "ocr": ["tesseract"], "text": ["甲"], "confidence": [0.9]})
+    frame = pd.DataFrame({"crop_id": ["c"], "source": ["s"], "ocr": ["tesseract"], "text": ["甲"], "confidence": [0.9],
+                          "reader": ["tesseract 5.5.0"]})
     store.write_partition("ocr_texts", "s", frame)  # no contract passed: schema.py's
     assert list(store.read_partition("ocr_texts", "s").columns) == list(schema.OCR_TEXTS)
     with pytest.raises(ValueError, match=r"'ocr_texts' .* differ from its contract in linkage_pipeline/schema"):
@@ -326,6 +328,23 @@ def test_migrate_to_version_6_marks_earlier_record_links_as_not_reviewed(tmp_pat
     assert changed == ["record_links: + reviewed"]
     table = Store(tmp_path / "db.duckdb", tmp_path / "art").read_table("record_links")
     assert table["reviewed"].tolist() == [False]
+
+
+def test_migrate_to_version_7_leaves_the_reader_of_earlier_ocr_texts_unknown(tmp_path: Path) -> None:
+    """A version-6 data dir: ocr_texts partitions lack reader; migrate adds it empty, so the next run reads those
+    crops again (an empty reader matches no engine's)."""
+    folder = tmp_path / "art" / "tables" / "ocr_texts"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"crop_id": ["c1"], "source": ["dir"], "ocr": ["tesseract"], "text": ["東洋紡績"],
+                             "confidence": [0.9]}), folder / "dir.parquet")
+    (tmp_path / "art" / "schema_version").write_text("6\n")
+    with pytest.raises(SchemaVersionError, match="version 7 which reader produced each OCR text"):
+        Store(tmp_path / "db.duckdb", tmp_path / "art")
+    changed = Store(tmp_path / "db.duckdb", tmp_path / "art", check_version=False).migrate()
+    assert changed == ["ocr_texts/dir.parquet: + reader"]
+    data = pq.read_table(folder / "dir.parquet").to_pandas()
+    assert data.columns.tolist() == ["crop_id", "source", "ocr", "text", "confidence", "reader"]
+    assert data["reader"].isna().all() and data["text"].tolist() == ["東洋紡績"]
 
 
 def test_append_rows_creates_the_table_then_adds_to_it_in_one_transaction(tmp_path: Path) -> None:

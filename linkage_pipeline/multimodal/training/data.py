@@ -374,7 +374,7 @@ def assemble_training_crops(
         views_per_firm: Renderings per firm (of both synthetic sets).
         seed: Seed of the synthetic set (the pretraining set uses ``seed + 1000``).
         ocr: OCR engine name, or ``simulated``.
-        ocr_engine: Makes the engine of a name; called only when the synthetic set must be built.
+        ocr_engine: Makes the engine of a name (its ``reader`` is part of the cache key).
         pretraining_names: Printed names of the label-free pretraining set (0: none).
         pretraining_views: Views per name of that set (>= 2).
         regions: ``stg_regions`` rows, or ``None`` for no labelled crops.
@@ -385,12 +385,12 @@ def assemble_training_crops(
         ``classes``, ``labelled_rows``, ``pretraining_only_rows`` and ``path``.
     """
     model_dir = Path(model_dir)
+    engine = None if ocr == "simulated" else ocr_engine(ocr)
+    # a real engine's reader (version, model, parsing rule) is part of the key: a new one reads the set again
     synthetic_path = cached_training_set(
         model_dir,
-        [n_firms, views_per_firm, seed, ocr],
-        lambda: build_training_set(
-            n_firms, views_per_firm, seed=seed, ocr=None if ocr == "simulated" else ocr_engine(ocr)
-        ),
+        [n_firms, views_per_firm, seed, ocr] + ([] if engine is None else [engine.reader]),
+        lambda: build_training_set(n_firms, views_per_firm, seed=seed, ocr=engine),
     )
     parts = [load_training_set(synthetic_path)]
     extra_path = model_dir / PRETRAINING_EXTRA_FILE

@@ -220,6 +220,9 @@ class _FixedEngine(OcrEngine):
         ("Tokyo Gas　瓦斯", "NFKC", "Tokyo Gas瓦斯"),  # ideographic space next to kanji dropped
         ("\uff08株\uff09 山形製薬", None, "\uff08株\uff09山形製薬"),  # raw form kept, spaces still dropped
         ("　", "NFKC", ""),
+        ("九|州|窯|業|株|式|會|社|", "NFKC", "九州窯業株式會社"),  # a rule beside the column, read per cell
+        ("│東洋紡績｜", None, "東洋紡績"),  # box drawing and the full-width bar, raw form too
+        ("||", "NFKC", ""),
     ],
 )
 def test_texts_are_normalised(raw, unicode_form, expected):
@@ -255,6 +258,60 @@ def test_tesseract_tsv_joins_words_and_weights_confidence(words, expected):
     result = ocr._from_tesseract_tsv("\n".join(rows) + "\n")
     assert result.text == expected[0]
     assert result.confidence == pytest.approx(expected[1])
+
+
+# jpn_vert --psm 5 on a clean 49x336 column of 株式會社堀越製作所 (a crop of an independently drawn corpus): a
+# second "line" two pixels wide at the crop's right edge, read as four words that are not there.
+_EDGE_LINE_TSV = """level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext
+1\t1\t0\t0\t0\t0\t0\t0\t49\t336\t-1\t
+2\t1\t1\t0\t0\t0\t5\t5\t44\t331\t-1\t
+3\t1\t1\t1\t0\t0\t5\t5\t44\t331\t-1\t
+4\t1\t1\t1\t1\t0\t47\t261\t2\t75\t-1\t
+5\t1\t1\t1\t1\t1\t0\t253\t4\t7\t0.000000\t湯本
+5\t1\t1\t1\t1\t2\t0\t263\t4\t19\t0.000000\t竹下
+5\t1\t1\t1\t1\t3\t0\t281\t4\t4\t29.786575\t和
+5\t1\t1\t1\t1\t4\t3\t285\t1\t5\t15.321686\t人
+4\t1\t1\t1\t2\t0\t5\t5\t38\t326\t-1\t
+5\t1\t1\t1\t2\t1\t12\t5\t31\t33\t93.297226\t株
+5\t1\t1\t1\t2\t2\t10\t53\t33\t45\t92.858177\t式
+5\t1\t1\t1\t2\t3\t9\t115\t32\t60\t63.311447\t會社
+5\t1\t1\t1\t2\t4\t7\t188\t32\t66\t94.578064\t堀越
+5\t1\t1\t1\t2\t5\t0\t262\t47\t48\t96.942505\t製作
+5\t1\t1\t1\t2\t6\t5\t309\t33\t22\t96.964172\t所
+"""
+
+
+def test_tesseract_tsv_drops_a_line_much_thinner_than_the_crops_text():
+    result = ocr._from_tesseract_tsv(_EDGE_LINE_TSV, direction="vertical")
+    assert result.text == "株式會社堀越製作所"
+    # confidence of the words kept only: (93.3 + 92.9 + 2 * 63.3 + 2 * 94.6 + 2 * 96.9 + 97.0) / 9 / 100
+    assert result.confidence == pytest.approx(0.8811, abs=1e-3)
+    # read as horizontal, thickness is the lines' height (75 and 326 px): the same thin line goes
+    assert ocr._from_tesseract_tsv(_EDGE_LINE_TSV, direction="horizontal").text == "株式會社堀越製作所"
+
+
+def test_tesseract_tsv_keeps_columns_of_one_type_size():
+    header = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
+    rows = [header, "4\t1\t1\t1\t1\t0\t60\t0\t30\t300\t-1\t", "5\t1\t1\t1\t1\t1\t60\t0\t30\t90\t90\t資本金",
+            "4\t1\t1\t1\t2\t0\t10\t0\t24\t300\t-1\t", "5\t1\t1\t1\t2\t1\t10\t0\t24\t120\t80\t代表社員"]
+    # two columns, the second 24/30 as thick as the first: both are the region's text
+    assert ocr._from_tesseract_tsv("\n".join(rows) + "\n", direction="vertical").text == "資本金代表社員"
+
+
+@needs_tesseract
+def test_tesseract_reader_names_version_languages_and_line_rule():
+    reader = TesseractEngine().reader
+    assert reader.startswith("tesseract ") and "jpn/psm7 jpn_vert/psm5" in reader
+    assert f"lines>={ocr.MIN_LINE_THICKNESS_SHARE:g}" in reader and reader.endswith("NFKC no-rules")
+    assert TesseractEngine(unicode_form=None).reader.endswith("raw no-rules")
+    assert TesseractEngine(workers=1).reader == reader  # threads do not change what is read
+
+
+def test_rapidocr_reader_ignores_batching_and_device(tmp_path: Path):
+    reader = RapidOcrEngine().reader
+    assert reader == f"rapidocr {ocr.RAPIDOCR_REC_MODEL} reflow-vertical NFKC no-rules"
+    assert RapidOcrEngine(batch_size=3, width_step=64, device="auto").reader == reader
+    assert RapidOcrEngine(model_path=tmp_path / "mine.onnx").reader.startswith("rapidocr mine.onnx ")
 
 
 # ---------------------------------------------------------------- factory and availability
@@ -330,3 +387,49 @@ def test_rapidocr_loads_bundled_model_without_network(monkeypatch):
     engine = RapidOcrEngine(batch_size=2)
     assert engine.read([render("明治製菓", "horizontal", FONTS[0])], direction="horizontal")[0].text == "明治製菓"
     assert engine._load() is engine._load()  # loaded once, reused
+
+
+# ---------------------------------------------------------------- incremental reading keeps only the same reader
+
+
+class _CountingEngine(OcrEngine):
+    """Reads every crop as its width, under a reader name given; counts the crops it read."""
+
+    name = "tesseract"
+
+    def __init__(self, reader: str) -> None:
+        self._reader, self.read_count = reader, 0
+
+    @property
+    def reader(self) -> str:
+        return self._reader
+
+    def check_available(self) -> None:
+        return None
+
+    def _read_batch(self, images, direction):
+        self.read_count += len(images)
+        return [OcrResult(f"{self._reader}{img.width}", 0.9) for img in images]
+
+
+def test_incremental_reading_reads_again_what_another_reader_read(tmp_path: Path):
+    import pandas as pd
+
+    from linkage_pipeline.config import SourceConfig
+    from linkage_pipeline.documents.chain import read_crops_incremental
+
+    paths = []
+    for i, width in enumerate((40, 50, 60)):
+        paths.append(tmp_path / f"c{i}.png")
+        Image.effect_noise((width, 20), 64).convert("RGB").save(paths[-1])
+    crops = pd.DataFrame({"crop_id": ["a", "b", "c"], "crop_path": [str(p) for p in paths]})
+    source = SourceConfig("s", "query", "horizontal", tmp_path, ocr=("tesseract",))
+    old = _CountingEngine("old")
+    first = read_crops_incremental(crops.iloc[:2], source, {"tesseract": old}, None)
+    assert list(first.rows["text"]) == ["old40", "old50"] and set(first.rows["reader"]) == {"old"}
+    again = read_crops_incremental(crops, source, {"tesseract": old}, first.rows)
+    assert (again.done, again.reused, old.read_count) == (1, 2, 3)  # only the new crop read
+    new = _CountingEngine("new")
+    upgraded = read_crops_incremental(crops, source, {"tesseract": new}, again.rows)
+    assert (upgraded.done, upgraded.reused, new.read_count) == (3, 0, 3)  # nothing mixes readers
+    assert list(upgraded.rows["text"]) == ["new40", "new50", "new60"] and set(upgraded.rows["reader"]) == {"new"}

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from linkage_pipeline.multimodal.training.data import (
@@ -107,18 +106,26 @@ def test_assemble_training_crops_adds_labels_and_the_pretraining_set(tmp_path: P
     assert (stats["rows"], stats["labelled_rows"], len(summary)) == (6, 0, 6)
 
 
-def test_assemble_training_crops_asks_for_the_engine_only_when_building(tmp_path: Path) -> None:
-    asked = []
+def test_assemble_training_crops_reads_the_set_again_only_for_a_new_reader(tmp_path: Path) -> None:
+    from linkage_pipeline.documents.ocr import OcrResult
+
+    reads: list[str] = []
 
     class Engine:
-        def read(self, images, direction):
-            raise RuntimeError("stop after asking")
+        def __init__(self, reader: str) -> None:
+            self.reader = reader
 
-    def engine(name: str) -> Engine:
-        asked.append(name)
-        return Engine()
+        def read(self, images, *, direction):
+            reads.append(self.reader)
+            return [OcrResult(f"{self.reader}{i}", 0.9) for i in range(len(images))]
 
-    with pytest.raises(RuntimeError, match="stop after asking"):
-        assemble_training_crops(tmp_path, n_firms=2, views_per_firm=1, seed=0, ocr="tesseract", ocr_engine=engine,
-                                pretraining_names=0)
-    assert asked == ["tesseract"]
+    def build(reader: str) -> list[str]:
+        data, _, _ = assemble_training_crops(tmp_path, n_firms=2, views_per_firm=1, seed=0, ocr="tesseract",
+                                             ocr_engine=lambda name: Engine(reader), pretraining_names=0)
+        return sorted({t[0] for t in data.texts})
+
+    assert build("a") == ["a"] and reads
+    n = len(reads)
+    assert build("a") == ["a"] and len(reads) == n  # same reader: the cached set, nothing read
+    assert build("b") == ["b"] and len(reads) > n  # a new reader (say, a new tesseract) reads the crops again
+    assert len(list(tmp_path.glob("synthetic-*.parquet"))) == 2
