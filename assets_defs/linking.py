@@ -196,9 +196,8 @@ def _pooling_weights(
     if config.pooling_weight is not None:
         conditions = sorted(set(target_embeddings["ocr"])) if not target_embeddings.empty else []
         table = pd.DataFrame({"ocr": conditions, "weight": config.pooling_weight, "chosen_by": "config",
-                              "val_top1": float("nan"), "n_val": 0,
-                              **{c: [{}] * len(conditions) for c in by_embeddings.POOLING_CHOICE_COLUMNS
-                                 if c.endswith("_by_weight")}}, columns=list(by_embeddings.POOLING_CHOICE_COLUMNS))
+                              "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions),
+                              "val_mrr_by_weight": [{}] * len(conditions), "mutual_by_weight": [{}] * len(conditions)})
         return float(config.pooling_weight), table
     regions = _tuning_regions(store, model)
     queries, _ = _source_embeddings(context, store, str(model["model_id"]), sorted({q for q, _ in linkages}))
@@ -275,11 +274,11 @@ def faiss_index(
             "indexes": len(rows), **stats, "empty_targets": ", ".join(empty) or "none",
             "skipped_sources": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none", "device": device,
             "kind": config.kind, "model_id": str(model["model_id"]), "seconds": time.perf_counter() - t0,
-            "pooling_weights": preview(chosen.drop(columns=[c for c in chosen.columns if c.endswith("_by_weight")])),
+            "pooling_weights": preview(chosen.drop(columns=["val_top1_by_weight", "val_mrr_by_weight",
+                                                            "mutual_by_weight"])),
             "pooling_weight_candidates": dg.MetadataValue.json({
                 str(row.ocr): {name: {f"{w:.2f}": round(float(v), 6) for w, v in getattr(row, col).items()}
                                for name, col in (("val_top1", "val_top1_by_weight"), ("val_mrr", "val_mrr_by_weight"),
-                                                 ("val_margin", "val_margin_by_weight"),
                                                  ("mutual_rate", "mutual_by_weight"))}
                 for row in chosen.itertuples()}),
             "preview": preview(rows)}),

@@ -350,9 +350,7 @@ def choose_pooling_weights(
     ``ground_truth``) with at least ``min_queries`` labelled validation queries, the weight with the highest
     top-1 accuracy there is taken. A hundred validation queries often leave two weights level on top-1, so ties go
     to the higher mean reciprocal rank of the true firm among each query's ``k`` links (a miss at rank 2 counts
-    for more than one at rank 5 or none), then to the wider mean margin between the true firm's score and the best
-    other firm's (:func:`_mean_margin`: where every weight links every validation firm, the one that separates them
-    most), and only then to the weight nearest ``default``. Since 0 (language only)
+    for more than one at rank 5 or none), and only then to the weight nearest ``default``. Since 0 (language only)
     and 1 (vision only) are candidates, the pooled embedding is chosen over a single modality only where it does
     at least as well on the validation firms. A condition without enough labels gets ``default`` (the model card's),
     or with ``unlabelled="mutual"`` the weight of :func:`mutual_neighbour_weight` (ties to the weight nearest
@@ -370,8 +368,7 @@ def choose_pooling_weights(
     Returns:
         ``{condition: weight}`` for every condition of ``embeddings``, and one row per condition: ocr, weight,
         chosen_by (``validation``, ``mutual_neighbours`` or ``default``), val_top1 (at the weight; NaN unless
-        ``validation``), n_val, val_top1_by_weight, val_mrr_by_weight, val_margin_by_weight and mutual_by_weight
-        (JSON-able dicts): :data:`POOLING_CHOICE_COLUMNS`.
+        ``validation``), n_val, val_top1_by_weight, val_mrr_by_weight and mutual_by_weight (JSON-able dicts).
 
     Raises:
         ValueError: If ``default`` or a candidate weight is outside [0, 1], or ``unlabelled`` is unknown.
@@ -386,8 +383,7 @@ def choose_pooling_weights(
     conditions = sorted(set(embeddings["ocr"])) if not embeddings.empty else []
     chosen = {c: float(default) for c in conditions}
     rows = {c: {"ocr": c, "weight": float(default), "chosen_by": "default", "val_top1": float("nan"), "n_val": 0,
-                "val_top1_by_weight": {}, "val_mrr_by_weight": {}, "val_margin_by_weight": {}, "mutual_by_weight": {}}
-            for c in conditions}
+                "val_top1_by_weight": {}, "val_mrr_by_weight": {}, "mutual_by_weight": {}} for c in conditions}
     if regions is not None and not regions.empty and conditions and linkages:
         truth = report._truth_frames(regions)
         queries = truth[0]
@@ -396,24 +392,21 @@ def choose_pooling_weights(
         is_query = embeddings["source"].isin(query_sources)
         subset = embeddings[~is_query | embeddings["crop_id"].isin(val)]
         if is_query.any() and subset["crop_id"].isin(val).any():
-            per_weight, mrr, margin = {}, {}, {}
+            per_weight, mrr = {}, {}
             for w in weights:
                 links = embedding_links(subset, linkages, methods=("multimodal",), weight=float(w))
                 table = report.linkage_evaluation_table(links, regions, report_splits=("val",))
                 per_weight[float(w)] = table.set_index("ocr")
                 mrr[float(w)] = _mean_reciprocal_rank(links, regions, val, truth=truth)
-                margin[float(w)] = _mean_margin(links, regions, val, truth=truth)
             for c in conditions:
                 accs = {w: float(t.loc[c, "top1_accuracy"]) for w, t in per_weight.items()
                         if c in t.index and pd.notna(t.loc[c, "top1_accuracy"])}
                 mrrs = {w: float(mrr[w].get(c, 0.0)) for w in accs}
-                margins = {w: float(margin[w].get(c, 0.0)) for w in accs}
                 n_val = max((int(t.loc[c, "n"]) for t in per_weight.values() if c in t.index), default=0)
-                rows[c].update(n_val=n_val, val_top1_by_weight=accs, val_mrr_by_weight=mrrs,
-                               val_margin_by_weight=margins)
+                rows[c]["n_val"], rows[c]["val_top1_by_weight"], rows[c]["val_mrr_by_weight"] = n_val, accs, mrrs
                 if n_val < min_queries or not accs:
                     continue
-                best = max(accs, key=lambda w: (accs[w], round(mrrs[w], 9), round(margins[w], 6), -abs(w - default)))
+                best = max(accs, key=lambda w: (accs[w], round(mrrs[w], 9), -abs(w - default)))
                 chosen[c] = best
                 rows[c].update(weight=best, chosen_by="validation", val_top1=accs[best])
     if unlabelled == "mutual":
@@ -426,12 +419,11 @@ def choose_pooling_weights(
             if rates:
                 chosen[c] = weight
                 rows[c].update(weight=weight, chosen_by="mutual_neighbours")
-    return chosen, pd.DataFrame(list(rows.values()), columns=list(POOLING_CHOICE_COLUMNS))
+    return chosen, pd.DataFrame(list(rows.values()), columns=["ocr", "weight", "chosen_by", "val_top1", "n_val",
+                                                              "val_top1_by_weight", "val_mrr_by_weight",
+                                                              "mutual_by_weight"])
 
 
-#: Columns of :func:`choose_pooling_weights`'s table (the ``*_by_weight`` ones hold ``{weight: value}`` dicts).
-POOLING_CHOICE_COLUMNS: tuple[str, ...] = ("ocr", "weight", "chosen_by", "val_top1", "n_val", "val_top1_by_weight",
-                                           "val_mrr_by_weight", "val_margin_by_weight", "mutual_by_weight")
 #: Rules for the pooling weight of a condition without enough labels (:func:`choose_pooling_weights`).
 UNLABELLED_RULES: tuple[str, ...] = ("default", "mutual")
 #: The configs' names of those rules (``unlabelled_weight`` of ``faiss_index`` and ``linkage_evaluation``, the
@@ -519,30 +511,6 @@ def _mean_reciprocal_rank(
     asked = mine.groupby("ocr")["query_crop_id"].nunique()
     found = (1.0 / first.astype(float)).groupby(level="ocr").sum()
     return {str(c): float(found.get(c, 0.0)) / int(n) for c, n in asked.items()}
-
-
-def _mean_margin(
-    links: pd.DataFrame, regions: pd.DataFrame, queries: set[str], *, truth: tuple | None = None
-) -> dict[str, float]:
-    """Per text condition, the mean over ``queries`` whose firm is among the targets of (score of the best link to
-    that firm) - (score of the best link to another firm), from each query's ``k`` links: positive where the true
-    firm comes first, the wider the better separated. A side absent from the links counts at the query's lowest
-    link score (the most it can be), so a true firm outside the ``k`` links gives a margin <= 0."""
-    from linkage_pipeline.evaluation import report
-
-    truth, target_entity, target_ids = truth if truth is not None else report._truth_frames(regions)
-    entity = {q: e for q, e in zip(truth["query_id"], truth["entity_id"], strict=True) if q in queries and e in target_ids}
-    mine = links[links["query_crop_id"].isin(set(entity))]
-    if mine.empty:
-        return {}
-    mine = mine.assign(hit=mine["target_crop_id"].map(target_entity).to_numpy()
-                       == mine["query_crop_id"].map(entity).to_numpy())
-    keys = ["ocr", "query_crop_id"]
-    lowest = mine.groupby(keys)["score"].min()
-    true_score = mine[mine["hit"]].groupby(keys)["score"].max().reindex(lowest.index).fillna(lowest)
-    other_score = mine[~mine["hit"]].groupby(keys)["score"].max().reindex(lowest.index).fillna(lowest)
-    margins = (true_score - other_score).groupby(level="ocr").mean()
-    return {str(c): float(v) for c, v in margins.items()}
 
 
 def update_target_indexes(

@@ -8,7 +8,6 @@ import pytest
 
 from linkage_pipeline.evaluation import metrics
 from linkage_pipeline.linking.by_embeddings import (
-    _mean_margin,
     _mean_reciprocal_rank,
     choose_pooling_weights,
     embedding_links,
@@ -111,45 +110,6 @@ def test_mean_reciprocal_rank_counts_the_first_link_to_the_true_firm() -> None:
     assert got == pytest.approx({"x": (1 + 1 / 3 + 0) / 3, "y": 0.0})
     assert _mean_reciprocal_rank(links, regions, {"q2"}) == pytest.approx({"x": 1 / 3})
     assert _mean_reciprocal_rank(links, regions, set()) == {}
-
-
-def test_mean_margin_is_the_true_firms_best_score_minus_the_best_other_firms() -> None:
-    regions = pd.DataFrame({
-        "crop_id": ["q1", "q2", "q3", "q4", "t1", "t2", "t3"],
-        "kind": "entry",
-        "source_role": ["query"] * 4 + ["target"] * 3,
-        "true_entity_id": ["A", "B", "C", "Z", "A", "B", "C"],
-    })
-    links = pd.DataFrame({
-        "query_crop_id": ["q1", "q1", "q2", "q2", "q2", "q3", "q3", "q4", "q1"],
-        "target_crop_id": ["t1", "t2", "t3", "t1", "t2", "t1", "t2", "t1", "t1"],
-        "ocr": ["x"] * 8 + ["y"],
-        "rank": [1, 2, 1, 2, 3, 1, 2, 1, 1],
-        "score": [0.9, 0.6, 0.8, 0.7, 0.5, 0.7, 0.4, 0.9, 0.95],
-    })
-    # q1 right by 0.3; q2's firm third (0.5 against 0.8); q3's firm absent: at most its lowest score (0.4) against
-    # 0.7; q4's firm is not among the targets; under "y" q1 has no other firm among its links: 0.95 - 0.95
-    got = _mean_margin(links, regions, {"q1", "q2", "q3", "q4"})
-    assert got == pytest.approx({"x": (0.3 - 0.3 - 0.3) / 3, "y": 0.0})
-    assert _mean_margin(links, regions, {"q1"}) == pytest.approx({"x": 0.3, "y": 0.0})
-    assert _mean_margin(links, regions, set()) == {}
-
-
-def test_a_tie_on_top1_and_rank_goes_to_the_wider_margin() -> None:
-    emb, regions = _corpus()
-    _, table = choose_pooling_weights(emb, regions, [("lists", "directory")], default=0.5)
-    rows = table.set_index("ocr")
-    for condition in ("noisy", "clean"):
-        row = rows.loc[condition]
-        accs, mrrs, margins = row["val_top1_by_weight"], row["val_mrr_by_weight"], row["val_margin_by_weight"]
-        assert set(margins) == set(accs)
-        level = [w for w in accs if (accs[w], round(mrrs[w], 9)) == max((accs[v], round(mrrs[v], 9)) for v in accs)]
-        assert round(margins[row["weight"]], 6) == max(round(margins[w], 6) for w in level)
-    # clean readings: every weight up to some point links every validation firm at rank 1; the margin tells them
-    # apart, so the default (0.5) is not taken for want of a better reason
-    clean = rows.loc["clean"]
-    tied = [w for w, a in clean["val_top1_by_weight"].items() if a == 1.0]
-    assert len(tied) >= 2 and len({round(clean["val_margin_by_weight"][w], 6) for w in tied}) == len(tied)
 
 
 def test_test_firms_never_influence_the_weight() -> None:
