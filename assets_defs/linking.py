@@ -333,6 +333,9 @@ _EMBEDDING_LINKS_TABLES = (
     dg.AssetSpec("embedding_link_targets", deps=["faiss_index"], kinds={"duckdb"},
                  description="One row per target crop each index's top-k lists were computed against; "
                              "refreshed with embedding_links."),
+    dg.AssetSpec("embedding_link_inputs", deps=["faiss_index"], kinds={"duckdb"},
+                 description="One row per crop text (its hash) the top-k lists were computed from: a text read "
+                             "again changes its crop's lists at the next run; refreshed with embedding_links."),
 )
 
 
@@ -352,12 +355,15 @@ def embedding_links(
         index_rows, model_id, device=linking_index.faiss_device("auto", compute.torch_device().type))
     weight = by_embeddings.index_weights(index_rows, model_id) if len(index_rows) else float(model["pooling_weight"])
     queries, targets, linkages, skipped_lines, empty = _linkable(context, store, registry, model_id)
-    previous, previous_targets = _previous(store, config.relink_all, "embedding_links", "embedding_link_targets")
+    previous, previous_targets, previous_inputs = _previous(store, config.relink_all, "embedding_links",
+                                                            "embedding_link_targets", "embedding_link_inputs")
     t0 = time.perf_counter()
     links, linked_targets, stats = by_embeddings.relink(
         queries, targets, linkages, indexes, previous=previous, previous_targets=previous_targets,
-        methods=sorted(set(index_rows["method"])), weight=weight, k=config.k, training="supervised",
+        previous_inputs=previous_inputs, methods=sorted(set(index_rows["method"])), weight=weight, k=config.k,
+        training="supervised",
     )
+    inputs = by_embeddings.link_inputs(pd.concat([queries, targets], ignore_index=True))
     hybrid_meta: dict[str, object] = {}
     if config.hybrid and "multimodal" in set(index_rows["method"]) and store.table_exists("string_links"):
         links, hybrid_meta = _with_hybrid_links(context, store, model, links, queries, targets, linkages, weight,
@@ -365,10 +371,12 @@ def embedding_links(
     # links first: a run stopped in between leaves the older target list, so those targets are searched again
     n = store.replace_table("embedding_links", links, schema.EMBEDDING_LINKS)
     n_targets = store.replace_table("embedding_link_targets", linked_targets, schema.LINKED_TARGETS)
+    n_inputs = store.replace_table("embedding_link_inputs", inputs, schema.EMBEDDING_LINK_INPUTS)
     yield from selected_results(
         context, dg.MaterializeResult(asset_key="embedding_links", metadata={
             "rows": n, **stats, "empty_linkages": empty, "skipped_linkages": "; ".join(skipped_lines) or "none",
             "model_id": model_id, "pooling_weight": json.dumps(weight), "seconds": time.perf_counter() - t0,
             **hybrid_meta, "preview": preview(links)}),
         dg.MaterializeResult(asset_key="embedding_link_targets", metadata={"rows": n_targets}),
+        dg.MaterializeResult(asset_key="embedding_link_inputs", metadata={"rows": n_inputs}),
     )

@@ -163,6 +163,9 @@ STRING_LINKS = {
 #: The crop texts earlier string links were computed from: one row per source, text condition and crop, with a hash
 #: of the text (an OCR engine that now reads a crop differently makes it a new text).
 STRING_LINK_INPUTS = {"source": "VARCHAR", "ocr": "VARCHAR", "crop_id": "VARCHAR", "text_hash": "VARCHAR"}
+#: One row per crop text the embedding links were computed from (its hash): a text read again since (another
+#: reader) changes the crop's vector, so the top-k lists it took part in are computed again.
+EMBEDDING_LINK_INPUTS = {"source": "VARCHAR", "ocr": "VARCHAR", "crop_id": "VARCHAR", "text_hash": "VARCHAR"}
 #: One row per FAISS index file (target source, OCR condition, method).
 FAISS_INDEXES = {
     "target_source": "VARCHAR", "ocr": "VARCHAR", "method": "VARCHAR", "model_id": "VARCHAR", "kind": "VARCHAR",
@@ -312,6 +315,7 @@ CONTRACTS: dict[str, Mapping[str, str]] = {
     "self_supervised_embeddings": CROP_EMBEDDINGS,
     "string_links": STRING_LINKS,
     "string_link_inputs": STRING_LINK_INPUTS,
+    "embedding_link_inputs": EMBEDDING_LINK_INPUTS,
     "faiss_indexes": FAISS_INDEXES,
     "embedding_links": EMBEDDING_LINKS,
     "embedding_link_targets": LINKED_TARGETS,

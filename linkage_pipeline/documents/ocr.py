@@ -11,6 +11,10 @@ Measured on the demo corpus (``synthetic.corpus.generate_corpus(seed=0)``, label
 horizontal lists and 0.993 on the vertical directory (re-flowed), tesseract 0.926 and 0.933, at roughly a
 third of the cost per crop for rapidocr. Tesseract is weak on old forms (氣, 鑛, 國, 會).
 
+Two rules clean every reading (neither fitted to a corpus): tesseract's lines much thinner than the crop's thickest
+are dropped (:data:`MIN_LINE_THICKNESS_SHARE`), and so are ruled lines read as bars (``_RULES``). Each text is
+stored with its engine's :attr:`OcrEngine.reader`, so texts of another reader are read again, never mixed.
+
 Nothing is downloaded at run time: tesseract uses the system's traineddata files and rapidocr the ONNX model
 bundled in its wheel; a missing file raises :class:`EngineUnavailableError` saying what to install.
 """

@@ -9,6 +9,7 @@ Embedding is incremental: rows already embedded with the same model, crop and te
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ from linkage_pipeline.multimodal.embed import (
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder
 from linkage_pipeline.schema import (
     CROP_EMBEDDINGS,
+    EMBEDDING_LINK_INPUTS,
     EMBEDDING_LINKS,
     FAISS_INDEXES,
     LINKED_TARGETS,
@@ -193,7 +195,8 @@ def index_targets(
     for source, condition, t, ids in _target_groups(embeddings, target_sources):
         w = weight_of(weight, condition)
         for method in methods:
-            index = build_index(method_embeddings(t, method, w), spec)
+            vectors = method_embeddings(t, method, w)
+            index = build_index(vectors, spec)
             path = ""
             if out_dir is not None:
                 meta = IndexMeta(
@@ -201,7 +204,8 @@ def index_targets(
                     ids,
                     spec.kind,
                     int(index.d),
-                    {"source": source, "ocr": condition, "method": method, "weight": w},
+                    {"source": source, "ocr": condition, "method": method, "weight": w,
+                     "vectors_sha256": _vectors_sha256(vectors)},
                 )
                 path = str(save_index(index, out_dir / _index_name(source, condition, method), meta))
             out[(source, condition, method)] = (index, ids)
@@ -527,8 +531,9 @@ def update_target_indexes(
 
     For every target source, text condition and method, the saved index (:func:`index_targets` with
     ``out_dir``) is kept when it already holds exactly these targets, extended with the new targets' vectors
-    when it holds a subset of them (same model, kind and pooling weight), and rebuilt otherwise (a target
-    removed, another kind or weight, no file). An extended flat index answers every search exactly as a
+    when it holds a subset of them (same model, kind and pooling weight, and the same vectors for the targets it
+    holds: a hash of them is kept in its metadata), and rebuilt otherwise (a target removed or its text read
+    again, another kind or weight, no file). An extended flat index answers every search exactly as a
     rebuilt one; an extended IVF index keeps its trained centroids. ``rebuild`` ignores the saved indexes
     (each is replaced atomically, so a stopped run leaves the old file or the new one).
 
@@ -547,31 +552,37 @@ def update_target_indexes(
         w = weight_of(weight, condition)
         for method in methods:
             path = Path(out_dir) / _index_name(source, condition, method)
+            vectors = method_embeddings(t, method, w)
+            at = {c: i for i, c in enumerate(t["crop_id"])}
             old = None
             if path.is_file() and not rebuild:
                 try:
                     index, meta = load_index(path, model_id=model_id)
                     if meta.kind == spec.kind and float(meta.extra.get("weight", -1)) == w:
-                        old = (index, meta.ids)
+                        old = (index, meta.ids, meta.extra.get("vectors_sha256"))
                 except (ValueError, FileNotFoundError, RuntimeError) as exc:
                     logger.info("rebuilding index %s: %s", path.name, exc)
-            if old is not None and set(old[1]) <= set(ids):
-                index, have = old
+            # kept or extended only while the targets it holds have the vectors it holds (a text read again by
+            # another OCR reader changes a target's vector under the same crop id)
+            if (old is not None and set(old[1]) <= set(ids)
+                    and old[2] == _vectors_sha256(vectors[[at[c] for c in old[1]]])):
+                index, have, _ = old
                 new = t[~t["crop_id"].isin(set(have))]
                 ordered, dirty = list(have) + new["crop_id"].tolist(), len(new) > 0
                 if dirty:
-                    index.add(method_embeddings(new, method, w))
+                    index.add(vectors[[at[c] for c in new["crop_id"]]])
                     stats["extended"] += 1
                     stats["vectors_added"] += len(new)
                 else:
                     stats["unchanged"] += 1
             else:
-                index, ordered, dirty = build_index(method_embeddings(t, method, w), spec), ids, True
+                index, ordered, dirty = build_index(vectors, spec), ids, True
                 stats["rebuilt"] += 1
                 stats["vectors_added"] += len(ids)
             if dirty:
                 meta = IndexMeta(model_id, ordered, spec.kind, int(index.d),
-                                 {"source": source, "ocr": condition, "method": method, "weight": w})
+                                 {"source": source, "ocr": condition, "method": method, "weight": w,
+                                  "vectors_sha256": _vectors_sha256(vectors[[at[c] for c in ordered]])})
                 save_index(index, path, meta)
             rows.append((source, condition, method, model_id, spec.kind, w, len(ordered), int(index.d), str(path)))
     return pd.DataFrame(rows, columns=list(FAISS_INDEXES)), stats
@@ -622,6 +633,21 @@ def _index_search(index: object, target_ids: Sequence[str], vectors: np.ndarray,
     return search
 
 
+def link_inputs(embeddings: pd.DataFrame) -> pd.DataFrame:
+    """:data:`EMBEDDING_LINK_INPUTS` rows of ``crop_embeddings`` rows: the hash of each crop's text per condition
+    (what :func:`relink` compares with the next run's; a crop's image is fixed by its id, its text is not)."""
+    if embeddings.empty:
+        return empty_frame(EMBEDDING_LINK_INPUTS)
+    rows = embeddings[["source", "ocr", "crop_id", "text"]].drop_duplicates(["source", "ocr", "crop_id"])
+    hashes = [hashlib.sha256(str(t).encode("utf-8")).hexdigest()[:16] if isinstance(t, str) else "" for t in rows["text"]]
+    return rows.assign(text_hash=hashes)[list(EMBEDDING_LINK_INPUTS)].sort_values(
+        ["source", "ocr", "crop_id"], kind="stable").reset_index(drop=True)
+
+
+def _vectors_sha256(vectors: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes()).hexdigest()
+
+
 def relink(
     queries: pd.DataFrame,
     targets: pd.DataFrame,
@@ -630,6 +656,7 @@ def relink(
     *,
     previous: pd.DataFrame | None = None,
     previous_targets: pd.DataFrame | None = None,
+    previous_inputs: pd.DataFrame | None = None,
     methods: Sequence[str] = EMBEDDING_METHODS,
     weight: Weight = 0.5,
     k: int = 5,
@@ -641,7 +668,11 @@ def relink(
     ``previous_targets`` says which targets they were computed against, a query seen before is only searched
     against the targets added since (a small exact index of them) and its list is merged with the new hits;
     a new query is searched against the whole index; a query that is gone is dropped. When a target was
-    removed, or nothing was stored, every query is searched again. The result equals a full search with
+    removed, or nothing was stored, every query is searched again. A crop's text (and so its vector) may change
+    under the same crop id and model (read again by another OCR reader): ``previous_inputs``
+    (:func:`link_inputs` of the earlier run) says which texts the lists were computed from; when a target's text
+    changed every query of that condition is searched again, and a query whose text changed is searched again
+    itself. Without ``previous_inputs`` no earlier list is trusted. The result equals a full search with
     :func:`link_with_indexes` (ranks ordered by score, ties by target id).
 
     Args:
@@ -651,6 +682,7 @@ def relink(
         indexes: ``{(target source, condition, method): (index, target ids in index order)}``.
         previous: Earlier ``embedding_links`` rows.
         previous_targets: Earlier :data:`LINKED_TARGETS` rows.
+        previous_inputs: Earlier :data:`EMBEDDING_LINK_INPUTS` rows (:func:`link_inputs`).
         weight: Image weight of the ``multimodal`` embedding, or one per condition (the indexes' weights).
 
     Returns:
@@ -667,6 +699,12 @@ def relink(
     prev = previous if previous is not None and not previous.empty else None
     if prev is not None:
         prev = prev[(prev["model_id"] == model_id) & (prev["training"] == training)]
+    before: dict[tuple[str, str], dict[str, str]] = {}
+    if previous_inputs is not None and not previous_inputs.empty:
+        before = {key: dict(zip(g["crop_id"], g["text_hash"]))
+                  for key, g in previous_inputs.groupby(["source", "ocr"], sort=False)}
+    now = link_inputs(pd.concat([queries, targets], ignore_index=True))
+    now_hash = {key: dict(zip(g["crop_id"], g["text_hash"])) for key, g in now.groupby(["source", "ocr"], sort=False)}
     # the targets each earlier top-k list was computed against, per index (same model and pooling weight)
     linked_before: dict[tuple[str, str, str], set[str]] = {}
     if previous_targets is not None and not previous_targets.empty:
@@ -690,9 +728,14 @@ def relink(
                 linked.append(pd.DataFrame({"target_source": target_source, "ocr": condition, "method": method,
                                             "model_id": model_id, "weight": w, "crop_id": list(target_ids)}))
                 old = None
-                if prev is not None:
+                t_before, t_now = before.get((target_source, condition)), now_hash.get((target_source, condition), {})
+                # a target whose text changed may now rank anywhere: every query is searched again
+                if prev is not None and t_before is not None and all(t_now.get(c, h) == h for c, h in t_before.items()):
+                    q_before, q_now = before.get((query_source, condition), {}), now_hash.get((query_source, condition), {})
+                    same_text = {c for c, h in q_now.items() if q_before.get(c) == h}
                     old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
-                               & (prev["ocr"] == condition) & (prev["method"] == method)]
+                               & (prev["ocr"] == condition) & (prev["method"] == method)
+                               & prev["query_crop_id"].isin(same_text)]
                 out, counts = incremental_topk(
                     q["crop_id"].tolist(), list(target_ids), _index_search(index, target_ids, vectors, q, method, w), k,
                     previous=old, previous_targets=linked_before.get((target_source, condition, method)),

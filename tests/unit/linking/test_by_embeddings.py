@@ -12,6 +12,7 @@ from linkage_pipeline.linking import index as linking_index
 from linkage_pipeline.linking.by_embeddings import (
     embedding_links,
     index_targets,
+    link_inputs,
     load_target_indexes,
     relink,
     tune_linking,
@@ -86,8 +87,9 @@ def test_grown_indexes_and_relinked_queries_equal_a_full_search(tmp_path) -> Non
     # 10 new targets and 10 new queries: the indexes grow, old queries are checked against the new targets only
     rows, stats = update_target_indexes(targets, ["t"], out, weight=0.6)
     assert stats == {"unchanged": 0, "extended": 3, "rebuilt": 0, "vectors_added": 30}
+    inputs = link_inputs(pd.concat([queries.iloc[:20], targets.iloc[:40]]))
     grown, linked, s2 = relink(queries, targets, [("q", "t")], _loaded(rows), previous=first,
-                               previous_targets=linked, weight=0.6)
+                               previous_targets=linked, previous_inputs=inputs, weight=0.6)
     assert s2["queries_searched"] == 10 * 3 and s2["queries_checked"] == 20 * 3 and s2["queries_kept"] == 0
     assert 0 < s2["queries_changed"] <= s2["queries_checked"]
     full = relink(queries, targets, [("q", "t")], index_targets(targets, ["t"], weight=0.6)[0], weight=0.6)[0]
@@ -99,10 +101,16 @@ def test_grown_indexes_and_relinked_queries_equal_a_full_search(tmp_path) -> Non
     # nothing new: nothing searched; k raised: every list is searched again
     rows, stats = update_target_indexes(targets, ["t"], out, weight=0.6)
     assert stats["unchanged"] == 3 and stats["vectors_added"] == 0
-    _, _, s3 = relink(queries, targets, [("q", "t")], _loaded(rows), previous=grown, previous_targets=linked, weight=0.6)
+    inputs = link_inputs(pd.concat([queries, targets]))
+    _, _, s3 = relink(queries, targets, [("q", "t")], _loaded(rows), previous=grown, previous_targets=linked,
+                      previous_inputs=inputs, weight=0.6)
     assert s3 == {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0, "queries_kept": 90}
+    # without the inputs of the earlier lists (a data directory written before they were kept) none is trusted
+    _, _, s3b = relink(queries, targets, [("q", "t")], _loaded(rows), previous=grown, previous_targets=linked,
+                       weight=0.6)
+    assert s3b["queries_searched"] == 90 and s3b["queries_kept"] == 0
     _, _, s4 = relink(queries, targets, [("q", "t")], _loaded(rows), previous=grown, previous_targets=linked,
-                      weight=0.6, k=7)
+                      previous_inputs=inputs, weight=0.6, k=7)
     assert s4["queries_searched"] == 90
 
 
@@ -117,10 +125,54 @@ def test_a_removed_target_or_a_new_weight_rebuilds_and_relinks_everything(tmp_pa
     rows, stats = update_target_indexes(fewer, ["t"], out, weight=0.5)
     assert stats["rebuilt"] == 3 and stats["extended"] == 0
     relinked, _, s = relink(queries, fewer, [("q", "t")], _loaded(rows), previous=links, previous_targets=linked,
-                            weight=0.5)
+                            previous_inputs=link_inputs(pd.concat([queries, targets])), weight=0.5)
     assert s["queries_searched"] == 18 and "t000" not in set(relinked["target_crop_id"])
     rows, stats = update_target_indexes(fewer, ["t"], out, weight=0.7)
     assert stats["rebuilt"] == 3
+
+
+def test_a_text_read_again_relinks_what_it_can_change(tmp_path) -> None:
+    """Same crop ids and model, new OCR texts (another reader): the index is rebuilt when a target's vector changed,
+    every query is searched again when a target's text changed, only the changed query when a query's did; each
+    result equals a full search on the new vectors."""
+    rng = np.random.default_rng(3)
+    targets = _frame("t", [f"t{i:03d}" for i in range(30)], _unit(rng, 30), _unit(rng, 30))
+    queries = _frame("q", [f"q{i:03d}" for i in range(12)], _unit(rng, 12), _unit(rng, 12))
+    out = tmp_path / "idx"
+    rows, _ = update_target_indexes(targets, ["t"], out, weight=0.5)
+    links, linked, _ = relink(queries, targets, [("q", "t")], _loaded(rows), weight=0.5)
+    inputs = link_inputs(pd.concat([queries, targets]))
+
+    def full(q: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
+        return _sorted(relink(q, t, [("q", "t")], index_targets(t, ["t"], weight=0.5)[0], weight=0.5)[0])
+
+    # one query re-read: it now reads as target t007 does
+    reread_q = queries.copy()
+    reread_q.loc[3, "text"] = "read again"
+    reread_q.loc[3, "text_embedding"] = targets.loc[7, "text_embedding"]
+    rows, stats = update_target_indexes(targets, ["t"], out, weight=0.5)
+    assert stats["unchanged"] == 3
+    got, _, s = relink(reread_q, targets, [("q", "t")], _loaded(rows), previous=links, previous_targets=linked,
+                       previous_inputs=inputs, weight=0.5)
+    assert (s["queries_searched"], s["queries_kept"]) == (3, 33)
+    pd.testing.assert_frame_equal(_sorted(got)[["query_crop_id", "target_crop_id", "method", "rank"]],
+                                  full(reread_q, targets)[["query_crop_id", "target_crop_id", "method", "rank"]])
+
+    # one target re-read: its vectors change, so its indexes are rebuilt and every query is searched again
+    reread_t = targets.copy()
+    reread_t.loc[5, "text"] = "read again"
+    reread_t.loc[5, "text_embedding"] = queries.loc[0, "text_embedding"]
+    rows, stats = update_target_indexes(reread_t, ["t"], out, weight=0.5)
+    assert stats["rebuilt"] == 2 and stats["unchanged"] == 1  # the vision index does not read the text
+    got, _, s = relink(queries, reread_t, [("q", "t")], _loaded(rows), previous=links, previous_targets=linked,
+                       previous_inputs=inputs, weight=0.5)
+    assert s["queries_searched"] == 36 and s["queries_kept"] == 0
+    a, b = _sorted(got), full(queries, reread_t)
+    pd.testing.assert_frame_equal(a[["query_crop_id", "target_crop_id", "method", "rank"]],
+                                  b[["query_crop_id", "target_crop_id", "method", "rank"]])
+    np.testing.assert_allclose(a["score"], b["score"], atol=1e-6)
+    assert ("q000", "t005") in set(zip(a.loc[a["method"] == "language", "query_crop_id"],
+                                       a.loc[a["method"] == "language", "target_crop_id"]))
 
 
 def test_links_do_not_depend_on_which_queries_are_searched_together() -> None:
