@@ -114,13 +114,19 @@ def test_grown_indexes_and_relinked_queries_equal_a_full_search(tmp_path) -> Non
     assert s4["queries_searched"] == 90
 
 
-def test_a_removed_target_or_a_new_weight_rebuilds_and_relinks_everything(tmp_path) -> None:
-    rng = np.random.default_rng(1)
-    targets = _frame("t", [f"t{i:03d}" for i in range(20)], _unit(rng, 20), _unit(rng, 20))
-    queries = _frame("q", [f"q{i:03d}" for i in range(6)], _unit(rng, 6), _unit(rng, 6))
-    out = tmp_path / "idx"
+def _linked_once(seed: int, n_targets: int, n_queries: int, out) -> tuple:
+    """Random targets and queries, their indexes saved under ``out`` and every query linked (weight 0.5)."""
+    rng = np.random.default_rng(seed)
+    targets = _frame("t", [f"t{i:03d}" for i in range(n_targets)], _unit(rng, n_targets), _unit(rng, n_targets))
+    queries = _frame("q", [f"q{i:03d}" for i in range(n_queries)], _unit(rng, n_queries), _unit(rng, n_queries))
     rows, _ = update_target_indexes(targets, ["t"], out, weight=0.5)
     links, linked, _ = relink(queries, targets, [("q", "t")], _loaded(rows), weight=0.5)
+    return targets, queries, links, linked
+
+
+def test_a_removed_target_or_a_new_weight_rebuilds_and_relinks_everything(tmp_path) -> None:
+    out = tmp_path / "idx"
+    targets, queries, links, linked = _linked_once(1, 20, 6, out)
     fewer = targets.iloc[1:]
     rows, stats = update_target_indexes(fewer, ["t"], out, weight=0.5)
     assert stats["rebuilt"] == 3 and stats["extended"] == 0
@@ -135,12 +141,8 @@ def test_a_text_read_again_relinks_what_it_can_change(tmp_path) -> None:
     """Same crop ids and model, new OCR texts (another reader): the index is rebuilt when a target's vector changed,
     every query is searched again when a target's text changed, only the changed query when a query's did; each
     result equals a full search on the new vectors."""
-    rng = np.random.default_rng(3)
-    targets = _frame("t", [f"t{i:03d}" for i in range(30)], _unit(rng, 30), _unit(rng, 30))
-    queries = _frame("q", [f"q{i:03d}" for i in range(12)], _unit(rng, 12), _unit(rng, 12))
     out = tmp_path / "idx"
-    rows, _ = update_target_indexes(targets, ["t"], out, weight=0.5)
-    links, linked, _ = relink(queries, targets, [("q", "t")], _loaded(rows), weight=0.5)
+    targets, queries, links, linked = _linked_once(3, 30, 12, out)
     inputs = link_inputs(pd.concat([queries, targets]))
 
     def full(q: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
