@@ -165,7 +165,7 @@ STRING_LINKS = {
 STRING_LINK_INPUTS = {"source": "VARCHAR", "ocr": "VARCHAR", "crop_id": "VARCHAR", "text_hash": "VARCHAR"}
 #: One row per crop text the embedding links were computed from (its hash): a text read again since (another
 #: reader) changes the crop's vector, so the top-k lists it took part in are computed again.
-EMBEDDING_LINK_INPUTS = {"source": "VARCHAR", "ocr": "VARCHAR", "crop_id": "VARCHAR", "text_hash": "VARCHAR"}
+EMBEDDING_LINK_INPUTS = STRING_LINK_INPUTS
 #: One row per FAISS index file (target source, OCR condition, method).
 FAISS_INDEXES = {
     "target_source": "VARCHAR", "ocr": "VARCHAR", "method": "VARCHAR", "model_id": "VARCHAR", "kind": "VARCHAR",

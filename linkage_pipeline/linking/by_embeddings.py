@@ -30,7 +30,10 @@ from linkage_pipeline.linking.index import (
 )
 from linkage_pipeline.linking.topk import (
     Search,
+    hashes_by_source,
     incremental_topk,
+    reusable_queries,
+    text_hashes,
     topk_frame_arrays,
     topk_rows,
 )
@@ -639,8 +642,7 @@ def link_inputs(embeddings: pd.DataFrame) -> pd.DataFrame:
     if embeddings.empty:
         return empty_frame(EMBEDDING_LINK_INPUTS)
     rows = embeddings[["source", "ocr", "crop_id", "text"]].drop_duplicates(["source", "ocr", "crop_id"])
-    hashes = [hashlib.sha256(str(t).encode("utf-8")).hexdigest()[:16] if isinstance(t, str) else "" for t in rows["text"]]
-    return rows.assign(text_hash=hashes)[list(EMBEDDING_LINK_INPUTS)].sort_values(
+    return rows.assign(text_hash=text_hashes(rows["text"]))[list(EMBEDDING_LINK_INPUTS)].sort_values(
         ["source", "ocr", "crop_id"], kind="stable").reset_index(drop=True)
 
 
@@ -699,12 +701,8 @@ def relink(
     prev = previous if previous is not None and not previous.empty else None
     if prev is not None:
         prev = prev[(prev["model_id"] == model_id) & (prev["training"] == training)]
-    before: dict[tuple[str, str], dict[str, str]] = {}
-    if previous_inputs is not None and not previous_inputs.empty:
-        before = {key: dict(zip(g["crop_id"], g["text_hash"]))
-                  for key, g in previous_inputs.groupby(["source", "ocr"], sort=False)}
-    now = link_inputs(pd.concat([queries, targets], ignore_index=True))
-    now_hash = {key: dict(zip(g["crop_id"], g["text_hash"])) for key, g in now.groupby(["source", "ocr"], sort=False)}
+    before = hashes_by_source(previous_inputs)
+    now = hashes_by_source(link_inputs(pd.concat([queries, targets], ignore_index=True)))
     # the targets each earlier top-k list was computed against, per index (same model and pooling weight)
     linked_before: dict[tuple[str, str, str], set[str]] = {}
     if previous_targets is not None and not previous_targets.empty:
@@ -728,14 +726,11 @@ def relink(
                 linked.append(pd.DataFrame({"target_source": target_source, "ocr": condition, "method": method,
                                             "model_id": model_id, "weight": w, "crop_id": list(target_ids)}))
                 old = None
-                t_before, t_now = before.get((target_source, condition)), now_hash.get((target_source, condition), {})
-                # a target whose text changed may now rank anywhere: every query is searched again
-                if prev is not None and t_before is not None and all(t_now.get(c, h) == h for c, h in t_before.items()):
-                    q_before, q_now = before.get((query_source, condition), {}), now_hash.get((query_source, condition), {})
-                    same_text = {c for c, h in q_now.items() if q_before.get(c) == h}
+                reusable = reusable_queries(before, now, (query_source, condition), (target_source, condition))
+                if prev is not None and reusable is not None:
                     old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
                                & (prev["ocr"] == condition) & (prev["method"] == method)
-                               & prev["query_crop_id"].isin(same_text)]
+                               & prev["query_crop_id"].isin(reusable)]
                 out, counts = incremental_topk(
                     q["crop_id"].tolist(), list(target_ids), _index_search(index, target_ids, vectors, q, method, w), k,
                     previous=old, previous_targets=linked_before.get((target_source, condition, method)),

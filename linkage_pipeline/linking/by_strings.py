@@ -7,9 +7,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from linkage_pipeline.documents.crops import content_id
 from linkage_pipeline.linking.strings import topk_string_matches
-from linkage_pipeline.linking.topk import Search, incremental_topk
+from linkage_pipeline.linking.topk import (
+    Search,
+    hashes_by_source,
+    incremental_topk,
+    reusable_queries,
+    text_hashes,
+)
 from linkage_pipeline.schema import (
     STRING_LINK_INPUTS,
     STRING_LINKS,
@@ -136,10 +141,6 @@ def link_sources_by_strings(
     return pd.concat(frames, ignore_index=True) if frames else empty_frame(STRING_LINKS)
 
 
-def _text_hashes(texts: pd.Series) -> list[str]:
-    return [content_id(t.encode("utf-8")) for t in texts.fillna("").astype(str)]
-
-
 def _text_search(queries: pd.DataFrame, targets: pd.DataFrame, method: str, ocr: str, workers: int) -> Search:
     """The :data:`topk.Search` of one string method over rows of one OCR condition (ids are their crop ids)."""
 
@@ -183,11 +184,8 @@ def relink_sources_by_strings(
         (:func:`topk.incremental_topk`).
     """
     stats = {"queries_searched": 0, "queries_checked": 0, "queries_changed": 0, "queries_kept": 0}
-    texts = crop_texts.assign(text_hash=_text_hashes(crop_texts["text"]))
-    before: dict[tuple[str, str], dict[str, str]] = {}
-    if previous_inputs is not None and not previous_inputs.empty:
-        before = {key: dict(zip(g["crop_id"], g["text_hash"]))
-                  for key, g in previous_inputs.groupby(["source", "ocr"], sort=False)}
+    texts = crop_texts.assign(text_hash=text_hashes(crop_texts["text"]))
+    before, now = hashes_by_source(previous_inputs), hashes_by_source(texts)
     prev = previous if previous is not None and not previous.empty else None
     frames, used = [], set()
     for query_source, target_source in linkages:
@@ -198,14 +196,11 @@ def relink_sources_by_strings(
             q = q_all[q_all["ocr"] == condition].sort_values("crop_id")
             t = t_all[t_all["ocr"] == condition].sort_values("crop_id")
             t_before = before.get((target_source, condition))
-            t_now = dict(zip(t["crop_id"], t["text_hash"]))
+            reusable = reusable_queries(before, now, (query_source, condition), (target_source, condition))
             old = None
-            # a target whose text changed (or that is gone) may now rank anywhere: every query is compared again
-            if prev is not None and t_before is not None and all(t_now.get(c) == h for c, h in t_before.items()):
-                q_before = before.get((query_source, condition), {})
-                same_text = q["crop_id"].map(q_before) == q["text_hash"]
+            if prev is not None and reusable is not None:
                 old = prev[(prev["query_source"] == query_source) & (prev["target_source"] == target_source)
-                           & (prev["ocr"] == condition) & prev["query_crop_id"].isin(set(q["crop_id"][same_text]))]
+                           & (prev["ocr"] == condition) & prev["query_crop_id"].isin(reusable)]
             for method in methods:
                 out, counts = incremental_topk(
                     q["crop_id"].tolist(), t["crop_id"].tolist(), _text_search(q, t, method, condition, workers), k,

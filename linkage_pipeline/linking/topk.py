@@ -7,6 +7,36 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 import pandas as pd
 
+from linkage_pipeline.documents.crops import content_id
+
+#: ``{(source, ocr): {crop_id: text hash}}``: the texts a set of top-k lists was computed from.
+TextHashes = dict[tuple[str, str], dict[str, str]]
+
+
+def text_hashes(texts: pd.Series) -> list[str]:
+    """:func:`~linkage_pipeline.documents.crops.content_id` of each text (a missing text hashes as ``""``)."""
+    return [content_id(t.encode("utf-8")) for t in texts.fillna("").astype(str)]
+
+
+def hashes_by_source(inputs: pd.DataFrame | None) -> TextHashes:
+    """:data:`TextHashes` of link-input rows (source, ocr, crop_id, text_hash); ``{}`` for none."""
+    if inputs is None or inputs.empty:
+        return {}
+    return {key: dict(zip(g["crop_id"], g["text_hash"], strict=True))
+            for key, g in inputs.groupby(["source", "ocr"], sort=False)}
+
+
+def reusable_queries(before: TextHashes, now: TextHashes, query: tuple[str, str], target: tuple[str, str]
+                     ) -> set[str] | None:
+    """The query crops whose earlier top-k lists against ``target`` (source, ocr) may be reused: those whose text is
+    the one they were linked with. ``None`` when no list may be: nothing was recorded for the target side, or a
+    target's text changed or it is gone (a changed target may now rank anywhere)."""
+    t_before, t_now = before.get(target), now.get(target, {})
+    if t_before is None or any(t_now.get(c) != h for c, h in t_before.items()):
+        return None
+    q_before = before.get(query, {})
+    return {c for c, h in now.get(query, {}).items() if q_before.get(c) == h}
+
 
 def topk_frame_arrays(
     scores: np.ndarray, ids: np.ndarray, query_ids: Sequence[str], target_ids: Sequence[str]
