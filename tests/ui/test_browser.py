@@ -291,7 +291,12 @@ def _browse_and_materialize(page, server, shots: Path, skip) -> None:
     if confirm.is_visible():
         confirm.click()
     title.wait_for()
-    page.get_by_text("Select a partition or create one").click()
+    opener = page.get_by_text("Select a partition or create one")
+    opener.click()
+    try:
+        page.get_by_placeholder("Filter partitions").wait_for(state="visible", timeout=5_000)
+    except Exception:  # the click landed while the dialog was still settling and the drop-down stayed shut
+        opener.click()
     _visible_text(page, PARTITION).click()
     page.keyboard.press("Escape")  # close the partition drop-down, not the dialog
     page.get_by_placeholder("Filter partitions").wait_for(state="hidden")
