@@ -197,7 +197,8 @@ def _pooling_weights(
         conditions = sorted(set(target_embeddings["ocr"])) if not target_embeddings.empty else []
         table = pd.DataFrame({"ocr": conditions, "weight": config.pooling_weight, "chosen_by": "config",
                               "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions),
-                              "val_mrr_by_weight": [{}] * len(conditions), "mutual_by_weight": [{}] * len(conditions)})
+                              "val_mrr_by_weight": [{}] * len(conditions), "mutual_by_weight": [{}] * len(conditions),
+                              "mutual_gained": 0, "mutual_lost": 0, "mutual_p": float("nan")})
         return float(config.pooling_weight), table
     regions = _tuning_regions(store, model)
     queries, _ = _source_embeddings(context, store, str(model["model_id"]), sorted({q for q, _ in linkages}))
@@ -277,9 +278,13 @@ def faiss_index(
             "pooling_weights": preview(chosen.drop(columns=["val_top1_by_weight", "val_mrr_by_weight",
                                                             "mutual_by_weight"])),
             "pooling_weight_candidates": dg.MetadataValue.json({
-                str(row.ocr): {name: {f"{w:.2f}": round(float(v), 6) for w, v in getattr(row, col).items()}
-                               for name, col in (("val_top1", "val_top1_by_weight"), ("val_mrr", "val_mrr_by_weight"),
-                                                 ("mutual_rate", "mutual_by_weight"))}
+                str(row.ocr): {**{name: {f"{w:.2f}": round(float(v), 6) for w, v in getattr(row, col).items()}
+                                  for name, col in (("val_top1", "val_top1_by_weight"),
+                                                    ("val_mrr", "val_mrr_by_weight"),
+                                                    ("mutual_rate", "mutual_by_weight"))},
+                               "mutual_sign_test": {"gained": int(row.mutual_gained), "lost": int(row.mutual_lost),
+                                                    "p_value": None if pd.isna(row.mutual_p)
+                                                    else round(float(row.mutual_p), 9)}}
                 for row in chosen.itertuples()}),
             "preview": preview(rows)}),
         dg.MaterializeResult(asset_key="faiss_indexes", metadata={"rows": n}),

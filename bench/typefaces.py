@@ -34,7 +34,7 @@ from linkage_pipeline.documents.ocr import make_engine
 from linkage_pipeline.linking.by_embeddings import (
     WEIGHT_GRID,
     mutual_neighbour_choice,
-    mutual_neighbour_rate,
+    mutual_neighbours,
 )
 from linkage_pipeline.linking.strings import STRING_METHODS, string_similarity_matrix
 from linkage_pipeline.multimodal import registry
@@ -117,12 +117,13 @@ def top1(q: np.ndarray, t: np.ndarray) -> float:
 
 def choose_weight(img: np.ndarray, txt: np.ndarray, n: int, card: float, rule: str) -> float:
     """The pooling weight without labels: the card's, or the one with the most mutual nearest neighbours between the
-    first ``n`` rows (queries) and the rest (targets), ties to the card's (as ``faiss_index`` chooses it)."""
+    first ``n`` rows (queries) and the rest (targets) where it wins the sign test against the card's (as
+    ``faiss_index`` chooses it: :func:`mutual_neighbour_choice`)."""
     if rule == "card":
         return card
-    rates = {w: mutual_neighbour_rate(pool_embeddings(img[:n], txt[:n], w), pool_embeddings(img[n:], txt[n:], w))
-             for w in WEIGHT_GRID}
-    return mutual_neighbour_choice(rates, card)
+    mutual = {w: mutual_neighbours(pool_embeddings(img[:n], txt[:n], w), pool_embeddings(img[n:], txt[n:], w))
+              for w in sorted({*WEIGHT_GRID, float(card)})}
+    return mutual_neighbour_choice(mutual, card)[0]
 
 
 def score(data: TrainingSet, models: dict[str, tuple[MultimodalEncoder, float]], rule: str = "mutual") -> list[dict]:

@@ -237,7 +237,7 @@ def linkage_evaluation_report(
             from linkage_pipeline.multimodal.embed import embed_crops
 
             embedded, _ = embed_crops(pretrained, inputs, existing=cached)
-            chosen, _ = choose_pooling_weights(embedded, regions, list(linkages),
+            chosen, pooling_table = choose_pooling_weights(embedded, regions, list(linkages),
                                                default=float(model["pooling_weight"]),
                                                unlabelled=UNLABELLED_WEIGHT_CONFIG[unlabelled])
             links = link_embeddings(embedded, list(linkages), weight=chosen, training="self_supervised")
@@ -247,8 +247,8 @@ def linkage_evaluation_report(
                 training="self_supervised", unlabelled=unlabelled_string_weight)
             frames.append(linkage_evaluation_table(links, regions, training="self_supervised", weights=chosen))
             if choices is not None:
-                choices.update(self_supervised_pooling=dict(chosen), self_supervised_string=dict(betas),
-                               self_supervised_string_table=string_table)
+                choices.update(self_supervised_pooling=dict(chosen), self_supervised_pooling_table=pooling_table,
+                               self_supervised_string=dict(betas), self_supervised_string_table=string_table)
     scored = [f for f in frames if not f.empty]
     table = pd.concat(scored, ignore_index=True) if scored else frames[0]
     return table, embedded

@@ -261,17 +261,24 @@ def test_without_labels_the_pooling_weight_is_chosen_by_mutual_neighbours(pipeli
     try:
         result = dg.materialize(all_assets, selection=["faiss_index"], instance=instance, resources=resources)
         meta = materialization_metadata(result, "faiss_index")
-        assert "mutual_neighbours" in str(meta["pooling_weights"]) and "validation" not in str(meta["pooling_weights"])
-        rates = meta["pooling_weight_candidates"]["tesseract"]["mutual_rate"]
-        assert len(rates) == 11 and all(0.0 <= r <= 1.0 for r in rates.values()) and max(rates.values()) > 0.0
-        used = store.read_table("faiss_indexes").query("method == 'multimodal' and ocr == 'tesseract'")["weight"]
-        assert rates[f"{used.iloc[0]:.2f}"] == max(rates.values())  # the index was built at a weight of top rate
+        assert "validation" not in str(meta["pooling_weights"])
+        weight = float(store.read_table("linkage_model")["pooling_weight"].item())
+        for condition, candidates in meta["pooling_weight_candidates"].items():
+            rates, test = candidates["mutual_rate"], candidates["mutual_sign_test"]
+            assert len(rates) >= 11 and all(0.0 <= r <= 1.0 for r in rates.values()) and max(rates.values()) > 0.0
+            used = store.read_table("faiss_indexes").query(f"method == 'multimodal' and ocr == '{condition}'")
+            # the index was built at the weight of top rate where it won the sign test against the card's, else
+            # at the card's
+            if test["p_value"] < 0.05:
+                assert rates[f"{used['weight'].iloc[0]:.2f}"] == max(rates.values()), condition
+                assert test["gained"] > test["lost"]
+            else:
+                assert np.allclose(used["weight"], weight), condition
         card = {"ops": {"faiss_index": {"config": {"unlabelled_weight": "card"}}}}
         result = dg.materialize(all_assets, selection=["faiss_index"], instance=instance, resources=resources,
                                 run_config=card)
         chosen = str(materialization_metadata(result, "faiss_index")["pooling_weights"])
         assert "default" in chosen and "mutual_neighbours" not in chosen
-        weight = float(store.read_table("linkage_model")["pooling_weight"].item())
         multimodal = store.read_table("faiss_indexes").query("method == 'multimodal'")
         assert np.allclose(multimodal["weight"], weight)
         bad = {"ops": {"faiss_index": {"config": {"unlabelled_weight": "guess"}}}}

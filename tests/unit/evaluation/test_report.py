@@ -258,8 +258,9 @@ def test_linkage_evaluation_report_embeds_with_the_pretrained_model_and_reuses_t
     assert len(embedded) == 11 and set(embedded["model_id"]) == {encoder.model_id}
     # the self-supervised rows are those of the pretrained model's own links; too few validation queries to choose
     # a weight on, so by the mutual-neighbour rule, whose ties go to the grid weight nearest the linkage model's
-    mutual, rates = mutual_neighbour_weight(embedded, [("q", "t")], default=0.5)
+    mutual, rates, test = mutual_neighbour_weight(embedded, [("q", "t")], default=0.5)
     assert len(rates) == 11 and mutual == 0.5  # both towers link all five pairs here: every weight ties
+    assert test["gained"] == test["lost"] == 0 and test["p_value"] == 1.0
     links = embedding_links(embedded, [("q", "t")], weight=mutual, training="self_supervised")
     # and its hybrid rows, the string weight chosen by the supervised model's rules (here the image votes)
     candidates = hybrid.hybrid_candidates(links, _links(STRING_ROWS), embedded, [("q", "t")], {"tesseract": mutual})
@@ -276,16 +277,21 @@ def test_linkage_evaluation_report_embeds_with_the_pretrained_model_and_reuses_t
     pd.testing.assert_frame_equal(got, expected)
     assert choices["self_supervised_pooling"] == {"tesseract": 0.5} and choices["self_supervised_string"] == betas
     pd.testing.assert_frame_equal(choices["self_supervised_string_table"], string_table)
-    # a card weight off the grid tells the rules apart: the mutual rule takes a candidate (0.5, nearest 0.52),
-    # unlabelled="card" the card's own 0.52, as faiss_index's unlabelled_weight: card does
+    # a card weight off the grid: the mutual rule scores it beside the grid and keeps it (on five pairs no other
+    # weight can win the sign test), unlabelled="card" takes it without scoring, as faiss_index's
+    # unlabelled_weight: card does
     off_grid = {**MODEL, "pooling_weight": 0.52}
-    for rule, weight in (("mutual", 0.5), ("card", 0.52)):
+    for rule, scored_weights in (("mutual", 12), ("card", 0)):
+        rule_choices: dict = {}
         scored, _ = report.linkage_evaluation_report(
             _links(STRING_ROWS), _stg_regions(), embedding_links=_embedding_links(), model=off_grid,
             linkages=[("q", "t")], pretrained=encoder, inputs=inputs, cached=embedded, unlabelled=rule,
+            choices=rule_choices,
         )
         rows = scored[(scored["training"] == "self_supervised") & (scored["method"] == "multimodal")]
-        assert rows["pooling_weight"].tolist() == [weight, weight], rule
+        pooling = rule_choices["self_supervised_pooling_table"].iloc[0]
+        assert len(pooling["mutual_by_weight"]) == scored_weights and pooling["chosen_by"] == "default", rule
+        assert rows["pooling_weight"].tolist() == [0.52, 0.52], rule
     with pytest.raises(ValueError, match="unlabelled must be 'mutual' or 'card', got 'labels'"):
         report.linkage_evaluation_report(_links(STRING_ROWS), _stg_regions(), unlabelled="labels")
     with pytest.raises(ValueError, match=r"unlabelled_string_weight must be one of \['votes', 'none'\], got 'ngram'"):

@@ -27,7 +27,7 @@ from PIL import Image
 from linkage_pipeline.documents.ocr import make_engine
 from linkage_pipeline.linking.by_embeddings import (
     mutual_neighbour_choice,
-    mutual_neighbour_rate,
+    mutual_neighbours,
 )
 from linkage_pipeline.linking.strings import STRING_METHODS, string_similarity_matrix
 from linkage_pipeline.multimodal.checkpoints import shipped_model_dir
@@ -97,9 +97,9 @@ def scored() -> dict[str, dict[str, float]]:
             acc[f"{name}_language"] = _top1(txt[q] @ txt[t].T, test)
             acc[f"{name}_multimodal"] = _top1(sim(best_w), test)
             card = float(encoder.card.get("linking", {}).get("pooling_weight", 0.5))
-            rates = {w: mutual_neighbour_rate(pool_embeddings(img[q], txt[q], w), pool_embeddings(img[t], txt[t], w))
-                     for w in WEIGHTS}
-            label_free_w = mutual_neighbour_choice(rates, card)
+            mutual = {w: mutual_neighbours(pool_embeddings(img[q], txt[q], w), pool_embeddings(img[t], txt[t], w))
+                      for w in sorted({*WEIGHTS, card})}
+            label_free_w = mutual_neighbour_choice(mutual, card)[0]
             acc[f"{name}_multimodal_unlabelled"] = _top1(sim(label_free_w), test)
     return out
 
