@@ -92,6 +92,29 @@ class StageConfig(dg.Config):
     seed: int = 0
 
 
+def _adopt(
+    context: dg.AssetExecutionContext,
+    linkage_store: LinkageStore,
+    compute: ComputeResource,
+    trained: pd.DataFrame | None,
+    folder: Path,
+    card: dict,
+    *,
+    retune: bool = False,
+) -> dict:
+    """Compare the new supervised model with the one ``linkage_model`` (``auto``) would use without it, on this
+    corpus's validation firms, each at its best pooling weight there, and record in its card whether it replaces
+    it (:func:`registry.adoption`). ``retune``: the card's settings were tuned at a fixed weight (a distilled
+    model keeps its start model's), so the new model is scored again over every weight."""
+    baseline = registry.choose_model("auto", "", trained)
+    mine = _tune_on_validation(context, linkage_store, compute, folder) if retune else card.get("linking", {})
+    theirs = _tune_on_validation(context, linkage_store, compute, baseline.path) if "val_top1_mean" in mine else {}
+    record = registry.adoption(mine, theirs, baseline.path)
+    context.log.info(f"model {card['model_id'][:12]}: {record['why']}")
+    registry.update_card(folder, adoption=record)
+    return record
+
+
 def _train_stage(
     context: dg.AssetExecutionContext,
     stage: str,
@@ -109,6 +132,7 @@ def _train_stage(
         tune=lambda saved: _tune_on_validation(context, linkage_store, compute, saved),
         log=context.log.info,
     )
+    adoption = _adopt(context, linkage_store, compute, trained, folder, card) if stage == "supcon" else None
     rows = registry.record_trained_model(trained, row)
     linkage_store.store().replace_table("trained_models", rows, schema.TRAINED_MODELS)
     written = dg.AssetMaterialization("trained_models", metadata={"rows": len(rows), "model_id": card["model_id"]})
@@ -119,6 +143,8 @@ def _train_stage(
             "path": dg.MetadataValue.path(str(folder)),
             "training": dg.MetadataValue.json(card.get("training", {})),
             "n_parameters": card.get("n_parameters"),
+            **({} if adoption is None else {"adoption": dg.MetadataValue.json(adoption),
+                                            "adopted": bool(adoption["adopted"])}),
         }
     )
 
@@ -206,6 +232,7 @@ def distilled_model(
         tune=lambda saved, weight: _tune_on_validation(context, linkage_store, compute, saved, weight),
         log=context.log.info,
     )
+    adoption = _adopt(context, linkage_store, compute, trained, folder, card, retune=True)
     rows = registry.record_trained_model(trained, row)
     linkage_store.store().replace_table("trained_models", rows, schema.TRAINED_MODELS)
     context.log_event(dg.AssetMaterialization("trained_models", metadata={"rows": len(rows),
@@ -217,6 +244,8 @@ def distilled_model(
             "teachers": dg.MetadataValue.json(card["training"]["distil"]["teachers"]),
             "training": dg.MetadataValue.json(card["training"]["distil"]),
             "linking": dg.MetadataValue.json(card.get("linking", {})),
+            "adoption": dg.MetadataValue.json(adoption),
+            "adopted": bool(adoption["adopted"]),
         }
     )
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -41,7 +43,8 @@ def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> M
 
     Args:
         choice: ``auto`` (the latest supervised model of the training assets, distilled, or fine-tuned on link
-            reviews and adopted, if any, else the shipped one),
+            reviews, that was adopted (:func:`adopted_trained`; a fine-tune: better on its held-back reviews), if
+            any, else the shipped one),
             ``shipped``, ``trained`` (the latest supervised model; an error if none) or ``directory``.
         directory: The folder for ``directory`` (ours, a Hugging Face CLIP or the rinna layout).
         trained: ``trained_models`` rows (may be ``None`` when the training assets never ran).
@@ -57,6 +60,9 @@ def choose_model(choice: str, directory: str, trained: pd.DataFrame | None) -> M
         reviewed = reviewed[[_adopted(Path(str(p))) for p in reviewed["path"]]]
     supervised = pd.concat([stage_models(trained, "supcon"), stage_models(trained, "distil"), reviewed])
     supervised = supervised.sort_values("created_at") if not supervised.empty else supervised
+    if choice == "auto" and not supervised.empty:
+        # auto: only trained models that linked the validation firms better than the model they would replace
+        supervised = supervised[[adopted_trained(Path(str(p))) for p in supervised["path"]]]
     if choice == "directory":
         path = Path(directory).expanduser().resolve()
         if not (path / "config.json").is_file():
@@ -94,6 +100,39 @@ def update_card(path: str | Path, **entries: object) -> dict:
 
 def _adopted(path: Path) -> bool:
     return bool(read_card(path).get("review_check", {}).get("adopted", False))
+
+
+def adopted_trained(path: Path) -> bool:
+    """Whether ``auto`` may link with the trained model at ``path``: its card's ``adoption`` says it linked the
+    validation firms better than the model it would replace (:func:`adoption`). A card without the record (a
+    model saved before the check existed, or a fine-tune on reviews, which has its own) counts as adopted."""
+    return bool(read_card(path).get("adoption", {}).get("adopted", True))
+
+
+def adoption(new: Mapping[str, Any], baseline: Mapping[str, Any], baseline_path: Path | str) -> dict[str, Any]:
+    """Whether a newly trained model replaces ``baseline`` for ``auto``, from both models' settings tuned on the
+    same validation firms (:func:`~linkage_pipeline.linking.by_embeddings.tune_linking`: ``val_top1_mean``, the
+    mean validation top-1 over the OCR conditions at each model's best pooling weight).
+
+    It is adopted only when its mean is strictly higher: a model trained from scratch on a few hundred labelled
+    firms can link worse than the shipped one, and the pipeline should not switch to it unasked (``linkage_model``
+    config ``model: trained`` still does). Without validation labels nothing can be compared and it is not adopted.
+
+    Returns:
+        The card's ``adoption`` record: adopted, why, val_top1_mean, baseline_val_top1_mean, n_val, baseline
+        (the folder).
+    """
+    mine, theirs = new.get("val_top1_mean"), baseline.get("val_top1_mean")
+    record: dict[str, Any] = {"baseline": str(baseline_path), "val_top1_mean": mine, "baseline_val_top1_mean": theirs,
+                              "n_val": new.get("n_val", 0)}
+    if mine is None or theirs is None:
+        return {**record, "adopted": False,
+                "why": "no labelled validation firms to compare it with the model it would replace on"}
+    adopted = float(mine) > float(theirs)
+    why = (f"mean validation top-1 {float(mine):.3f} against {float(theirs):.3f} for the model it would replace; "
+           + ("adopted" if adopted else "not adopted: linkage_model keeps that model (config model: trained uses "
+                                        "this one)"))
+    return {**record, "adopted": adopted, "why": why}
 
 
 def fine_tuned_on_reviews(path: str | Path) -> bool:

@@ -314,11 +314,23 @@ def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipe
     folder = Path(trained[trained["stage"] == "supcon"]["path"].item())
     assert (folder / "pretrained" / "model.safetensors").is_file()
     # pooling weight and threshold were chosen on the validation firms of this corpus and stored with the model
-    linking = json.loads((folder / "model_card.json").read_text())["linking"]
+    card = json.loads((folder / "model_card.json").read_text())
+    linking = card["linking"]
     assert 0.0 <= linking["pooling_weight"] <= 1.0 and linking["n_val"] > 0 and linking["ocr"] == "rapidocr"
+    # a one-epoch model on 12 firms links the validation firms worse than the shipped one: it is recorded but not
+    # adopted, so auto keeps the shipped model; model: trained uses it
+    adoption = card["adoption"]
+    assert adoption["baseline"] == str(shipped_model_dir()) and not adoption["adopted"]
+    assert adoption["val_top1_mean"] < adoption["baseline_val_top1_mean"] and adoption["n_val"] > 0, adoption
+    supervised_meta = materialization_metadata(result, "supervised_model")
+    assert supervised_meta["adopted"] is False
+    dg.materialize(all_assets, selection=["linkage_model"], instance=instance, resources=resources)
+    assert store.read_table("linkage_model")["model_id"].item() == shipped
 
     # the same sequence as the CLI: model, per-source embeddings, then everything downstream
-    dg.materialize(all_assets, selection=["linkage_model"], instance=instance, resources=resources)
+    use_trained = {"ops": {"linkage_model": {"config": {"model": "trained"}}}}
+    dg.materialize(all_assets, selection=["linkage_model"], instance=instance, resources=resources,
+                   run_config=use_trained)
     assert store.read_table("linkage_model")["model_id"].item() == new_id
     # before the sources are re-embedded, building the index refuses the stale embeddings
     with pytest.raises(Exception, match="re-materialize crop_embeddings"):
@@ -347,5 +359,14 @@ def test_retraining_flows_a_new_model_id_through_embeddings_index_and_links(pipe
     assert card["parent_model_id"] == shipped and card["linking"]["pooling_weight"] == pytest.approx(
         json.loads((shipped_model_dir() / "model_card.json").read_text())["linking"]["pooling_weight"])
     assert card["linking"]["n_val"] > 0  # the threshold was chosen on this corpus's validation firms
+    # compared with the model auto used before it (the shipped one: the trained one was not adopted), both at their
+    # best weight on the validation firms; auto links with it only if it won
+    adoption = card["adoption"]
+    assert adoption["baseline"] == str(shipped_model_dir())
+    assert adoption["adopted"] == (adoption["val_top1_mean"] > adoption["baseline_val_top1_mean"])
     dg.materialize(all_assets, selection=["linkage_model"], instance=instance, resources=resources)
+    assert store.read_table("linkage_model")["model_id"].item() == (card["model_id"] if adoption["adopted"]
+                                                                     else shipped)
+    dg.materialize(all_assets, selection=["linkage_model"], instance=instance, resources=resources,
+                   run_config=use_trained)
     assert store.read_table("linkage_model")["model_id"].item() == card["model_id"]

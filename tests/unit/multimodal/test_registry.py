@@ -127,3 +127,30 @@ def test_stage_models_are_one_stage_oldest_first(tmp_path: Path) -> None:
     assert stage_models(_trained(tmp_path), "supcon")["model_id"].tolist() == ["id0", "id2", "id1"]
     assert stage_models(_trained(tmp_path), "clip")["model_id"].tolist() == ["c"]
     assert stage_models(None, "clip").empty and stage_models(pd.DataFrame(), "supcon").empty
+
+
+def test_auto_skips_a_trained_model_that_was_not_adopted(tmp_path: Path) -> None:
+    trained = _trained(tmp_path)
+    latest = tmp_path / "m1"  # the latest supcon model
+    (latest / "model_card.json").write_text(json.dumps({"adoption": {"adopted": False, "why": "worse"}}))
+    # auto falls back to the latest adopted one (m2: no record, saved before the check existed), trained still
+    # takes the latest, adopted or not
+    assert choose_model("auto", "", trained).path == tmp_path / "m2"
+    assert choose_model("trained", "", trained).path == latest
+    for i in (0, 2):
+        (tmp_path / f"m{i}" / "model_card.json").write_text(json.dumps({"adoption": {"adopted": False}}))
+    assert choose_model("auto", "", trained).chosen_by == "shipped model"
+    (latest / "model_card.json").write_text(json.dumps({"adoption": {"adopted": True}}))
+    assert choose_model("auto", "", trained).path == latest
+
+
+def test_a_trained_model_is_adopted_only_when_it_links_the_validation_firms_better(tmp_path: Path) -> None:
+    from linkage_pipeline.multimodal.registry import adoption
+
+    better = adoption({"val_top1_mean": 0.91, "n_val": 40}, {"val_top1_mean": 0.90}, tmp_path)
+    assert better["adopted"] and better["n_val"] == 40 and better["baseline"] == str(tmp_path)
+    assert "0.910 against 0.900" in better["why"]
+    level = adoption({"val_top1_mean": 0.90}, {"val_top1_mean": 0.90}, tmp_path)
+    assert not level["adopted"] and "config model: trained" in level["why"]
+    unlabelled = adoption({}, {}, tmp_path)
+    assert not unlabelled["adopted"] and "no labelled validation firms" in unlabelled["why"]
