@@ -125,9 +125,12 @@ def adoption(new: Mapping[str, Any], baseline: Mapping[str, Any], baseline_path:
     mine, theirs = new.get("val_top1_mean"), baseline.get("val_top1_mean")
     record: dict[str, Any] = {"baseline": str(baseline_path), "val_top1_mean": mine, "baseline_val_top1_mean": theirs,
                               "n_val": new.get("n_val", 0)}
-    if mine is None or theirs is None:
+    if mine is None:
         return {**record, "adopted": False,
                 "why": "no labelled validation firms to compare it with the model it would replace on"}
+    if theirs is None:
+        return {**record, "adopted": False,
+                "why": "the model it would replace could not be scored on the validation firms (see the run log)"}
     adopted = float(mine) > float(theirs)
     why = (f"mean validation top-1 {float(mine):.3f} against {float(theirs):.3f} for the model it would replace; "
            + ("adopted" if adopted else "not adopted: linkage_model keeps that model (config model: trained uses "

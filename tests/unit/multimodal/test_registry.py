@@ -154,3 +154,5 @@ def test_a_trained_model_is_adopted_only_when_it_links_the_validation_firms_bett
     assert not level["adopted"] and "config model: trained" in level["why"]
     unlabelled = adoption({}, {}, tmp_path)
     assert not unlabelled["adopted"] and "no labelled validation firms" in unlabelled["why"]
+    unscored = adoption({"val_top1_mean": 0.95}, {}, tmp_path)
+    assert not unscored["adopted"] and "could not be scored" in unscored["why"]
