@@ -195,10 +195,8 @@ def _pooling_weights(
     default = float(model["pooling_weight"])
     if config.pooling_weight is not None:
         conditions = sorted(set(target_embeddings["ocr"])) if not target_embeddings.empty else []
-        table = pd.DataFrame({"ocr": conditions, "weight": config.pooling_weight, "chosen_by": "config",
-                              "val_top1": float("nan"), "n_val": 0, "val_top1_by_weight": [{}] * len(conditions),
-                              "val_mrr_by_weight": [{}] * len(conditions), "mutual_by_weight": [{}] * len(conditions),
-                              "mutual_gained": 0, "mutual_lost": 0, "mutual_p": float("nan")})
+        table = by_embeddings.pooling_table([by_embeddings.pooling_row(c, config.pooling_weight, "config")
+                                             for c in conditions])
         return float(config.pooling_weight), table
     regions = _tuning_regions(store, model)
     queries, _ = _source_embeddings(context, store, str(model["model_id"]), sorted({q for q, _ in linkages}))

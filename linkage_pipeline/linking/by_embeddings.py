@@ -341,6 +341,25 @@ WEIGHT_GRID: tuple[float, ...] = tuple(float(w) for w in np.round(np.linspace(0.
 MIN_VALIDATION_QUERIES = 20
 
 
+#: Columns of the table of :func:`choose_pooling_weights` (one row per text condition).
+POOLING_TABLE_COLUMNS: tuple[str, ...] = (
+    "ocr", "weight", "chosen_by", "val_top1", "n_val", "val_top1_by_weight", "val_mrr_by_weight", "mutual_by_weight",
+    "mutual_gained", "mutual_lost", "mutual_p",
+)
+
+
+def pooling_row(ocr: str, weight: float, chosen_by: str) -> dict:
+    """One row of the pooling table before any candidate is scored: no validation or mutual-neighbour evidence."""
+    return {"ocr": ocr, "weight": float(weight), "chosen_by": chosen_by, "val_top1": float("nan"), "n_val": 0,
+            "val_top1_by_weight": {}, "val_mrr_by_weight": {}, "mutual_by_weight": {}, "mutual_gained": 0,
+            "mutual_lost": 0, "mutual_p": float("nan")}
+
+
+def pooling_table(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """The pooling table of ``rows`` (:func:`pooling_row`, updated with the evidence), in its column order."""
+    return pd.DataFrame(list(rows), columns=list(POOLING_TABLE_COLUMNS))
+
+
 def choose_pooling_weights(
     embeddings: pd.DataFrame,
     regions: pd.DataFrame | None,
@@ -393,9 +412,7 @@ def choose_pooling_weights(
         raise ValueError(f"unlabelled must be one of {UNLABELLED_RULES}, got {unlabelled!r}")
     conditions = sorted(set(embeddings["ocr"])) if not embeddings.empty else []
     chosen = {c: float(default) for c in conditions}
-    rows = {c: {"ocr": c, "weight": float(default), "chosen_by": "default", "val_top1": float("nan"), "n_val": 0,
-                "val_top1_by_weight": {}, "val_mrr_by_weight": {}, "mutual_by_weight": {}, "mutual_gained": 0,
-                "mutual_lost": 0, "mutual_p": float("nan")} for c in conditions}
+    rows = {c: pooling_row(c, default, "default") for c in conditions}
     if regions is not None and not regions.empty and conditions and linkages:
         truth = report._truth_frames(regions)
         queries = truth[0]
@@ -433,10 +450,7 @@ def choose_pooling_weights(
             if rates and weight != float(default):
                 chosen[c] = weight
                 rows[c].update(weight=weight, chosen_by="mutual_neighbours")
-    return chosen, pd.DataFrame(list(rows.values()), columns=["ocr", "weight", "chosen_by", "val_top1", "n_val",
-                                                              "val_top1_by_weight", "val_mrr_by_weight",
-                                                              "mutual_by_weight", "mutual_gained", "mutual_lost",
-                                                              "mutual_p"])
+    return chosen, pooling_table(list(rows.values()))
 
 
 #: Rules for the pooling weight of a condition without enough labels (:func:`choose_pooling_weights`).
