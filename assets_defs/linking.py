@@ -274,11 +274,12 @@ def faiss_index(
             "skipped_sources": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none", "device": device,
             "kind": config.kind, "model_id": str(model["model_id"]), "seconds": time.perf_counter() - t0,
             "pooling_weights": preview(chosen.drop(columns=["val_top1_by_weight", "val_mrr_by_weight",
-                                                            "mutual_by_weight"])),
+                                                            "val_margin_by_weight", "mutual_by_weight"])),
             "pooling_weight_candidates": dg.MetadataValue.json({
                 str(row.ocr): {**{name: {f"{w:.2f}": round(float(v), 6) for w, v in getattr(row, col).items()}
                                   for name, col in (("val_top1", "val_top1_by_weight"),
                                                     ("val_mrr", "val_mrr_by_weight"),
+                                                    ("val_margin", "val_margin_by_weight"),
                                                     ("mutual_rate", "mutual_by_weight"))},
                                "mutual_sign_test": {"gained": int(row.mutual_gained), "lost": int(row.mutual_lost),
                                                     "p_value": None if pd.isna(row.mutual_p)

@@ -343,7 +343,8 @@ MIN_VALIDATION_QUERIES = 20
 
 #: Columns of the table of :func:`choose_pooling_weights` (one row per text condition).
 POOLING_TABLE_COLUMNS: tuple[str, ...] = (
-    "ocr", "weight", "chosen_by", "val_top1", "n_val", "val_top1_by_weight", "val_mrr_by_weight", "mutual_by_weight",
+    "ocr", "weight", "chosen_by", "val_top1", "n_val", "val_top1_by_weight", "val_mrr_by_weight",
+    "val_margin_by_weight", "mutual_by_weight",
     "mutual_gained", "mutual_lost", "mutual_p",
 )
 
@@ -351,7 +352,8 @@ POOLING_TABLE_COLUMNS: tuple[str, ...] = (
 def pooling_row(ocr: str, weight: float, chosen_by: str) -> dict:
     """One row of the pooling table before any candidate is scored: no validation or mutual-neighbour evidence."""
     return {"ocr": ocr, "weight": float(weight), "chosen_by": chosen_by, "val_top1": float("nan"), "n_val": 0,
-            "val_top1_by_weight": {}, "val_mrr_by_weight": {}, "mutual_by_weight": {}, "mutual_gained": 0,
+            "val_top1_by_weight": {}, "val_mrr_by_weight": {}, "val_margin_by_weight": {}, "mutual_by_weight": {},
+            "mutual_gained": 0,
             "mutual_lost": 0, "mutual_p": float("nan")}
 
 
@@ -378,7 +380,9 @@ def choose_pooling_weights(
     ``ground_truth``) with at least ``min_queries`` labelled validation queries, the weight with the highest
     top-1 accuracy there is taken. A hundred validation queries often leave two weights level on top-1, so ties go
     to the higher mean reciprocal rank of the true firm among each query's ``k`` links (a miss at rank 2 counts
-    for more than one at rank 5 or none), and only then to the weight nearest ``default``. Since 0 (language only)
+    for more than one at rank 5 or none), then, where every validation query is linked right at several weights,
+    to the higher mean margin (:func:`_mean_margin`: how far each query's true firm scores above the best other
+    firm, rounded to 1e-4), and only then to the weight nearest ``default``. Since 0 (language only)
     and 1 (vision only) are candidates, the pooled embedding is chosen over a single modality only where it does
     at least as well on the validation firms. A condition without enough labels gets ``default`` (the model card's),
     or with ``unlabelled="mutual"`` the weight of :func:`mutual_neighbour_weight`: the one with the most mutual
@@ -397,7 +401,8 @@ def choose_pooling_weights(
     Returns:
         ``{condition: weight}`` for every condition of ``embeddings``, and one row per condition: ocr, weight,
         chosen_by (``validation``, ``mutual_neighbours`` or ``default``), val_top1 (at the weight; NaN unless
-        ``validation``), n_val, val_top1_by_weight, val_mrr_by_weight and mutual_by_weight (JSON-able dicts), and
+        ``validation``), n_val, val_top1_by_weight, val_mrr_by_weight, val_margin_by_weight and mutual_by_weight
+        (JSON-able dicts), and
         the mutual rule's sign test: mutual_gained, mutual_lost and mutual_p (0, 0 and NaN where it did not run).
 
     Raises:
@@ -421,21 +426,24 @@ def choose_pooling_weights(
         is_query = embeddings["source"].isin(query_sources)
         subset = embeddings[~is_query | embeddings["crop_id"].isin(val)]
         if is_query.any() and subset["crop_id"].isin(val).any():
-            per_weight, mrr = {}, {}
+            per_weight, mrr, margin = {}, {}, {}
             for w in weights:
                 links = embedding_links(subset, linkages, methods=("multimodal",), weight=float(w))
                 table = report.linkage_evaluation_table(links, regions, report_splits=("val",))
                 per_weight[float(w)] = table.set_index("ocr")
                 mrr[float(w)] = _mean_reciprocal_rank(links, regions, val, truth=truth)
+                margin[float(w)] = _mean_margin(links, val, truth=truth)
             for c in conditions:
                 accs = {w: float(t.loc[c, "top1_accuracy"]) for w, t in per_weight.items()
                         if c in t.index and pd.notna(t.loc[c, "top1_accuracy"])}
                 mrrs = {w: float(mrr[w].get(c, 0.0)) for w in accs}
+                margins = {w: float(margin[w].get(c, -1.0)) for w in accs}
                 n_val = max((int(t.loc[c, "n"]) for t in per_weight.values() if c in t.index), default=0)
                 rows[c]["n_val"], rows[c]["val_top1_by_weight"], rows[c]["val_mrr_by_weight"] = n_val, accs, mrrs
+                rows[c]["val_margin_by_weight"] = margins
                 if n_val < min_queries or not accs:
                     continue
-                best = max(accs, key=lambda w: (accs[w], round(mrrs[w], 9), -abs(w - default)))
+                best = max(accs, key=lambda w: (accs[w], round(mrrs[w], 9), round(margins[w], 4), -abs(w - default)))
                 chosen[c] = best
                 rows[c].update(weight=best, chosen_by="validation", val_top1=accs[best])
     if unlabelled == "mutual":
@@ -565,6 +573,29 @@ def mutual_neighbour_weight(
               for w in candidates}
     weight, test = mutual_neighbour_choice(mutual, default, significance=significance)
     return weight, {w: float(v.mean()) for w, v in mutual.items()}, test
+
+
+def _mean_margin(links: pd.DataFrame, queries: set[str], *, truth: tuple) -> dict[str, float]:
+    """Per text condition, the mean over ``queries`` whose firm is among the targets of the score of the first link to
+    a crop of that firm minus the score of the first link to a crop of another firm (positive: linked right, by that
+    much). A query whose firm is not among its links counts its last link's score minus its first's (a bound)."""
+    truth_q, target_entity, target_ids = truth
+    entity = {q: e for q, e in zip(truth_q["query_id"], truth_q["entity_id"], strict=True)
+              if q in queries and e in target_ids}
+    mine = links[links["query_crop_id"].isin(set(entity))].sort_values(["ocr", "query_crop_id", "rank"])
+    if mine.empty:
+        return {}
+    hit = mine["target_crop_id"].map(target_entity).to_numpy() == mine["query_crop_id"].map(entity).to_numpy()
+    mine = mine.assign(hit=hit)
+    keys = ["ocr", "query_crop_id"]
+    true_score = mine[mine["hit"]].groupby(keys)["score"].max()
+    other_score = mine[~mine["hit"]].groupby(keys)["score"].max()
+    first = mine.groupby(keys)["score"].max()
+    last = mine.groupby(keys)["score"].min()
+    frame = pd.DataFrame({"t": true_score, "o": other_score, "first": first, "last": last})
+    margin = np.where(frame["t"].isna(), frame["last"] - frame["first"],
+                      frame["t"] - frame["o"].fillna(frame["last"]))
+    return {str(c): float(v) for c, v in pd.Series(margin, index=frame.index).groupby(level="ocr").mean().items()}
 
 
 def _mean_reciprocal_rank(

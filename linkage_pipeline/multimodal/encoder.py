@@ -54,6 +54,7 @@ from linkage_pipeline.multimodal.preprocessing import (
     model_identity,
     preprocessing_from_json,
     text_translation,
+    text_without,
 )
 from linkage_pipeline.multimodal.tokenizer import build_char_tokenizer
 from linkage_pipeline.multimodal.towers import (
@@ -338,6 +339,16 @@ class MultimodalEncoder:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = self._encode_texts(texts, batch_size)
+        rest = text_without(self.preprocessing, list(texts))
+        again = [i for i, r in enumerate(rest) if r is not None]
+        if again:
+            # the text read once more without its legal form (preprocessing.text_drop): the mean of both readings
+            out[again] = _l2(out[again] + self._encode_texts([rest[i] for i in again], batch_size))
+        return out
+
+    def _encode_texts(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        """L2-normalised text-tower embeddings of ``texts`` as read (see :meth:`encode_texts`)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         ids = self.token_ids(texts)
         padded = np.asarray([self.padded_length(len(x)) for x in ids], dtype=np.int64)

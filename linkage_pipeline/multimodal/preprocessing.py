@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,12 @@ class Preprocessing:
             会社 as the same string. Empty: no folding.
             Part of the model's identity (:func:`model_identity`), so embeddings made without the fold are
             never reused with it.
+        text_drop: Strings the text tower also reads each text without (for the shipped model, the legal forms
+            of :data:`~linkage_pipeline.multimodal.training.label_free.LEGAL_FORM_LEXICON`): a text that holds one
+            is embedded as the L2-normalised mean of its own embedding and that of the text with every such
+            string removed (after the fold), so that 合名会社極東造船所 and 極東造船所 meet halfway wherever the form
+            is printed. A text that holds none, or holds nothing else, is embedded once, as before. Empty: off.
+            Part of the model's identity.
     """
 
     image_size: int = 80
@@ -55,6 +62,7 @@ class Preprocessing:
     layout: str = "line"
     grid_cols: int = 4
     text_fold: tuple[tuple[str, str], ...] = ()
+    text_drop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         bad = [pair for pair in self.text_fold
@@ -64,6 +72,8 @@ class Preprocessing:
         olds = [old for old, _ in self.text_fold]
         if len(set(olds)) != len(olds):
             raise ValueError("text_fold names an old character twice; expected one new form per old character")
+        if not all(isinstance(x, str) and x.strip() for x in self.text_drop):
+            raise ValueError(f"text_drop must hold non-empty strings, got {list(self.text_drop)[:5]}")
         if self.layout not in ("line", "grid"):
             raise ValueError(f"layout must be 'line' or 'grid', got {self.layout!r}")
         if self.grid_cols < 1 or self.image_size // self.grid_cols < 4:
@@ -75,6 +85,22 @@ def text_translation(preprocessing: Preprocessing) -> dict[int, str]:
     return {ord(old): new for old, new in preprocessing.text_fold}
 
 
+def text_without(preprocessing: Preprocessing, texts: list[str]) -> list[str | None]:
+    """Each text with every string of ``preprocessing.text_drop`` (as given and as folded by ``text_fold``)
+    removed, longest first, and the spaces around it trimmed; ``None`` where nothing was removed or nothing
+    would remain. The result is folded later, with the text, by the encoder."""
+    if not preprocessing.text_drop:
+        return [None] * len(texts)
+    table = text_translation(preprocessing)
+    strings = set(preprocessing.text_drop) | {x.translate(table) for x in preprocessing.text_drop}
+    pattern = re.compile("|".join(re.escape(x) for x in sorted(strings, key=len, reverse=True)))
+    out: list[str | None] = []
+    for text in texts:
+        rest = pattern.sub("", text.translate(table)).strip() if isinstance(text, str) else ""
+        out.append(rest if rest and rest != text.translate(table).strip() else None)
+    return out
+
+
 def preprocessing_from_json(raw: dict) -> Preprocessing:
     """A :class:`Preprocessing` from its ``preprocessing.json`` dict (lists read back as tuples)."""
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
@@ -84,12 +110,18 @@ def preprocessing_from_json(raw: dict) -> Preprocessing:
 
 
 def model_identity(weights_sha256: str, preprocessing: Preprocessing) -> str:
-    """A model's id: the SHA-256 of its weights file, or, when its preprocessing folds texts, the SHA-256 of that
-    hash and the fold table together (the same weights read different text, so their embeddings differ)."""
-    if not preprocessing.text_fold:
+    """A model's id: the SHA-256 of its weights file, or, when its preprocessing folds texts or drops strings
+    from them, the SHA-256 of that hash and the fold table (and the dropped strings) together: the same weights
+    read different text, so their embeddings differ."""
+    if not preprocessing.text_fold and not preprocessing.text_drop:
         return weights_sha256
-    table = json.dumps([list(pair) for pair in preprocessing.text_fold], ensure_ascii=False)
-    return hashlib.sha256(f"{weights_sha256}\ntext_fold:{table}".encode()).hexdigest()
+    key = weights_sha256
+    if preprocessing.text_fold:
+        table = json.dumps([list(pair) for pair in preprocessing.text_fold], ensure_ascii=False)
+        key += f"\ntext_fold:{table}"
+    if preprocessing.text_drop:
+        key += "\ntext_drop:" + json.dumps(list(preprocessing.text_drop), ensure_ascii=False)
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- grid layout

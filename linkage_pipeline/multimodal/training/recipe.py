@@ -42,6 +42,9 @@ class Recipe:
         seed: Seed of the weight initialisation.
         text_fold: Fold 旧字体 to 新字体 in every text the model reads, in training and when linking (the table of
             :func:`~linkage_pipeline.multimodal.variants.japanese_old_new`, kept in the model's preprocessing).
+        text_drop: When linking, read every text that holds a legal form of
+            :data:`~linkage_pipeline.multimodal.training.label_free.LEGAL_FORM_LEXICON` twice, with and without it,
+            and use the mean of the two text embeddings (``Preprocessing.text_drop``). Training reads each text once.
         clip: Language-image pretraining stage.
         supcon: Supervised contrastive stage on the pooled embedding.
         distil: Distillation stage (not part of :func:`train_recipe`; :func:`distil_stage` runs it): SupCon as in
@@ -54,6 +57,7 @@ class Recipe:
     layout: str = "grid"
     seed: int = 0
     text_fold: bool = True
+    text_drop: bool = True
     # Both stages stop at the end of a warm-restart cycle (10 * (2**n - 1) steps with t0=10, t_mult=2), so
     # training ends at a small learning rate rather than just after a restart.
     # The CLIP stage is the label-free one: crop/reading pairs plus an instance loss over printed names whose views
@@ -79,12 +83,14 @@ class Recipe:
 
 
 def recipe_preprocessing(recipe: Recipe) -> Preprocessing:
-    """The preprocessing of a new model of ``recipe``: its image size and layout, and with ``text_fold`` the
-    旧字体 -> 新字体 table (Debian's ``unicode-data`` must be installed)."""
+    """The preprocessing of a new model of ``recipe``: its image size and layout, with ``text_fold`` the
+    旧字体 -> 新字体 table (Debian's ``unicode-data`` must be installed) and with ``text_drop`` the legal forms."""
     from linkage_pipeline.multimodal import variants
+    from linkage_pipeline.multimodal.training.label_free import LEGAL_FORM_LEXICON
 
     fold = variants.japanese_old_new() if recipe.text_fold else ()
-    return Preprocessing(image_size=recipe.image_size, layout=recipe.layout, text_fold=tuple(fold))
+    drop = tuple(form for forms in LEGAL_FORM_LEXICON for form in forms) if recipe.text_drop else ()
+    return Preprocessing(image_size=recipe.image_size, layout=recipe.layout, text_fold=tuple(fold), text_drop=drop)
 
 
 def train_recipe(

@@ -8,6 +8,7 @@ import pytest
 
 from linkage_pipeline.evaluation import metrics
 from linkage_pipeline.linking.by_embeddings import (
+    _mean_margin,
     _mean_reciprocal_rank,
     choose_pooling_weights,
     embedding_links,
@@ -87,9 +88,14 @@ def test_ties_on_top1_go_to_the_higher_mean_reciprocal_rank() -> None:
         assert weights[condition] in level
         assert mrrs[weights[condition]] == max(mrrs[w] for w in level)
     # under clean readings every weight up to some point links every validation firm: a tie on top-1 (1.0) that
-    # reciprocal rank cannot break either, so the weight nearest the default among them is taken
+    # reciprocal rank cannot break either, so the weight whose true firms score furthest above the rest is taken
     clean = rows.loc["clean", "val_top1_by_weight"]
-    assert sum(v == 1.0 for v in clean.values()) >= 2
+    level = [w for w, v in clean.items() if v == 1.0]
+    assert len(level) >= 2
+    margins = rows.loc["clean", "val_margin_by_weight"]
+    assert set(margins) == set(clean) and all(margins[w] > 0 for w in level)  # linked right: positive margins
+    assert weights["clean"] == max(level, key=lambda w: round(margins[w], 4))
+    assert len({round(margins[w], 4) for w in level}) == len(level)  # the margin, not the default, decided
 
 
 def test_mean_reciprocal_rank_counts_the_first_link_to_the_true_firm() -> None:
@@ -111,6 +117,32 @@ def test_mean_reciprocal_rank_counts_the_first_link_to_the_true_firm() -> None:
     assert got == pytest.approx({"x": (1 + 1 / 3 + 0) / 3, "y": 0.0})
     assert _mean_reciprocal_rank(links, regions, {"q2"}) == pytest.approx({"x": 1 / 3})
     assert _mean_reciprocal_rank(links, regions, set()) == {}
+
+
+def test_mean_margin_is_the_true_firms_score_over_the_best_other_firms() -> None:
+    from linkage_pipeline.evaluation import report
+
+    regions = pd.DataFrame({
+        "crop_id": ["q1", "q2", "q3", "q4", "t1", "t2", "t3"],
+        "kind": "entry",
+        "source_role": ["query"] * 4 + ["target"] * 3,
+        "true_entity_id": ["A", "B", "C", "Z", "A", "B", "C"],
+    })
+    links = pd.DataFrame({
+        "query_crop_id": ["q1", "q1", "q2", "q2", "q2", "q3", "q3", "q4", "q1"],
+        "target_crop_id": ["t1", "t2", "t3", "t1", "t2", "t1", "t2", "t1", "t2"],
+        "ocr": ["x"] * 8 + ["y"],
+        "rank": [1, 2, 1, 2, 3, 1, 2, 1, 1],
+        "score": [0.9, 0.6, 0.8, 0.7, 0.5, 0.7, 0.4, 0.9, 0.3],
+    })
+    truth = report._truth_frames(regions)
+    # q1 right by 0.3; q2's firm at rank 3: 0.5 - 0.8; q3's firm not among its links: its last minus its first
+    # link (a bound); q4's firm is not among the targets and is not counted; under "y" q1's only link is wrong
+    # and its firm is not among its links: 0.3 - 0.3
+    got = _mean_margin(links, {"q1", "q2", "q3", "q4"}, truth=truth)
+    assert got == pytest.approx({"x": (0.3 - 0.3 - 0.3) / 3, "y": 0.0})
+    assert _mean_margin(links, {"q1"}, truth=truth) == pytest.approx({"x": 0.3, "y": 0.0})
+    assert _mean_margin(links, set(), truth=truth) == {}
 
 
 def test_test_firms_never_influence_the_weight() -> None:

@@ -376,3 +376,35 @@ def test_a_bad_text_fold_in_a_model_folder_names_the_file(tmp_path: Path) -> Non
                                                       encoding="utf-8")
     with pytest.raises(ValueError, match=r"m/preprocessing.json: text_fold must hold \(old, new\) pairs"):
         MultimodalEncoder.load(tmp_path / "m")
+
+
+def test_text_drop_reads_a_text_with_and_without_its_legal_form_and_is_part_of_the_model_id(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from linkage_pipeline.multimodal.preprocessing import Preprocessing, model_identity, text_without
+
+    tiny = {k: x for k, x in TINY.items() if k not in ("image_size", "max_length", "patch_size")}
+    prep = Preprocessing(image_size=32, max_length=24, layout="grid", text_fold=(("會", "会"),))
+    plain = MultimodalEncoder.create(seed=5, preprocessing=prep, vision_tower="cnn", cnn_widths=(8, 8, 16, 16), **tiny)
+    plain_id = plain.save(tmp_path / "plain")
+    dropping = MultimodalEncoder.load(tmp_path / "plain")
+    dropping.preprocessing = replace(prep, text_drop=("株式会社", "合名会社", "(株)"))
+    drop_id = dropping.save(tmp_path / "drop")
+    assert plain_id != drop_id == model_identity(file_sha256(tmp_path / "drop" / "model.safetensors"),
+                                                 dropping.preprocessing)
+    loaded = MultimodalEncoder.load(tmp_path / "drop")
+    assert loaded.model_id == drop_id and loaded.preprocessing.text_drop == ("株式会社", "合名会社", "(株)")
+    texts = ["合名會社極東造船所", "極東造船所 株式會社", "(株)極東造船所", "極東造船所", "株式会社", "", None]
+    # the old form 會 is folded before the legal form is looked for; a text that is only a legal form stays whole
+    assert text_without(loaded.preprocessing, texts) == ["極東造船所", "極東造船所", "極東造船所", None, None, None, None]
+    emb = loaded.encode_texts(texts)
+    base = plain.encode_texts(texts)
+    name = plain.encode_texts(["極東造船所"])[0]
+    for i in range(3):  # the mean of the two readings, normalised
+        mean = base[i] + name
+        np.testing.assert_allclose(emb[i], mean / np.linalg.norm(mean), atol=1e-6)
+    np.testing.assert_array_equal(emb[3:], base[3:])  # nothing to drop: one reading, as before
+    # a text's embedding does not depend on its batch-mates, with or without the second reading
+    np.testing.assert_array_equal(loaded.encode_texts(texts[:1])[0], emb[0])
+    with pytest.raises(ValueError, match="text_drop must hold non-empty strings"):
+        Preprocessing(text_drop=("株式会社", " "))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from linkage_pipeline.multimodal.checkpoints import (
 )
 from linkage_pipeline.multimodal.encoder import MultimodalEncoder, file_sha256
 from linkage_pipeline.multimodal.preprocessing import model_identity
+from linkage_pipeline.multimodal.training.recipe import Recipe, recipe_preprocessing
 from linkage_pipeline.multimodal.registry import (
     ModelChoice,
     attach_pretrained,
@@ -73,15 +75,22 @@ def test_shipped_model_loads_with_its_pretrained_companion_and_tuned_defaults() 
     # which is the shipped pretrained/ companion (trained from scratch with the text fold, so its id includes it)
     distil = enc.card["training"]["distil"]
     teachers = [t["model_id"] for t in distil["teachers"]]
-    assert enc.card["parent_model_id"] == distil["start_model_id"] == pre.model_id == teachers[1]
-    assert len(teachers) == 2 and teachers[0] not in (enc.model_id, pre.model_id)
+    # the lineage names the ids the models had when trained, before the legal-form reading was added to both
+    trained_id = [m.card["text_drop"]["model_id_when_trained"] for m in (enc, pre)]
+    assert enc.card["parent_model_id"] == distil["start_model_id"] == trained_id[1] == teachers[1]
+    assert len(teachers) == 2 and teachers[0] not in (enc.model_id, pre.model_id, *trained_id)
     assert distil["start_parent_model_id"] is None and set(pre.card["training"]) == {"clip"}
     assert pre.card["data"]["knowledge"]["open_vocabulary"] and pre.card["data"]["open_characters"] >= 2500
-    for model, folder in ((enc, shipped_model_dir()), (pre, shipped_pretrained_dir())):
+    for model, folder, when_trained in ((enc, shipped_model_dir(), trained_id[0]),
+                                        (pre, shipped_pretrained_dir(), trained_id[1])):
         assert model.card["weights_sha256"] == file_sha256(folder / "model.safetensors")
         assert model.model_id == model.card["model_id"] == model_identity(model.card["weights_sha256"],
                                                                            model.preprocessing)
         assert len(model.preprocessing.text_fold) == model.card["text_fold"]["pairs"] > 500
+        # read once more without a legal form when linking: every printed form of the lexicon
+        assert model.preprocessing.text_drop == recipe_preprocessing(Recipe()).text_drop
+        assert len(model.preprocessing.text_drop) == model.card["text_drop"]["strings"] and "㈱" in model.preprocessing.text_drop
+        assert model_identity(model.card["weights_sha256"], replace(model.preprocessing, text_drop=())) == when_trained
     assert 1_000_000 < enc.n_parameters() < 5_000_000
     weight, threshold = card_defaults(shipped_model_dir())
     assert 0.0 <= weight <= 1.0 and 0.0 < threshold < 1.0

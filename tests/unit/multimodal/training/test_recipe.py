@@ -96,6 +96,8 @@ def test_run_folder_is_keyed_by_the_architecture(tmp_path: Path) -> None:
                   replace(recipe, seed=1), replace(recipe, text_fold=False)):
         assert architecture(other) != arch
         assert run_folder(tmp_path, "clip", "abc", recipe.clip, "", architecture(other)) != folder
+    # reading texts once more without a legal form happens when linking only: the same training run
+    assert architecture(replace(recipe, text_drop=False)) == arch
 
 
 def test_write_card_linking_rewrites_the_card_only_with_settings(tmp_path: Path) -> None:
@@ -161,6 +163,7 @@ def test_train_stage_runs_clip_then_supcon_from_it(tmp_path: Path) -> None:
     saved = MultimodalEncoder.load(folder2)
     assert saved.preprocessing.text_fold == tuple(japanese_old_new()) and len(saved.preprocessing.text_fold) > 500
     assert saved.token_ids(["東洋製藥株式會社"]) == saved.token_ids(["東洋製薬株式会社"])
+    assert "株式会社" in saved.preprocessing.text_drop and "(株)" in saved.preprocessing.text_drop
     # the same inputs resume the same run folder (no retraining), so the model id is the same
     again, card3, _ = train_stage(tmp_path, "clip", None, overrides=one_step)
     assert again == folder and card3["model_id"] == card["model_id"]
