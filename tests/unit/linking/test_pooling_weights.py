@@ -98,30 +98,8 @@ def test_ties_on_top1_go_to_the_higher_mean_reciprocal_rank() -> None:
     assert len({round(margins[w], 4) for w in level}) == len(level)  # the margin, not the default, decided
 
 
-def test_mean_reciprocal_rank_counts_the_first_link_to_the_true_firm() -> None:
-    regions = pd.DataFrame({
-        "crop_id": ["q1", "q2", "q3", "q4", "t1", "t2", "t3"],
-        "kind": "entry",
-        "source_role": ["query"] * 4 + ["target"] * 3,
-        "true_entity_id": ["A", "B", "C", "Z", "A", "B", "C"],
-    })
-    links = pd.DataFrame({
-        "query_crop_id": ["q1", "q1", "q2", "q2", "q2", "q3", "q3", "q4", "q1"],
-        "target_crop_id": ["t1", "t2", "t3", "t1", "t2", "t1", "t2", "t1", "t2"],
-        "ocr": ["x"] * 8 + ["y"],
-        "rank": [1, 2, 1, 2, 3, 1, 2, 1, 1],
-    })
-    # q1 at rank 1, q2 at rank 3, q3 never (0); q4's firm is not among the targets and is not counted; under "y"
-    # q1's only link is wrong
-    got = _mean_reciprocal_rank(links, regions, {"q1", "q2", "q3", "q4"})
-    assert got == pytest.approx({"x": (1 + 1 / 3 + 0) / 3, "y": 0.0})
-    assert _mean_reciprocal_rank(links, regions, {"q2"}) == pytest.approx({"x": 1 / 3})
-    assert _mean_reciprocal_rank(links, regions, set()) == {}
-
-
-def test_mean_margin_is_the_true_firms_score_over_the_best_other_firms() -> None:
-    from linkage_pipeline.evaluation import report
-
+def _ranked_links() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Four queries (q4's firm is not among the targets), three targets, links ranked under two conditions."""
     regions = pd.DataFrame({
         "crop_id": ["q1", "q2", "q3", "q4", "t1", "t2", "t3"],
         "kind": "entry",
@@ -135,6 +113,23 @@ def test_mean_margin_is_the_true_firms_score_over_the_best_other_firms() -> None
         "rank": [1, 2, 1, 2, 3, 1, 2, 1, 1],
         "score": [0.9, 0.6, 0.8, 0.7, 0.5, 0.7, 0.4, 0.9, 0.3],
     })
+    return regions, links
+
+
+def test_mean_reciprocal_rank_counts_the_first_link_to_the_true_firm() -> None:
+    regions, links = _ranked_links()
+    # q1 at rank 1, q2 at rank 3, q3 never (0); q4's firm is not among the targets and is not counted; under "y"
+    # q1's only link is wrong
+    got = _mean_reciprocal_rank(links, regions, {"q1", "q2", "q3", "q4"})
+    assert got == pytest.approx({"x": (1 + 1 / 3 + 0) / 3, "y": 0.0})
+    assert _mean_reciprocal_rank(links, regions, {"q2"}) == pytest.approx({"x": 1 / 3})
+    assert _mean_reciprocal_rank(links, regions, set()) == {}
+
+
+def test_mean_margin_is_the_true_firms_score_over_the_best_other_firms() -> None:
+    from linkage_pipeline.evaluation import report
+
+    regions, links = _ranked_links()
     truth = report._truth_frames(regions)
     # q1 right by 0.3; q2's firm at rank 3: 0.5 - 0.8; q3's firm not among its links: its last minus its first
     # link (a bound); q4's firm is not among the targets and is not counted; under "y" q1's only link is wrong
