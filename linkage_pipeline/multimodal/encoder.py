@@ -339,12 +339,14 @@ class MultimodalEncoder:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out = self._encode_texts(texts, batch_size)
         rest = text_without(self.preprocessing, list(texts))
         again = [i for i, r in enumerate(rest) if r is not None]
+        # the texts read once more without their legal form (preprocessing.text_drop) go in the same passes, so the
+        # batches of each length fill up; every embedding depends on its own text alone, so nothing else changes
+        both = self._encode_texts([*texts, *(rest[i] for i in again)], batch_size)
+        out = both[: len(texts)]
         if again:
-            # the text read once more without its legal form (preprocessing.text_drop): the mean of both readings
-            out[again] = _l2(out[again] + self._encode_texts([rest[i] for i in again], batch_size))
+            out[again] = _l2(out[again] + both[len(texts):])  # the mean of the two readings
         return out
 
     def _encode_texts(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
