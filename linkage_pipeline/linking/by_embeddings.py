@@ -344,8 +344,7 @@ MIN_VALIDATION_QUERIES = 20
 #: Columns of the table of :func:`choose_pooling_weights` (one row per text condition).
 POOLING_TABLE_COLUMNS: tuple[str, ...] = (
     "ocr", "weight", "chosen_by", "val_top1", "n_val", "val_top1_by_weight", "val_mrr_by_weight",
-    "val_margin_by_weight", "mutual_by_weight",
-    "mutual_gained", "mutual_lost", "mutual_p",
+    "val_margin_by_weight", "mutual_by_weight", "mutual_gained", "mutual_lost", "mutual_p",
 )
 
 
@@ -353,8 +352,7 @@ def pooling_row(ocr: str, weight: float, chosen_by: str) -> dict:
     """One row of the pooling table before any candidate is scored: no validation or mutual-neighbour evidence."""
     return {"ocr": ocr, "weight": float(weight), "chosen_by": chosen_by, "val_top1": float("nan"), "n_val": 0,
             "val_top1_by_weight": {}, "val_mrr_by_weight": {}, "val_margin_by_weight": {}, "mutual_by_weight": {},
-            "mutual_gained": 0,
-            "mutual_lost": 0, "mutual_p": float("nan")}
+            "mutual_gained": 0, "mutual_lost": 0, "mutual_p": float("nan")}
 
 
 def pooling_table(rows: Sequence[Mapping]) -> pd.DataFrame:
@@ -402,8 +400,8 @@ def choose_pooling_weights(
         ``{condition: weight}`` for every condition of ``embeddings``, and one row per condition: ocr, weight,
         chosen_by (``validation``, ``mutual_neighbours`` or ``default``), val_top1 (at the weight; NaN unless
         ``validation``), n_val, val_top1_by_weight, val_mrr_by_weight, val_margin_by_weight and mutual_by_weight
-        (JSON-able dicts), and
-        the mutual rule's sign test: mutual_gained, mutual_lost and mutual_p (0, 0 and NaN where it did not run).
+        (JSON-able dicts), and the mutual rule's sign test: mutual_gained, mutual_lost and mutual_p (0, 0 and NaN
+        where it did not run).
 
     Raises:
         ValueError: If ``default`` or a candidate weight is outside [0, 1], or ``unlabelled`` is unknown.
@@ -575,24 +573,29 @@ def mutual_neighbour_weight(
     return weight, {w: float(v.mean()) for w, v in mutual.items()}, test
 
 
+def _labelled_links(links: pd.DataFrame, queries: set[str], truth: tuple) -> pd.DataFrame:
+    """The links of ``queries`` whose firm is among the targets, with ``hit``: whether the link's target crop is of
+    the query's firm. ``truth``: ``report._truth_frames(regions)``."""
+    truth_q, target_entity, target_ids = truth
+    entity = {q: e for q, e in zip(truth_q["query_id"], truth_q["entity_id"], strict=True)
+              if q in queries and e in target_ids}
+    mine = links[links["query_crop_id"].isin(set(entity))]
+    hit = mine["target_crop_id"].map(target_entity).to_numpy() == mine["query_crop_id"].map(entity).to_numpy()
+    return mine.assign(hit=hit)
+
+
 def _mean_margin(links: pd.DataFrame, queries: set[str], *, truth: tuple) -> dict[str, float]:
     """Per text condition, the mean over ``queries`` whose firm is among the targets of the score of the first link to
     a crop of that firm minus the score of the first link to a crop of another firm (positive: linked right, by that
     much). A query whose firm is not among its links counts its last link's score minus its first's (a bound)."""
-    truth_q, target_entity, target_ids = truth
-    entity = {q: e for q, e in zip(truth_q["query_id"], truth_q["entity_id"], strict=True)
-              if q in queries and e in target_ids}
-    mine = links[links["query_crop_id"].isin(set(entity))].sort_values(["ocr", "query_crop_id", "rank"])
+    mine = _labelled_links(links, queries, truth)
     if mine.empty:
         return {}
-    hit = mine["target_crop_id"].map(target_entity).to_numpy() == mine["query_crop_id"].map(entity).to_numpy()
-    mine = mine.assign(hit=hit)
     keys = ["ocr", "query_crop_id"]
-    true_score = mine[mine["hit"]].groupby(keys)["score"].max()
-    other_score = mine[~mine["hit"]].groupby(keys)["score"].max()
-    first = mine.groupby(keys)["score"].max()
-    last = mine.groupby(keys)["score"].min()
-    frame = pd.DataFrame({"t": true_score, "o": other_score, "first": first, "last": last})
+    scores = mine.groupby(keys)["score"]
+    frame = pd.DataFrame({"t": mine[mine["hit"]].groupby(keys)["score"].max(),
+                          "o": mine[~mine["hit"]].groupby(keys)["score"].max(),
+                          "first": scores.max(), "last": scores.min()})
     margin = np.where(frame["t"].isna(), frame["last"] - frame["first"],
                       frame["t"] - frame["o"].fillna(frame["last"]))
     return {str(c): float(v) for c, v in pd.Series(margin, index=frame.index).groupby(level="ocr").mean().items()}
@@ -606,13 +609,10 @@ def _mean_reciprocal_rank(
     the caller has it already (it scores one set of links per candidate weight on the same regions)."""
     from linkage_pipeline.evaluation import report
 
-    truth, target_entity, target_ids = truth if truth is not None else report._truth_frames(regions)
-    entity = {q: e for q, e in zip(truth["query_id"], truth["entity_id"], strict=True) if q in queries and e in target_ids}
-    mine = links[links["query_crop_id"].isin(set(entity))]
+    mine = _labelled_links(links, queries, truth if truth is not None else report._truth_frames(regions))
     if mine.empty:
         return {}
-    hit = mine["target_crop_id"].map(target_entity).to_numpy() == mine["query_crop_id"].map(entity).to_numpy()
-    first = mine[hit].groupby(["ocr", "query_crop_id"])["rank"].min()
+    first = mine[mine["hit"]].groupby(["ocr", "query_crop_id"])["rank"].min()
     asked = mine.groupby("ocr")["query_crop_id"].nunique()
     found = (1.0 / first.astype(float)).groupby(level="ocr").sum()
     return {str(c): float(found.get(c, 0.0)) / int(n) for c, n in asked.items()}

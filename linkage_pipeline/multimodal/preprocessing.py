@@ -96,8 +96,9 @@ def text_without(preprocessing: Preprocessing, texts: list[str]) -> list[str | N
     pattern = re.compile("|".join(re.escape(x) for x in sorted(strings, key=len, reverse=True)))
     out: list[str | None] = []
     for text in texts:
-        rest = pattern.sub("", text.translate(table)).strip() if isinstance(text, str) else ""
-        out.append(rest if rest and rest != text.translate(table).strip() else None)
+        folded = text.translate(table).strip() if isinstance(text, str) else ""
+        rest = pattern.sub("", folded).strip()
+        out.append(rest if rest and rest != folded else None)
     return out
 
 
